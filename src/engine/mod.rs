@@ -1,0 +1,442 @@
+//! The storage engine contract.
+//!
+//! Owns the [`Engine`] trait that both engines implement (bitcask and memory) and the
+//! plain types that cross it: versions, expiry times, preconditions, batches, listing pages,
+//! stats and the status of background jobs. Nothing here knows about HTTP or JSON.
+//!
+//! Engines are synchronous and thread-safe: every method takes `&self` and may be called from
+//! many threads at once. The async server calls them from blocking-capable threads.
+
+pub mod bitcask;
+pub mod dir_lock;
+pub mod memory;
+mod open;
+mod sync_policy;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::error::Result;
+
+pub use open::{EngineKind, EngineOptions, open};
+pub use sync_policy::SyncPolicy;
+
+/// Longest key any engine accepts (the on-disk formats store key lengths as `u16`).
+pub const MAX_KEY_LEN: usize = u16::MAX as usize;
+/// Longest value any engine accepts (the formats store value lengths as `u32`).
+pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
+
+/// The version of a stored value: the engine-wide sequence number of the write that made it.
+/// Strictly increasing across writes (and across restarts), it backs ETags and compare-and-set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(pub u64);
+
+/// A wall-clock instant in milliseconds since the Unix epoch (used for expiry and timestamps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UnixMillis(pub u64);
+
+impl UnixMillis {
+    /// The current wall-clock time.
+    pub fn now() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        UnixMillis(ms)
+    }
+
+    /// `ttl` from now, saturating.
+    pub fn after(ttl: Duration) -> Self {
+        let now = Self::now().0;
+        UnixMillis(now.saturating_add(ttl.as_millis().min(u64::MAX as u128) as u64))
+    }
+
+    /// True when this instant is at or before `now`.
+    pub fn has_passed(self, now: UnixMillis) -> bool {
+        self.0 <= now.0
+    }
+}
+
+/// The condition under which a write is applied (HTTP `If-Match` / `If-None-Match`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Precondition {
+    /// Apply unconditionally.
+    #[default]
+    None,
+    /// Apply only if the key exists with exactly this version (compare-and-set).
+    IfVersion(Version),
+    /// Apply only if the key exists (`If-Match: *`).
+    IfExists,
+    /// Apply only if the key is absent (`If-None-Match: *`, create only).
+    IfAbsent,
+}
+
+impl Precondition {
+    /// Checks the condition against the current version of the key.
+    ///
+    /// # Errors
+    /// [`crate::Error::PreconditionFailed`] when it does not hold.
+    pub fn check(self, current: Option<Version>) -> Result<()> {
+        let ok = match self {
+            Precondition::None => true,
+            Precondition::IfVersion(v) => current == Some(v),
+            Precondition::IfExists => current.is_some(),
+            Precondition::IfAbsent => current.is_none(),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(crate::Error::PreconditionFailed { current })
+        }
+    }
+}
+
+/// Options of a single put.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutOptions {
+    /// When the value expires; `None` = never.
+    pub expires_at: Option<UnixMillis>,
+    /// Condition for the write.
+    pub precondition: Precondition,
+}
+
+/// What a key's current value looks like, without its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Meta {
+    /// Version (sequence number) of the write that made the value.
+    pub version: Version,
+    /// Expiry, if any.
+    pub expires_at: Option<UnixMillis>,
+    /// Length of the value in bytes.
+    pub value_len: u64,
+}
+
+/// A value read from the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Value {
+    /// The value's bytes.
+    pub bytes: Bytes,
+    /// Its version and expiry.
+    pub meta: Meta,
+}
+
+/// Result of a successful put.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The new version.
+    pub version: Version,
+    /// True when the key did not exist (or had expired) before.
+    pub created: bool,
+}
+
+/// One operation of an atomic batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchOp {
+    /// Store `value` under `key`.
+    Put {
+        /// The key.
+        key: Vec<u8>,
+        /// The value.
+        value: Bytes,
+        /// Optional expiry.
+        expires_at: Option<UnixMillis>,
+    },
+    /// Remove `key` (no error if absent).
+    Delete {
+        /// The key.
+        key: Vec<u8>,
+    },
+}
+
+impl BatchOp {
+    /// The key this operation touches.
+    pub fn key(&self) -> &[u8] {
+        match self {
+            BatchOp::Put { key, .. } | BatchOp::Delete { key } => key,
+        }
+    }
+}
+
+/// Result of one batch operation, in request order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchResult {
+    /// Version written by the operation (a tombstone's version for deletes).
+    pub version: Version,
+    /// For puts: the key was new. For deletes: the key existed.
+    pub existed_before: bool,
+}
+
+/// One page of a prefix listing, in ascending byte order of keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Keys of the page.
+    pub keys: Vec<Vec<u8>>,
+    /// When more keys follow: the last key of this page, to pass as `start_after` next time.
+    pub next_start_after: Option<Vec<u8>>,
+}
+
+/// Per-file statistics (bitcask: one row per data file; memory: snapshot and log files).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FileStats {
+    /// File name inside the data directory.
+    pub name: String,
+    /// Bytes on disk.
+    pub total_bytes: u64,
+    /// Bytes of records still live.
+    pub live_bytes: u64,
+    /// Bytes of overwritten, deleted or expired records.
+    pub dead_bytes: u64,
+    /// True for the file currently appended to.
+    pub active: bool,
+}
+
+/// Engine-wide statistics for `/admin/stats` and metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    /// Which engine.
+    pub engine: EngineKind,
+    /// Live keys (not counting expired ones not yet collected).
+    pub keys: u64,
+    /// Bytes of live records on disk (bitcask) or of keys and values in memory (memory).
+    pub live_bytes: u64,
+    /// Bytes of dead records on disk.
+    pub dead_bytes: u64,
+    /// Total bytes of the engine's files on disk.
+    pub disk_bytes: u64,
+    /// Number of data files (bitcask) or log + snapshot files (memory).
+    pub data_files: u64,
+    /// `dead_bytes / (live_bytes + dead_bytes)`, 0 when empty.
+    pub fragmentation: f64,
+    /// Bytes the in-memory index uses (keydir or table), as counted by the engine.
+    pub index_bytes: u64,
+    /// Per-file detail.
+    pub files: Vec<FileStats>,
+    /// The sync policy in force.
+    pub sync: SyncPolicy,
+    /// Total bytes appended since open.
+    pub bytes_written: u64,
+    /// Records found corrupt since open (at start-up or on read).
+    pub corrupt_records: u64,
+    /// Highest version written so far.
+    pub last_version: Version,
+    /// Current or last merge and snapshot.
+    pub jobs: JobStatus,
+}
+
+/// Outcome of a finished merge (bitcask) or log rewrite (memory).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergeReport {
+    /// Wall-clock start.
+    pub started_at: UnixMillis,
+    /// How long it took.
+    pub duration: Duration,
+    /// Files read.
+    pub files_merged: u64,
+    /// Bytes read from the merged files.
+    pub bytes_read: u64,
+    /// Bytes written to the new files.
+    pub bytes_written: u64,
+    /// Bytes of disk freed (old size minus new size).
+    pub bytes_reclaimed: u64,
+    /// Live records carried over.
+    pub records_kept: u64,
+    /// Records dropped (overwritten, deleted, expired).
+    pub records_dropped: u64,
+}
+
+/// Outcome of a finished snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SnapshotReport {
+    /// Wall-clock start.
+    pub started_at: UnixMillis,
+    /// How long it took.
+    pub duration: Duration,
+    /// Where the snapshot is (a directory for bitcask, a file for memory).
+    pub path: PathBuf,
+    /// Keys in the snapshot.
+    pub keys: u64,
+    /// Bytes of the snapshot on disk.
+    pub bytes: u64,
+    /// Highest version the snapshot contains.
+    pub version: Version,
+}
+
+/// Progress of a running job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Units (bytes) done.
+    pub done: u64,
+    /// Units (bytes) in all.
+    pub total: u64,
+}
+
+/// The state of a background job (merge or snapshot).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum JobState<R> {
+    /// Never ran since open.
+    #[default]
+    Idle,
+    /// Running now.
+    Running {
+        /// When it started.
+        started_at: UnixMillis,
+        /// How far it is.
+        progress: Progress,
+    },
+    /// Finished with this report.
+    Done(R),
+    /// Failed with this message.
+    Failed {
+        /// When it started.
+        started_at: UnixMillis,
+        /// Why it failed.
+        error: String,
+    },
+}
+
+/// State of the merge and snapshot jobs, as shown by the admin API.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct JobStatus {
+    /// Current or last run of the merge job.
+    pub merge: JobState<MergeReport>,
+    /// Current or last run of the snapshot job.
+    pub snapshot: JobState<SnapshotReport>,
+    /// Merges (log rewrites) finished since open.
+    pub merges_completed: u64,
+    /// Snapshots finished since open.
+    pub snapshots_completed: u64,
+}
+
+/// A snapshot kept on disk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    /// Its path.
+    pub path: PathBuf,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// When it was taken.
+    pub taken_at: UnixMillis,
+}
+
+/// The storage engine contract. Object-safe; used as `Arc<dyn Engine>`.
+///
+/// Expired keys behave exactly like absent keys in every method.
+pub trait Engine: Send + Sync + 'static {
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
+
+    /// Reads a key's value.
+    ///
+    /// # Errors
+    /// I/O failures, or [`crate::Error::Corrupted`] when the stored record fails its checksum
+    /// (it is never returned as data).
+    fn get(&self, key: &[u8]) -> Result<Option<Value>>;
+
+    /// Reads a key's version, expiry and length without its value.
+    ///
+    /// # Errors
+    /// As [`Engine::get`].
+    fn head(&self, key: &[u8]) -> Result<Option<Meta>>;
+
+    /// Stores `value` under `key` if `opts.precondition` holds, atomically with the check.
+    /// Returns after the write is durable as the sync policy says.
+    ///
+    /// # Errors
+    /// [`crate::Error::PreconditionFailed`], key/value size errors, I/O and disk-full errors,
+    /// [`crate::Error::Poisoned`] after an earlier failed fsync.
+    fn put(&self, key: &[u8], value: Bytes, opts: PutOptions) -> Result<Written>;
+
+    /// Removes `key` if `precondition` holds. Returns the version of the removed value, or
+    /// `None` when the key was absent (nothing is written then).
+    ///
+    /// # Errors
+    /// As [`Engine::put`].
+    fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>>;
+
+    /// Applies all operations or none, also across a crash. Results are in request order.
+    ///
+    /// # Errors
+    /// As [`Engine::put`]; on error nothing of the batch is applied.
+    fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchResult>>;
+
+    /// Lists live keys starting with `prefix`, in ascending byte order, strictly after
+    /// `start_after` when given, at most `limit` of them.
+    ///
+    /// # Errors
+    /// I/O failures.
+    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage>;
+
+    /// Makes every write acknowledged so far durable.
+    ///
+    /// # Errors
+    /// I/O failures (the engine is poisoned after a failed fsync).
+    fn sync(&self) -> Result<()>;
+
+    /// Statistics.
+    ///
+    /// # Errors
+    /// I/O failures reading file sizes.
+    fn stats(&self) -> Result<Stats>;
+
+    /// Runs a merge (bitcask) or log rewrite (memory) now, in the calling thread, while reads
+    /// and writes go on.
+    ///
+    /// # Errors
+    /// [`crate::Error::Busy`] if one is already running; I/O failures.
+    fn merge(&self) -> Result<MergeReport>;
+
+    /// Takes a point-in-time snapshot now, in the calling thread, while the store serves.
+    ///
+    /// # Errors
+    /// [`crate::Error::Busy`] if one is already running; I/O failures.
+    fn snapshot(&self) -> Result<SnapshotReport>;
+
+    /// State of the merge and snapshot jobs.
+    fn jobs(&self) -> JobStatus;
+
+    /// Snapshots kept on disk, oldest first.
+    ///
+    /// # Errors
+    /// I/O failures listing the directory.
+    fn snapshots(&self) -> Result<Vec<SnapshotInfo>>;
+
+    /// Makes everything durable, stops background threads and releases the directory lock.
+    /// Later calls fail with [`crate::Error::Closed`]. Idempotent.
+    ///
+    /// # Errors
+    /// I/O failures of the final sync.
+    fn close(&self) -> Result<()>;
+}
+
+/// Validates a key against the engines' hard limits.
+///
+/// # Errors
+/// [`crate::Error::EmptyKey`] or [`crate::Error::KeyTooLarge`].
+pub fn check_key(key: &[u8]) -> Result<()> {
+    if key.is_empty() {
+        return Err(crate::Error::EmptyKey);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(crate::Error::KeyTooLarge {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// Validates a value against the engines' hard limits.
+///
+/// # Errors
+/// [`crate::Error::ValueTooLarge`].
+pub fn check_value(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(crate::Error::ValueTooLarge {
+            len: value.len(),
+            max: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,2 @@
+//! The hoardhaven binary (being written: see issue 4).
+fn main() {}
