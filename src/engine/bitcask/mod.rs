@@ -119,6 +119,8 @@ pub(crate) struct Inner {
     snapshot_running: Mutex<()>,
     /// Held while files are retired (removed after a merge) or linked into a snapshot.
     retire: Mutex<()>,
+    /// Hint writers started on rotation; joined on close.
+    hint_threads: Mutex<Vec<JoinHandle<()>>>,
     lock: Mutex<Option<DirLock>>,
 }
 
@@ -175,7 +177,7 @@ impl Inner {
         let sealed = Arc::new(DataFile::new(old.id, old.path.clone(), file, self.opts.read_mode, true)?);
         self.files.write().insert(no, sealed.clone());
         let dir = self.dir.clone();
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("hoardhaven-hint".into())
             .spawn(move || {
                 if let Err(e) = merge::write_hint_for(&dir, &sealed.path) {
@@ -183,6 +185,9 @@ impl Inner {
                 }
             })
             .map_err(|e| Error::io("spawning the hint writer", e))?;
+        let mut threads = self.hint_threads.lock();
+        threads.retain(|t| !t.is_finished());
+        threads.push(handle);
         Ok(())
     }
 }
@@ -256,6 +261,7 @@ impl Bitcask {
             merge_running: Mutex::new(()),
             snapshot_running: Mutex::new(()),
             retire: Mutex::new(()),
+            hint_threads: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),
         });
         let engine = Bitcask {

@@ -431,6 +431,9 @@ impl Engine for Bitcask {
         // Wait for a running merge or snapshot to finish before the final sync.
         let _m = self.inner.merge_running.lock();
         let _s = self.inner.snapshot_running.lock();
+        for t in std::mem::take(&mut *self.inner.hint_threads.lock()) {
+            let _ = t.join();
+        }
         let result = if self.inner.poisoned.load(Ordering::Acquire) {
             Ok(())
         } else {
