@@ -26,7 +26,9 @@ fn opts() -> BitcaskOptions {
 /// Entry point of the child processes; does nothing in a normal test run.
 #[test]
 fn child_process_entry() {
-    let Ok(mode) = std::env::var("HH_CHILD") else { return };
+    let Ok(mode) = std::env::var("HH_CHILD") else {
+        return;
+    };
     let dir = std::path::PathBuf::from(std::env::var("HH_DIR").expect("HH_DIR"));
     match mode.as_str() {
         "load" => child_load(&dir, false),
@@ -42,8 +44,12 @@ fn child_process_entry() {
         "rotate" => {
             let e = Bitcask::open(&dir, SyncPolicy::Always, &opts()).expect("open");
             for i in 0..10_000 {
-                e.put(format!("r{i}").as_bytes(), Bytes::from(vec![1u8; 100]), PutOptions::default())
-                    .expect("put");
+                e.put(
+                    format!("r{i}").as_bytes(),
+                    Bytes::from(vec![1u8; 100]),
+                    PutOptions::default(),
+                )
+                .expect("put");
                 println!("ack r{i}");
             }
         }
@@ -77,12 +83,17 @@ fn child_load(dir: &Path, merging: bool) {
                     let key = format!("t{t}-{}", i % 150);
                     let val = format!("{t}:{i}");
                     if i % 10 == 9 {
-                        e.delete(key.as_bytes(), Precondition::None).expect("delete");
+                        e.delete(key.as_bytes(), Precondition::None)
+                            .expect("delete");
                         let mut out = std::io::stdout().lock();
                         writeln!(out, "del {key} {i}").expect("stdout");
                     } else {
-                        e.put(key.as_bytes(), Bytes::from(val.clone()), PutOptions::default())
-                            .expect("put");
+                        e.put(
+                            key.as_bytes(),
+                            Bytes::from(val.clone()),
+                            PutOptions::default(),
+                        )
+                        .expect("put");
                         let mut out = std::io::stdout().lock();
                         writeln!(out, "put {key} {val}").expect("stdout");
                     }
@@ -97,11 +108,16 @@ fn child_load(dir: &Path, merging: bool) {
 
 fn child(mode: &str, dir: &Path, crash_at: Option<&str>) -> Command {
     let mut c = Command::new(std::env::current_exe().expect("exe"));
-    c.args(["--exact", "child_process_entry", "--nocapture", "--test-threads=1"])
-        .env("HH_CHILD", mode)
-        .env("HH_DIR", dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    c.args([
+        "--exact",
+        "child_process_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("HH_CHILD", mode)
+    .env("HH_DIR", dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     if let Some(p) = crash_at {
         c.env("HOARDHAVEN_CRASH_AT", p);
     }
@@ -139,7 +155,12 @@ fn kill_under_load(dir: &Path, mode: &str, acks: usize) -> Acked {
         let (key, value, thread, step) = match parts.as_slice() {
             ["put", k, v] => {
                 let (t, i) = v.split_once(':').expect("value t:i");
-                (k.to_string(), Some(v.to_string()), t.parse().expect("t"), i.parse().expect("i"))
+                (
+                    k.to_string(),
+                    Some(v.to_string()),
+                    t.parse().expect("t"),
+                    i.parse().expect("i"),
+                )
             }
             ["del", k, i] => {
                 let t = k[1..].split('-').next().expect("t").parse().expect("t");
@@ -207,7 +228,8 @@ fn prepare(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
         for i in 0..400 {
             let k = format!("k{i:03}").into_bytes();
             let v = format!("r{round}-{i}-{}", "p".repeat(i % 40)).into_bytes();
-            e.put(&k, Bytes::from(v.clone()), PutOptions::default()).expect("put");
+            e.put(&k, Bytes::from(v.clone()), PutOptions::default())
+                .expect("put");
             model.insert(k, v);
         }
         for i in (round..400).step_by(9) {
@@ -221,17 +243,28 @@ fn prepare(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 fn assert_model(dir: &Path, model: &BTreeMap<Vec<u8>, Vec<u8>>, what: &str) {
-    let e = Bitcask::open(dir, SyncPolicy::Never, &opts()).unwrap_or_else(|err| panic!("{what}: reopen: {err}"));
+    let e = Bitcask::open(dir, SyncPolicy::Never, &opts())
+        .unwrap_or_else(|err| panic!("{what}: reopen: {err}"));
     let keys = e.list(b"", None, 100_000).expect("list").keys;
     assert_eq!(keys.len(), model.len(), "{what}: key count");
     for (k, v) in model {
         let got = e.get(k).expect("get").map(|v| v.bytes.to_vec());
-        assert_eq!(got.as_ref(), Some(v), "{what}: {}", String::from_utf8_lossy(k));
+        assert_eq!(
+            got.as_ref(),
+            Some(v),
+            "{what}: {}",
+            String::from_utf8_lossy(k)
+        );
     }
     // A full merge afterwards must agree too.
-    e.merge().unwrap_or_else(|err| panic!("{what}: merge after crash: {err}"));
+    e.merge()
+        .unwrap_or_else(|err| panic!("{what}: merge after crash: {err}"));
     for (k, v) in model {
-        assert_eq!(e.get(k).expect("get").map(|v| v.bytes.to_vec()).as_ref(), Some(v), "{what}: after merge");
+        assert_eq!(
+            e.get(k).expect("get").map(|v| v.bytes.to_vec()).as_ref(),
+            Some(v),
+            "{what}: after merge"
+        );
     }
 }
 
@@ -248,8 +281,13 @@ fn a_crash_at_every_step_of_merge_loses_nothing() {
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let model = prepare(dir.path());
-        let status = child("merge", dir.path(), Some(point)).status().expect("run child");
-        assert!(!status.success(), "{point}: the crash point was not reached");
+        let status = child("merge", dir.path(), Some(point))
+            .status()
+            .expect("run child");
+        assert!(
+            !status.success(),
+            "{point}: the crash point was not reached"
+        );
         assert_model(dir.path(), &model, point);
     }
 }
@@ -258,11 +296,16 @@ fn a_crash_at_every_step_of_merge_loses_nothing() {
 fn a_crash_while_taking_a_snapshot_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = prepare(dir.path());
-    let status = child("snapshot", dir.path(), Some("snapshot:linked")).status().expect("run");
+    let status = child("snapshot", dir.path(), Some("snapshot:linked"))
+        .status()
+        .expect("run");
     assert!(!status.success(), "crash point reached");
     assert_model(dir.path(), &model, "snapshot:linked");
     let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("open");
-    assert!(e.snapshots().expect("list").is_empty(), "a half-made snapshot is not listed");
+    assert!(
+        e.snapshots().expect("list").is_empty(),
+        "a half-made snapshot is not listed"
+    );
     let r = e.snapshot().expect("snapshot after crash");
     assert!(r.path.exists());
 }
@@ -270,7 +313,9 @@ fn a_crash_while_taking_a_snapshot_loses_nothing() {
 #[test]
 fn a_crash_during_rotation_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = child("rotate", dir.path(), Some("rotate:sealed")).spawn().expect("spawn");
+    let mut c = child("rotate", dir.path(), Some("rotate:sealed"))
+        .spawn()
+        .expect("spawn");
     let out = c.stdout.take().expect("stdout");
     let acked: Vec<String> = BufReader::new(out)
         .lines()
