@@ -255,6 +255,7 @@ impl Bitcask {
                 active,
                 len,
                 flushed: len,
+                allocated: len,
                 buf: Vec::with_capacity(128 * 1024),
                 next_seq: rec.next_seq,
             }),
