@@ -5,7 +5,9 @@
 //! then wait for durability as the sync policy says. Reads: keydir lookup, then a positional
 //! read of the record, whose CRC and key are checked before a byte is returned.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use hashbrown::HashMap;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
