@@ -473,29 +473,54 @@ impl LogWriter {
         Ok(end)
     }
 
-    /// Switches appends to `file` (a new log at `path`). The caller excludes appenders. The old
-    /// file's buffered records are written first, and fsynced unless the policy is `Never`, so a
-    /// later log never holds a durable record the earlier one lacks.
-    pub(crate) fn rotate(&self, file: File, path: PathBuf) -> Result<()> {
-        self.check()?;
+    /// Switches appends to `file` (a new log at `path`); the caller excludes appenders while
+    /// this runs, which only swaps buffers and handles. The old file's buffered records are
+    /// written (and fsynced unless the policy is `Never`) by [`Rotation::finish`], called after
+    /// the caller lets writers go on: until then the I/O lock stays held, so no record of the
+    /// new log can become durable before the old log's tail.
+    pub(crate) fn begin_rotate(&self, file: File, path: PathBuf) -> Rotation<'_> {
         let mut io = self.io.lock();
-        let io = &mut *io;
+        let mut tail = Vec::new();
         let end = {
             let mut p = self.pending.lock();
-            std::mem::swap(&mut p.buf, &mut io.spare);
+            std::mem::swap(&mut p.buf, &mut tail);
             p.appended
         };
-        let sync = self.policy != SyncPolicy::Never;
-        let r = write_and_sync(&mut io.file, &io.spare, sync, &io.path);
-        io.spare.clear();
-        if let Err(e) = r {
-            self.poison(&e);
+        let old_file = std::mem::replace(&mut io.file, file);
+        let old_path = std::mem::replace(&mut io.path, path);
+        Rotation {
+            writer: self,
+            _io: io,
+            old_file,
+            old_path,
+            tail,
+            end,
+        }
+    }
+}
+
+/// A log switch in progress: the old log's tail still to be written. See
+/// [`LogWriter::begin_rotate`].
+pub(crate) struct Rotation<'a> {
+    writer: &'a LogWriter,
+    _io: parking_lot::MutexGuard<'a, Io>,
+    old_file: File,
+    old_path: PathBuf,
+    tail: Vec<u8>,
+    end: u64,
+}
+
+impl Rotation<'_> {
+    /// Writes and syncs the old log's tail; poisons the log on failure.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        let w = self.writer;
+        let sync = w.policy != SyncPolicy::Never;
+        if let Err(e) = write_and_sync(&mut self.old_file, &self.tail, sync, &self.old_path) {
+            w.poison(&e);
             return Err(e);
         }
-        io.file = file;
-        io.path = path;
-        let mut d = self.durable.lock();
-        d.lsn = d.lsn.max(end);
+        let mut d = w.durable.lock();
+        d.lsn = d.lsn.max(self.end);
         Ok(())
     }
 }

@@ -6,7 +6,8 @@
 //! 1. `log-created`: the next log file exists (header only, fsynced). A crash leaves an empty
 //!    log that recovery replays as nothing.
 //! 2. `cut`: under the exclusive cut lock, clone every shard's `Arc` and switch appends to the
-//!    new log (the old one written and fsynced first). A crash leaves old base + old logs + new
+//!    new log; then (writers already going on) the old log's tail is written and fsynced
+//!    before any record of the new log can be made durable. A crash leaves old base + old logs + new
 //!    log: all replayed, in order.
 //! 3. `snapshot-written` / `snapshot-renamed`: the snapshot is written to a `.tmp` name,
 //!    fsynced, renamed, directory fsynced. A crash before the rename leaves a `.tmp` that
@@ -179,18 +180,25 @@ fn checkpoint(
     };
     inner.step("log-created");
     // 2. The cut: a consistent clone of every shard, and the log switched.
-    let (shards, version, lsn, dirty) = {
+    let (shards, version, lsn, dirty, rotation) = {
         let _cut = inner.cut.write();
         let shards = inner.table.clone_shards();
         let version = inner.seq.load(Ordering::SeqCst);
         let mut lsn = 0;
+        let mut rotation = None;
         if let (Some(log), Some(file)) = (&inner.log, new_log) {
-            log.rotate(file, dir.join(log_name(new_log_seq)))?;
+            log.check()?;
+            rotation = Some(log.begin_rotate(file, dir.join(log_name(new_log_seq))));
             lsn = log.appended();
         }
         inner.log_ops.store(0, Ordering::Relaxed);
-        (shards, version, lsn, inner.dirty.swap(0, Ordering::AcqRel))
+        let dirty = inner.dirty.swap(0, Ordering::AcqRel);
+        (shards, version, lsn, dirty, rotation)
     };
+    // Writers go on (into memory) while the old log's tail is written and fsynced.
+    if let Some(r) = rotation {
+        r.finish()?;
+    }
     {
         let mut f = inner.files.lock();
         f.log_seq = new_log_seq;
