@@ -313,7 +313,7 @@ impl Engine for Bitcask {
                 placed.push((at, nested.len() - at, exp, is_put));
                 results.push(BatchResult {
                     version: Version(seq),
-                    existed_before: if is_put { !existed } else { existed },
+                    existed_before: existed,
                 });
             }
             if nested.len() > u32::MAX as usize - HEADER_LEN {
