@@ -13,6 +13,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod http;
 
 pub use engine::{Engine, EngineKind, EngineOptions, SyncPolicy};
 pub use error::{Error, Result};
