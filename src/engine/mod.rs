@@ -440,3 +440,16 @@ pub fn check_value(value: &[u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Crash injection for tests: when the environment variable `HOARDHAVEN_CRASH_AT` equals
+/// `point`, the process aborts on the spot (no destructors, no buffered writes flushed), as a
+/// power cut or kill -9 would leave it. Tests run a child process with the variable set and
+/// then check what the next open recovers. Reading the variable once costs nothing after.
+pub fn crash_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("HOARDHAVEN_CRASH_AT").ok());
+    if at.as_deref() == Some(point) {
+        eprintln!("crash point {point}: aborting");
+        std::process::abort();
+    }
+}

@@ -1,85 +1,345 @@
-//! The bitcask engine (being written: see issue 2).
+//! The bitcask engine: append-only data files and an in-memory keydir.
+//!
+//! Submodules, one job each:
+//! - [`record`]: the record format (header, CRC32C, batch envelopes).
+//! - [`data_file`]: file ids and names, the file header, positional reads (pread or mmap).
+//! - [`keydir`]: the compact sharded key -> location index.
+//! - [`writer`]: the active file, the append buffer, rotation, group commit.
+//! - [`scan`]: sequential record scanning with torn-tail detection.
+//! - [`recovery`]: rebuilding the keydir at start-up.
+//! - [`hint`]: hint files.
+//! - [`merge`]: compaction of sealed files, and its policy.
+//! - [`snapshot`]: point-in-time copies that are themselves data directories.
+//! - [`ops`]: the read and write paths behind the [`Engine`] trait.
+//!
+//! Concurrency: one writer mutex orders appends; the keydir has its own sharded locks; the
+//! file table is behind an `RwLock` that readers hold only to clone an `Arc<DataFile>`.
+//! Reads of sealed files never touch the writer mutex.
 
-use std::path::Path;
+pub mod data_file;
+pub mod hint;
+pub mod keydir;
+mod merge;
+mod mmap;
+mod ops;
+pub mod record;
+pub mod recovery;
+pub mod scan;
+mod snapshot;
+mod writer;
 
-use crate::engine::SyncPolicy;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+pub use data_file::ReadMode;
+pub use merge::MergePolicy;
+
+use crate::engine::dir_lock::DirLock;
+use crate::engine::{JobStatus, SyncPolicy};
 use crate::error::{Error, Result};
+use data_file::{DataFile, FileId};
+use keydir::Keydir;
+use writer::{GroupCommit, Writer};
 
-/// Bitcask settings.
-#[derive(Clone, Debug, Default)]
-pub struct BitcaskOptions {}
+/// Largest value the bitcask engine stores (record lengths are kept in 32 bits).
+pub const MAX_VALUE_LEN: usize = 1 << 30;
+/// Largest `max_file_size` (record offsets are kept in 32 bits).
+pub const MAX_FILE_SIZE: u64 = 2 << 30;
 
-/// The bitcask engine.
-#[derive(Debug)]
-pub struct Bitcask {}
+/// Bitcask settings (the data directory and sync policy are passed beside them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BitcaskOptions {
+    /// Rotate the active file when it would grow past this many bytes.
+    pub max_file_size: u64,
+    /// How sealed files are read.
+    pub read_mode: ReadMode,
+    /// When merges run by themselves.
+    pub merge: MergePolicy,
+    /// Snapshots kept in `<dir>/snapshots`; older ones are pruned.
+    pub snapshots_kept: usize,
+}
 
-impl Bitcask {
-    /// Opens the engine.
-    ///
-    /// # Errors
-    /// Not written yet.
-    pub fn open(_dir: &Path, _sync: SyncPolicy, _opts: &BitcaskOptions) -> Result<Self> {
-        Err(Error::Closed)
+impl Default for BitcaskOptions {
+    fn default() -> Self {
+        BitcaskOptions {
+            max_file_size: 256 << 20,
+            read_mode: ReadMode::Pread,
+            merge: MergePolicy::default(),
+            snapshots_kept: 3,
+        }
     }
 }
-impl crate::engine::Engine for Bitcask {
-    fn kind(&self) -> crate::engine::EngineKind {
-        crate::engine::EngineKind::Bitcask
+
+impl BitcaskOptions {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the bad setting.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_file_size < 4096 || self.max_file_size > MAX_FILE_SIZE {
+            return Err(Error::InvalidConfig {
+                name: "max_file_size".into(),
+                reason: format!("must be between 4096 and {MAX_FILE_SIZE} bytes"),
+            });
+        }
+        self.merge.validate()
     }
-    fn get(&self, _key: &[u8]) -> Result<Option<crate::engine::Value>> {
-        Err(Error::Closed)
+}
+
+/// The engine's shared state.
+pub(crate) struct Inner {
+    dir: PathBuf,
+    opts: BitcaskOptions,
+    sync: SyncPolicy,
+    keydir: Keydir,
+    files: RwLock<HashMap<u32, Arc<DataFile>>>,
+    next_file_no: AtomicU32,
+    writer: Mutex<Writer>,
+    commit: GroupCommit,
+    /// Runtime number of the active file, readable without the writer mutex.
+    active_no: AtomicU32,
+    /// Bytes of the active file already written to it (the rest is in the buffer).
+    active_flushed: AtomicU64,
+    /// Live bytes per runtime file number.
+    live: Mutex<HashMap<u32, u64>>,
+    poisoned: AtomicBool,
+    poison_reason: Mutex<Option<String>>,
+    closed: AtomicBool,
+    bytes_written: AtomicU64,
+    corrupt_records: AtomicU64,
+    jobs: Mutex<JobStatus>,
+    /// Held by a running merge; also keeps snapshots and merges from running together.
+    merge_running: Mutex<()>,
+    snapshot_running: Mutex<()>,
+    /// Held while files are retired (removed after a merge) or linked into a snapshot.
+    retire: Mutex<()>,
+    /// Hint writers started on rotation; joined on close.
+    hint_threads: Mutex<Vec<JoinHandle<()>>>,
+    lock: Mutex<Option<DirLock>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bitcask").field("dir", &self.dir).finish_non_exhaustive()
     }
-    fn head(&self, _key: &[u8]) -> Result<Option<crate::engine::Meta>> {
-        Err(Error::Closed)
+}
+
+impl Inner {
+    /// Adds a file to the file table, returning its runtime number.
+    fn register(&self, file: Arc<DataFile>) -> u32 {
+        let no = self.next_file_no.fetch_add(1, Ordering::Relaxed);
+        self.files.write().insert(no, file);
+        no
     }
-    fn put(
-        &self,
-        _key: &[u8],
-        _value: bytes::Bytes,
-        _opts: crate::engine::PutOptions,
-    ) -> Result<crate::engine::Written> {
-        Err(Error::Closed)
+
+    /// The file with runtime number `no`, if still present.
+    fn file(&self, no: u32) -> Option<Arc<DataFile>> {
+        self.files.read().get(&no).cloned()
     }
-    fn delete(
-        &self,
-        _key: &[u8],
-        _p: crate::engine::Precondition,
-    ) -> Result<Option<crate::engine::Version>> {
-        Err(Error::Closed)
+
+    /// Marks the engine as refusing writes after an I/O failure (fail-stop).
+    fn poison(&self, err: &Error) {
+        tracing::error!(error = %err, "write path failed; refusing further writes until reopened");
+        let mut r = self.poison_reason.lock();
+        if r.is_none() {
+            *r = Some(err.to_string());
+        }
+        self.poisoned.store(true, Ordering::Release);
     }
-    fn apply_batch(
-        &self,
-        _ops: Vec<crate::engine::BatchOp>,
-    ) -> Result<Vec<crate::engine::BatchResult>> {
-        Err(Error::Closed)
-    }
-    fn list(
-        &self,
-        _prefix: &[u8],
-        _start_after: Option<&[u8]>,
-        _limit: usize,
-    ) -> Result<crate::engine::ListPage> {
-        Err(Error::Closed)
-    }
-    fn sync(&self) -> Result<()> {
-        Err(Error::Closed)
-    }
-    fn stats(&self) -> Result<crate::engine::Stats> {
-        Err(Error::Closed)
-    }
-    fn merge(&self) -> Result<crate::engine::MergeReport> {
-        Err(Error::Closed)
-    }
-    fn snapshot(&self) -> Result<crate::engine::SnapshotReport> {
-        Err(Error::Closed)
-    }
-    fn jobs(&self) -> crate::engine::JobStatus {
-        Default::default()
-    }
-    fn snapshots(&self) -> Result<Vec<crate::engine::SnapshotInfo>> {
-        Err(Error::Closed)
-    }
-    fn close(&self) -> Result<()> {
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            let reason = self.poison_reason.lock().clone().unwrap_or_default();
+            return Err(Error::Poisoned(reason));
+        }
         Ok(())
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// Called by the writer after sealing file `no`: reopen it as immutable (mapped in mmap
+    /// mode) and write its hint in the background.
+    fn sealed(&self, no: u32) -> Result<()> {
+        let Some(old) = self.file(no) else { return Ok(()) };
+        let file = std::fs::File::open(&old.path)
+            .map_err(|e| Error::io(format!("reopening {}", old.path.display()), e))?;
+        let sealed = Arc::new(DataFile::new(old.id, old.path.clone(), file, self.opts.read_mode, true)?);
+        self.files.write().insert(no, sealed.clone());
+        let dir = self.dir.clone();
+        let handle = std::thread::Builder::new()
+            .name("hoardhaven-hint".into())
+            .spawn(move || {
+                if let Err(e) = merge::write_hint_for(&dir, &sealed.path) {
+                    tracing::warn!(file = %sealed.path.display(), error = %e, "could not write hint file");
+                }
+            })
+            .map_err(|e| Error::io("spawning the hint writer", e))?;
+        let mut threads = self.hint_threads.lock();
+        threads.retain(|t| !t.is_finished());
+        threads.push(handle);
+        Ok(())
+    }
+}
+
+/// The bitcask engine. Cheap to share behind `Arc<dyn Engine>`.
+#[derive(Debug)]
+pub struct Bitcask {
+    inner: Arc<Inner>,
+    background: Mutex<Background>,
+}
+
+#[derive(Debug, Default)]
+struct Background {
+    stop: Option<mpsc::Sender<()>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Bitcask {
+    /// Opens (creating or recovering) the store in `dir`.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another process has it, [`Error::InvalidConfig`],
+    /// [`Error::Corrupted`], [`Error::UnsupportedFormat`], I/O errors.
+    pub fn open(dir: &Path, sync: SyncPolicy, opts: &BitcaskOptions) -> Result<Self> {
+        opts.validate()?;
+        let lock = DirLock::acquire(dir)?;
+        let rec = recovery::recover(dir, opts.read_mode)?;
+        let files: HashMap<u32, Arc<DataFile>> = rec.files.iter().cloned().collect();
+        let mut next_no = rec.files.len() as u32 + 1;
+        let (active_no, active, len) = match rec.files.last() {
+            Some((no, f)) if rec.last_is_active => (*no, f.clone(), f.len()?),
+            _ => {
+                let id = FileId {
+                    major: rec.max_major + 1,
+                    minor: 0,
+                };
+                let (file, path) = writer::create_data_file(dir, id, rec.next_seq)?;
+                let no = next_no;
+                next_no += 1;
+                let f = Arc::new(DataFile::new(id, path, file, opts.read_mode, false)?);
+                (no, f, data_file::FILE_HEADER_LEN as u64)
+            }
+        };
+        let mut files = files;
+        files.insert(active_no, active.clone());
+        let inner = Arc::new(Inner {
+            dir: dir.to_path_buf(),
+            opts: opts.clone(),
+            sync,
+            keydir: rec.keydir,
+            files: RwLock::new(files),
+            next_file_no: AtomicU32::new(next_no),
+            writer: Mutex::new(Writer {
+                active_no,
+                active,
+                len,
+                flushed: len,
+                buf: Vec::with_capacity(128 * 1024),
+                next_seq: rec.next_seq,
+            }),
+            commit: GroupCommit::new(rec.next_seq - 1),
+            active_no: AtomicU32::new(active_no),
+            active_flushed: AtomicU64::new(len),
+            live: Mutex::new(rec.live),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            bytes_written: AtomicU64::new(0),
+            corrupt_records: AtomicU64::new(0),
+            jobs: Mutex::new(JobStatus::default()),
+            merge_running: Mutex::new(()),
+            snapshot_running: Mutex::new(()),
+            retire: Mutex::new(()),
+            hint_threads: Mutex::new(Vec::new()),
+            lock: Mutex::new(Some(lock)),
+        });
+        let engine = Bitcask {
+            inner,
+            background: Mutex::new(Background::default()),
+        };
+        engine.start_background()?;
+        Ok(engine)
+    }
+
+    /// Starts the interval-sync and merge-policy threads.
+    fn start_background(&self) -> Result<()> {
+        let (tx, rx) = mpsc::channel::<()>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut bg = self.background.lock();
+        let tick = match self.inner.sync {
+            SyncPolicy::Every(d) => Some(d),
+            _ => None,
+        };
+        let check = self.inner.opts.merge.check_interval;
+        if tick.is_none() && check.is_none() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let handle = std::thread::Builder::new()
+            .name("hoardhaven-bitcask-bg".into())
+            .spawn(move || background_loop(&inner, &rx, tick, check))
+            .map_err(|e| Error::io("spawning the background thread", e))?;
+        bg.stop = Some(tx);
+        bg.threads.push(handle);
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+/// Interval fsync and the periodic merge-policy check, until the stop channel closes.
+fn background_loop(
+    inner: &Arc<Inner>,
+    rx: &Mutex<mpsc::Receiver<()>>,
+    tick: Option<Duration>,
+    check: Option<Duration>,
+) {
+    let step = match (tick, check) {
+        (Some(t), Some(c)) => t.min(c),
+        (Some(t), None) => t,
+        (None, Some(c)) => c,
+        (None, None) => return,
+    };
+    let mut since_check = Duration::ZERO;
+    loop {
+        match rx.lock().recv_timeout(step) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        if tick.is_some() && !inner.poisoned.load(Ordering::Acquire) {
+            match writer::sync_active(inner) {
+                Ok(seq) => inner.commit.mark_durable(seq),
+                Err(e) => tracing::error!(error = %e, "interval fsync failed"),
+            }
+        }
+        if let Some(c) = check {
+            since_check += step;
+            if since_check >= c {
+                since_check = Duration::ZERO;
+                merge::maybe_merge(inner);
+            }
+        }
+    }
+}
+
+impl Drop for Bitcask {
+    fn drop(&mut self) {
+        if let Err(e) = crate::engine::Engine::close(self) {
+            tracing::error!(error = %e, "closing the bitcask engine failed");
+        }
     }
 }

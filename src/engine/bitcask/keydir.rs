@@ -1,0 +1,331 @@
+//! The keydir: the in-memory hash index from key to the location of its newest record.
+//!
+//! Built for memory first (the target is at most key length + 32 bytes per key at 10 M keys):
+//!
+//! - 64 shards, each behind its own `RwLock`, so readers on different keys rarely meet and a
+//!   reader never waits for the data-file writer.
+//! - Each shard keeps its keys and locations packed in an arena of 256 KiB pages; one entry is
+//!   `[file u32][offset u32][len u32][expiry_s u32][key_len u16][key]`, 18 bytes + the key,
+//!   with no per-key heap allocation.
+//! - The hash table itself holds only a `u32` arena position per key (plus hashbrown's one
+//!   control byte), about 5–9 bytes per key depending on load.
+//!
+//! The record's version is not kept here: it is in the record header, read with the value.
+//! Expiry is kept in whole seconds (rounded up), enough to skip expired keys in listings; reads
+//! check the exact millisecond expiry in the header. Deleted entries leave holes in the arena;
+//! a shard rewrites its arena when more than half of it is holes.
+
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use parking_lot::RwLock;
+
+const SHARDS: usize = 64;
+const PAGE_BITS: u32 = 18;
+const PAGE_SIZE: usize = 1 << PAGE_BITS;
+const ENTRY_FIXED: usize = 18;
+
+/// Where a key's newest record lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    /// Runtime number of the data file (see `files`).
+    pub file: u32,
+    /// Byte offset of the record in the file.
+    pub offset: u32,
+    /// Record length (header + key + value).
+    pub len: u32,
+    /// Expiry in whole seconds since the epoch, rounded up; 0 = never.
+    pub expiry_s: u32,
+}
+
+impl Loc {
+    /// True when expired at `now_ms`.
+    pub fn expired_at(&self, now_ms: u64) -> bool {
+        self.expiry_s != 0 && u64::from(self.expiry_s) * 1000 <= now_ms
+    }
+
+    /// Converts a millisecond expiry to the keydir's rounded-up seconds.
+    pub fn expiry_secs(expires_at_ms: u64) -> u32 {
+        if expires_at_ms == 0 {
+            0
+        } else {
+            u32::try_from(expires_at_ms.div_ceil(1000)).unwrap_or(u32::MAX)
+        }
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    table: HashTable<u32>,
+    pages: Vec<Vec<u8>>,
+    used: usize,
+    dead: usize,
+}
+
+fn entry_at(pages: &[Vec<u8>], pos: u32) -> &[u8] {
+    let page = &pages[(pos >> PAGE_BITS) as usize];
+    &page[(pos as usize & (PAGE_SIZE - 1))..]
+}
+
+fn key_of(pages: &[Vec<u8>], pos: u32) -> &[u8] {
+    let e = entry_at(pages, pos);
+    let klen = u16::from_le_bytes([e[16], e[17]]) as usize;
+    &e[ENTRY_FIXED..ENTRY_FIXED + klen]
+}
+
+fn loc_of(pages: &[Vec<u8>], pos: u32) -> Loc {
+    let e = entry_at(pages, pos);
+    let u = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+    Loc {
+        file: u(0),
+        offset: u(4),
+        len: u(8),
+        expiry_s: u(12),
+    }
+}
+
+fn write_loc(pages: &mut [Vec<u8>], pos: u32, loc: Loc) {
+    let page = &mut pages[(pos >> PAGE_BITS) as usize];
+    let at = pos as usize & (PAGE_SIZE - 1);
+    let e = &mut page[at..at + 16];
+    e[0..4].copy_from_slice(&loc.file.to_le_bytes());
+    e[4..8].copy_from_slice(&loc.offset.to_le_bytes());
+    e[8..12].copy_from_slice(&loc.len.to_le_bytes());
+    e[12..16].copy_from_slice(&loc.expiry_s.to_le_bytes());
+}
+
+impl Shard {
+    fn append(&mut self, key: &[u8], loc: Loc) -> u32 {
+        let need = ENTRY_FIXED + key.len();
+        let fits = self
+            .pages
+            .last()
+            .is_some_and(|p| p.capacity() - p.len() >= need);
+        if !fits {
+            self.pages.push(Vec::with_capacity(PAGE_SIZE));
+        }
+        let idx = self.pages.len() - 1;
+        let page = &mut self.pages[idx];
+        let pos = ((idx as u32) << PAGE_BITS) | page.len() as u32;
+        page.extend_from_slice(&[0u8; 16]);
+        page.extend_from_slice(&(key.len() as u16).to_le_bytes());
+        page.extend_from_slice(key);
+        write_loc(&mut self.pages, pos, loc);
+        self.used += need;
+        pos
+    }
+
+    /// Rewrites the arena without holes when holes are more than half of it.
+    fn maybe_compact(&mut self, hasher: &DefaultHashBuilder) {
+        if self.dead < PAGE_SIZE || self.dead * 2 < self.used {
+            return;
+        }
+        let old = std::mem::take(&mut self.pages);
+        let positions: Vec<u32> = self.table.iter().copied().collect();
+        self.used = 0;
+        self.dead = 0;
+        let mut table = HashTable::with_capacity(positions.len());
+        for pos in positions {
+            let key = key_of(&old, pos);
+            let new_pos = self.append(key, loc_of(&old, pos));
+            let pages = &self.pages;
+            table.insert_unique(hasher.hash_one(key), new_pos, |&p| {
+                hasher.hash_one(key_of(pages, p))
+            });
+        }
+        self.table = table;
+    }
+}
+
+/// The sharded key -> location index.
+pub struct Keydir {
+    shards: Box<[RwLock<Shard>]>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Default for Keydir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Keydir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keydir").field("keys", &self.len()).finish()
+    }
+}
+
+impl Keydir {
+    /// An empty keydir.
+    pub fn new() -> Self {
+        Keydir {
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
+
+    fn shard(&self, hash: u64) -> &RwLock<Shard> {
+        // The top bits pick the shard; hashbrown uses the low bits and the top 7 for control.
+        &self.shards[((hash >> 32) as usize) % SHARDS]
+    }
+
+    /// The location of `key`, if present.
+    pub fn get(&self, key: &[u8]) -> Option<Loc> {
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shard(hash).read();
+        let pages = &shard.pages;
+        shard
+            .table
+            .find(hash, |&p| key_of(pages, p) == key)
+            .map(|&p| loc_of(pages, p))
+    }
+
+    /// Sets the location of `key`, returning the previous one.
+    pub fn insert(&self, key: &[u8], loc: Loc) -> Option<Loc> {
+        self.update(key, |_| Some(loc)).0
+    }
+
+    /// Removes `key`, returning its location.
+    pub fn remove(&self, key: &[u8]) -> Option<Loc> {
+        self.update(key, |_| None).0
+    }
+
+    /// Replaces the location of `key` with `new` only if it is still `expected` (merge's
+    /// per-key switch: a write made during the merge is never undone). Returns true if done.
+    pub fn replace_if(&self, key: &[u8], expected: Loc, new: Loc) -> bool {
+        self.update(key, |cur| if cur == Some(expected) { Some(new) } else { cur })
+            .1
+    }
+
+    /// Applies `f` to the current location of `key` under the shard's write lock: `Some` sets,
+    /// `None` removes. Returns the old location and whether anything changed.
+    pub fn update(&self, key: &[u8], f: impl FnOnce(Option<Loc>) -> Option<Loc>) -> (Option<Loc>, bool) {
+        let hash = self.hasher.hash_one(key);
+        let hasher = &self.hasher;
+        let mut guard = self.shard(hash).write();
+        let shard = &mut *guard;
+        let found = {
+            let pages = &shard.pages;
+            shard.table.find(hash, |&p| key_of(pages, p) == key).copied()
+        };
+        let old = found.map(|p| loc_of(&shard.pages, p));
+        let new = f(old);
+        let changed = new != old;
+        match (found, new) {
+            (Some(pos), Some(loc)) => write_loc(&mut shard.pages, pos, loc),
+            (Some(_), None) => {
+                let pages = &shard.pages;
+                if let Ok(entry) = shard.table.find_entry(hash, |&p| key_of(pages, p) == key) {
+                    entry.remove();
+                }
+                shard.dead += ENTRY_FIXED + key.len();
+                shard.maybe_compact(hasher);
+            }
+            (None, Some(loc)) => {
+                let pos = shard.append(key, loc);
+                let pages = &shard.pages;
+                shard
+                    .table
+                    .insert_unique(hash, pos, |&p| hasher.hash_one(key_of(pages, p)));
+            }
+            (None, None) => {}
+        }
+        (old, changed)
+    }
+
+    /// Number of keys (expired ones included until collected).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().table.len()).sum()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Calls `f` for every key, one shard at a time under that shard's read lock.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], Loc)) {
+        for s in self.shards.iter() {
+            let shard = s.read();
+            for &p in shard.table.iter() {
+                f(key_of(&shard.pages, p), loc_of(&shard.pages, p));
+            }
+        }
+    }
+
+    /// Bytes of memory the keydir holds (tables and arena pages in use).
+    pub fn memory_bytes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.read();
+                let pages: usize = s.pages.iter().map(|p| p.capacity()).sum();
+                s.table.allocation_size() + pages
+            })
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn loc(n: u32) -> Loc {
+        Loc {
+            file: n,
+            offset: n * 2,
+            len: n * 3,
+            expiry_s: 0,
+        }
+    }
+
+    #[test]
+    fn behaves_like_a_map_through_churn_and_compaction() {
+        let kd = Keydir::new();
+        let mut model = HashMap::new();
+        for round in 0..4u32 {
+            for i in 0..20_000u32 {
+                let key = format!("key-{i}-{}", i % 7).into_bytes();
+                if (i + round) % 3 == 0 {
+                    assert_eq!(kd.remove(&key), model.remove(&key));
+                } else {
+                    assert_eq!(kd.insert(&key, loc(i + round)), model.insert(key, loc(i + round)));
+                }
+            }
+        }
+        assert_eq!(kd.len(), model.len());
+        for (k, v) in &model {
+            assert_eq!(kd.get(k), Some(*v));
+        }
+        let mut seen = 0;
+        kd.for_each(|k, l| {
+            assert_eq!(model.get(k), Some(&l));
+            seen += 1;
+        });
+        assert_eq!(seen, model.len());
+    }
+
+    #[test]
+    fn replace_if_only_when_unchanged() {
+        let kd = Keydir::new();
+        kd.insert(b"k", loc(1));
+        assert!(!kd.replace_if(b"k", loc(2), loc(3)));
+        assert_eq!(kd.get(b"k"), Some(loc(1)));
+        assert!(kd.replace_if(b"k", loc(1), loc(3)));
+        assert_eq!(kd.get(b"k"), Some(loc(3)));
+        assert!(!kd.replace_if(b"absent", loc(1), loc(3)));
+        assert_eq!(kd.get(b"absent"), None);
+    }
+
+    #[test]
+    fn expiry_rounds_up() {
+        assert_eq!(Loc::expiry_secs(0), 0);
+        assert_eq!(Loc::expiry_secs(1), 1);
+        assert_eq!(Loc::expiry_secs(1000), 1);
+        assert_eq!(Loc::expiry_secs(1001), 2);
+        let l = Loc { expiry_s: 2, ..loc(1) };
+        assert!(!l.expired_at(1999));
+        assert!(l.expired_at(2000));
+    }
+}

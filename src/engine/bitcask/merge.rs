@@ -1,0 +1,438 @@
+//! Merge (compaction): rewrite the live records of every sealed file into new files, with hints.
+//!
+//! Steps, and why each is crash-safe:
+//!
+//! 1. Under the writer mutex, seal the active file (if it holds records). Every sealed file
+//!    is an input; the inputs hold every record with a sequence number below the new active
+//!    file's `base_seq`. The writer mutex is held for this file switch only.
+//! 2. Scan the inputs in id order. A put record is live if the keydir still points at it and
+//!    it has not expired; live records are copied verbatim (same sequence number, same CRC)
+//!    into `MMMMMMMMMM-NNNNN.data.merging`, where the major number is one below the active
+//!    file's and the minors are new. Tombstones are dropped: every older record of their key
+//!    is in an input too, so nothing can resurrect.
+//! 3. When an output is full (or the inputs end): fsync it, rename it to `.data`, write its
+//!    hint (temp + fsync + rename), fsync the directory, add it to the file table, then switch
+//!    each copied key to its new location *only if the keydir still points at the old one*, so
+//!    a write made during the merge is never undone.
+//! 4. Retire the inputs, oldest first: drop them from the file table, unlink data and hint,
+//!    fsync the directory.
+//!
+//! A crash before 3 leaves only `.merging` files, removed at start-up. A crash after some
+//! outputs were renamed leaves copies of records that are also in the inputs, with the same
+//! sequence numbers; outputs sort after their inputs and before every newer file, so replay
+//! gives the same answers. A crash during 4 leaves a suffix of the inputs: deleting oldest
+//! first means an older value never outlives the tombstone that hid it.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, sync_dir};
+use super::hint::{HintEntry, HintWriter};
+use super::keydir::Loc;
+use super::record::Kind;
+use super::{Inner, scan};
+use crate::engine::{JobState, MergeReport, Progress, UnixMillis, crash_point};
+use crate::error::{Error, IoContext, Result};
+
+/// When merges start by themselves (Riak-style triggers).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MergePolicy {
+    /// Merge when dead bytes are at least this share of the sealed files (0.0–1.0) ...
+    pub min_fragmentation: f64,
+    /// ... and at least this many bytes are dead; or whenever this many dead bytes pile up
+    /// at twice the amount.
+    pub min_dead_bytes: u64,
+    /// How often the policy is checked; `None` = only manual merges.
+    pub check_interval: Option<Duration>,
+    /// Only start automatic merges between these UTC hours (`start..end`, may wrap midnight).
+    pub window: Option<(u8, u8)>,
+}
+
+impl Default for MergePolicy {
+    fn default() -> Self {
+        MergePolicy {
+            min_fragmentation: 0.5,
+            min_dead_bytes: 64 << 20,
+            check_interval: Some(Duration::from_secs(60)),
+            window: None,
+        }
+    }
+}
+
+impl MergePolicy {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the bad setting.
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.min_fragmentation) {
+            return Err(Error::InvalidConfig {
+                name: "merge.min_fragmentation".into(),
+                reason: "must be between 0.0 and 1.0".into(),
+            });
+        }
+        if let Some((a, b)) = self.window
+            && (a > 23 || b > 24)
+        {
+            return Err(Error::InvalidConfig {
+                name: "merge.window".into(),
+                reason: "hours must be 0-23 (start) and 0-24 (end)".into(),
+            });
+        }
+        if self.check_interval.is_some_and(|d| d.is_zero()) {
+            return Err(Error::InvalidConfig {
+                name: "merge.check_interval".into(),
+                reason: "must be positive".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// True when the policy says to merge, given the sealed files' dead and total bytes and
+    /// the current UTC hour.
+    pub fn should_merge(&self, dead: u64, total: u64, utc_hour: u8) -> bool {
+        if let Some((a, b)) = self.window {
+            let inside = if a <= b {
+                (a..b).contains(&utc_hour)
+            } else {
+                utc_hour >= a || utc_hour < b
+            };
+            if !inside {
+                return false;
+            }
+        }
+        if total == 0 || dead == 0 {
+            return false;
+        }
+        let frag = dead as f64 / total as f64;
+        (frag >= self.min_fragmentation && dead >= self.min_dead_bytes)
+            || dead >= self.min_dead_bytes.saturating_mul(2)
+    }
+}
+
+/// Checks the policy and merges if it says so (the background thread calls this).
+pub fn maybe_merge(inner: &Arc<Inner>) {
+    let active = inner.active_no.load(Ordering::Acquire);
+    let (mut dead, mut total) = (0u64, 0u64);
+    {
+        let files = inner.files.read();
+        let live = inner.live.lock();
+        for (no, f) in files.iter().filter(|(no, _)| **no != active) {
+            let size = f.len().unwrap_or(0);
+            total += size;
+            dead += size.saturating_sub(live.get(no).copied().unwrap_or(0));
+        }
+    }
+    let hour = ((UnixMillis::now().0 / 3_600_000) % 24) as u8;
+    if inner.opts.merge.should_merge(dead, total, hour) {
+        tracing::info!(dead_bytes = dead, total_bytes = total, "merge policy triggered");
+        match run(inner) {
+            Ok(r) => tracing::info!(reclaimed = r.bytes_reclaimed, "automatic merge done"),
+            Err(Error::Busy(_)) => {}
+            Err(e) => tracing::error!(error = %e, "automatic merge failed"),
+        }
+    }
+}
+
+/// Runs a merge now. Only one at a time.
+///
+/// # Errors
+/// [`Error::Busy`] when one is running; I/O and corruption errors of the inputs.
+pub fn run(inner: &Inner) -> Result<MergeReport> {
+    let Some(_running) = inner.merge_running.try_lock() else {
+        return Err(Error::Busy("merge"));
+    };
+    let started_at = UnixMillis::now();
+    inner.jobs.lock().merge = JobState::Running {
+        started_at,
+        progress: Progress { done: 0, total: 0 },
+    };
+    let result = merge(inner, started_at);
+    let mut jobs = inner.jobs.lock();
+    match &result {
+        Ok(r) => {
+            jobs.merge = JobState::Done(r.clone());
+            jobs.merges_completed += 1;
+        }
+        Err(e) => {
+            jobs.merge = JobState::Failed {
+                started_at,
+                error: e.to_string(),
+            }
+        }
+    }
+    result
+}
+
+struct Output {
+    id: FileId,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    len: u64,
+    hint: HintWriter,
+    /// (key, old location, offset, length, expiry seconds) of each copied record.
+    moves: Vec<(Vec<u8>, Loc, u32, u32, u32)>,
+}
+
+fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
+    let clock = Instant::now();
+    let (active_id, seal_seq) = {
+        let mut w = inner.writer.lock();
+        inner.check_poisoned()?;
+        if w.len > FILE_HEADER_LEN as u64 {
+            w.rotate(inner)?;
+        }
+        (w.active.id, w.next_seq)
+    };
+    crash_point("merge:sealed");
+    let mut inputs: Vec<(u32, Arc<DataFile>)> = inner
+        .files
+        .read()
+        .iter()
+        .filter(|(_, f)| f.id < active_id)
+        .map(|(no, f)| (*no, f.clone()))
+        .collect();
+    inputs.sort_by_key(|(_, f)| f.id);
+    let total: u64 = inputs.iter().map(|(_, f)| f.len().unwrap_or(0)).sum();
+    let out_major = active_id.major - 1;
+    let mut next_minor = inputs
+        .iter()
+        .filter(|(_, f)| f.id.major == out_major)
+        .map(|(_, f)| f.id.minor)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut report = MergeReport {
+        started_at,
+        duration: Duration::ZERO,
+        files_merged: inputs.len() as u64,
+        bytes_read: total,
+        bytes_written: 0,
+        bytes_reclaimed: 0,
+        records_kept: 0,
+        records_dropped: 0,
+    };
+    let mut output: Option<Output> = None;
+    let mut done = 0u64;
+    for (no, input) in &inputs {
+        let now = UnixMillis::now().0;
+        scan::scan(&input.path, false, |item| {
+            done += item.raw.len() as u64;
+            let loc = Loc {
+                file: *no,
+                offset: item.offset as u32,
+                len: item.raw.len() as u32,
+                expiry_s: super::keydir::Loc::expiry_secs(item.header.expires_at),
+            };
+            let live = item.header.kind == Kind::Put
+                && !loc.expired_at(now)
+                && inner.keydir.get(item.key) == Some(loc);
+            if !live {
+                report.records_dropped += 1;
+                if item.header.kind == Kind::Put && loc.expired_at(now) {
+                    // Collect the expired entry if it is still the current one.
+                    let (old, changed) = inner.keydir.update(item.key, |cur| cur.filter(|c| *c != loc));
+                    if changed {
+                        inner.account(old, None);
+                    }
+                }
+                return Ok(());
+            }
+            if let Some(o) = &output
+                && o.len + item.raw.len() as u64 > inner.opts.max_file_size
+                && o.len > FILE_HEADER_LEN as u64
+                && let Some(full) = output.take()
+            {
+                report.bytes_written += finish(inner, full)?;
+            }
+            let o = match &mut output {
+                Some(o) => o,
+                None => {
+                    let id = FileId {
+                        major: out_major,
+                        minor: next_minor,
+                    };
+                    next_minor += 1;
+                    output.insert(start_output(&inner.dir, id, seal_seq)?)
+                }
+            };
+            o.out
+                .write_all(item.raw)
+                .ctx(|| format!("writing {}", o.tmp.display()))?;
+            o.hint.add(&HintEntry {
+                seq: item.header.seq,
+                expires_at: item.header.expires_at,
+                offset: o.len as u32,
+                len: loc.len,
+                kind: Kind::Put,
+                key: item.key,
+            })?;
+            o.moves
+                .push((item.key.to_vec(), loc, o.len as u32, loc.len, loc.expiry_s));
+            o.len += item.raw.len() as u64;
+            report.records_kept += 1;
+            if done % (4 << 20) < item.raw.len() as u64 {
+                set_progress(inner, started_at, done, total);
+            }
+            Ok(())
+        })?;
+        set_progress(inner, started_at, done, total);
+    }
+    if let Some(last) = output.take() {
+        report.bytes_written += finish(inner, last)?;
+    }
+    retire(inner, &inputs)?;
+    report.bytes_reclaimed = report.bytes_read.saturating_sub(report.bytes_written);
+    report.duration = clock.elapsed();
+    tracing::info!(
+        files = report.files_merged, read = report.bytes_read, written = report.bytes_written,
+        kept = report.records_kept, dropped = report.records_dropped,
+        ms = report.duration.as_millis() as u64, "merge done"
+    );
+    Ok(report)
+}
+
+fn set_progress(inner: &Inner, started_at: UnixMillis, done: u64, total: u64) {
+    inner.jobs.lock().merge = JobState::Running {
+        started_at,
+        progress: Progress { done, total },
+    };
+}
+
+fn start_output(dir: &Path, id: FileId, base_seq: u64) -> Result<Output> {
+    let tmp = dir.join(format!("{}.merging", id.data_name()));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .ctx(|| format!("creating {}", tmp.display()))?;
+    let header = FileHeader { id, base_seq };
+    let mut out = BufWriter::with_capacity(1 << 20, file);
+    out.write_all(&header.encode(DATA_MAGIC))
+        .ctx(|| format!("writing {}", tmp.display()))?;
+    Ok(Output {
+        id,
+        tmp,
+        out,
+        len: FILE_HEADER_LEN as u64,
+        hint: HintWriter::create(dir, header)?,
+        moves: Vec::new(),
+    })
+}
+
+/// Makes an output durable and visible, then switches its keys. Returns its size.
+fn finish(inner: &Inner, o: Output) -> Result<u64> {
+    crash_point("merge:output-buffered");
+    let file = o
+        .out
+        .into_inner()
+        .map_err(|e| Error::io(format!("flushing {}", o.tmp.display()), e.into_error()))?;
+    file.sync_all()
+        .ctx(|| format!("fsync {}", o.tmp.display()))?;
+    let path = inner.dir.join(o.id.data_name());
+    crash_point("merge:output-synced");
+    fs::rename(&o.tmp, &path).ctx(|| format!("renaming {}", o.tmp.display()))?;
+    sync_dir(&inner.dir)?;
+    crash_point("merge:output-renamed");
+    o.hint.finish()?;
+    crash_point("merge:hint-written");
+    let reader = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
+    let data = Arc::new(DataFile::new(o.id, path, reader, inner.opts.read_mode, true)?);
+    let no = inner.register(data);
+    for (key, old, offset, len, expiry_s) in o.moves {
+        let new = Loc {
+            file: no,
+            offset,
+            len,
+            expiry_s,
+        };
+        if inner.keydir.replace_if(&key, old, new) {
+            inner.account(Some(old), Some(new));
+        }
+    }
+    Ok(o.len)
+}
+
+/// Drops merged inputs from the file table and the disk, oldest first.
+fn retire(inner: &Inner, inputs: &[(u32, Arc<DataFile>)]) -> Result<()> {
+    let _retire = inner.retire.lock();
+    {
+        let mut files = inner.files.write();
+        let mut live = inner.live.lock();
+        for (no, _) in inputs {
+            files.remove(no);
+            live.remove(no);
+        }
+    }
+    crash_point("merge:before-retire");
+    for (_, f) in inputs {
+        fs::remove_file(&f.path).ctx(|| format!("removing {}", f.path.display()))?;
+        crash_point("merge:retired-one");
+        let hint = inner.dir.join(f.id.hint_name());
+        match fs::remove_file(&hint) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing {}", hint.display()), e)),
+        }
+    }
+    sync_dir(&inner.dir)
+}
+
+/// Writes the hint of a sealed data file by scanning it.
+///
+/// # Errors
+/// I/O and corruption errors.
+pub fn write_hint_for(dir: &Path, data_path: &Path) -> Result<PathBuf> {
+    let mut head = [0u8; FILE_HEADER_LEN];
+    {
+        use std::io::Read;
+        File::open(data_path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .ctx(|| format!("reading {}", data_path.display()))?;
+    }
+    let header = FileHeader::decode(&head, DATA_MAGIC, data_path)?;
+    let mut hint = HintWriter::create(dir, header)?;
+    scan::scan(data_path, false, |item| {
+        hint.add(&HintEntry {
+            seq: item.header.seq,
+            expires_at: item.header.expires_at,
+            offset: item.offset as u32,
+            len: item.raw.len() as u32,
+            kind: item.header.kind,
+            key: item.key,
+        })
+    })?;
+    hint.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_thresholds_and_window() {
+        let p = MergePolicy {
+            min_fragmentation: 0.5,
+            min_dead_bytes: 100,
+            check_interval: None,
+            window: None,
+        };
+        assert!(!p.should_merge(0, 0, 0));
+        assert!(!p.should_merge(99, 100, 0), "too few dead bytes");
+        assert!(p.should_merge(100, 150, 0));
+        assert!(!p.should_merge(150, 1000, 0), "fragmentation too low");
+        assert!(p.should_merge(200, 10_000, 0), "enough dead bytes alone");
+        let w = MergePolicy {
+            window: Some((22, 4)),
+            ..p.clone()
+        };
+        assert!(w.should_merge(100, 150, 23));
+        assert!(w.should_merge(100, 150, 3));
+        assert!(!w.should_merge(100, 150, 12));
+    }
+}

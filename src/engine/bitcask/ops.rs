@@ -1,0 +1,447 @@
+//! The read and write paths of the bitcask engine: the [`Engine`] trait implementation.
+//!
+//! Writes: take the writer mutex, check the precondition against the keydir (and the record
+//! header for compare-and-set), append, update the keydir and the live-byte counts, release,
+//! then wait for durability as the sync policy says. Reads: keydir lookup, then a positional
+//! read of the record, whose CRC and key are checked before a byte is returned.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::keydir::Loc;
+use super::record::{self, HEADER_LEN, Kind};
+use super::writer::Writer;
+use super::{Bitcask, Inner, MAX_VALUE_LEN, merge, snapshot};
+use crate::engine::{
+    BatchOp, BatchResult, Engine, EngineKind, FileStats, JobStatus, ListPage, MergeReport, Meta,
+    Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy, UnixMillis, Value,
+    Version, Written, check_key,
+};
+use crate::error::{Error, Result};
+
+/// Expiry is kept to whole seconds (rounded up) so the keydir and the record agree exactly.
+fn round_expiry(e: Option<UnixMillis>) -> Option<UnixMillis> {
+    e.map(|e| UnixMillis(e.0.div_ceil(1000).saturating_mul(1000).max(1000)))
+}
+
+fn check_value_len(len: usize) -> Result<()> {
+    if len > MAX_VALUE_LEN {
+        return Err(Error::ValueTooLarge {
+            len,
+            max: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
+}
+
+impl Inner {
+    /// Reads the raw record at `loc`. `Ok(None)` means its file was retired by a merge
+    /// meanwhile (look the key up again). `w` is the writer when the caller holds it.
+    pub(super) fn read_raw(&self, loc: Loc, w: Option<&Writer>) -> Result<Option<Bytes>> {
+        if loc.file == self.active_no.load(Ordering::Acquire) {
+            let end = u64::from(loc.offset) + u64::from(loc.len);
+            if end > self.active_flushed.load(Ordering::Acquire) {
+                let copied = match w {
+                    Some(w) => w.read_buffered(loc),
+                    None => self.writer.lock().read_buffered(loc),
+                };
+                if let Some(b) = copied {
+                    return Ok(Some(b));
+                }
+            }
+        }
+        match self.file(loc.file) {
+            Some(f) => f.read_at(u64::from(loc.offset), loc.len as usize).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads and verifies the put record of `key` at `loc`.
+    fn read_record(&self, key: &[u8], loc: Loc, w: Option<&Writer>) -> Result<Option<(record::Header, Bytes)>> {
+        let Some(raw) = self.read_raw(loc, w)? else {
+            return Ok(None);
+        };
+        let checked = record::decode(&raw).and_then(|r| {
+            if r.key != key {
+                Err("record holds another key".to_string())
+            } else if r.header.kind != Kind::Put {
+                Err("keydir points at a non-put record".to_string())
+            } else {
+                Ok(r.header)
+            }
+        });
+        match checked {
+            Ok(h) => Ok(Some((h, raw))),
+            Err(reason) => {
+                self.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                let path = self.file(loc.file).map(|f| f.path.clone()).unwrap_or_default();
+                tracing::error!(file = %path.display(), offset = loc.offset, %reason, "corrupt record");
+                Err(Error::corrupted(path, u64::from(loc.offset), reason))
+            }
+        }
+    }
+
+    /// The current record of `key` (not expired), retrying if a merge moves it meanwhile.
+    fn lookup(&self, key: &[u8], w: Option<&Writer>) -> Result<Option<(record::Header, Bytes)>> {
+        for _ in 0..64 {
+            let Some(loc) = self.keydir.get(key) else {
+                return Ok(None);
+            };
+            let now = UnixMillis::now();
+            if loc.expired_at(now.0) {
+                return Ok(None);
+            }
+            if let Some((h, raw)) = self.read_record(key, loc, w)? {
+                return Ok((!h.is_expired(now)).then_some((h, raw)));
+            }
+        }
+        Err(Error::io(
+            "reading a key moved by a merge",
+            std::io::Error::other("the record kept moving"),
+        ))
+    }
+
+    /// The current version of `key` for a precondition, under the writer mutex.
+    fn current_version(&self, key: &[u8], pre: Precondition, w: &Writer) -> Result<Option<Version>> {
+        match pre {
+            Precondition::IfVersion(_) => Ok(self.lookup(key, Some(w))?.map(|(h, _)| h.version())),
+            // Presence is enough: the version is not compared.
+            _ => {
+                let now = UnixMillis::now().0;
+                Ok(self
+                    .keydir
+                    .get(key)
+                    .filter(|l| !l.expired_at(now))
+                    .map(|_| Version(0)))
+            }
+        }
+    }
+
+    fn writable(&self) -> Result<()> {
+        self.check_open()?;
+        self.check_poisoned()
+    }
+
+    /// Moves live-byte accounting from `old` to `new`.
+    pub(super) fn account(&self, old: Option<Loc>, new: Option<Loc>) {
+        let mut live = self.live.lock();
+        if let Some(o) = old
+            && let Some(l) = live.get_mut(&o.file)
+        {
+            *l = l.saturating_sub(u64::from(o.len));
+        }
+        if let Some(n) = new {
+            *live.entry(n.file).or_default() += u64::from(n.len);
+        }
+    }
+
+    /// Waits until `seq` is durable when the policy says so.
+    fn durable(&self, seq: u64) -> Result<()> {
+        match self.sync {
+            SyncPolicy::Always => self.commit.wait_durable(self, seq),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Engine for Bitcask {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Bitcask
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        check_key(key)?;
+        self.inner.check_open()?;
+        Ok(self.inner.lookup(key, None)?.map(|(h, raw)| {
+            let start = HEADER_LEN + usize::from(h.key_len);
+            Value {
+                bytes: raw.slice(start..),
+                meta: Meta {
+                    version: h.version(),
+                    expires_at: h.expiry(),
+                    value_len: u64::from(h.value_len),
+                },
+            }
+        }))
+    }
+
+    fn head(&self, key: &[u8]) -> Result<Option<Meta>> {
+        Ok(self.get(key)?.map(|v| v.meta))
+    }
+
+    fn put(&self, key: &[u8], value: Bytes, opts: PutOptions) -> Result<Written> {
+        check_key(key)?;
+        check_value_len(value.len())?;
+        let inner = &*self.inner;
+        inner.writable()?;
+        let expires_at = round_expiry(opts.expires_at);
+        let (seq, created) = {
+            let mut w = inner.writer.lock();
+            let current = inner.current_version(key, opts.precondition, &w)?;
+            opts.precondition.check(current)?;
+            let len = HEADER_LEN + key.len() + value.len();
+            let offset = w.reserve(inner, len)?;
+            let seq = w.take_seq();
+            record::encode(&mut w.buf, Kind::Put, seq, UnixMillis::now(), expires_at, key, &value);
+            let loc = Loc {
+                file: w.active_no,
+                offset: offset as u32,
+                len: len as u32,
+                expiry_s: Loc::expiry_secs(expires_at.map_or(0, |e| e.0)),
+            };
+            let old = inner.keydir.insert(key, loc);
+            inner.account(old, Some(loc));
+            w.appended(inner, len)?;
+            let now = UnixMillis::now().0;
+            (seq, old.is_none_or(|o| o.expired_at(now)))
+        };
+        inner.durable(seq)?;
+        Ok(Written {
+            version: Version(seq),
+            created,
+        })
+    }
+
+    fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>> {
+        check_key(key)?;
+        let inner = &*self.inner;
+        inner.writable()?;
+        let (seq, removed) = {
+            let mut w = inner.writer.lock();
+            let current = inner.lookup(key, Some(&w))?.map(|(h, _)| h.version());
+            precondition.check(current)?;
+            let Some(removed) = current else {
+                // Absent or expired: nothing to write, but drop an expired entry.
+                let now = UnixMillis::now().0;
+                let (old, _) = inner
+                    .keydir
+                    .update(key, |cur| cur.filter(|l| !l.expired_at(now)));
+                if old.is_some_and(|o| o.expired_at(now)) {
+                    inner.account(old, None);
+                }
+                return Ok(None);
+            };
+            let len = HEADER_LEN + key.len();
+            w.reserve(inner, len)?;
+            let seq = w.take_seq();
+            record::encode(&mut w.buf, Kind::Tombstone, seq, UnixMillis::now(), None, key, &[]);
+            let old = inner.keydir.remove(key);
+            inner.account(old, None);
+            w.appended(inner, len)?;
+            (seq, removed)
+        };
+        inner.durable(seq)?;
+        Ok(Some(removed))
+    }
+
+    fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchResult>> {
+        for op in &ops {
+            check_key(op.key())?;
+            if let BatchOp::Put { value, .. } = op {
+                check_value_len(value.len())?;
+            }
+        }
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inner = &*self.inner;
+        inner.writable()?;
+        let (last_seq, results) = {
+            let mut w = inner.writer.lock();
+            let now = UnixMillis::now();
+            // Presence as the batch goes, for results: key -> exists after the ops so far.
+            let mut present: HashMap<&[u8], bool> = HashMap::new();
+            let mut nested = Vec::new();
+            let mut placed = Vec::with_capacity(ops.len());
+            let mut results = Vec::with_capacity(ops.len());
+            let first_seq = w.next_seq;
+            for (i, op) in ops.iter().enumerate() {
+                let key = op.key();
+                let existed = match present.get(key) {
+                    Some(&p) => p,
+                    None => inner.keydir.get(key).is_some_and(|l| !l.expired_at(now.0)),
+                };
+                let seq = first_seq + i as u64;
+                let at = nested.len();
+                let (exp, is_put) = match op {
+                    BatchOp::Put { value, expires_at, .. } => {
+                        let exp = round_expiry(*expires_at);
+                        record::encode(&mut nested, Kind::Put, seq, now, exp, key, value);
+                        (exp, true)
+                    }
+                    BatchOp::Delete { .. } => {
+                        record::encode(&mut nested, Kind::Tombstone, seq, now, None, key, &[]);
+                        (None, false)
+                    }
+                };
+                present.insert(key, is_put);
+                placed.push((at, nested.len() - at, exp, is_put));
+                results.push(BatchResult {
+                    version: Version(seq),
+                    existed_before: if is_put { !existed } else { existed },
+                });
+            }
+            if nested.len() > u32::MAX as usize - HEADER_LEN {
+                return Err(Error::BatchTooLarge(format!("{} bytes encoded", nested.len())));
+            }
+            let len = HEADER_LEN + nested.len();
+            let offset = w.reserve(inner, len)?;
+            w.next_seq = first_seq + ops.len() as u64;
+            record::encode(&mut w.buf, Kind::Batch, first_seq, now, None, &[], &nested);
+            let file = w.active_no;
+            for (op, (at, rec_len, exp, is_put)) in ops.iter().zip(placed) {
+                let loc = Loc {
+                    file,
+                    offset: (offset + (HEADER_LEN + at) as u64) as u32,
+                    len: rec_len as u32,
+                    expiry_s: Loc::expiry_secs(exp.map_or(0, |e| e.0)),
+                };
+                if is_put {
+                    let old = inner.keydir.insert(op.key(), loc);
+                    inner.account(old, Some(loc));
+                } else {
+                    let old = inner.keydir.remove(op.key());
+                    inner.account(old, None);
+                }
+            }
+            w.appended(inner, len)?;
+            (w.last_seq(), results)
+        };
+        inner.durable(last_seq)?;
+        Ok(results)
+    }
+
+    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
+        self.inner.check_open()?;
+        if limit == 0 {
+            return Ok(ListPage::default());
+        }
+        let now = UnixMillis::now().0;
+        // Keep the `limit + 1` smallest matching keys: a max-heap evicting the largest.
+        let mut heap: BinaryHeap<Vec<u8>> = BinaryHeap::with_capacity(limit + 1);
+        self.inner.keydir.for_each(|key, loc| {
+            if !key.starts_with(prefix) || loc.expired_at(now) {
+                return;
+            }
+            if start_after.is_some_and(|s| key <= s) {
+                return;
+            }
+            if heap.len() <= limit {
+                heap.push(key.to_vec());
+            } else if heap.peek().is_some_and(|top| key < top.as_slice()) {
+                heap.pop();
+                heap.push(key.to_vec());
+            }
+        });
+        let mut keys = heap.into_sorted_vec();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let next_start_after = if more { keys.last().cloned() } else { None };
+        Ok(ListPage {
+            keys,
+            next_start_after,
+        })
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.inner.writable()?;
+        let seq = super::writer::sync_active(&self.inner)?;
+        self.inner.commit.mark_durable(seq);
+        Ok(())
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let inner = &*self.inner;
+        let files: Vec<_> = {
+            let f = inner.files.read();
+            let mut v: Vec<_> = f.iter().map(|(no, f)| (*no, f.clone())).collect();
+            v.sort_by_key(|(_, f)| f.id);
+            v
+        };
+        let live = inner.live.lock().clone();
+        let active_no = inner.active_no.load(Ordering::Acquire);
+        let active_len = inner.writer.lock().len;
+        let mut rows = Vec::with_capacity(files.len());
+        let (mut live_total, mut disk_total) = (0u64, 0u64);
+        for (no, f) in &files {
+            let total = if *no == active_no { active_len } else { f.len()? };
+            let live_bytes = live.get(no).copied().unwrap_or(0).min(total);
+            live_total += live_bytes;
+            disk_total += total;
+            rows.push(FileStats {
+                name: f.id.data_name(),
+                total_bytes: total,
+                live_bytes,
+                dead_bytes: total.saturating_sub(live_bytes),
+                active: *no == active_no,
+            });
+        }
+        let dead = disk_total.saturating_sub(live_total);
+        Ok(Stats {
+            engine: EngineKind::Bitcask,
+            keys: inner.keydir.len() as u64,
+            live_bytes: live_total,
+            dead_bytes: dead,
+            disk_bytes: disk_total,
+            data_files: files.len() as u64,
+            fragmentation: if disk_total == 0 {
+                0.0
+            } else {
+                dead as f64 / disk_total as f64
+            },
+            index_bytes: inner.keydir.memory_bytes() as u64,
+            files: rows,
+            sync: inner.sync,
+            bytes_written: inner.bytes_written.load(Ordering::Relaxed),
+            corrupt_records: inner.corrupt_records.load(Ordering::Relaxed),
+            last_version: Version(inner.writer.lock().last_seq()),
+            jobs: inner.jobs.lock().clone(),
+        })
+    }
+
+    fn merge(&self) -> Result<MergeReport> {
+        self.inner.check_open()?;
+        merge::run(&self.inner)
+    }
+
+    fn snapshot(&self) -> Result<SnapshotReport> {
+        self.inner.check_open()?;
+        snapshot::run(&self.inner)
+    }
+
+    fn jobs(&self) -> JobStatus {
+        self.inner.jobs.lock().clone()
+    }
+
+    fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        snapshot::list(&self.inner.dir)
+    }
+
+    fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let bg = std::mem::take(&mut *self.background.lock());
+        drop(bg.stop);
+        for t in bg.threads {
+            let _ = t.join();
+        }
+        // Wait for a running merge or snapshot to finish before the final sync.
+        let _m = self.inner.merge_running.lock();
+        let _s = self.inner.snapshot_running.lock();
+        for t in std::mem::take(&mut *self.inner.hint_threads.lock()) {
+            let _ = t.join();
+        }
+        let result = if self.inner.poisoned.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            super::writer::sync_active(&self.inner).map(|_| ())
+        };
+        if let Some(lock) = self.inner.lock.lock().take() {
+            lock.release();
+        }
+        result
+    }
+}

@@ -1,0 +1,188 @@
+//! Start-up: find the data files, rebuild the keydir from hints or scans, cut a torn tail.
+//!
+//! Files are replayed in [`FileId`] order; within a file, in offset order. A put sets the key's
+//! location, a tombstone or an expired put removes it. A file's hint is used when a valid one
+//! exists; otherwise the data file is scanned (and only the last appended file may have a torn
+//! tail, which is truncated with a warning). Leftovers of an interrupted merge (`*.merging`)
+//! and of an interrupted hint write (`*.hint.tmp`) are removed first. A file shorter than its
+//! header (a crash while creating it) carries nothing and is removed. The last appended file
+//! becomes the active file again.
+
+use std::collections::HashMap;
+use std::fs::{self, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::data_file::{DataFile, FILE_HEADER_LEN, FileId, ReadMode, sync_dir};
+use super::hint;
+use super::keydir::{Keydir, Loc};
+use super::record::Kind;
+use super::scan;
+use crate::engine::UnixMillis;
+use crate::error::{Error, IoContext, Result};
+
+/// What start-up found.
+#[derive(Debug)]
+pub struct Recovered {
+    /// Data files in id order with their runtime numbers (1, 2, ...).
+    pub files: Vec<(u32, Arc<DataFile>)>,
+    /// True when the last of `files` was appended to and is opened for writing again.
+    pub last_is_active: bool,
+    /// The rebuilt keydir.
+    pub keydir: Keydir,
+    /// Live bytes per runtime file number.
+    pub live: HashMap<u32, u64>,
+    /// Next sequence number to issue.
+    pub next_seq: u64,
+    /// Highest major file number seen.
+    pub max_major: u32,
+    /// Bytes cut from a torn tail.
+    pub torn_bytes: u64,
+}
+
+/// Lists the data files of `dir`, sorted by id, removing merge and hint leftovers.
+///
+/// # Errors
+/// I/O errors.
+pub fn list_data_files(dir: &Path) -> Result<Vec<(FileId, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut removed = false;
+    for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".merging") || name.ends_with(".hint.tmp") {
+            tracing::info!(file = name, "removing leftover of an interrupted merge or hint write");
+            fs::remove_file(entry.path()).ctx(|| format!("removing {name}"))?;
+            removed = true;
+        } else if let Some(id) = FileId::parse(name, "data") {
+            out.push((id, entry.path()));
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Rebuilds the engine's state from `dir`.
+///
+/// # Errors
+/// [`Error::Corrupted`] for damage that is not a torn tail, [`Error::UnsupportedFormat`],
+/// I/O errors.
+pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
+    let started = Instant::now();
+    let listed = list_data_files(dir)?;
+    let total_bytes: u64 = listed
+        .iter()
+        .filter_map(|(_, p)| fs::metadata(p).ok().map(|m| m.len()))
+        .sum();
+    // Only the last file, if it was appended to (not a merge output), can have a torn tail;
+    // it becomes the active file again.
+    let last_appended = listed.last().filter(|(id, _)| id.minor == 0).map(|(id, _)| *id);
+    let keydir = Keydir::new();
+    let mut live: HashMap<u32, u64> = HashMap::new();
+    let mut files = Vec::new();
+    let (mut max_seq, mut base_seq, mut max_major, mut torn_total) = (0u64, 0u64, 0u32, 0u64);
+    let (mut done_bytes, mut last_log) = (0u64, Instant::now());
+    let now = UnixMillis::now().0;
+    for (id, path) in listed {
+        max_major = max_major.max(id.major);
+        let size = fs::metadata(&path).ctx(|| format!("stat {}", path.display()))?.len();
+        if size < FILE_HEADER_LEN as u64 {
+            tracing::info!(file = %path.display(), "removing a data file cut short while being created");
+            fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
+            hint::remove_for(dir, &id.hint_name());
+            continue;
+        }
+        let no = u32::try_from(files.len() + 1).map_err(|_| Error::corrupted(&path, 0, "too many files"))?;
+        let mut apply = |kind: Kind, key: &[u8], offset: u64, len: u64, expires_at: u64| {
+            let loc = Loc {
+                file: no,
+                offset: offset as u32,
+                len: len as u32,
+                expiry_s: Loc::expiry_secs(expires_at),
+            };
+            let old = if kind == Kind::Put && !loc.expired_at(now) {
+                *live.entry(no).or_default() += len;
+                keydir.insert(key, loc)
+            } else {
+                keydir.remove(key)
+            };
+            if let Some(old) = old
+                && let Some(l) = live.get_mut(&old.file)
+            {
+                *l = l.saturating_sub(u64::from(old.len));
+            }
+        };
+        let is_last = Some(id) == last_appended;
+        let hint_path = dir.join(id.hint_name());
+        if is_last {
+            // It will be appended to again: a hint of it would go stale.
+            hint::remove_for(dir, &id.hint_name());
+        }
+        let from_hint = hint::load(&hint_path, |e| {
+            max_seq = max_seq.max(e.seq);
+            apply(e.kind, e.key, u64::from(e.offset), u64::from(e.len), e.expires_at);
+            Ok(())
+        })?;
+        let header = match from_hint {
+            Some(h) => h,
+            None => {
+                let end = scan::scan(&path, is_last, |item| {
+                    apply(item.header.kind, item.key, item.offset, item.header.record_len(), item.header.expires_at);
+                    Ok(())
+                })?;
+                max_seq = max_seq.max(end.max_seq);
+                if let Some((at, reason)) = end.torn_reason {
+                    tracing::warn!(
+                        file = %path.display(), offset = at, bytes = end.torn_bytes, reason,
+                        "cutting a torn tail left by a crash; every record before it is kept"
+                    );
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .ctx(|| format!("opening {}", path.display()))?;
+                    f.set_len(end.valid_len)
+                        .and_then(|()| f.sync_all())
+                        .ctx(|| format!("truncating {}", path.display()))?;
+                    torn_total += end.torn_bytes;
+                }
+                end.header
+            }
+        };
+        if header.id != id {
+            return Err(Error::corrupted(&path, 0, format!("header names file {}", header.id)));
+        }
+        base_seq = base_seq.max(header.base_seq);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(is_last)
+            .open(&path)
+            .ctx(|| format!("opening {}", path.display()))?;
+        files.push((no, Arc::new(DataFile::new(id, path, file, read_mode, !is_last)?)));
+        done_bytes += size;
+        if last_log.elapsed().as_secs() >= 2 {
+            tracing::info!(
+                done_mb = done_bytes >> 20, total_mb = total_bytes >> 20, keys = keydir.len(),
+                "recovering"
+            );
+            last_log = Instant::now();
+        }
+    }
+    tracing::info!(
+        files = files.len(), keys = keydir.len(), mb = total_bytes >> 20,
+        ms = started.elapsed().as_millis() as u64, "recovered"
+    );
+    Ok(Recovered {
+        last_is_active: last_appended.is_some() && files.last().map(|(_, f)| Some(f.id)) == Some(last_appended),
+        files,
+        keydir,
+        live,
+        next_seq: (max_seq + 1).max(base_seq).max(1),
+        max_major,
+        torn_bytes: torn_total,
+    })
+}

@@ -1,0 +1,178 @@
+//! Sequential scanning of a data file, record by record, with batches expanded.
+//!
+//! Used by recovery (to rebuild the keydir), by hint writing and by merge. The scanner
+//! decides what a bad record means: in the last file a torn or garbage tail is reported as
+//! the length to truncate to; anywhere else, or when a valid record follows the bad bytes
+//! (damage in the middle, not a torn tail), it is a [`Error::Corrupted`] naming file and offset.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use super::data_file::{DATA_MAGIC, FILE_HEADER_LEN, FileHeader};
+use super::record::{self, HEADER_LEN, Header, Kind};
+use crate::error::{Error, IoContext, Result};
+
+/// One record met by the scanner (a batch's nested records are met one by one).
+#[derive(Debug)]
+pub struct Item<'a> {
+    /// Absolute offset of the record in the file.
+    pub offset: u64,
+    /// Its header.
+    pub header: Header,
+    /// Its key.
+    pub key: &'a [u8],
+    /// The whole record: header, key and value.
+    pub raw: &'a [u8],
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// The file's header.
+    pub header: FileHeader,
+    /// Length of the valid prefix of the file.
+    pub valid_len: u64,
+    /// Bytes after `valid_len` (a torn tail to cut), 0 when the file ended cleanly.
+    pub torn_bytes: u64,
+    /// Why the tail was rejected, when it was.
+    pub torn_reason: Option<(u64, &'static str)>,
+    /// Highest sequence number seen.
+    pub max_seq: u64,
+}
+
+/// Scans `path`, calling `f` for every valid put or tombstone record in file order.
+/// `tail_may_be_torn` is true for the last appended file, the only one a crash can tear.
+///
+/// # Errors
+/// [`Error::Corrupted`] / [`Error::UnsupportedFormat`] for bad bytes that are not a torn
+/// tail; I/O errors; errors returned by `f`.
+pub fn scan(path: &Path, tail_may_be_torn: bool, mut f: impl FnMut(Item<'_>) -> Result<()>) -> Result<ScanEnd> {
+    let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    let file_len = file
+        .metadata()
+        .ctx(|| format!("stat {}", path.display()))?
+        .len();
+    let mut reader = BufReader::with_capacity(1 << 20, &file);
+    let mut head = [0u8; FILE_HEADER_LEN];
+    reader
+        .read_exact(&mut head)
+        .ctx(|| format!("reading header of {}", path.display()))?;
+    let header = FileHeader::decode(&head, DATA_MAGIC, path)?;
+    let mut pos = FILE_HEADER_LEN as u64;
+    let mut max_seq = 0u64;
+    let mut buf = Vec::new();
+    let ctx = TailCtx {
+        file: &file,
+        path,
+        header,
+        tail_may_be_torn,
+        file_len,
+    };
+    while pos < file_len {
+        let left = file_len - pos;
+        if left < HEADER_LEN as u64 {
+            return ctx.bad(pos, max_seq, "truncated header", format!("{left} bytes left, less than a header"));
+        }
+        buf.resize(HEADER_LEN, 0);
+        reader
+            .read_exact(&mut buf[..HEADER_LEN])
+            .ctx(|| format!("reading {}", path.display()))?;
+        let h = match Header::decode(&buf) {
+            Ok(h) => h,
+            Err(e) => return ctx.bad(pos, max_seq, "bad header", e),
+        };
+        if h.record_len() > left {
+            return ctx.bad(pos, max_seq, "record runs past the end", format!("record of {} bytes, {left} left", h.record_len()));
+        }
+        let rest = usize::try_from(h.record_len()).unwrap_or(usize::MAX) - HEADER_LEN;
+        buf.resize(HEADER_LEN + rest, 0);
+        reader
+            .read_exact(&mut buf[HEADER_LEN..])
+            .ctx(|| format!("reading {}", path.display()))?;
+        let rec = match record::decode(&buf) {
+            Ok(r) => r,
+            Err(e) => return ctx.bad(pos, max_seq, "checksum mismatch", e),
+        };
+        max_seq = max_seq.max(h.seq);
+        if rec.header.kind == Kind::Batch {
+            // Checked whole by the envelope CRC; the nested records are checked again here.
+            for item in record::nested(rec.value) {
+                let (at, inner) = item.map_err(|e| Error::corrupted(path, pos, e))?;
+                max_seq = max_seq.max(inner.header.seq);
+                let offset = pos + HEADER_LEN as u64 + at as u64;
+                let len = inner.header.record_len() as usize;
+                let start = HEADER_LEN + at;
+                f(Item {
+                    offset,
+                    header: inner.header,
+                    key: inner.key,
+                    raw: &buf[start..start + len],
+                })?;
+            }
+        } else {
+            f(Item {
+                offset: pos,
+                header: rec.header,
+                key: rec.key,
+                raw: &buf,
+            })?;
+        }
+        pos += h.record_len();
+    }
+    Ok(ScanEnd {
+        header,
+        valid_len: pos,
+        torn_bytes: 0,
+        torn_reason: None,
+        max_seq,
+    })
+}
+
+struct TailCtx<'a> {
+    file: &'a File,
+    path: &'a Path,
+    header: FileHeader,
+    tail_may_be_torn: bool,
+    file_len: u64,
+}
+
+impl TailCtx<'_> {
+    /// Decides what bad bytes at `pos` mean: a torn tail to cut, or corruption.
+    fn bad(&self, pos: u64, max_seq: u64, reason: &'static str, detail: String) -> Result<ScanEnd> {
+        if self.tail_may_be_torn && !valid_record_after(self.file, pos + 1, self.file_len)? {
+            Ok(ScanEnd {
+                header: self.header,
+                valid_len: pos,
+                torn_bytes: self.file_len - pos,
+                torn_reason: Some((pos, reason)),
+                max_seq,
+            })
+        } else {
+            Err(Error::corrupted(self.path, pos, format!("{reason}: {detail}")))
+        }
+    }
+}
+
+/// True when a record with a valid checksum starts anywhere in `[from, file_len)`: the bad
+/// bytes before it are damage in the middle of the file, not a torn tail.
+fn valid_record_after(file: &File, from: u64, file_len: u64) -> Result<bool> {
+    if from >= file_len {
+        return Ok(false);
+    }
+    let len = usize::try_from(file_len - from).unwrap_or(usize::MAX);
+    let mut tail = vec![0u8; len];
+    file.read_exact_at(&mut tail, from)
+        .ctx(|| "reading the tail of a data file".to_string())?;
+    for i in 0..tail.len().saturating_sub(HEADER_LEN - 1) {
+        // Cheap filters first: format byte and kind byte must be plausible.
+        if tail[i + 4] != record::RECORD_FORMAT || !(1..=3).contains(&tail[i + 5]) {
+            continue;
+        }
+        if record::decode(&tail[i..]).is_ok() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

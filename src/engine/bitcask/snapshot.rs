@@ -1,0 +1,176 @@
+//! Point-in-time snapshots: a directory under `<data>/snapshots/` that is itself a valid
+//! data directory, made while the store serves.
+//!
+//! 1. Hold the retire lock (so no merge unlinks a file meanwhile) and, for a file switch only,
+//!    the writer mutex: seal the active file if it holds records. Every record written so far
+//!    is now in a sealed file, and sealed files never change again.
+//! 2. fsync and hard-link each sealed data file (and its hint, when written) into
+//!    `snapshots/.tmp-<name>`; add an empty data file numbered above them, so that opening the
+//!    snapshot appends to a file of its own and never to a file shared with the live store.
+//! 3. fsync the directory, rename it to `snapshots/<name>`, fsync `snapshots/`; prune the
+//!    oldest snapshots past the configured count.
+//!
+//! `<name>` is `<unix ms>-<highest version>`, zero-padded so names sort by time. A crash
+//! leaves at most a `.tmp-` directory, removed by the next snapshot.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::data_file::{DataFile, FILE_HEADER_LEN, FileId, sync_dir};
+use super::{Inner, writer};
+use crate::engine::{JobState, Progress, SnapshotInfo, SnapshotReport, UnixMillis, Version, crash_point};
+use crate::error::{Error, IoContext, Result};
+
+/// The directory holding snapshots.
+pub fn snapshots_dir(dir: &Path) -> PathBuf {
+    dir.join("snapshots")
+}
+
+/// Takes a snapshot now. Only one at a time.
+///
+/// # Errors
+/// [`Error::Busy`] when one is running; I/O errors.
+pub fn run(inner: &Inner) -> Result<SnapshotReport> {
+    let Some(_running) = inner.snapshot_running.try_lock() else {
+        return Err(Error::Busy("snapshot"));
+    };
+    let started_at = UnixMillis::now();
+    inner.jobs.lock().snapshot = JobState::Running {
+        started_at,
+        progress: Progress { done: 0, total: 0 },
+    };
+    let result = take(inner, started_at);
+    let mut jobs = inner.jobs.lock();
+    match &result {
+        Ok(r) => {
+            jobs.snapshot = JobState::Done(r.clone());
+            jobs.snapshots_completed += 1;
+        }
+        Err(e) => {
+            jobs.snapshot = JobState::Failed {
+                started_at,
+                error: e.to_string(),
+            }
+        }
+    }
+    result
+}
+
+fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
+    let clock = Instant::now();
+    let root = snapshots_dir(&inner.dir);
+    fs::create_dir_all(&root).ctx(|| format!("creating {}", root.display()))?;
+    remove_leftovers(&root)?;
+    let _retire = inner.retire.lock();
+    let (files, last_seq, next_major, keys): (Vec<Arc<DataFile>>, u64, u32, u64) = {
+        let mut w = inner.writer.lock();
+        inner.check_poisoned()?;
+        if w.len > FILE_HEADER_LEN as u64 {
+            w.rotate(inner)?;
+        }
+        let active = w.active_no;
+        let mut v: Vec<_> = inner
+            .files
+            .read()
+            .iter()
+            .filter(|(no, _)| **no != active)
+            .map(|(_, f)| f.clone())
+            .collect();
+        v.sort_by_key(|f| f.id);
+        (v, w.last_seq(), w.active.id.major + 1, inner.keydir.len() as u64)
+    };
+    let name = format!("{:013}-{:020}", started_at.0, last_seq);
+    let tmp = root.join(format!(".tmp-{name}"));
+    fs::create_dir_all(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+    let mut bytes = 0u64;
+    for f in &files {
+        f.file()
+            .sync_all()
+            .ctx(|| format!("fsync {}", f.path.display()))?;
+        let target = tmp.join(f.id.data_name());
+        fs::hard_link(&f.path, &target).ctx(|| format!("linking {}", f.path.display()))?;
+        bytes += f.len()?;
+        let hint = inner.dir.join(f.id.hint_name());
+        if hint.exists() {
+            fs::hard_link(&hint, tmp.join(f.id.hint_name()))
+                .ctx(|| format!("linking {}", hint.display()))?;
+        }
+    }
+    let own = FileId {
+        major: next_major,
+        minor: 0,
+    };
+    drop(writer::create_data_file(&tmp, own, last_seq + 1)?);
+    sync_dir(&tmp)?;
+    crash_point("snapshot:linked");
+    let path = root.join(&name);
+    fs::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
+    sync_dir(&root)?;
+    prune(&root, inner.opts.snapshots_kept)?;
+    Ok(SnapshotReport {
+        started_at,
+        duration: clock.elapsed(),
+        path,
+        keys,
+        bytes,
+        version: Version(last_seq),
+    })
+}
+
+fn remove_leftovers(root: &Path) -> Result<()> {
+    for e in fs::read_dir(root).ctx(|| format!("listing {}", root.display()))? {
+        let e = e.ctx(|| format!("listing {}", root.display()))?;
+        if e.file_name().to_string_lossy().starts_with(".tmp-") {
+            fs::remove_dir_all(e.path()).ctx(|| format!("removing {}", e.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn prune(root: &Path, keep: usize) -> Result<()> {
+    let all = list_in(root)?;
+    let excess = all.len().saturating_sub(keep.max(1));
+    for s in all.into_iter().take(excess) {
+        fs::remove_dir_all(&s.path).ctx(|| format!("pruning {}", s.path.display()))?;
+    }
+    if excess > 0 {
+        sync_dir(root)?;
+    }
+    Ok(())
+}
+
+/// Snapshots kept under `dir`, oldest first.
+///
+/// # Errors
+/// I/O errors.
+pub fn list(dir: &Path) -> Result<Vec<SnapshotInfo>> {
+    list_in(&snapshots_dir(dir))
+}
+
+fn list_in(root: &Path) -> Result<Vec<SnapshotInfo>> {
+    let entries = match fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("listing {}", root.display()), e)),
+    };
+    let mut out = Vec::new();
+    for e in entries {
+        let e = e.ctx(|| format!("listing {}", root.display()))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some((ms, _)) = name.split_once('-') else { continue };
+        let Ok(ms) = ms.parse::<u64>() else { continue };
+        let mut bytes = 0;
+        for f in fs::read_dir(e.path()).ctx(|| format!("listing {name}"))?.flatten() {
+            bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+        out.push(SnapshotInfo {
+            path: e.path(),
+            bytes,
+            taken_at: UnixMillis(ms),
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}

@@ -1,0 +1,253 @@
+//! The single writer: the active data file, its in-memory append buffer, rotation, and group
+//! commit.
+//!
+//! Appends go into a buffer under the writer mutex (encoding straight into it, no extra copy).
+//! The buffer is written to the file with one `pwrite` when it passes 64 KiB, when a durable
+//! write needs it, on rotation and on sync. Readers of bytes still in the buffer copy them
+//! out under the writer mutex; everything else is read with `pread` and never waits here.
+//!
+//! Group commit (`SyncPolicy::Always`): a writer that needs durability waits until the
+//! durable sequence number reaches its own. The first waiter to find no sync in flight becomes
+//! the leader: it flushes the buffer (everyone's records), fdatasyncs once, publishes the new
+//! durable sequence number and wakes the rest. A failed write or fsync poisons the engine.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+
+use super::Inner;
+use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, sync_dir};
+use super::keydir::Loc;
+use crate::engine::SyncPolicy;
+use crate::error::{Error, IoContext, Result};
+
+/// Flush the buffer to the file once it holds this much.
+const FLUSH_AT: usize = 64 * 1024;
+
+/// State of the active file, guarded by the writer mutex.
+#[derive(Debug)]
+pub struct Writer {
+    /// Runtime number of the active file.
+    pub active_no: u32,
+    /// The active file.
+    pub active: Arc<DataFile>,
+    /// Logical length: bytes in the file plus bytes in the buffer.
+    pub len: u64,
+    /// Bytes written to the file.
+    pub flushed: u64,
+    /// Appended records not yet written to the file.
+    pub buf: Vec<u8>,
+    /// Next sequence number to issue.
+    pub next_seq: u64,
+}
+
+impl Writer {
+    /// Sequence number of the last record appended (0 if none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+
+    /// Issues a sequence number.
+    pub fn take_seq(&mut self) -> u64 {
+        let s = self.next_seq;
+        self.next_seq += 1;
+        s
+    }
+
+    /// Makes room for a record of `len` bytes, rotating first if it would not fit.
+    /// Returns the offset the record will have.
+    ///
+    /// # Errors
+    /// I/O errors of the rotation.
+    pub fn reserve(&mut self, inner: &Inner, len: usize) -> Result<u64> {
+        if self.len + len as u64 > inner.opts.max_file_size && self.len > FILE_HEADER_LEN as u64 {
+            self.rotate(inner)?;
+        }
+        Ok(self.len)
+    }
+
+    /// Records that `n` bytes were appended to `buf`; flushes if the buffer is large.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn appended(&mut self, inner: &Inner, n: usize) -> Result<()> {
+        self.len += n as u64;
+        inner.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
+        if self.buf.len() >= FLUSH_AT {
+            self.flush(inner)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the buffer to the file.
+    ///
+    /// # Errors
+    /// Write errors (the engine is poisoned).
+    pub fn flush(&mut self, inner: &Inner) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if let Err(e) = self.active.file().write_all_at(&self.buf, self.flushed) {
+            let err = Error::io(format!("appending to {}", self.active.path.display()), e);
+            inner.poison(&err);
+            return Err(err);
+        }
+        self.flushed += self.buf.len() as u64;
+        self.buf.clear();
+        inner.active_flushed.store(self.flushed, Ordering::Release);
+        Ok(())
+    }
+
+    /// Copies a record that may still be in the buffer.
+    pub fn read_buffered(&self, loc: Loc) -> Option<Bytes> {
+        if loc.file != self.active_no {
+            return None;
+        }
+        let start = (u64::from(loc.offset)).checked_sub(self.flushed)?;
+        let start = usize::try_from(start).ok()?;
+        let end = start.checked_add(loc.len as usize)?;
+        self.buf.get(start..end).map(Bytes::copy_from_slice)
+    }
+
+    /// Seals the active file (flush, fdatasync unless `never`) and starts a new one.
+    ///
+    /// # Errors
+    /// I/O errors (the engine is poisoned).
+    pub fn rotate(&mut self, inner: &Inner) -> Result<()> {
+        self.flush(inner)?;
+        if inner.sync != SyncPolicy::Never {
+            if let Err(e) = self.active.file().sync_data() {
+                let err = Error::io(format!("fsync {}", self.active.path.display()), e);
+                inner.poison(&err);
+                return Err(err);
+            }
+            inner.commit.mark_durable(self.last_seq());
+        }
+        crate::engine::crash_point("rotate:sealed");
+        let sealed_no = self.active_no;
+        let id = FileId {
+            major: self.active.id.major + 1,
+            minor: 0,
+        };
+        let (file, path) = create_data_file(&inner.dir, id, self.next_seq).inspect_err(|e| inner.poison(e))?;
+        let data = Arc::new(DataFile::new(id, path, file, inner.opts.read_mode, false)?);
+        let no = inner.register(data.clone());
+        inner.active_no.store(no, Ordering::Release);
+        inner.active_flushed.store(FILE_HEADER_LEN as u64, Ordering::Release);
+        self.active_no = no;
+        self.active = data;
+        self.len = FILE_HEADER_LEN as u64;
+        self.flushed = FILE_HEADER_LEN as u64;
+        inner.sealed(sealed_no)?;
+        Ok(())
+    }
+}
+
+/// Creates a new data file with its header, fsynced, and fsyncs the directory.
+///
+/// # Errors
+/// I/O errors.
+pub fn create_data_file(dir: &Path, id: FileId, base_seq: u64) -> Result<(File, PathBuf)> {
+    let path = dir.join(id.data_name());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    let header = FileHeader { id, base_seq }.encode(DATA_MAGIC);
+    file.write_all_at(&header, 0)
+        .and_then(|()| file.sync_all())
+        .ctx(|| format!("writing header of {}", path.display()))?;
+    sync_dir(dir)?;
+    Ok((file, path))
+}
+
+/// Shared state of group commit.
+#[derive(Debug, Default)]
+pub struct GroupCommit {
+    state: Mutex<CommitState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct CommitState {
+    durable_seq: u64,
+    syncing: bool,
+}
+
+impl GroupCommit {
+    /// Starts with everything up to `seq` durable (after recovery).
+    pub fn new(seq: u64) -> Self {
+        GroupCommit {
+            state: Mutex::new(CommitState {
+                durable_seq: seq,
+                syncing: false,
+            }),
+            cv: Condvar::new(),
+        }
+    }
+
+    /// Notes that everything up to `seq` is durable.
+    pub fn mark_durable(&self, seq: u64) {
+        let mut st = self.state.lock();
+        if seq > st.durable_seq {
+            st.durable_seq = seq;
+        }
+        self.cv.notify_all();
+    }
+
+    /// Blocks until every record up to `seq` is durable, leading a flush + fdatasync when no
+    /// one else is.
+    ///
+    /// # Errors
+    /// The I/O error of the sync this caller led, or [`Error::Poisoned`].
+    pub fn wait_durable(&self, inner: &Inner, seq: u64) -> Result<()> {
+        let mut st = self.state.lock();
+        loop {
+            if st.durable_seq >= seq {
+                return Ok(());
+            }
+            inner.check_poisoned()?;
+            if st.syncing {
+                self.cv.wait(&mut st);
+                continue;
+            }
+            st.syncing = true;
+            drop(st);
+            let result = sync_active(inner);
+            st = self.state.lock();
+            st.syncing = false;
+            if let Ok(upto) = result
+                && upto > st.durable_seq
+            {
+                st.durable_seq = upto;
+            }
+            self.cv.notify_all();
+            result?;
+        }
+    }
+}
+
+/// Flushes the buffer and fdatasyncs the active file. Returns the sequence number now durable.
+///
+/// # Errors
+/// I/O errors (the engine is poisoned).
+pub fn sync_active(inner: &Inner) -> Result<u64> {
+    let (file, upto) = {
+        let mut w = inner.writer.lock();
+        w.flush(inner)?;
+        (w.active.clone(), w.last_seq())
+    };
+    if let Err(e) = file.file().sync_data() {
+        let err = Error::io(format!("fsync {}", file.path.display()), e);
+        inner.poison(&err);
+        return Err(err);
+    }
+    Ok(upto)
+}
