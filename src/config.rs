@@ -13,6 +13,7 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::bitcask::{self, BitcaskOptions, MergePolicy, ReadMode};
 use crate::engine::{EngineKind, EngineOptions, MAX_KEY_LEN, MAX_VALUE_LEN, SyncPolicy};
 use crate::http::{ExecMode, Limits};
 
@@ -64,6 +65,91 @@ pub struct Settings {
     pub pool_threads: usize,
     /// Seconds to wait for in-flight requests at shutdown before closing anyway.
     pub shutdown_grace_secs: u64,
+    /// Bitcask engine settings (`[bitcask]`, `HOARDHAVEN_BITCASK__*`).
+    pub bitcask: BitcaskSettings,
+}
+
+/// Settings of the bitcask engine.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct BitcaskSettings {
+    /// Rotate the active data file past this many bytes.
+    pub max_file_size: u64,
+    /// How sealed files are read: `pread` or `mmap`.
+    pub read_mode: String,
+    /// Merge automatically when dead bytes reach this share of the sealed files (0.0-1.0)...
+    pub merge_min_fragmentation: f64,
+    /// ...and at least this many bytes are dead.
+    pub merge_min_dead_bytes: u64,
+    /// Seconds between checks of the merge policy; 0 = merge only on request.
+    pub merge_interval_secs: u64,
+    /// Start automatic merges only between these UTC hours, e.g. `2-5`; empty = any time.
+    pub merge_window: String,
+    /// Snapshots kept in `<data_dir>/snapshots`.
+    pub snapshots_kept: usize,
+}
+
+impl Default for BitcaskSettings {
+    fn default() -> Self {
+        let o = BitcaskOptions::default();
+        BitcaskSettings {
+            max_file_size: o.max_file_size,
+            read_mode: "pread".into(),
+            merge_min_fragmentation: o.merge.min_fragmentation,
+            merge_min_dead_bytes: o.merge.min_dead_bytes,
+            merge_interval_secs: o.merge.check_interval.map_or(0, |d| d.as_secs()),
+            merge_window: String::new(),
+            snapshots_kept: o.snapshots_kept,
+        }
+    }
+}
+
+impl BitcaskSettings {
+    fn validate(&self) -> Result<BitcaskOptions, SettingError> {
+        let read_mode: ReadMode = self
+            .read_mode
+            .parse()
+            .map_err(|r: String| bad("bitcask.read_mode", r))?;
+        let window = match self.merge_window.trim() {
+            "" => None,
+            w => {
+                let parsed = w
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+                Some(parsed.ok_or_else(|| {
+                    bad(
+                        "bitcask.merge_window",
+                        format!("expected UTC hours like `2-5`, got `{w}`"),
+                    )
+                })?)
+            }
+        };
+        let opts = BitcaskOptions {
+            max_file_size: self.max_file_size,
+            read_mode,
+            merge: MergePolicy {
+                min_fragmentation: self.merge_min_fragmentation,
+                min_dead_bytes: self.merge_min_dead_bytes,
+                check_interval: (self.merge_interval_secs > 0)
+                    .then(|| Duration::from_secs(self.merge_interval_secs)),
+                window,
+            },
+            snapshots_kept: self.snapshots_kept,
+        };
+        opts.validate().map_err(|e| match e {
+            crate::Error::InvalidConfig { name, reason } => {
+                let name = match name.as_str() {
+                    "merge.min_fragmentation" => "merge_min_fragmentation".to_owned(),
+                    "merge.window" => "merge_window".to_owned(),
+                    "merge.check_interval" => "merge_interval_secs".to_owned(),
+                    other => other.to_owned(),
+                };
+                bad(&format!("bitcask.{name}"), reason)
+            }
+            other => bad("bitcask", other.to_string()),
+        })?;
+        Ok(opts)
+    }
 }
 
 impl Default for Settings {
@@ -89,6 +175,7 @@ impl Default for Settings {
             exec_writes: "blocking".into(),
             pool_threads: 64,
             shutdown_grace_secs: 30,
+            bitcask: BitcaskSettings::default(),
         }
     }
 }
@@ -142,8 +229,11 @@ pub struct SettingError {
 fn bad(name: &str, reason: impl Into<String>) -> SettingError {
     SettingError {
         name: name.into(),
-        flag: name.replace('_', "-"),
-        env: format!("{ENV_PREFIX}_{}", name.to_ascii_uppercase()),
+        flag: name.replace(['_', '.'], "-"),
+        env: format!(
+            "{ENV_PREFIX}_{}",
+            name.to_ascii_uppercase().replace('.', "__")
+        ),
         reason: reason.into(),
     }
 }
@@ -205,10 +295,20 @@ impl Settings {
             .parse()
             .map_err(|r: String| bad("exec_writes", r))?;
         let pool_threads = range("pool_threads", self.pool_threads, 4096)?;
+        if kind == EngineKind::Bitcask && limits.max_value_bytes > bitcask::MAX_VALUE_LEN {
+            return Err(bad(
+                "max_value_bytes",
+                format!(
+                    "the bitcask engine stores values up to {} bytes",
+                    bitcask::MAX_VALUE_LEN
+                ),
+            ));
+        }
         let engine = EngineOptions {
             kind,
             dir: self.data_dir.clone(),
             sync,
+            bitcask: self.bitcask.validate()?,
             ..EngineOptions::default()
         };
         Ok(ServeConfig {
@@ -301,8 +401,11 @@ mod tests {
     fn file_then_overrides() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("h.toml");
-        std::fs::write(&f, "sync = \"never\"\nmax_key_bytes = 77\nlisten = \"127.0.0.1:1\"\n")
-            .expect("write");
+        std::fs::write(
+            &f,
+            "sync = \"never\"\nmax_key_bytes = 77\nlisten = \"127.0.0.1:1\"\n",
+        )
+        .expect("write");
         let s = load(Some(&f), &[("listen", "127.0.0.1:2".into())]).expect("load");
         assert_eq!(s.sync, "never");
         assert_eq!(s.max_key_bytes, 77);

@@ -30,8 +30,12 @@ fn value(i: usize) -> Vec<u8> {
 fn fill(dir: &Path, n: usize) {
     let e = open(dir).expect("open");
     for i in 0..n {
-        e.put(format!("key{i}").as_bytes(), Bytes::from(value(i)), PutOptions::default())
-            .expect("put");
+        e.put(
+            format!("key{i}").as_bytes(),
+            Bytes::from(value(i)),
+            PutOptions::default(),
+        )
+        .expect("put");
     }
     e.close().expect("close");
 }
@@ -48,7 +52,10 @@ fn data_files(dir: &Path) -> Vec<PathBuf> {
 
 fn check_all(e: &Bitcask, n: usize) {
     for i in 0..n {
-        let got = e.get(format!("key{i}").as_bytes()).expect("get").map(|v| v.bytes.to_vec());
+        let got = e
+            .get(format!("key{i}").as_bytes())
+            .expect("get")
+            .map(|v| v.bytes.to_vec());
         assert_eq!(got, Some(value(i)), "key{i}");
     }
 }
@@ -72,7 +79,10 @@ fn torn_tails_are_cut_and_everything_before_is_kept() {
     let tails: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
         ("garbage", Box::new(|p: &Path| append(p, &[0xA5; 77]))),
         ("zeros", Box::new(|p: &Path| append(p, &[0u8; 200]))),
-        ("short header", Box::new(|p: &Path| append(p, &[1, 2, 3, 4, 1, 1]))),
+        (
+            "short header",
+            Box::new(|p: &Path| append(p, &[1, 2, 3, 4, 1, 1])),
+        ),
         (
             "half a record",
             Box::new(|p: &Path| {
@@ -93,13 +103,24 @@ fn torn_tails_are_cut_and_everything_before_is_kept() {
         damage(&last);
         let e = open(dir.path()).unwrap_or_else(|err| panic!("{name}: {err}"));
         check_all(&e, 300);
-        assert_eq!(fs::metadata(&last).expect("stat").len(), good_len, "{name}: tail cut");
-        e.put(b"after", Bytes::from_static(b"crash"), PutOptions::default())
-            .expect("put");
+        assert_eq!(
+            fs::metadata(&last).expect("stat").len(),
+            good_len,
+            "{name}: tail cut"
+        );
+        e.put(
+            b"after",
+            Bytes::from_static(b"crash"),
+            PutOptions::default(),
+        )
+        .expect("put");
         e.close().expect("close");
         let e = open(dir.path()).expect("reopen");
         check_all(&e, 300);
-        assert_eq!(e.get(b"after").expect("get").map(|v| v.bytes), Some(Bytes::from_static(b"crash")));
+        assert_eq!(
+            e.get(b"after").expect("get").map(|v| v.bytes),
+            Some(Bytes::from_static(b"crash"))
+        );
     }
 }
 
@@ -128,7 +149,11 @@ fn append(p: &Path, bytes: &[u8]) {
 }
 
 fn flip(p: &Path, at: u64) {
-    let f = OpenOptions::new().read(true).write(true).open(p).expect("open");
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(p)
+        .expect("open");
     let mut b = [0u8; 1];
     f.read_exact_at(&mut b, at).expect("read");
     b[0] ^= 0x10;
@@ -143,7 +168,11 @@ fn damage_in_the_middle_is_refused_with_file_and_offset() {
         fill(dir.path(), 400);
         let files = data_files(dir.path());
         assert!(files.len() >= 2, "rotation happened");
-        let victim = if which == "sealed" { files[0].clone() } else { files[files.len() - 1].clone() };
+        let victim = if which == "sealed" {
+            files[0].clone()
+        } else {
+            files[files.len() - 1].clone()
+        };
         let offs = record_offsets(&victim);
         let at = offs[offs.len() / 2];
         flip(&victim, at + 40);
@@ -179,7 +208,10 @@ fn a_record_failing_its_checksum_is_never_served() {
     assert!(e.head(b"key5").is_err());
     assert_eq!(e.stats().expect("stats").corrupt_records, 2);
     // Other keys still read fine.
-    assert_eq!(e.get(b"key6").expect("get").map(|v| v.bytes.to_vec()), Some(value(6)));
+    assert_eq!(
+        e.get(b"key6").expect("get").map(|v| v.bytes.to_vec()),
+        Some(value(6))
+    );
 }
 
 #[test]
@@ -188,11 +220,16 @@ fn damaged_hints_fall_back_to_scanning() {
     {
         let e = open(dir.path()).expect("open");
         for i in 0..400 {
-            e.put(format!("key{i}").as_bytes(), Bytes::from(value(i)), PutOptions::default())
-                .expect("put");
+            e.put(
+                format!("key{i}").as_bytes(),
+                Bytes::from(value(i)),
+                PutOptions::default(),
+            )
+            .expect("put");
         }
         for i in 0..100 {
-            e.delete(format!("key{i}").as_bytes(), Default::default()).expect("delete");
+            e.delete(format!("key{i}").as_bytes(), Default::default())
+                .expect("delete");
         }
         e.merge().expect("merge");
         e.close().expect("close");
@@ -210,7 +247,10 @@ fn damaged_hints_fall_back_to_scanning() {
     }
     let e = open(dir.path()).expect("open");
     for i in 0..400 {
-        let got = e.get(format!("key{i}").as_bytes()).expect("get").map(|v| v.bytes.to_vec());
+        let got = e
+            .get(format!("key{i}").as_bytes())
+            .expect("get")
+            .map(|v| v.bytes.to_vec());
         assert_eq!(got, (i >= 100).then(|| value(i)), "key{i}");
     }
 }
@@ -222,17 +262,26 @@ fn hints_and_scans_rebuild_the_same_keydir() {
         let e = open(dir.path()).expect("open");
         for round in 0..3 {
             for i in 0..300 {
-                e.put(format!("k{i}").as_bytes(), Bytes::from(format!("{round}{i}")), PutOptions::default())
-                    .expect("put");
+                e.put(
+                    format!("k{i}").as_bytes(),
+                    Bytes::from(format!("{round}{i}")),
+                    PutOptions::default(),
+                )
+                .expect("put");
             }
             for i in (0..300).step_by(7) {
-                e.delete(format!("k{i}").as_bytes(), Default::default()).expect("delete");
+                e.delete(format!("k{i}").as_bytes(), Default::default())
+                    .expect("delete");
             }
         }
         e.merge().expect("merge");
         for i in 0..50 {
-            e.put(format!("n{i}").as_bytes(), Bytes::from_static(b"new"), PutOptions::default())
-                .expect("put");
+            e.put(
+                format!("n{i}").as_bytes(),
+                Bytes::from_static(b"new"),
+                PutOptions::default(),
+            )
+            .expect("put");
         }
         e.close().expect("close");
     }
@@ -262,7 +311,11 @@ fn empty_and_leftover_files_do_not_block_start_up() {
     fill(dir.path(), 10);
     fs::write(dir.path().join("LOCK"), b"").expect("lock");
     fs::write(dir.path().join("0000000099-00000.data"), b"").expect("empty data file");
-    fs::write(dir.path().join("0000000001-00001.data.merging"), b"half a merge").expect("merging");
+    fs::write(
+        dir.path().join("0000000001-00001.data.merging"),
+        b"half a merge",
+    )
+    .expect("merging");
     fs::write(dir.path().join("0000000001-00000.hint.tmp"), b"half a hint").expect("hint tmp");
     let e = open(dir.path()).expect("open");
     check_all(&e, 10);
@@ -297,8 +350,12 @@ fn mmap_and_pread_read_the_same() {
     let e = Bitcask::open(dir.path(), SyncPolicy::Never, &o).expect("open");
     check_all(&e, 500);
     for i in 500..800 {
-        e.put(format!("key{i}").as_bytes(), Bytes::from(value(i)), PutOptions::default())
-            .expect("put");
+        e.put(
+            format!("key{i}").as_bytes(),
+            Bytes::from(value(i)),
+            PutOptions::default(),
+        )
+        .expect("put");
     }
     check_all(&e, 800);
     e.merge().expect("merge");

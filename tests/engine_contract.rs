@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use hoardhaven::Error;
 use hoardhaven::engine::{
     self, BatchOp, Engine, EngineKind, EngineOptions, Precondition, PutOptions, SyncPolicy,
     UnixMillis, Version,
 };
-use hoardhaven::Error;
 
 fn options(kind: EngineKind, dir: &std::path::Path, sync: SyncPolicy) -> EngineOptions {
     let mut o = EngineOptions {
@@ -53,12 +53,18 @@ fn put_get_delete_and_reopen(kind: EngineKind) {
         assert!(!w2.created);
         assert!(w2.version > w.version);
         assert_eq!(get(&*e, b"a"), Some(b"2".to_vec()));
-        assert_eq!(e.head(b"a").expect("head").map(|m| m.version), Some(w2.version));
+        assert_eq!(
+            e.head(b"a").expect("head").map(|m| m.version),
+            Some(w2.version)
+        );
         assert_eq!(get(&*e, b"missing"), None);
         put(&*e, b"empty", b"");
         assert_eq!(get(&*e, b"empty"), Some(Vec::new()));
         put(&*e, b"\xff\x00bin/a/b", b"\x00\x01\x02");
-        assert_eq!(e.delete(b"a", Precondition::None).expect("delete"), Some(w2.version));
+        assert_eq!(
+            e.delete(b"a", Precondition::None).expect("delete"),
+            Some(w2.version)
+        );
         assert_eq!(e.delete(b"a", Precondition::None).expect("delete"), None);
         assert_eq!(get(&*e, b"a"), None);
         e.close().expect("close");
@@ -91,12 +97,16 @@ fn compare_and_set(kind: EngineKind) {
         create(b"x", Precondition::IfVersion(Version(1))),
         Err(Error::PreconditionFailed { .. })
     ));
-    let v1 = create(b"1", Precondition::IfAbsent).expect("create").version;
+    let v1 = create(b"1", Precondition::IfAbsent)
+        .expect("create")
+        .version;
     assert!(matches!(
         create(b"1", Precondition::IfAbsent),
         Err(Error::PreconditionFailed { current: Some(_) })
     ));
-    let v2 = create(b"2", Precondition::IfVersion(v1)).expect("cas").version;
+    let v2 = create(b"2", Precondition::IfVersion(v1))
+        .expect("cas")
+        .version;
     assert!(matches!(
         create(b"3", Precondition::IfVersion(v1)),
         Err(Error::PreconditionFailed { .. })
@@ -106,7 +116,10 @@ fn compare_and_set(kind: EngineKind) {
         e.delete(b"k", Precondition::IfVersion(v1)),
         Err(Error::PreconditionFailed { .. })
     ));
-    assert_eq!(e.delete(b"k", Precondition::IfVersion(v2)).expect("delete"), Some(v2));
+    assert_eq!(
+        e.delete(b"k", Precondition::IfVersion(v2)).expect("delete"),
+        Some(v2)
+    );
     assert!(matches!(
         e.delete(b"k", Precondition::IfExists),
         Err(Error::PreconditionFailed { current: None })
@@ -160,7 +173,8 @@ fn expiry(kind: EngineKind) {
             ..PutOptions::default()
         };
         e.put(b"old", Bytes::from_static(b"x"), past).expect("put");
-        e.put(b"later", Bytes::from_static(b"y"), future).expect("put");
+        e.put(b"later", Bytes::from_static(b"y"), future)
+            .expect("put");
         e.put(b"soon", Bytes::from_static(b"z"), soon).expect("put");
         assert_eq!(get(&*e, b"old"), None);
         let later = e.get(b"later").expect("get").expect("present");
@@ -183,7 +197,15 @@ fn expiry(kind: EngineKind) {
     }
     let e = open(kind, dir.path());
     assert_eq!(get(&*e, b"old"), Some(b"new".to_vec()));
-    assert!(e.get(b"later").expect("get").expect("kept").meta.expires_at.is_some(), "TTL kept across reopen");
+    assert!(
+        e.get(b"later")
+            .expect("get")
+            .expect("kept")
+            .meta
+            .expires_at
+            .is_some(),
+        "TTL kept across reopen"
+    );
     std::thread::sleep(Duration::from_millis(2100));
     assert_eq!(get(&*e, b"soon"), None);
     let page = e.list(b"", None, 100).expect("list");
@@ -293,11 +315,16 @@ fn merge_keeps_everything_live(kind: EngineKind) {
     let e = open(kind, dir.path());
     for round in 0..5 {
         for i in 0..300 {
-            put(&*e, format!("k{i}").as_bytes(), format!("{round}-{i}").as_bytes());
+            put(
+                &*e,
+                format!("k{i}").as_bytes(),
+                format!("{round}-{i}").as_bytes(),
+            );
         }
     }
     for i in 0..100 {
-        e.delete(format!("k{i}").as_bytes(), Precondition::None).expect("delete");
+        e.delete(format!("k{i}").as_bytes(), Precondition::None)
+            .expect("delete");
     }
     e.merge().expect("merge");
     for i in 0..300 {

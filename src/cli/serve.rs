@@ -71,6 +71,27 @@ pub struct ServeArgs {
     /// Seconds to wait for in-flight requests at shutdown [default: 30]
     #[arg(long)]
     pub shutdown_grace_secs: Option<u64>,
+    /// Bitcask: rotate data files past this many bytes [default: 268435456]
+    #[arg(long)]
+    pub bitcask_max_file_size: Option<u64>,
+    /// Bitcask: read sealed files with pread or mmap [default: pread]
+    #[arg(long)]
+    pub bitcask_read_mode: Option<String>,
+    /// Bitcask: automatic merge when this share of sealed bytes is dead [default: 0.5]
+    #[arg(long)]
+    pub bitcask_merge_min_fragmentation: Option<f64>,
+    /// Bitcask: ... and at least this many bytes are dead [default: 67108864]
+    #[arg(long)]
+    pub bitcask_merge_min_dead_bytes: Option<u64>,
+    /// Bitcask: seconds between merge-policy checks; 0 = manual merges only [default: 60]
+    #[arg(long)]
+    pub bitcask_merge_interval_secs: Option<u64>,
+    /// Bitcask: automatic merges only between these UTC hours, e.g. 2-5 [default: any time]
+    #[arg(long)]
+    pub bitcask_merge_window: Option<String>,
+    /// Bitcask: snapshots kept [default: 3]
+    #[arg(long)]
+    pub bitcask_snapshots_kept: Option<u64>,
 }
 
 impl ServeArgs {
@@ -90,6 +111,11 @@ impl ServeArgs {
         s("log_level", &self.log_level);
         s("exec_reads", &self.exec_reads);
         s("exec_writes", &self.exec_writes);
+        s("bitcask.read_mode", &self.bitcask_read_mode);
+        s("bitcask.merge_window", &self.bitcask_merge_window);
+        if let Some(f) = self.bitcask_merge_min_fragmentation {
+            o.push(("bitcask.merge_min_fragmentation", f.into()));
+        }
         for (k, v) in [("data_dir", &self.data_dir), ("port_file", &self.port_file)] {
             if let Some(v) = v {
                 o.push((k, v.display().to_string().into()));
@@ -104,6 +130,16 @@ impl ServeArgs {
             ("max_in_flight", self.max_in_flight),
             ("pool_threads", self.pool_threads),
             ("shutdown_grace_secs", self.shutdown_grace_secs),
+            ("bitcask.max_file_size", self.bitcask_max_file_size),
+            (
+                "bitcask.merge_min_dead_bytes",
+                self.bitcask_merge_min_dead_bytes,
+            ),
+            (
+                "bitcask.merge_interval_secs",
+                self.bitcask_merge_interval_secs,
+            ),
+            ("bitcask.snapshots_kept", self.bitcask_snapshots_kept),
         ] {
             if let Some(v) = v {
                 o.push((k, v.into()));

@@ -101,12 +101,20 @@ async fn start(state: AppState, kind: JobKind, uri: Uri) -> Result<Response, Api
         && let Some(obj) = doc.as_object_mut()
     {
         obj.insert("state".into(), serde_json::json!(JobStateKind::Running));
-        obj.insert("started_at_ms".into(), serde_json::json!(UnixMillis::now().0));
+        obj.insert(
+            "started_at_ms".into(),
+            serde_json::json!(UnixMillis::now().0),
+        );
         obj.insert("report".into(), serde_json::Value::Null);
         obj.insert("error".into(), serde_json::Value::Null);
     }
     let location = HeaderValue::from_static(kind.path());
-    Ok((StatusCode::ACCEPTED, [(header::LOCATION, location)], Json(doc)).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(doc),
+    )
+        .into_response())
 }
 
 /// Starts a merge (bitcask) or log rewrite (memory).
@@ -160,10 +168,7 @@ pub async fn merge_state(State(state): State<AppState>) -> Result<Json<MergeStat
         (status = 507, description = "Disk full.", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn start_snapshot(
-    State(state): State<AppState>,
-    uri: Uri,
-) -> Result<Response, ApiError> {
+pub async fn start_snapshot(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     start(state, JobKind::Snapshot, uri).await
 }
 

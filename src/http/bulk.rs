@@ -122,7 +122,9 @@ pub async fn batch(
             .map(|(op, r)| BatchOpResult {
                 op,
                 etag: etag(r.version),
-                existed_before: r.existed_before,
+                // The engine's flag means "was new" for puts, "existed" for deletes.
+                created: (op == OpKind::Put).then_some(r.existed_before),
+                deleted: (op == OpKind::Delete).then_some(r.existed_before),
             })
             .collect(),
     }))
@@ -159,9 +161,11 @@ pub async fn mget(
         .map(|(i, k)| {
             let bytes = match k {
                 MgetKey::Text(s) => s.into_bytes(),
-                MgetKey::Ref(r) => r
-                    .to_bytes()
-                    .map_err(|_| ApiError::BadRequest(format!("keys[{i}]: give exactly one of `key` and `key_base64` (valid base64)")))?,
+                MgetKey::Ref(r) => r.to_bytes().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "keys[{i}]: give exactly one of `key` and `key_base64` (valid base64)"
+                    ))
+                })?,
             };
             check_key(&bytes, limits.max_key_bytes, false)?;
             Ok(bytes)

@@ -141,7 +141,10 @@ mod tests {
     fn headers(pairs: &[(HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (n, v) in pairs {
-            h.append(n.clone(), HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")));
+            h.append(
+                n.clone(),
+                HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static("")),
+            );
         }
         h
     }

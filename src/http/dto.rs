@@ -147,8 +147,12 @@ pub struct BatchOpResult {
     pub op: OpKind,
     /// The ETag written by the operation (for deletes, the tombstone's).
     pub etag: String,
-    /// For `put`: the key was new. For `delete`: the key existed.
-    pub existed_before: bool,
+    /// For `put`: true when the key was absent (or expired) before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<bool>,
+    /// For `delete`: true when the key existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted: Option<bool>,
 }
 
 /// `POST /batch` answer.

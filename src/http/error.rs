@@ -199,9 +199,10 @@ impl IntoResponse for ApiError {
             ApiError::NotReady | ApiError::Overloaded | ApiError::Engine(Error::Closed) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            // Version 0 is never written: an engine reporting it only means "present".
             ApiError::Engine(Error::PreconditionFailed {
                 current: Some(version),
-            }) => {
+            }) if version.0 > 0 => {
                 if let Ok(v) = HeaderValue::from_str(&etag(*version)) {
                     headers.insert(header::ETAG, v);
                 }

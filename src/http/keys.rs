@@ -141,9 +141,15 @@ mod tests {
 
     #[test]
     fn decodes_bytes_and_slashes() {
-        assert_eq!(key_from_path("/kv/a/b/c", 100).ok(), Some(b"a/b/c".to_vec()));
+        assert_eq!(
+            key_from_path("/kv/a/b/c", 100).ok(),
+            Some(b"a/b/c".to_vec())
+        );
         assert_eq!(key_from_path("/kv/%FF", 100).ok(), Some(vec![0xFF]));
-        assert_eq!(key_from_path("/kv/a%2Fb+c", 100).ok(), Some(b"a/b+c".to_vec()));
+        assert_eq!(
+            key_from_path("/kv/a%2Fb+c", 100).ok(),
+            Some(b"a/b+c".to_vec())
+        );
         assert_eq!(key_from_path("/kv/%e2%82%ac", 100).ok(), Some("€".into()));
     }
 
@@ -179,7 +185,10 @@ mod tests {
             ])
         );
         let c = encode_cursor(b"\xFFkey/1");
-        assert_eq!(decode_cursor(c.as_bytes()).ok(), Some(b"\xFFkey/1".to_vec()));
+        assert_eq!(
+            decode_cursor(c.as_bytes()).ok(),
+            Some(b"\xFFkey/1".to_vec())
+        );
         assert!(decode_cursor(b"!!").is_err());
     }
 

@@ -6,18 +6,18 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
+use super::body::read_limited;
 use super::conditional::{self, TagSet, WriteCondition};
 use super::dto::{KeyRef, ListResponse};
 use super::error::{ApiError, Problem, etag};
 use super::keys::{decode_cursor, encode_cursor, key_from_path, parse_query};
 use super::state::{AppState, CallKind};
-use super::body::read_limited;
 use crate::engine::{Meta, PutOptions, UnixMillis};
 
 /// Remaining time to live in whole seconds (rounded up), on GET and HEAD of expiring keys.

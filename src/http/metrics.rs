@@ -60,8 +60,8 @@ pub const ENGINE_FSYNC_DURATION: &str = "hoardhaven_engine_fsync_duration_second
 
 /// Latency buckets (seconds) for HTTP requests: 50 µs to 10 s.
 const HTTP_BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0, 2.5, 5.0, 10.0,
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0,
 ];
 /// Latency buckets (seconds) for fsync: 10 µs to 1 s.
 const FSYNC_BUCKETS: &[f64] = &[
@@ -109,7 +109,10 @@ fn describe() {
         "Time from receiving a request to its response head, by method and route template."
     );
     describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being served now.");
-    describe_gauge!(READY, "1 when the store is open and accepts writes, else 0.");
+    describe_gauge!(
+        READY,
+        "1 when the store is open and accepts writes, else 0."
+    );
     describe_gauge!(ENGINE_KEYS, "Live keys in the store.");
     describe_gauge!(ENGINE_LIVE_BYTES, Unit::Bytes, "Bytes of live records.");
     describe_gauge!(
@@ -117,8 +120,16 @@ fn describe() {
         Unit::Bytes,
         "Bytes of overwritten, deleted or expired records not yet reclaimed."
     );
-    describe_gauge!(ENGINE_DISK_BYTES, Unit::Bytes, "Bytes of the store's files on disk.");
-    describe_gauge!(ENGINE_INDEX_BYTES, Unit::Bytes, "Bytes of the in-memory index.");
+    describe_gauge!(
+        ENGINE_DISK_BYTES,
+        Unit::Bytes,
+        "Bytes of the store's files on disk."
+    );
+    describe_gauge!(
+        ENGINE_INDEX_BYTES,
+        Unit::Bytes,
+        "Bytes of the in-memory index."
+    );
     describe_gauge!(
         ENGINE_DATA_FILES,
         "Data files (bitcask) or log and snapshot files (memory)."
@@ -171,14 +182,9 @@ pub fn record_engine(s: &Stats) {
     counter!(ENGINE_MERGES).absolute(s.jobs.merges_completed);
     counter!(ENGINE_SNAPSHOTS).absolute(s.jobs.snapshots_completed);
     let running = |b: bool| if b { 1.0 } else { 0.0 };
-    gauge!(ENGINE_MERGE_RUNNING).set(running(matches!(
-        s.jobs.merge,
-        JobState::Running { .. }
-    )));
-    gauge!(ENGINE_SNAPSHOT_RUNNING).set(running(matches!(
-        s.jobs.snapshot,
-        JobState::Running { .. }
-    )));
+    gauge!(ENGINE_MERGE_RUNNING).set(running(matches!(s.jobs.merge, JobState::Running { .. })));
+    gauge!(ENGINE_SNAPSHOT_RUNNING)
+        .set(running(matches!(s.jobs.snapshot, JobState::Running { .. })));
     if let JobState::Done(r) = &s.jobs.merge {
         gauge!(ENGINE_MERGE_LAST_DURATION).set(r.duration.as_secs_f64());
     }

@@ -124,7 +124,10 @@ pub fn router(state: AppState) -> Router {
 async fn openapi_json(State(state): State<AppState>) -> Response {
     match state.openapi_json() {
         Some(doc) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             doc.clone(),
         )
             .into_response(),

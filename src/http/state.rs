@@ -186,7 +186,9 @@ pub struct JobGuard {
 
 impl Drop for JobGuard {
     fn drop(&mut self) {
-        self.state.job_flag(self.kind).store(false, Ordering::SeqCst);
+        self.state
+            .job_flag(self.kind)
+            .store(false, Ordering::SeqCst);
     }
 }
 

@@ -173,13 +173,25 @@ impl DataFile {
     ///
     /// # Errors
     /// I/O errors mapping the file.
-    pub fn new(id: FileId, path: PathBuf, file: File, mode: ReadMode, immutable: bool) -> Result<Self> {
+    pub fn new(
+        id: FileId,
+        path: PathBuf,
+        file: File,
+        mode: ReadMode,
+        immutable: bool,
+    ) -> Result<Self> {
         let map = if immutable && mode == ReadMode::Mmap {
-            crate::engine::bitcask::mmap::Map::of(&file).ctx(|| format!("mapping {}", path.display()))?
+            crate::engine::bitcask::mmap::Map::of(&file)
+                .ctx(|| format!("mapping {}", path.display()))?
         } else {
             None
         };
-        Ok(DataFile { id, path, file, map })
+        Ok(DataFile {
+            id,
+            path,
+            file,
+            map,
+        })
     }
 
     /// The underlying file.
@@ -196,7 +208,11 @@ impl DataFile {
             let start = usize::try_from(offset).unwrap_or(usize::MAX);
             return match start.checked_add(len).and_then(|end| map.get(start..end)) {
                 Some(s) => Ok(Bytes::copy_from_slice(s)),
-                None => Err(Error::corrupted(&self.path, offset, "record runs past the end of the file")),
+                None => Err(Error::corrupted(
+                    &self.path,
+                    offset,
+                    "record runs past the end of the file",
+                )),
             };
         }
         let mut buf = vec![0u8; len];
@@ -242,7 +258,10 @@ mod tests {
     fn names_sort_like_ids_and_parse_back() {
         let a = FileId { major: 9, minor: 0 };
         let b = FileId { major: 9, minor: 1 };
-        let c = FileId { major: 10, minor: 0 };
+        let c = FileId {
+            major: 10,
+            minor: 0,
+        };
         assert!(a.data_name() < b.data_name() && b.data_name() < c.data_name());
         assert_eq!(FileId::parse(&b.data_name(), "data"), Some(b));
         assert_eq!(FileId::parse(&b.hint_name(), "data"), None);

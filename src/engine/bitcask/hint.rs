@@ -113,10 +113,9 @@ impl HintWriter {
         self.out
             .write_all(&t)
             .ctx(|| format!("writing {}", self.tmp.display()))?;
-        let file = self
-            .out
-            .into_inner()
-            .map_err(|e| crate::Error::io(format!("flushing {}", self.tmp.display()), e.into_error()))?;
+        let file = self.out.into_inner().map_err(|e| {
+            crate::Error::io(format!("flushing {}", self.tmp.display()), e.into_error())
+        })?;
         file.sync_all()
             .ctx(|| format!("fsync {}", self.tmp.display()))?;
         fs::rename(&self.tmp, &self.path).ctx(|| format!("renaming {}", self.tmp.display()))?;
@@ -131,7 +130,10 @@ impl HintWriter {
 ///
 /// # Errors
 /// I/O errors other than "not found", and errors from `f`.
-pub fn load(path: &Path, mut f: impl FnMut(HintEntry<'_>) -> Result<()>) -> Result<Option<FileHeader>> {
+pub fn load(
+    path: &Path,
+    mut f: impl FnMut(HintEntry<'_>) -> Result<()>,
+) -> Result<Option<FileHeader>> {
     let bytes = match fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -159,7 +161,11 @@ pub fn load(path: &Path, mut f: impl FnMut(HintEntry<'_>) -> Result<()>) -> Resu
             expires_at: u64_at(8),
             offset: u32_at(16),
             len: u32_at(20),
-            kind: if b[24] == 2 { Kind::Tombstone } else { Kind::Put },
+            kind: if b[24] == 2 {
+                Kind::Tombstone
+            } else {
+                Kind::Put
+            },
             key: &b[ENTRY_FIXED..ENTRY_FIXED + klen],
         })?;
         pos += ENTRY_FIXED + klen;
@@ -223,7 +229,11 @@ mod tests {
                 expires_at: 0,
                 offset: i * 10,
                 len: 10,
-                kind: if i % 10 == 0 { Kind::Tombstone } else { Kind::Put },
+                kind: if i % 10 == 0 {
+                    Kind::Tombstone
+                } else {
+                    Kind::Put
+                },
                 key: format!("k{i}").as_bytes(),
             })
             .expect("add");

@@ -193,20 +193,33 @@ impl Keydir {
     /// Replaces the location of `key` with `new` only if it is still `expected` (merge's
     /// per-key switch: a write made during the merge is never undone). Returns true if done.
     pub fn replace_if(&self, key: &[u8], expected: Loc, new: Loc) -> bool {
-        self.update(key, |cur| if cur == Some(expected) { Some(new) } else { cur })
-            .1
+        self.update(key, |cur| {
+            if cur == Some(expected) {
+                Some(new)
+            } else {
+                cur
+            }
+        })
+        .1
     }
 
     /// Applies `f` to the current location of `key` under the shard's write lock: `Some` sets,
     /// `None` removes. Returns the old location and whether anything changed.
-    pub fn update(&self, key: &[u8], f: impl FnOnce(Option<Loc>) -> Option<Loc>) -> (Option<Loc>, bool) {
+    pub fn update(
+        &self,
+        key: &[u8],
+        f: impl FnOnce(Option<Loc>) -> Option<Loc>,
+    ) -> (Option<Loc>, bool) {
         let hash = self.hasher.hash_one(key);
         let hasher = &self.hasher;
         let mut guard = self.shard(hash).write();
         let shard = &mut *guard;
         let found = {
             let pages = &shard.pages;
-            shard.table.find(hash, |&p| key_of(pages, p) == key).copied()
+            shard
+                .table
+                .find(hash, |&p| key_of(pages, p) == key)
+                .copied()
         };
         let old = found.map(|p| loc_of(&shard.pages, p));
         let new = f(old);
@@ -290,7 +303,10 @@ mod tests {
                 if (i + round) % 3 == 0 {
                     assert_eq!(kd.remove(&key), model.remove(&key));
                 } else {
-                    assert_eq!(kd.insert(&key, loc(i + round)), model.insert(key, loc(i + round)));
+                    assert_eq!(
+                        kd.insert(&key, loc(i + round)),
+                        model.insert(key, loc(i + round))
+                    );
                 }
             }
         }
@@ -324,7 +340,10 @@ mod tests {
         assert_eq!(Loc::expiry_secs(1), 1);
         assert_eq!(Loc::expiry_secs(1000), 1);
         assert_eq!(Loc::expiry_secs(1001), 2);
-        let l = Loc { expiry_s: 2, ..loc(1) };
+        let l = Loc {
+            expiry_s: 2,
+            ..loc(1)
+        };
         assert!(!l.expired_at(1999));
         assert!(l.expired_at(2000));
     }

@@ -129,7 +129,11 @@ pub fn maybe_merge(inner: &Arc<Inner>) {
     }
     let hour = ((UnixMillis::now().0 / 3_600_000) % 24) as u8;
     if inner.opts.merge.should_merge(dead, total, hour) {
-        tracing::info!(dead_bytes = dead, total_bytes = total, "merge policy triggered");
+        tracing::info!(
+            dead_bytes = dead,
+            total_bytes = total,
+            "merge policy triggered"
+        );
         match run(inner) {
             Ok(r) => tracing::info!(reclaimed = r.bytes_reclaimed, "automatic merge done"),
             Err(Error::Busy(_)) => {}
@@ -235,7 +239,9 @@ fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
                 report.records_dropped += 1;
                 if item.header.kind == Kind::Put && loc.expired_at(now) {
                     // Collect the expired entry if it is still the current one.
-                    let (old, changed) = inner.keydir.update(item.key, |cur| cur.filter(|c| *c != loc));
+                    let (old, changed) = inner
+                        .keydir
+                        .update(item.key, |cur| cur.filter(|c| *c != loc));
                     if changed {
                         inner.account(old, None);
                     }
@@ -289,9 +295,13 @@ fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
     report.bytes_reclaimed = report.bytes_read.saturating_sub(report.bytes_written);
     report.duration = clock.elapsed();
     tracing::info!(
-        files = report.files_merged, read = report.bytes_read, written = report.bytes_written,
-        kept = report.records_kept, dropped = report.records_dropped,
-        ms = report.duration.as_millis() as u64, "merge done"
+        files = report.files_merged,
+        read = report.bytes_read,
+        written = report.bytes_written,
+        kept = report.records_kept,
+        dropped = report.records_dropped,
+        ms = report.duration.as_millis() as u64,
+        "merge done"
     );
     Ok(report)
 }
@@ -342,7 +352,13 @@ fn finish(inner: &Inner, o: Output) -> Result<u64> {
     o.hint.finish()?;
     crash_point("merge:hint-written");
     let reader = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
-    let data = Arc::new(DataFile::new(o.id, path, reader, inner.opts.read_mode, true)?);
+    let data = Arc::new(DataFile::new(
+        o.id,
+        path,
+        reader,
+        inner.opts.read_mode,
+        true,
+    )?);
     let no = inner.register(data);
     for (key, old, offset, len, expiry_s) in o.moves {
         let new = Loc {

@@ -126,7 +126,9 @@ pub(crate) struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bitcask").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Bitcask")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -171,10 +173,18 @@ impl Inner {
     /// Called by the writer after sealing file `no`: reopen it as immutable (mapped in mmap
     /// mode) and write its hint in the background.
     fn sealed(&self, no: u32) -> Result<()> {
-        let Some(old) = self.file(no) else { return Ok(()) };
+        let Some(old) = self.file(no) else {
+            return Ok(());
+        };
         let file = std::fs::File::open(&old.path)
             .map_err(|e| Error::io(format!("reopening {}", old.path.display()), e))?;
-        let sealed = Arc::new(DataFile::new(old.id, old.path.clone(), file, self.opts.read_mode, true)?);
+        let sealed = Arc::new(DataFile::new(
+            old.id,
+            old.path.clone(),
+            file,
+            self.opts.read_mode,
+            true,
+        )?);
         self.files.write().insert(no, sealed.clone());
         let dir = self.dir.clone();
         let handle = std::thread::Builder::new()

@@ -59,7 +59,12 @@ impl Inner {
     }
 
     /// Reads and verifies the put record of `key` at `loc`.
-    fn read_record(&self, key: &[u8], loc: Loc, w: Option<&Writer>) -> Result<Option<(record::Header, Bytes)>> {
+    fn read_record(
+        &self,
+        key: &[u8],
+        loc: Loc,
+        w: Option<&Writer>,
+    ) -> Result<Option<(record::Header, Bytes)>> {
         let Some(raw) = self.read_raw(loc, w)? else {
             return Ok(None);
         };
@@ -76,7 +81,10 @@ impl Inner {
             Ok(h) => Ok(Some((h, raw))),
             Err(reason) => {
                 self.corrupt_records.fetch_add(1, Ordering::Relaxed);
-                let path = self.file(loc.file).map(|f| f.path.clone()).unwrap_or_default();
+                let path = self
+                    .file(loc.file)
+                    .map(|f| f.path.clone())
+                    .unwrap_or_default();
                 tracing::error!(file = %path.display(), offset = loc.offset, %reason, "corrupt record");
                 Err(Error::corrupted(path, u64::from(loc.offset), reason))
             }
@@ -104,7 +112,12 @@ impl Inner {
     }
 
     /// The current version of `key` for a precondition, under the writer mutex.
-    fn current_version(&self, key: &[u8], pre: Precondition, w: &Writer) -> Result<Option<Version>> {
+    fn current_version(
+        &self,
+        key: &[u8],
+        pre: Precondition,
+        w: &Writer,
+    ) -> Result<Option<Version>> {
         match pre {
             Precondition::IfVersion(_) => Ok(self.lookup(key, Some(w))?.map(|(h, _)| h.version())),
             // Presence is enough: the version is not compared.
@@ -184,7 +197,15 @@ impl Engine for Bitcask {
             let len = HEADER_LEN + key.len() + value.len();
             let offset = w.reserve(inner, len)?;
             let seq = w.take_seq();
-            record::encode(&mut w.buf, Kind::Put, seq, UnixMillis::now(), expires_at, key, &value);
+            record::encode(
+                &mut w.buf,
+                Kind::Put,
+                seq,
+                UnixMillis::now(),
+                expires_at,
+                key,
+                &value,
+            );
             let loc = Loc {
                 file: w.active_no,
                 offset: offset as u32,
@@ -226,7 +247,15 @@ impl Engine for Bitcask {
             let len = HEADER_LEN + key.len();
             w.reserve(inner, len)?;
             let seq = w.take_seq();
-            record::encode(&mut w.buf, Kind::Tombstone, seq, UnixMillis::now(), None, key, &[]);
+            record::encode(
+                &mut w.buf,
+                Kind::Tombstone,
+                seq,
+                UnixMillis::now(),
+                None,
+                key,
+                &[],
+            );
             let old = inner.keydir.remove(key);
             inner.account(old, None);
             w.appended(inner, len)?;
@@ -266,7 +295,9 @@ impl Engine for Bitcask {
                 let seq = first_seq + i as u64;
                 let at = nested.len();
                 let (exp, is_put) = match op {
-                    BatchOp::Put { value, expires_at, .. } => {
+                    BatchOp::Put {
+                        value, expires_at, ..
+                    } => {
                         let exp = round_expiry(*expires_at);
                         record::encode(&mut nested, Kind::Put, seq, now, exp, key, value);
                         (exp, true)
@@ -284,7 +315,10 @@ impl Engine for Bitcask {
                 });
             }
             if nested.len() > u32::MAX as usize - HEADER_LEN {
-                return Err(Error::BatchTooLarge(format!("{} bytes encoded", nested.len())));
+                return Err(Error::BatchTooLarge(format!(
+                    "{} bytes encoded",
+                    nested.len()
+                )));
             }
             let len = HEADER_LEN + nested.len();
             let offset = w.reserve(inner, len)?;
@@ -366,7 +400,11 @@ impl Engine for Bitcask {
         let mut rows = Vec::with_capacity(files.len());
         let (mut live_total, mut disk_total) = (0u64, 0u64);
         for (no, f) in &files {
-            let total = if *no == active_no { active_len } else { f.len()? };
+            let total = if *no == active_no {
+                active_len
+            } else {
+                f.len()?
+            };
             let live_bytes = live.get(no).copied().unwrap_or(0).min(total);
             live_total += live_bytes;
             disk_total += total;

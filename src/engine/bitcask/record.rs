@@ -266,7 +266,15 @@ mod tests {
     #[test]
     fn truncation_and_garbage_are_errors_not_panics() {
         let mut buf = Vec::new();
-        encode(&mut buf, Kind::Put, 1, UnixMillis(1), None, b"key", b"value");
+        encode(
+            &mut buf,
+            Kind::Put,
+            1,
+            UnixMillis(1),
+            None,
+            b"key",
+            b"value",
+        );
         for cut in 0..buf.len() {
             assert!(decode(&buf[..cut]).is_err());
         }
@@ -278,7 +286,15 @@ mod tests {
     fn batch_nesting() {
         let mut inner = Vec::new();
         encode(&mut inner, Kind::Put, 1, UnixMillis(1), None, b"a", b"1");
-        encode(&mut inner, Kind::Tombstone, 2, UnixMillis(1), None, b"b", b"");
+        encode(
+            &mut inner,
+            Kind::Tombstone,
+            2,
+            UnixMillis(1),
+            None,
+            b"b",
+            b"",
+        );
         let mut env = Vec::new();
         encode(&mut env, Kind::Batch, 1, UnixMillis(1), None, b"", &inner);
         let r = decode(&env).expect("envelope");

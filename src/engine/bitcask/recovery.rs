@@ -53,7 +53,10 @@ pub fn list_data_files(dir: &Path) -> Result<Vec<(FileId, PathBuf)>> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(".merging") || name.ends_with(".hint.tmp") {
-            tracing::info!(file = name, "removing leftover of an interrupted merge or hint write");
+            tracing::info!(
+                file = name,
+                "removing leftover of an interrupted merge or hint write"
+            );
             fs::remove_file(entry.path()).ctx(|| format!("removing {name}"))?;
             removed = true;
         } else if let Some(id) = FileId::parse(name, "data") {
@@ -81,7 +84,10 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
         .sum();
     // Only the last file, if it was appended to (not a merge output), can have a torn tail;
     // it becomes the active file again.
-    let last_appended = listed.last().filter(|(id, _)| id.minor == 0).map(|(id, _)| *id);
+    let last_appended = listed
+        .last()
+        .filter(|(id, _)| id.minor == 0)
+        .map(|(id, _)| *id);
     let keydir = Keydir::new();
     let mut live: HashMap<u32, u64> = HashMap::new();
     let mut files = Vec::new();
@@ -90,14 +96,17 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
     let now = UnixMillis::now().0;
     for (id, path) in listed {
         max_major = max_major.max(id.major);
-        let size = fs::metadata(&path).ctx(|| format!("stat {}", path.display()))?.len();
+        let size = fs::metadata(&path)
+            .ctx(|| format!("stat {}", path.display()))?
+            .len();
         if size < FILE_HEADER_LEN as u64 {
             tracing::info!(file = %path.display(), "removing a data file cut short while being created");
             fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
             hint::remove_for(dir, &id.hint_name());
             continue;
         }
-        let no = u32::try_from(files.len() + 1).map_err(|_| Error::corrupted(&path, 0, "too many files"))?;
+        let no = u32::try_from(files.len() + 1)
+            .map_err(|_| Error::corrupted(&path, 0, "too many files"))?;
         let mut apply = |kind: Kind, key: &[u8], offset: u64, len: u64, expires_at: u64| {
             let loc = Loc {
                 file: no,
@@ -125,14 +134,26 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
         }
         let from_hint = hint::load(&hint_path, |e| {
             max_seq = max_seq.max(e.seq);
-            apply(e.kind, e.key, u64::from(e.offset), u64::from(e.len), e.expires_at);
+            apply(
+                e.kind,
+                e.key,
+                u64::from(e.offset),
+                u64::from(e.len),
+                e.expires_at,
+            );
             Ok(())
         })?;
         let header = match from_hint {
             Some(h) => h,
             None => {
                 let end = scan::scan(&path, is_last, |item| {
-                    apply(item.header.kind, item.key, item.offset, item.header.record_len(), item.header.expires_at);
+                    apply(
+                        item.header.kind,
+                        item.key,
+                        item.offset,
+                        item.header.record_len(),
+                        item.header.expires_at,
+                    );
                     Ok(())
                 })?;
                 max_seq = max_seq.max(end.max_seq);
@@ -154,7 +175,11 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
             }
         };
         if header.id != id {
-            return Err(Error::corrupted(&path, 0, format!("header names file {}", header.id)));
+            return Err(Error::corrupted(
+                &path,
+                0,
+                format!("header names file {}", header.id),
+            ));
         }
         base_seq = base_seq.max(header.base_seq);
         let file = OpenOptions::new()
@@ -162,22 +187,31 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
             .write(is_last)
             .open(&path)
             .ctx(|| format!("opening {}", path.display()))?;
-        files.push((no, Arc::new(DataFile::new(id, path, file, read_mode, !is_last)?)));
+        files.push((
+            no,
+            Arc::new(DataFile::new(id, path, file, read_mode, !is_last)?),
+        ));
         done_bytes += size;
         if last_log.elapsed().as_secs() >= 2 {
             tracing::info!(
-                done_mb = done_bytes >> 20, total_mb = total_bytes >> 20, keys = keydir.len(),
+                done_mb = done_bytes >> 20,
+                total_mb = total_bytes >> 20,
+                keys = keydir.len(),
                 "recovering"
             );
             last_log = Instant::now();
         }
     }
     tracing::info!(
-        files = files.len(), keys = keydir.len(), mb = total_bytes >> 20,
-        ms = started.elapsed().as_millis() as u64, "recovered"
+        files = files.len(),
+        keys = keydir.len(),
+        mb = total_bytes >> 20,
+        ms = started.elapsed().as_millis() as u64,
+        "recovered"
     );
     Ok(Recovered {
-        last_is_active: last_appended.is_some() && files.last().map(|(_, f)| Some(f.id)) == Some(last_appended),
+        last_is_active: last_appended.is_some()
+            && files.last().map(|(_, f)| Some(f.id)) == Some(last_appended),
         files,
         keydir,
         live,

@@ -48,7 +48,11 @@ pub struct ScanEnd {
 /// # Errors
 /// [`Error::Corrupted`] / [`Error::UnsupportedFormat`] for bad bytes that are not a torn
 /// tail; I/O errors; errors returned by `f`.
-pub fn scan(path: &Path, tail_may_be_torn: bool, mut f: impl FnMut(Item<'_>) -> Result<()>) -> Result<ScanEnd> {
+pub fn scan(
+    path: &Path,
+    tail_may_be_torn: bool,
+    mut f: impl FnMut(Item<'_>) -> Result<()>,
+) -> Result<ScanEnd> {
     let file = File::open(path).ctx(|| format!("opening {}", path.display()))?;
     let file_len = file
         .metadata()
@@ -73,7 +77,12 @@ pub fn scan(path: &Path, tail_may_be_torn: bool, mut f: impl FnMut(Item<'_>) -> 
     while pos < file_len {
         let left = file_len - pos;
         if left < HEADER_LEN as u64 {
-            return ctx.bad(pos, max_seq, "truncated header", format!("{left} bytes left, less than a header"));
+            return ctx.bad(
+                pos,
+                max_seq,
+                "truncated header",
+                format!("{left} bytes left, less than a header"),
+            );
         }
         buf.resize(HEADER_LEN, 0);
         reader
@@ -84,7 +93,12 @@ pub fn scan(path: &Path, tail_may_be_torn: bool, mut f: impl FnMut(Item<'_>) -> 
             Err(e) => return ctx.bad(pos, max_seq, "bad header", e),
         };
         if h.record_len() > left {
-            return ctx.bad(pos, max_seq, "record runs past the end", format!("record of {} bytes, {left} left", h.record_len()));
+            return ctx.bad(
+                pos,
+                max_seq,
+                "record runs past the end",
+                format!("record of {} bytes, {left} left", h.record_len()),
+            );
         }
         let rest = usize::try_from(h.record_len()).unwrap_or(usize::MAX) - HEADER_LEN;
         buf.resize(HEADER_LEN + rest, 0);
@@ -150,7 +164,11 @@ impl TailCtx<'_> {
                 max_seq,
             })
         } else {
-            Err(Error::corrupted(self.path, pos, format!("{reason}: {detail}")))
+            Err(Error::corrupted(
+                self.path,
+                pos,
+                format!("{reason}: {detail}"),
+            ))
         }
     }
 }

@@ -20,7 +20,9 @@ use std::time::Instant;
 
 use super::data_file::{DataFile, FILE_HEADER_LEN, FileId, sync_dir};
 use super::{Inner, writer};
-use crate::engine::{JobState, Progress, SnapshotInfo, SnapshotReport, UnixMillis, Version, crash_point};
+use crate::engine::{
+    JobState, Progress, SnapshotInfo, SnapshotReport, UnixMillis, Version, crash_point,
+};
 use crate::error::{Error, IoContext, Result};
 
 /// The directory holding snapshots.
@@ -79,7 +81,12 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
             .map(|(_, f)| f.clone())
             .collect();
         v.sort_by_key(|f| f.id);
-        (v, w.last_seq(), w.active.id.major + 1, inner.keydir.len() as u64)
+        (
+            v,
+            w.last_seq(),
+            w.active.id.major + 1,
+            inner.keydir.len() as u64,
+        )
     };
     let name = format!("{:013}-{:020}", started_at.0, last_seq);
     let tmp = root.join(format!(".tmp-{name}"));
@@ -159,10 +166,15 @@ fn list_in(root: &Path) -> Result<Vec<SnapshotInfo>> {
     for e in entries {
         let e = e.ctx(|| format!("listing {}", root.display()))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some((ms, _)) = name.split_once('-') else { continue };
+        let Some((ms, _)) = name.split_once('-') else {
+            continue;
+        };
         let Ok(ms) = ms.parse::<u64>() else { continue };
         let mut bytes = 0;
-        for f in fs::read_dir(e.path()).ctx(|| format!("listing {name}"))?.flatten() {
+        for f in fs::read_dir(e.path())
+            .ctx(|| format!("listing {name}"))?
+            .flatten()
+        {
             bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
         }
         out.push(SnapshotInfo {

@@ -134,11 +134,14 @@ impl Writer {
             major: self.active.id.major + 1,
             minor: 0,
         };
-        let (file, path) = create_data_file(&inner.dir, id, self.next_seq).inspect_err(|e| inner.poison(e))?;
+        let (file, path) =
+            create_data_file(&inner.dir, id, self.next_seq).inspect_err(|e| inner.poison(e))?;
         let data = Arc::new(DataFile::new(id, path, file, inner.opts.read_mode, false)?);
         let no = inner.register(data.clone());
         inner.active_no.store(no, Ordering::Release);
-        inner.active_flushed.store(FILE_HEADER_LEN as u64, Ordering::Release);
+        inner
+            .active_flushed
+            .store(FILE_HEADER_LEN as u64, Ordering::Release);
         self.active_no = no;
         self.active = data;
         self.len = FILE_HEADER_LEN as u64;
