@@ -13,6 +13,11 @@ use crate::engine::{
     FileStats, JobState, JobStatus, MergeReport, SnapshotInfo, SnapshotReport, Stats,
 };
 
+/// Raw value bytes, as sent in `PUT /kv/{key}` and answered by `GET` (documentation type).
+#[derive(Clone, Debug, ToSchema)]
+#[schema(value_type = String, format = Binary, content_media_type = "application/octet-stream")]
+pub struct RawValue(pub Vec<u8>);
+
 /// A key in a JSON body or answer: `key` when the bytes are UTF-8, `key_base64` otherwise.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
 pub struct KeyRef {

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::body::read_limited;
 use super::conditional::{self, TagSet, WriteCondition};
-use super::dto::{KeyRef, ListResponse};
+use super::dto::{KeyRef, ListResponse, RawValue};
 use super::error::{ApiError, Problem, etag};
 use super::keys::{decode_cursor, encode_cursor, key_from_path, parse_query};
 use super::state::{AppState, CallKind};
@@ -85,7 +85,7 @@ pub fn expiry(ttl: Option<u64>) -> Option<UnixMillis> {
         ("If-Match" = Option<String>, Header, description = "Compare-and-set: write only if the current ETag is one of these (`*` = the key exists)."),
         ("If-None-Match" = Option<String>, Header, description = "`*` = create only: write only if the key is absent."),
     ),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value: any bytes, empty allowed, at most `max_value_bytes`."),
+    request_body(content = inline(RawValue), content_type = "application/octet-stream", description = "The value: any bytes, empty allowed, at most `max_value_bytes`."),
     responses(
         (status = 201, description = "Created: the key was absent.", headers(("ETag" = String, description = "The new version, quoted."))),
         (status = 200, description = "Replaced an existing value.", headers(("ETag" = String, description = "The new version, quoted."))),
@@ -153,7 +153,7 @@ pub async fn put_key(
         ("If-None-Match" = Option<String>, Header, description = "ETags the client holds: 304 when one is current."),
     ),
     responses(
-        (status = 200, description = "The value's bytes.", body = Vec<u8>, content_type = "application/octet-stream",
+        (status = 200, description = "The value's bytes.", body = inline(RawValue), content_type = "application/octet-stream",
             headers(("ETag" = String, description = "The version, quoted."), ("X-TTL" = u64, description = "Seconds left before the value expires (only on expiring values)."))),
         (status = 304, description = "Not modified: the client's ETag is current.", headers(("ETag" = String, description = "The version, quoted."))),
         (status = 400, description = "Malformed key or header.", body = Problem, content_type = "application/problem+json"),
