@@ -31,6 +31,7 @@ use axum::http::{HeaderValue, Request, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
@@ -39,6 +40,9 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::{Config, SwaggerUi};
+
+#[cfg(test)]
+mod router_tests;
 
 pub use error::ApiError;
 pub use state::{AppState, Exec, ExecMode, Limits};
@@ -51,13 +55,16 @@ const REQUEST_ID: &str = "x-request-id";
 /// Also stores the finished OpenAPI document in `state` (served at `/openapi.json`).
 pub fn router(state: AppState) -> Router {
     let limits = *state.limits();
-    // Data and admin routes shed load beyond `max_in_flight`; probes and metrics never do.
+    // Data and admin routes shed load beyond `max_in_flight` (one semaphore shared by all of
+    // them: a per-route limit would multiply it); probes and metrics never shed.
     let shed = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
             ApiError::Overloaded
         }))
         .load_shed()
-        .concurrency_limit(limits.max_in_flight.max(1));
+        .layer(GlobalConcurrencyLimitLayer::new(
+            limits.max_in_flight.max(1),
+        ));
     let api = OpenApiRouter::new()
         .routes(routes!(
             kv::put_key,
