@@ -76,7 +76,8 @@ fn record_offsets(path: &Path) -> Vec<u64> {
 
 #[test]
 fn torn_tails_are_cut_and_everything_before_is_kept() {
-    let tails: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    type Damage = Box<dyn Fn(&Path)>;
+    let tails: Vec<(&str, Damage)> = vec![
         ("garbage", Box::new(|p: &Path| append(p, &[0xA5; 77]))),
         ("zeros", Box::new(|p: &Path| append(p, &[0u8; 200]))),
         (

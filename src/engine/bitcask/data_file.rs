@@ -231,7 +231,7 @@ impl DataFile {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn len(&self) -> Result<u64> {
+    pub fn size(&self) -> Result<u64> {
         Ok(self
             .file
             .metadata()

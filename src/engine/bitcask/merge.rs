@@ -122,7 +122,7 @@ pub fn maybe_merge(inner: &Arc<Inner>) {
         let files = inner.files.read();
         let live = inner.live.lock();
         for (no, f) in files.iter().filter(|(no, _)| **no != active) {
-            let size = f.len().unwrap_or(0);
+            let size = f.size().unwrap_or(0);
             total += size;
             dead += size.saturating_sub(live.get(no).copied().unwrap_or(0));
         }
@@ -201,7 +201,7 @@ fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
         .map(|(no, f)| (*no, f.clone()))
         .collect();
     inputs.sort_by_key(|(_, f)| f.id);
-    let total: u64 = inputs.iter().map(|(_, f)| f.len().unwrap_or(0)).sum();
+    let total: u64 = inputs.iter().map(|(_, f)| f.size().unwrap_or(0)).sum();
     let out_major = active_id.major - 1;
     let mut next_minor = inputs
         .iter()

@@ -228,7 +228,7 @@ impl Bitcask {
         let files: HashMap<u32, Arc<DataFile>> = rec.files.iter().cloned().collect();
         let mut next_no = rec.files.len() as u32 + 1;
         let (active_no, active, len) = match rec.files.last() {
-            Some((no, f)) if rec.last_is_active => (*no, f.clone(), f.len()?),
+            Some((no, f)) if rec.last_is_active => (*no, f.clone(), f.size()?),
             _ => {
                 let id = FileId {
                     major: rec.max_major + 1,
@@ -255,6 +255,7 @@ impl Bitcask {
                 active,
                 len,
                 flushed: len,
+                allocated: len,
                 buf: Vec::with_capacity(128 * 1024),
                 next_seq: rec.next_seq,
             }),

@@ -403,7 +403,7 @@ impl Engine for Bitcask {
             let total = if *no == active_no {
                 active_len
             } else {
-                f.len()?
+                f.size()?
             };
             let live_bytes = live.get(no).copied().unwrap_or(0).min(total);
             live_total += live_bytes;
@@ -475,7 +475,8 @@ impl Engine for Bitcask {
         let result = if self.inner.poisoned.load(Ordering::Acquire) {
             Ok(())
         } else {
-            super::writer::sync_active(&self.inner).map(|_| ())
+            let trimmed = self.inner.writer.lock().trim(&self.inner);
+            trimmed.and_then(|()| super::writer::sync_active(&self.inner).map(|_| ()))
         };
         if let Some(lock) = self.inner.lock.lock().take() {
             lock.release();

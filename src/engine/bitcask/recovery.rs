@@ -158,10 +158,17 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
                 })?;
                 max_seq = max_seq.max(end.max_seq);
                 if let Some((at, reason)) = end.torn_reason {
-                    tracing::warn!(
-                        file = %path.display(), offset = at, bytes = end.torn_bytes, reason,
-                        "cutting a torn tail left by a crash; every record before it is kept"
-                    );
+                    if end.zero_tail {
+                        tracing::info!(
+                            file = %path.display(), offset = at, bytes = end.torn_bytes,
+                            "cutting unused preallocation"
+                        );
+                    } else {
+                        tracing::warn!(
+                            file = %path.display(), offset = at, bytes = end.torn_bytes, reason,
+                            "cutting a torn tail left by a crash; every record before it is kept"
+                        );
+                    }
                     let f = OpenOptions::new()
                         .write(true)
                         .open(&path)

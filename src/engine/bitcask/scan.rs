@@ -38,6 +38,8 @@ pub struct ScanEnd {
     pub torn_bytes: u64,
     /// Why the tail was rejected, when it was.
     pub torn_reason: Option<(u64, &'static str)>,
+    /// True when the cut tail is all zero bytes (unused preallocation).
+    pub zero_tail: bool,
     /// Highest sequence number seen.
     pub max_seq: u64,
 }
@@ -140,6 +142,7 @@ pub fn scan(
         valid_len: pos,
         torn_bytes: 0,
         torn_reason: None,
+        zero_tail: false,
         max_seq,
     })
 }
@@ -155,12 +158,18 @@ struct TailCtx<'a> {
 impl TailCtx<'_> {
     /// Decides what bad bytes at `pos` mean: a torn tail to cut, or corruption.
     fn bad(&self, pos: u64, max_seq: u64, reason: &'static str, detail: String) -> Result<ScanEnd> {
-        if self.tail_may_be_torn && !valid_record_after(self.file, pos + 1, self.file_len)? {
+        let (valid_after, zero_tail) = if self.tail_may_be_torn {
+            inspect_tail(self.file, pos, self.file_len)?
+        } else {
+            (true, false)
+        };
+        if !valid_after {
             Ok(ScanEnd {
                 header: self.header,
                 valid_len: pos,
                 torn_bytes: self.file_len - pos,
                 torn_reason: Some((pos, reason)),
+                zero_tail,
                 max_seq,
             })
         } else {
@@ -173,24 +182,25 @@ impl TailCtx<'_> {
     }
 }
 
-/// True when a record with a valid checksum starts anywhere in `[from, file_len)`: the bad
-/// bytes before it are damage in the middle of the file, not a torn tail.
-fn valid_record_after(file: &File, from: u64, file_len: u64) -> Result<bool> {
-    if from >= file_len {
-        return Ok(false);
-    }
-    let len = usize::try_from(file_len - from).unwrap_or(usize::MAX);
+/// Looks at the bytes from the bad record at `pos` to the end: is there a record with a valid
+/// checksum after `pos` (then the bad bytes are damage in the middle, not a torn tail), and
+/// is the whole tail zeros (unused preallocation)?
+fn inspect_tail(file: &File, pos: u64, file_len: u64) -> Result<(bool, bool)> {
+    let len = usize::try_from(file_len - pos).unwrap_or(usize::MAX);
     let mut tail = vec![0u8; len];
-    file.read_exact_at(&mut tail, from)
+    file.read_exact_at(&mut tail, pos)
         .ctx(|| "reading the tail of a data file".to_string())?;
-    for i in 0..tail.len().saturating_sub(HEADER_LEN - 1) {
+    if tail.iter().all(|b| *b == 0) {
+        return Ok((false, true));
+    }
+    for i in 1..tail.len().saturating_sub(HEADER_LEN - 1) {
         // Cheap filters first: format byte and kind byte must be plausible.
         if tail[i + 4] != record::RECORD_FORMAT || !(1..=3).contains(&tail[i + 5]) {
             continue;
         }
         if record::decode(&tail[i..]).is_ok() {
-            return Ok(true);
+            return Ok((true, false));
         }
     }
-    Ok(false)
+    Ok((false, false))
 }

@@ -98,7 +98,7 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
             .ctx(|| format!("fsync {}", f.path.display()))?;
         let target = tmp.join(f.id.data_name());
         fs::hard_link(&f.path, &target).ctx(|| format!("linking {}", f.path.display()))?;
-        bytes += f.len()?;
+        bytes += f.size()?;
         let hint = inner.dir.join(f.id.hint_name());
         if hint.exists() {
             fs::hard_link(&hint, tmp.join(f.id.hint_name()))

@@ -40,6 +40,8 @@ pub struct Writer {
     pub len: u64,
     /// Bytes written to the file.
     pub flushed: u64,
+    /// Physical length of the file: past `flushed` it is zero-filled preallocation.
+    pub allocated: u64,
     /// Appended records not yet written to the file.
     pub buf: Vec<u8>,
     /// Next sequence number to issue.
@@ -92,6 +94,10 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
+        let end = self.flushed + self.buf.len() as u64;
+        if end > self.allocated && inner.sync != SyncPolicy::Never {
+            self.preallocate(inner, end)?;
+        }
         if let Err(e) = self.active.file().write_all_at(&self.buf, self.flushed) {
             let err = Error::io(format!("appending to {}", self.active.path.display()), e);
             inner.poison(&err);
@@ -100,6 +106,48 @@ impl Writer {
         self.flushed += self.buf.len() as u64;
         self.buf.clear();
         inner.active_flushed.store(self.flushed, Ordering::Release);
+        Ok(())
+    }
+
+    /// Zero-fills the file ahead of the write position and makes its new size durable, so
+    /// that the fdatasync of each later append is a pure overwrite with no file-size metadata
+    /// to flush (about twice the append+fdatasync rate on ext4). Recovery reads the zeros as
+    /// the end of the data; sealing truncates them away.
+    fn preallocate(&mut self, inner: &Inner, needed: u64) -> Result<()> {
+        const CHUNK: u64 = 4 << 20;
+        static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
+        let target = needed.max((self.allocated + CHUNK).min(inner.opts.max_file_size));
+        let file = self.active.file();
+        let mut at = self.allocated.max(self.flushed);
+        let result = (|| {
+            while at < target {
+                let n = (target - at).min(ZEROS.len() as u64) as usize;
+                file.write_all_at(&ZEROS[..n], at)?;
+                at += n as u64;
+            }
+            file.sync_data()
+        })();
+        if let Err(e) = result {
+            let err = Error::io(format!("preallocating {}", self.active.path.display()), e);
+            inner.poison(&err);
+            return Err(err);
+        }
+        self.allocated = target;
+        Ok(())
+    }
+
+    /// Cuts the zero-filled preallocation off the end of the active file (before sealing
+    /// or closing).
+    pub fn trim(&mut self, inner: &Inner) -> Result<()> {
+        self.flush(inner)?;
+        if self.allocated > self.flushed {
+            if let Err(e) = self.active.file().set_len(self.flushed) {
+                let err = Error::io(format!("truncating {}", self.active.path.display()), e);
+                inner.poison(&err);
+                return Err(err);
+            }
+            self.allocated = self.flushed;
+        }
         Ok(())
     }
 
@@ -119,7 +167,7 @@ impl Writer {
     /// # Errors
     /// I/O errors (the engine is poisoned).
     pub fn rotate(&mut self, inner: &Inner) -> Result<()> {
-        self.flush(inner)?;
+        self.trim(inner)?;
         if inner.sync != SyncPolicy::Never {
             if let Err(e) = self.active.file().sync_data() {
                 let err = Error::io(format!("fsync {}", self.active.path.display()), e);
@@ -146,6 +194,7 @@ impl Writer {
         self.active = data;
         self.len = FILE_HEADER_LEN as u64;
         self.flushed = FILE_HEADER_LEN as u64;
+        self.allocated = FILE_HEADER_LEN as u64;
         inner.sealed(sealed_no)?;
         Ok(())
     }

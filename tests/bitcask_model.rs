@@ -1,0 +1,108 @@
+//! Model-based property test: random operation sequences, including reopen, merge, rotation
+//! and snapshot, must leave the bitcask engine agreeing with a `BTreeMap`.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions};
+use hoardhaven::engine::{BatchOp, Engine, Precondition, PutOptions, SyncPolicy};
+use proptest::prelude::*;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(u8, Vec<u8>),
+    Delete(u8),
+    CasPut(u8, Vec<u8>),
+    Batch(Vec<(u8, Option<Vec<u8>>)>),
+    Reopen,
+    Merge,
+    Snapshot,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let key = 0u8..24;
+    let val = proptest::collection::vec(any::<u8>(), 0..300);
+    prop_oneof![
+        6 => (key.clone(), val.clone()).prop_map(|(k, v)| Op::Put(k, v)),
+        3 => key.clone().prop_map(Op::Delete),
+        2 => (key.clone(), val.clone()).prop_map(|(k, v)| Op::CasPut(k, v)),
+        2 => proptest::collection::vec((key, proptest::option::of(val)), 1..6).prop_map(Op::Batch),
+        1 => Just(Op::Reopen),
+        1 => Just(Op::Merge),
+        1 => Just(Op::Snapshot),
+    ]
+}
+
+fn k(i: u8) -> Vec<u8> {
+    format!("key/{i}").into_bytes()
+}
+
+fn open(dir: &std::path::Path) -> Bitcask {
+    let mut o = BitcaskOptions {
+        max_file_size: 4096,
+        ..BitcaskOptions::default()
+    };
+    o.merge.check_interval = None;
+    Bitcask::open(dir, SyncPolicy::Never, &o).expect("open")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bitcask_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..60)) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = open(dir.path());
+        let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for op in ops {
+            match op {
+                Op::Put(i, v) => {
+                    let w = e.put(&k(i), Bytes::from(v.clone()), PutOptions::default()).expect("put");
+                    prop_assert_eq!(w.created, !model.contains_key(&k(i)));
+                    model.insert(k(i), v);
+                }
+                Op::Delete(i) => {
+                    let r = e.delete(&k(i), Precondition::None).expect("delete");
+                    prop_assert_eq!(r.is_some(), model.remove(&k(i)).is_some());
+                }
+                Op::CasPut(i, v) => {
+                    let cur = e.head(&k(i)).expect("head").map(|m| m.version);
+                    if let Some(ver) = cur {
+                        let opts = PutOptions { precondition: Precondition::IfVersion(ver), ..PutOptions::default() };
+                        e.put(&k(i), Bytes::from(v.clone()), opts).expect("cas with current version");
+                        model.insert(k(i), v);
+                    } else {
+                        let opts = PutOptions { precondition: Precondition::IfExists, ..PutOptions::default() };
+                        prop_assert!(e.put(&k(i), Bytes::from(v), opts).is_err());
+                    }
+                }
+                Op::Batch(items) => {
+                    let ops: Vec<BatchOp> = items.iter().map(|(i, v)| match v {
+                        Some(v) => BatchOp::Put { key: k(*i), value: Bytes::from(v.clone()), expires_at: None },
+                        None => BatchOp::Delete { key: k(*i) },
+                    }).collect();
+                    e.apply_batch(ops).expect("batch");
+                    for (i, v) in items {
+                        match v {
+                            Some(v) => { model.insert(k(i), v); }
+                            None => { model.remove(&k(i)); }
+                        }
+                    }
+                }
+                Op::Reopen => {
+                    e.close().expect("close");
+                    drop(e);
+                    e = open(dir.path());
+                }
+                Op::Merge => { e.merge().expect("merge"); }
+                Op::Snapshot => { e.snapshot().expect("snapshot"); }
+            }
+            for i in 0..24u8 {
+                let got = e.get(&k(i)).expect("get").map(|v| v.bytes.to_vec());
+                prop_assert_eq!(got.as_ref(), model.get(&k(i)), "key {}", i);
+            }
+        }
+        let listed = e.list(b"key/", None, 1000).expect("list").keys;
+        prop_assert_eq!(listed, model.keys().cloned().collect::<Vec<_>>());
+    }
+}
