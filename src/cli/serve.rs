@@ -3,6 +3,7 @@
 //! Owns the serve flags (every setting of [`crate::config::Settings`] has one), the set-up of
 //! `tracing` (human or JSON), and the tokio runtime that runs [`crate::server::run`].
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -169,6 +170,7 @@ fn init_logging(cfg: &ServeConfig) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match cfg.log_format {
         LogFormat::Human => builder.try_init(),
