@@ -414,4 +414,37 @@ mod tests {
         let e = load(Some(&f), &[]).expect_err("unknown key").to_string();
         assert!(e.contains("no_such_setting"), "{e}");
     }
+
+    #[test]
+    fn env_example_lists_every_setting_with_its_default() {
+        let defaults = Config::try_from(&Settings::default()).expect("defaults");
+        let tree = serde_json::to_value(Settings::default()).expect("json");
+        let mut all = std::collections::BTreeSet::new();
+        for (k, v) in tree.as_object().expect("object") {
+            match v.as_object() {
+                Some(section) => all.extend(section.keys().map(|s| format!("{k}.{s}"))),
+                None => {
+                    all.insert(k.clone());
+                }
+            }
+        }
+        let mut listed = std::collections::BTreeSet::new();
+        for line in include_str!("../.env.example").lines() {
+            let commented = line.starts_with('#');
+            let Some((name, value)) = line
+                .trim_start_matches(['#', ' '])
+                .strip_prefix("HOARDHAVEN_")
+                .and_then(|l| l.split_once('='))
+            else {
+                continue;
+            };
+            let key = name.to_ascii_lowercase().replace("__", ".");
+            if !commented {
+                let default = defaults.get_string(&key).expect("known setting");
+                assert_eq!(default, value, "{key}");
+            }
+            listed.insert(key);
+        }
+        assert_eq!(listed, all, ".env.example lists every setting");
+    }
 }
