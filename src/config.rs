@@ -172,7 +172,7 @@ impl Default for Settings {
             max_list_limit: l.max_list_limit,
             max_in_flight: l.max_in_flight,
             exec_reads: "inline".into(),
-            exec_writes: "blocking".into(),
+            exec_writes: "pool".into(),
             pool_threads: 64,
             shutdown_grace_secs: 30,
             bitcask: BitcaskSettings::default(),

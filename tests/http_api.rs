@@ -936,7 +936,11 @@ async fn metrics_are_exposed(engine: &str) {
         std::process::Command::new("promtool").args(["check", "metrics"]),
         Some(text.as_bytes()),
     ) {
-        assert!(out.status.success(), "promtool check metrics: {}", show(&out));
+        assert!(
+            out.status.success(),
+            "promtool check metrics: {}",
+            show(&out)
+        );
     }
 }
 
@@ -950,7 +954,11 @@ fn external(
     use std::io::Write;
     use std::process::Stdio;
     let child = cmd
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn();
@@ -1045,7 +1053,11 @@ async fn openapi_docs_and_probes(engine: &str) {
         std::process::Command::new("python3").args(["-m", "openapi_spec_validator", path]),
         None,
     ) {
-        assert!(out.status.success(), "openapi-spec-validator: {}", show(&out));
+        assert!(
+            out.status.success(),
+            "openapi-spec-validator: {}",
+            show(&out)
+        );
     }
     assert_eq!(doc["info"]["x-limits"]["max_key_bytes"], 1024);
     // Swagger UI, served from vendored assets.
@@ -1084,12 +1096,26 @@ async fn openapi_docs_and_probes(engine: &str) {
     ) {
         // `timeout` answers 127 when chromium is not installed.
         if out.status.code() == Some(127) {
-            assert!(std::env::var_os("CI").is_none(), "chromium is required under CI");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "chromium is required under CI"
+            );
             eprintln!("note: chromium not installed; check skipped");
             return;
         }
         let dom = String::from_utf8_lossy(&out.stdout);
-        for p in ["/kv/{key}", "/kv", "/batch", "/mget", "/admin/merge", "/admin/snapshot", "/admin/stats", "/metrics", "/healthz", "/readyz"] {
+        for p in [
+            "/kv/{key}",
+            "/kv",
+            "/batch",
+            "/mget",
+            "/admin/merge",
+            "/admin/snapshot",
+            "/admin/stats",
+            "/metrics",
+            "/healthz",
+            "/readyz",
+        ] {
             assert!(
                 dom.contains(&format!("data-path=\"{p}\"")),
                 "Swagger UI lists {p}: {}",

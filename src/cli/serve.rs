@@ -63,7 +63,7 @@ pub struct ServeArgs {
     /// Where engine reads run: inline, blocking or pool [default: inline]
     #[arg(long)]
     pub exec_reads: Option<String>,
-    /// Where engine writes run: inline, blocking or pool [default: blocking]
+    /// Where engine writes run: inline, blocking or pool [default: pool]
     #[arg(long)]
     pub exec_writes: Option<String>,
     /// Threads of the dedicated engine pool [default: 64]
