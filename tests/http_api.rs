@@ -1098,8 +1098,8 @@ async fn openapi_docs_and_probes(engine: &str) {
         // `timeout` answers 127 when chromium is not installed.
         if out.status.code() == Some(127) {
             assert!(
-                std::env::var_os("CI").is_none(),
-                "chromium is required under CI"
+                std::env::var_os("HOARDHAVEN_REQUIRE_TOOLS").is_none(),
+                "chromium is required (HOARDHAVEN_REQUIRE_TOOLS is set)"
             );
             eprintln!("note: chromium not installed; check skipped");
             return;
