@@ -238,9 +238,9 @@ fn batches_are_atomic_and_ordered(kind: EngineKind) {
             ])
             .expect("batch");
         assert_eq!(r.len(), 4);
-        assert!(r[0].existed_before, "first put of a is a creation");
+        assert!(!r[0].existed_before, "first put of a is a creation");
         assert!(r[1].existed_before, "gone existed");
-        assert!(!r[2].existed_before, "second put of a replaces");
+        assert!(r[2].existed_before, "second put of a replaces the first");
         assert!(!r[3].existed_before, "never did not exist");
         assert!(r.windows(2).all(|w| w[0].version < w[1].version));
         // A batch with a bad op applies nothing.
@@ -405,4 +405,5 @@ macro_rules! contract {
 
 contract! {
     bitcask => EngineKind::Bitcask,
+    memory => EngineKind::Memory,
 }

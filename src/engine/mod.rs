@@ -164,7 +164,8 @@ impl BatchOp {
 pub struct BatchResult {
     /// Version written by the operation (a tombstone's version for deletes).
     pub version: Version,
-    /// For puts: the key was new. For deletes: the key existed.
+    /// The key existed (and had not expired) just before this operation, counting the
+    /// batch's own earlier operations. A put with `false` created the key.
     pub existed_before: bool,
 }
 

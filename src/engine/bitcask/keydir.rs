@@ -4,9 +4,10 @@
 //!
 //! - 64 shards, each behind its own `RwLock`, so readers on different keys rarely meet and a
 //!   reader never waits for the data-file writer.
-//! - Each shard keeps its keys and locations packed in an arena of 256 KiB pages; one entry is
+//! - Each shard keeps its keys and locations packed in an arena of 64 KiB pages; one entry is
 //!   `[file u32][offset u32][len u32][expiry_s u32][key_len u16][key]`, 18 bytes + the key,
-//!   with no per-key heap allocation.
+//!   with no per-key heap allocation. An entry larger than a page gets a page of its own.
+//!   A position is `page << 16 | offset`.
 //! - The hash table itself holds only a `u32` arena position per key (plus hashbrown's one
 //!   control byte), about 5–9 bytes per key depending on load.
 //!
@@ -21,7 +22,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::RwLock;
 
 const SHARDS: usize = 64;
-const PAGE_BITS: u32 = 18;
+const PAGE_BITS: u32 = 16;
 const PAGE_SIZE: usize = 1 << PAGE_BITS;
 const ENTRY_FIXED: usize = 18;
 
@@ -100,9 +101,9 @@ impl Shard {
         let fits = self
             .pages
             .last()
-            .is_some_and(|p| p.capacity() - p.len() >= need);
+            .is_some_and(|p| p.capacity() - p.len() >= need && p.len() < PAGE_SIZE);
         if !fits {
-            self.pages.push(Vec::with_capacity(PAGE_SIZE));
+            self.pages.push(Vec::with_capacity(PAGE_SIZE.max(need)));
         }
         let idx = self.pages.len() - 1;
         let page = &mut self.pages[idx];
@@ -320,6 +321,23 @@ mod tests {
             seen += 1;
         });
         assert_eq!(seen, model.len());
+    }
+
+    #[test]
+    fn keys_larger_than_a_page_get_their_own() {
+        let kd = Keydir::new();
+        let big: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 65_535]).collect();
+        for (i, k) in big.iter().enumerate() {
+            kd.insert(k, loc(i as u32));
+            kd.insert(format!("small{i}").as_bytes(), loc(100 + i as u32));
+        }
+        for (i, k) in big.iter().enumerate() {
+            assert_eq!(kd.get(k), Some(loc(i as u32)));
+            assert_eq!(
+                kd.get(format!("small{i}").as_bytes()),
+                Some(loc(100 + i as u32))
+            );
+        }
     }
 
     #[test]

@@ -178,8 +178,10 @@ struct Output {
     out: BufWriter<File>,
     len: u64,
     hint: HintWriter,
-    /// (key, old location, offset, length, expiry seconds) of each copied record.
-    moves: Vec<(Vec<u8>, Loc, u32, u32, u32)>,
+    /// Each copied record: where its key is in `keys`, its old location, its new offset.
+    moves: Vec<(usize, Loc, u32)>,
+    /// The copied records' keys end to end (one allocation, not one per key).
+    keys: Vec<u8>,
 }
 
 fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
@@ -277,8 +279,8 @@ fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
                 kind: Kind::Put,
                 key: item.key,
             })?;
-            o.moves
-                .push((item.key.to_vec(), loc, o.len as u32, loc.len, loc.expiry_s));
+            o.moves.push((o.keys.len(), loc, o.len as u32));
+            o.keys.extend_from_slice(item.key);
             o.len += item.raw.len() as u64;
             report.records_kept += 1;
             if done % (4 << 20) < item.raw.len() as u64 {
@@ -332,6 +334,7 @@ fn start_output(dir: &Path, id: FileId, base_seq: u64) -> Result<Output> {
         len: FILE_HEADER_LEN as u64,
         hint: HintWriter::create(dir, header)?,
         moves: Vec::new(),
+        keys: Vec::new(),
     })
 }
 
@@ -360,14 +363,15 @@ fn finish(inner: &Inner, o: Output) -> Result<u64> {
         true,
     )?);
     let no = inner.register(data);
-    for (key, old, offset, len, expiry_s) in o.moves {
+    for (i, &(at, old, offset)) in o.moves.iter().enumerate() {
+        let end = o.moves.get(i + 1).map_or(o.keys.len(), |m| m.0);
+        let key = &o.keys[at..end];
         let new = Loc {
             file: no,
             offset,
-            len,
-            expiry_s,
+            ..old
         };
-        if inner.keydir.replace_if(&key, old, new) {
+        if inner.keydir.replace_if(key, old, new) {
             inner.account(Some(old), Some(new));
         }
     }

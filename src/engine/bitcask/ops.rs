@@ -5,7 +5,9 @@
 //! then wait for durability as the sync policy says. Reads: keydir lookup, then a positional
 //! read of the record, whose CRC and key are checked before a byte is returned.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use hashbrown::HashMap;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -311,7 +313,7 @@ impl Engine for Bitcask {
                 placed.push((at, nested.len() - at, exp, is_put));
                 results.push(BatchResult {
                     version: Version(seq),
-                    existed_before: if is_put { !existed } else { existed },
+                    existed_before: existed,
                 });
             }
             if nested.len() > u32::MAX as usize - HEADER_LEN {

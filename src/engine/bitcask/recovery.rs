@@ -8,7 +8,7 @@
 //! header (a crash while creating it) carries nothing and is removed. The last appended file
 //! becomes the active file again.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

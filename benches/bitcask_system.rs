@@ -1,0 +1,373 @@
+//! System benchmark of the bitcask engine, every figure beside its floor measured in the same
+//! run (this machine is shared and noisy, so only ratios within one run mean much).
+//!
+//! ```text
+//! cargo bench --bench bitcask_system -- [--keys 1000000] [--dir /path/on/the/disk] [--json out.json]
+//! ```
+//!
+//! Phases: the disk's own rates (sequential write, append+fdatasync, overwrite+fdatasync in a
+//! preallocated file); engine PUT with sync=never on one thread; keydir bytes per key; GET of
+//! hot data on one thread with pread and with mmap; PUT with sync=always at 1, 8 and 64
+//! writers; start-up with hint files beside a full scan; merge throughput beside the disk's
+//! sequential write rate.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions, ReadMode};
+use hoardhaven::engine::{Engine, PutOptions, SyncPolicy};
+
+struct Args {
+    keys: usize,
+    dir: PathBuf,
+    json: Option<PathBuf>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        keys: 1_000_000,
+        dir: std::env::temp_dir().join("hoardhaven-bench"),
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--keys" => a.keys = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.keys),
+            "--dir" => a.dir = it.next().map(PathBuf::from).unwrap_or(a.dir),
+            "--json" => a.json = it.next().map(PathBuf::from),
+            _ => {} // cargo bench passes --bench
+        }
+    }
+    a
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+fn key(i: usize) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(format!("{:016x}", splitmix(i as u64)).as_bytes());
+    k
+}
+
+fn opts(mode: ReadMode) -> BitcaskOptions {
+    let mut o = BitcaskOptions {
+        max_file_size: 64 << 20,
+        read_mode: mode,
+        ..BitcaskOptions::default()
+    };
+    o.merge.check_interval = None;
+    o
+}
+
+fn rate(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+struct Report {
+    rows: Vec<(String, f64, String)>,
+}
+
+impl Report {
+    fn add(&mut self, name: &str, value: f64, unit: &str) {
+        println!("{name:<58} {value:>14.1} {unit}");
+        self.rows.push((name.to_string(), value, unit.to_string()));
+    }
+    fn get(&self, name: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|r| r.0 == name)
+            .map(|r| r.1)
+            .unwrap_or(f64::NAN)
+    }
+}
+
+fn disk_seq_write(dir: &Path) -> f64 {
+    let path = dir.join("seq.bin");
+    let mut f = File::create(&path).expect("create");
+    let chunk = vec![7u8; 1 << 20];
+    let t = Instant::now();
+    for _ in 0..256 {
+        f.write_all(&chunk).expect("write");
+    }
+    f.sync_all().expect("sync");
+    let mbs = 256.0 / t.elapsed().as_secs_f64();
+    drop(f);
+    let _ = fs::remove_file(&path);
+    mbs
+}
+
+fn disk_fsync_rate(dir: &Path, preallocated: bool) -> f64 {
+    let path = dir.join("fsync.bin");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open");
+    if preallocated {
+        f.write_all_at(&vec![0u8; 64 << 20], 0).expect("fill");
+        f.sync_all().expect("sync");
+    }
+    let rec = [1u8; 152];
+    let t = Instant::now();
+    let mut n = 0u64;
+    let mut off = 0u64;
+    while t.elapsed() < Duration::from_secs(3) {
+        f.write_all_at(&rec, off).expect("write");
+        f.sync_data().expect("fdatasync");
+        off += rec.len() as u64;
+        n += 1;
+    }
+    let r = rate(n, t.elapsed());
+    drop(f);
+    let _ = fs::remove_file(&path);
+    r
+}
+
+fn timed_puts(e: &Arc<Bitcask>, writers: usize, secs: u64, base: usize) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let t = Instant::now();
+    let hs: Vec<_> = (0..writers)
+        .map(|w| {
+            let (e, stop, count) = (e.clone(), stop.clone(), count.clone());
+            std::thread::spawn(move || {
+                let v = Bytes::from(vec![b'v'; 100]);
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let k = key(base + w * 10_000_000 + i);
+                    e.put(&k, v.clone(), PutOptions::default()).expect("put");
+                    i += 1;
+                }
+                count.fetch_add(i as u64, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(secs));
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        h.join().expect("join");
+    }
+    rate(count.load(Ordering::Relaxed), t.elapsed())
+}
+
+fn gets(e: &Bitcask, keys: &[[u8; 16]], n: usize) -> f64 {
+    let t = Instant::now();
+    let mut found = 0usize;
+    for i in 0..n {
+        let k = &keys[splitmix(i as u64) as usize % keys.len()];
+        found += e.get(k).expect("get").is_some() as usize;
+    }
+    assert_eq!(found, n);
+    rate(n as u64, t.elapsed())
+}
+
+fn hint_files(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir)
+        .expect("read_dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hint"))
+        .collect()
+}
+
+fn main() {
+    let a = args();
+    let _ = fs::remove_dir_all(&a.dir);
+    fs::create_dir_all(&a.dir).expect("bench dir");
+    let n = a.keys;
+    let mut r = Report { rows: Vec::new() };
+    println!(
+        "hoardhaven bitcask system benchmark: {n} keys of 16 B, values of 100 B, dir {}",
+        a.dir.display()
+    );
+
+    r.add("disk sequential write", disk_seq_write(&a.dir), "MB/s");
+    r.add(
+        "disk append + fdatasync (152 B)",
+        disk_fsync_rate(&a.dir, false),
+        "ops/s",
+    );
+    r.add(
+        "disk overwrite in preallocated file + fdatasync",
+        disk_fsync_rate(&a.dir, true),
+        "ops/s",
+    );
+
+    let data = a.dir.join("store");
+    let keys: Vec<[u8; 16]> = (0..n).map(key).collect();
+    let value = Bytes::from(vec![b'v'; 100]);
+    {
+        let e = Bitcask::open(&data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open");
+        let t = Instant::now();
+        for k in &keys {
+            e.put(k, value.clone(), PutOptions::default()).expect("put");
+        }
+        r.add(
+            "engine PUT sync=never, 1 thread",
+            rate(n as u64, t.elapsed()),
+            "ops/s",
+        );
+        let s = e.stats().expect("stats");
+        r.add(
+            "keydir bytes per key (index_bytes / keys)",
+            s.index_bytes as f64 / s.keys as f64,
+            "B/key",
+        );
+        r.add(
+            "keydir bytes per key minus key length",
+            s.index_bytes as f64 / s.keys as f64 - 16.0,
+            "B/key",
+        );
+        let reads = n.clamp(200_000, 2_000_000);
+        gets(&e, &keys, reads / 10); // warm up
+        r.add(
+            "engine GET hot, 1 thread, pread (active+sealed)",
+            gets(&e, &keys, reads),
+            "ops/s",
+        );
+        e.close().expect("close");
+    }
+    for mode in [ReadMode::Pread, ReadMode::Mmap] {
+        let e = Bitcask::open(&data, SyncPolicy::Never, &opts(mode)).expect("open");
+        let reads = n.clamp(200_000, 2_000_000);
+        gets(&e, &keys, reads / 10);
+        let name = format!("engine GET hot, 1 thread, {mode:?} (after reopen)");
+        r.add(&name, gets(&e, &keys, reads), "ops/s");
+    }
+    // Start-up: with hints, then with the hints moved away (full scan).
+    let t = Instant::now();
+    drop(Bitcask::open(&data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open"));
+    let with_hints = t.elapsed();
+    let hints = hint_files(&data);
+    let aside = a.dir.join("hints-aside");
+    fs::create_dir_all(&aside).expect("aside");
+    for h in &hints {
+        fs::rename(h, aside.join(h.file_name().expect("name"))).expect("move hint");
+    }
+    let t = Instant::now();
+    drop(Bitcask::open(&data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open"));
+    let scanned = t.elapsed();
+    for h in &hints {
+        fs::rename(aside.join(h.file_name().expect("name")), h).expect("restore hint");
+    }
+    r.add(
+        "start-up with hint files",
+        with_hints.as_secs_f64() * 1000.0,
+        "ms",
+    );
+    r.add(
+        "start-up scanning data files",
+        scanned.as_secs_f64() * 1000.0,
+        "ms",
+    );
+    r.add(
+        &format!("  ({} hint files)", hints.len()),
+        hints.len() as f64,
+        "files",
+    );
+
+    // Durable puts on a fresh store.
+    let durable = a.dir.join("durable");
+    {
+        let e = Arc::new(
+            Bitcask::open(&durable, SyncPolicy::Always, &opts(ReadMode::Pread)).expect("open"),
+        );
+        for w in [1usize, 8, 64] {
+            r.add(
+                &format!("engine PUT sync=always, {w} writers"),
+                timed_puts(&e, w, 4, w * 1_000_000_000),
+                "ops/s",
+            );
+        }
+    }
+    // Merge: overwrite half the keys, then merge.
+    {
+        let e = Bitcask::open(&data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open");
+        for k in keys.iter().step_by(2) {
+            e.put(k, value.clone(), PutOptions::default()).expect("put");
+        }
+        let seq = disk_seq_write(&a.dir);
+        let m = e.merge().expect("merge");
+        let mbs = m.bytes_written as f64 / 1e6 / m.duration.as_secs_f64();
+        let read_mbs = m.bytes_read as f64 / 1e6 / m.duration.as_secs_f64();
+        r.add("disk sequential write (same phase as merge)", seq, "MB/s");
+        r.add("merge write throughput", mbs, "MB/s");
+        r.add("merge read throughput", read_mbs, "MB/s");
+    }
+
+    println!("\nratios (same run):");
+    let ratio = |a: f64, b: f64| a / b;
+    let lines = [
+        (
+            "PUT sync=always 1 writer / preallocated overwrite+fdatasync",
+            ratio(
+                r.get("engine PUT sync=always, 1 writers"),
+                r.get("disk overwrite in preallocated file + fdatasync"),
+            ),
+        ),
+        (
+            "PUT sync=always 1 writer / append+fdatasync",
+            ratio(
+                r.get("engine PUT sync=always, 1 writers"),
+                r.get("disk append + fdatasync (152 B)"),
+            ),
+        ),
+        (
+            "PUT sync=always 64 writers / append+fdatasync",
+            ratio(
+                r.get("engine PUT sync=always, 64 writers"),
+                r.get("disk append + fdatasync (152 B)"),
+            ),
+        ),
+        (
+            "start-up scan / start-up with hints",
+            ratio(
+                r.get("start-up scanning data files"),
+                r.get("start-up with hint files"),
+            ),
+        ),
+        (
+            "merge write / disk sequential write",
+            ratio(
+                r.get("merge write throughput"),
+                r.get("disk sequential write (same phase as merge)"),
+            ),
+        ),
+    ];
+    for (name, v) in &lines {
+        println!("{name:<62} {v:>8.2}x");
+    }
+    if let Some(path) = a.json {
+        let mut out = String::from("{\n  \"keys\": ");
+        out.push_str(&n.to_string());
+        out.push_str(",\n  \"figures\": [\n");
+        let rows: Vec<String> = r
+            .rows
+            .iter()
+            .map(|(k, v, u)| format!("    {{\"name\": {k:?}, \"value\": {v:.3}, \"unit\": {u:?}}}"))
+            .collect();
+        out.push_str(&rows.join(",\n"));
+        out.push_str("\n  ],\n  \"ratios\": [\n");
+        let rs: Vec<String> = lines
+            .iter()
+            .map(|(k, v)| format!("    {{\"name\": {k:?}, \"ratio\": {v:.3}}}"))
+            .collect();
+        out.push_str(&rs.join(",\n"));
+        out.push_str("\n  ]\n}\n");
+        fs::write(&path, out).expect("write json");
+    }
+    let _ = fs::remove_dir_all(&a.dir);
+}

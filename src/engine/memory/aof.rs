@@ -1,0 +1,714 @@
+//! The append-only log (AOF): record format, the group-committing writer and the reader used
+//! by recovery.
+//!
+//! Owns log files `log-<seq>.hha` (16 hex digits). It does not decide when logs are rotated or
+//! deleted (the engine's checkpoint does) nor what the records mean to the table.
+//!
+//! # Format (version 1, little-endian)
+//! File header, 24 bytes: `magic "HHMEMLOG" | format_version u32 = 1 | seq u64 |
+//! crc32c u32 over the 20 bytes before it`.
+//! Then records, back to back:
+//! `crc32c u32 | body_len u32 | body`, the CRC covering `body_len` and `body`.
+//! `body = tag u8 (0xB7) | op_count u32 | op*` — one record per put, delete or whole batch,
+//! so a batch is applied entirely or not at all after a crash.
+//! `op = kind u8 | version u64 | [expires_at u64 if kind = 3] | key_len u16 | [value_len u32 if
+//! put] | key | [value]`; kind 1 = put without expiry, 3 = put with expiry, 2 = delete.
+//!
+//! # Durability
+//! Appends go to an in-memory buffer under a mutex (cheap, keeps the log in apply order). With
+//! `SyncPolicy::Always` a writer then waits for durability: the first waiter becomes the leader,
+//! writes everyone's buffered records with one `write` and one `fdatasync`, and wakes the others
+//! (group commit). Otherwise a background thread writes the buffer every flush interval and,
+//! for `Every(d)`, fsyncs every `d`. A failed write or fsync poisons the log: every later append
+//! fails with [`Error::Poisoned`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::codec::{Reader, crc_of, sync_dir};
+use crate::engine::SyncPolicy;
+use crate::error::{Error, IoContext, Result};
+
+pub(crate) const LOG_MAGIC: &[u8; 8] = b"HHMEMLOG";
+pub(crate) const LOG_VERSION: u32 = 1;
+pub(crate) const LOG_HEADER_LEN: usize = 24;
+const RECORD_TAG: u8 = 0xB7;
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_PUT_TTL: u8 = 3;
+/// Largest record body (the length field is a `u32`).
+pub(crate) const MAX_RECORD: usize = u32::MAX as usize;
+
+/// File name of log `seq`.
+pub(crate) fn log_name(seq: u64) -> String {
+    format!("log-{seq:016x}.hha")
+}
+
+/// Parses a log file name back to its sequence number.
+pub(crate) fn parse_log_name(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("log-")?.strip_suffix(".hha")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// One logged operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum LogOp<'a> {
+    /// A put.
+    Put {
+        version: u64,
+        expires_at: Option<u64>,
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    /// A delete.
+    Delete { version: u64, key: &'a [u8] },
+}
+
+impl LogOp<'_> {
+    pub(crate) fn version(&self) -> u64 {
+        match self {
+            LogOp::Put { version, .. } | LogOp::Delete { version, .. } => *version,
+        }
+    }
+
+    /// Bytes this op takes in a record body.
+    #[cfg(test)]
+    pub(crate) fn encoded_len(&self) -> usize {
+        match self {
+            LogOp::Put {
+                expires_at,
+                key,
+                value,
+                ..
+            } => 1 + 8 + if expires_at.is_some() { 8 } else { 0 } + 2 + 4 + key.len() + value.len(),
+            LogOp::Delete { key, .. } => 1 + 8 + 2 + key.len(),
+        }
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            LogOp::Put {
+                version,
+                expires_at,
+                key,
+                value,
+            } => {
+                out.push(if expires_at.is_some() {
+                    OP_PUT_TTL
+                } else {
+                    OP_PUT
+                });
+                out.extend_from_slice(&version.to_le_bytes());
+                if let Some(t) = expires_at {
+                    out.extend_from_slice(&t.to_le_bytes());
+                }
+                out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                out.extend_from_slice(key);
+                out.extend_from_slice(value);
+            }
+            LogOp::Delete { version, key } => {
+                out.push(OP_DELETE);
+                out.extend_from_slice(&version.to_le_bytes());
+                out.extend_from_slice(&(key.len() as u16).to_le_bytes());
+                out.extend_from_slice(key);
+            }
+        }
+    }
+}
+
+/// Appends one framed record holding `ops` to `out`. Callers keep the body under
+/// [`MAX_RECORD`] (key and value lengths are checked by the engine beforehand).
+pub(crate) fn encode_record(out: &mut Vec<u8>, ops: &[LogOp<'_>]) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; 8]);
+    out.push(RECORD_TAG);
+    out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
+    for op in ops {
+        op.encode(out);
+    }
+    let body_len = (out.len() - start - 8) as u32;
+    let len_bytes = body_len.to_le_bytes();
+    let crc = crc_of(&[&len_bytes, &out[start + 8..]]);
+    out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    out[start + 4..start + 8].copy_from_slice(&len_bytes);
+}
+
+/// Parses the record at the start of `buf`: its ops and its framed length, or why it is bad.
+pub(crate) fn decode_record(buf: &[u8]) -> Result<(Vec<LogOp<'_>>, usize), String> {
+    let mut r = Reader::new(buf);
+    let (Some(crc), Some(len)) = (r.u32(), r.u32()) else {
+        return Err("truncated record header".into());
+    };
+    let Some(body) = r.bytes(len as usize) else {
+        return Err(format!(
+            "record of {len} bytes runs past the end of the file"
+        ));
+    };
+    if crc_of(&[&len.to_le_bytes(), body]) != crc {
+        return Err("record checksum mismatch".into());
+    }
+    let ops = decode_body(body).ok_or_else(|| "malformed record body".to_string())?;
+    Ok((ops, 8 + len as usize))
+}
+
+fn decode_body(body: &[u8]) -> Option<Vec<LogOp<'_>>> {
+    let mut r = Reader::new(body);
+    if r.u8()? != RECORD_TAG {
+        return None;
+    }
+    let count = r.u32()? as usize;
+    // Each op takes at least 11 bytes: bound the allocation by the body's size.
+    let mut ops = Vec::with_capacity(count.min(r.remaining() / 11));
+    for _ in 0..count {
+        let kind = r.u8()?;
+        let version = r.u64()?;
+        let op = match kind {
+            OP_PUT | OP_PUT_TTL => {
+                let expires_at = if kind == OP_PUT_TTL {
+                    Some(r.u64()?)
+                } else {
+                    None
+                };
+                let klen = r.u16()? as usize;
+                let vlen = r.u32()? as usize;
+                let key = r.bytes(klen)?;
+                let value = r.bytes(vlen)?;
+                LogOp::Put {
+                    version,
+                    expires_at,
+                    key,
+                    value,
+                }
+            }
+            OP_DELETE => {
+                let klen = r.u16()? as usize;
+                LogOp::Delete {
+                    version,
+                    key: r.bytes(klen)?,
+                }
+            }
+            _ => return None,
+        };
+        if op_key(&op).is_empty() {
+            return None;
+        }
+        ops.push(op);
+    }
+    (r.remaining() == 0).then_some(ops)
+}
+
+fn op_key<'a>(op: &LogOp<'a>) -> &'a [u8] {
+    match op {
+        LogOp::Put { key, .. } | LogOp::Delete { key, .. } => key,
+    }
+}
+
+fn header(seq: u64) -> [u8; LOG_HEADER_LEN] {
+    let mut h = [0u8; LOG_HEADER_LEN];
+    h[..8].copy_from_slice(LOG_MAGIC);
+    h[8..12].copy_from_slice(&LOG_VERSION.to_le_bytes());
+    h[12..20].copy_from_slice(&seq.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Creates log `seq` in `dir` holding only its header, fsynced, directory fsynced.
+pub(crate) fn create_log(dir: &Path, seq: u64) -> Result<File> {
+    let path = dir.join(log_name(seq));
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    f.write_all(&header(seq))
+        .and_then(|()| f.sync_all())
+        .ctx(|| format!("writing header of {}", path.display()))?;
+    sync_dir(dir)?;
+    Ok(f)
+}
+
+/// What reading a log found.
+#[derive(Debug, Default)]
+pub(crate) struct LogScan {
+    /// Records applied.
+    pub(crate) records: u64,
+    /// Highest version seen.
+    pub(crate) max_version: u64,
+    /// When the tail was torn: the offset it was cut at and why.
+    pub(crate) torn_at: Option<(u64, String)>,
+}
+
+/// Reads log `path` (expected to be log `seq`), calling `apply` for each op of each valid record
+/// in order. A bad record in the last log (`is_last`) with no valid record after it is a torn
+/// tail: the file is truncated there. Any other bad record is [`Error::Corrupted`].
+pub(crate) fn read_log(
+    path: &Path,
+    seq: u64,
+    is_last: bool,
+    mut apply: impl FnMut(&LogOp<'_>),
+) -> Result<LogScan> {
+    let mut buf = Vec::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut buf))
+        .ctx(|| format!("reading {}", path.display()))?;
+    let mut scan = LogScan::default();
+    if buf.len() < LOG_HEADER_LEN && is_last && LOG_MAGIC.starts_with(&buf[..buf.len().min(8)]) {
+        // A crash while creating the file: it never held a record.
+        scan.torn_at = Some((0, "log header incomplete".into()));
+        truncate(path, 0)?;
+        return Ok(scan);
+    }
+    check_header(path, &buf, seq)?;
+    let mut pos = LOG_HEADER_LEN;
+    while pos < buf.len() {
+        match decode_record(&buf[pos..]) {
+            Ok((ops, len)) => {
+                for op in &ops {
+                    scan.max_version = scan.max_version.max(op.version());
+                    apply(op);
+                }
+                scan.records += 1;
+                pos += len;
+            }
+            Err(reason) => {
+                if !is_last {
+                    return Err(Error::corrupted(path, pos as u64, reason));
+                }
+                if let Some(next) = (pos + 1..buf.len()).find(|&y| decode_record(&buf[y..]).is_ok())
+                {
+                    return Err(Error::corrupted(
+                        path,
+                        pos as u64,
+                        format!("{reason}; valid records follow at offset {next}"),
+                    ));
+                }
+                truncate(path, pos as u64)?;
+                scan.torn_at = Some((pos as u64, reason));
+                break;
+            }
+        }
+    }
+    Ok(scan)
+}
+
+fn check_header(path: &Path, buf: &[u8], seq: u64) -> Result<()> {
+    let mut r = Reader::new(buf);
+    let bad = |reason: &str| Error::corrupted(path, 0, reason);
+    if r.bytes(8) != Some(&LOG_MAGIC[..]) {
+        return Err(bad("not a hoardhaven memory-engine log (bad magic)"));
+    }
+    let version = r.u32().ok_or_else(|| bad("truncated header"))?;
+    if version != LOG_VERSION {
+        return Err(Error::UnsupportedFormat {
+            path: path.to_path_buf(),
+            found: version,
+            supported: LOG_VERSION,
+        });
+    }
+    let file_seq = r.u64().ok_or_else(|| bad("truncated header"))?;
+    let crc = r.u32().ok_or_else(|| bad("truncated header"))?;
+    if buf.get(..20).map(crc32c::crc32c) != Some(crc) {
+        return Err(bad("header checksum mismatch"));
+    }
+    if file_seq != seq {
+        return Err(bad("header names another log sequence number"));
+    }
+    Ok(())
+}
+
+fn truncate(path: &Path, len: u64) -> Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| {
+            f.set_len(len)?;
+            f.sync_all()
+        })
+        .ctx(|| format!("truncating torn tail of {}", path.display()))
+}
+
+struct Pending {
+    buf: Vec<u8>,
+    /// Log sequence number: bytes appended since open, across files.
+    appended: u64,
+}
+
+struct Io {
+    file: File,
+    path: PathBuf,
+    spare: Vec<u8>,
+}
+
+struct Durable {
+    lsn: u64,
+    leader: bool,
+}
+
+/// The log writer. Thread-safe.
+pub(crate) struct LogWriter {
+    policy: SyncPolicy,
+    pending: Mutex<Pending>,
+    io: Mutex<Io>,
+    durable: Mutex<Durable>,
+    cond: Condvar,
+    poisoned: AtomicBool,
+    poison_msg: Mutex<String>,
+}
+
+impl LogWriter {
+    /// A writer appending to `file` (already positioned at its end) at `path`.
+    pub(crate) fn new(file: File, path: PathBuf, policy: SyncPolicy) -> Self {
+        LogWriter {
+            policy,
+            pending: Mutex::new(Pending {
+                buf: Vec::with_capacity(64 * 1024),
+                appended: 0,
+            }),
+            io: Mutex::new(Io {
+                file,
+                path,
+                spare: Vec::with_capacity(64 * 1024),
+            }),
+            durable: Mutex::new(Durable {
+                lsn: 0,
+                leader: false,
+            }),
+            cond: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            poison_msg: Mutex::new(String::new()),
+        }
+    }
+
+    /// `Err(Poisoned)` once a write or fsync has failed.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(Error::Poisoned(self.poison_msg.lock().clone()));
+        }
+        Ok(())
+    }
+
+    fn poison(&self, e: &Error) {
+        *self.poison_msg.lock() = e.to_string();
+        self.poisoned.store(true, Ordering::Release);
+        tracing::error!(error = %e, "append-only log poisoned: refusing writes until reopened");
+    }
+
+    /// Buffers one record of `ops`; returns its end LSN and the buffered byte count.
+    pub(crate) fn append(&self, ops: &[LogOp<'_>]) -> (u64, usize) {
+        let mut p = self.pending.lock();
+        let before = p.buf.len();
+        encode_record(&mut p.buf, ops);
+        p.appended += (p.buf.len() - before) as u64;
+        (p.appended, p.buf.len())
+    }
+
+    /// Bytes appended since open.
+    pub(crate) fn appended(&self) -> u64 {
+        self.pending.lock().appended
+    }
+
+    /// Makes the record ending at `lsn` as durable as the policy says, after `append` and
+    /// after the caller released its table locks.
+    pub(crate) fn commit(&self, lsn: u64, buffered: usize) -> Result<()> {
+        match self.policy {
+            SyncPolicy::Always => self.wait_durable(lsn),
+            _ if buffered >= 1 << 20 => self.flush(false).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    fn wait_durable(&self, lsn: u64) -> Result<()> {
+        let mut d = self.durable.lock();
+        loop {
+            if d.lsn >= lsn {
+                return Ok(());
+            }
+            self.check()?;
+            if d.leader {
+                self.cond.wait(&mut d);
+                continue;
+            }
+            d.leader = true;
+            drop(d);
+            let r = self.flush(true);
+            d = self.durable.lock();
+            d.leader = false;
+            if let Ok(end) = r {
+                d.lsn = d.lsn.max(end);
+            }
+            self.cond.notify_all();
+            r?;
+        }
+    }
+
+    /// Writes everything buffered to the file, fdatasyncs if `sync`; returns the LSN written.
+    pub(crate) fn flush(&self, sync: bool) -> Result<u64> {
+        self.check()?;
+        let mut io = self.io.lock();
+        let io = &mut *io;
+        let end = {
+            let mut p = self.pending.lock();
+            std::mem::swap(&mut p.buf, &mut io.spare);
+            p.appended
+        };
+        let r = write_and_sync(&mut io.file, &io.spare, sync, &io.path);
+        io.spare.clear();
+        if let Err(e) = r {
+            self.poison(&e);
+            return Err(e);
+        }
+        if sync {
+            let mut d = self.durable.lock();
+            d.lsn = d.lsn.max(end);
+        }
+        Ok(end)
+    }
+
+    /// Switches appends to `file` (a new log at `path`); the caller excludes appenders while
+    /// this runs, which only swaps buffers and handles. The old file's buffered records are
+    /// written (and fsynced unless the policy is `Never`) by [`Rotation::finish`], called after
+    /// the caller lets writers go on: until then the I/O lock stays held, so no record of the
+    /// new log can become durable before the old log's tail.
+    pub(crate) fn begin_rotate(&self, file: File, path: PathBuf) -> Rotation<'_> {
+        let mut io = self.io.lock();
+        let mut tail = Vec::new();
+        let end = {
+            let mut p = self.pending.lock();
+            std::mem::swap(&mut p.buf, &mut tail);
+            p.appended
+        };
+        let old_file = std::mem::replace(&mut io.file, file);
+        let old_path = std::mem::replace(&mut io.path, path);
+        Rotation {
+            writer: self,
+            _io: io,
+            old_file,
+            old_path,
+            tail,
+            end,
+        }
+    }
+}
+
+/// A log switch in progress: the old log's tail still to be written. See
+/// [`LogWriter::begin_rotate`].
+pub(crate) struct Rotation<'a> {
+    writer: &'a LogWriter,
+    _io: parking_lot::MutexGuard<'a, Io>,
+    old_file: File,
+    old_path: PathBuf,
+    tail: Vec<u8>,
+    end: u64,
+}
+
+impl Rotation<'_> {
+    /// Writes and syncs the old log's tail; poisons the log on failure.
+    pub(crate) fn finish(mut self) -> Result<()> {
+        let w = self.writer;
+        let sync = w.policy != SyncPolicy::Never;
+        if let Err(e) = write_and_sync(&mut self.old_file, &self.tail, sync, &self.old_path) {
+            w.poison(&e);
+            return Err(e);
+        }
+        let mut d = w.durable.lock();
+        d.lsn = d.lsn.max(self.end);
+        Ok(())
+    }
+}
+
+fn write_and_sync(file: &mut File, buf: &[u8], sync: bool, path: &Path) -> Result<()> {
+    if !buf.is_empty() {
+        file.write_all(buf)
+            .ctx(|| format!("appending to {}", path.display()))?;
+    }
+    if sync {
+        file.sync_data()
+            .ctx(|| format!("fdatasync of {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_record(
+            &mut out,
+            &[LogOp::Put {
+                version: 1,
+                expires_at: None,
+                key: b"a",
+                value: b"1",
+            }],
+        );
+        encode_record(
+            &mut out,
+            &[
+                LogOp::Put {
+                    version: 2,
+                    expires_at: Some(99),
+                    key: b"b",
+                    value: b"",
+                },
+                LogOp::Delete {
+                    version: 3,
+                    key: b"a",
+                },
+            ],
+        );
+        out
+    }
+
+    #[test]
+    fn record_roundtrip() {
+        let buf = sample();
+        let (ops, n) = decode_record(&buf).expect("first");
+        assert_eq!(ops.len(), 1);
+        assert_eq!(ops[0].encoded_len() + 8 + 5, n);
+        let (ops, m) = decode_record(&buf[n..]).expect("second");
+        assert_eq!(n + m, buf.len());
+        assert_eq!(
+            ops,
+            vec![
+                LogOp::Put {
+                    version: 2,
+                    expires_at: Some(99),
+                    key: b"b",
+                    value: b""
+                },
+                LogOp::Delete {
+                    version: 3,
+                    key: b"a"
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_rejected_without_panic() {
+        let buf = sample();
+        let (_, first) = decode_record(&buf).expect("first");
+        for cut in 0..first {
+            assert!(decode_record(&buf[..cut]).is_err(), "cut {cut}");
+        }
+        for i in 0..first {
+            for bit in 0..8 {
+                let mut b = buf.clone();
+                b[i] ^= 1 << bit;
+                assert!(decode_record(&b[..first]).is_err(), "flip {i}:{bit}");
+            }
+        }
+        assert!(decode_record(&[0xFF; 64]).is_err());
+        assert!(decode_record(&[0; 64]).is_err());
+    }
+
+    fn write_log(dir: &Path, seq: u64, body: &[u8]) -> PathBuf {
+        let path = dir.join(log_name(seq));
+        let mut bytes = header(seq).to_vec();
+        bytes.extend_from_slice(body);
+        std::fs::write(&path, bytes).expect("write");
+        path
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_in_last_log_only() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let buf = sample();
+        let (_, first) = decode_record(&buf).expect("first");
+        for cut in first + 1..buf.len() {
+            let path = write_log(dir.path(), 7, &buf[..cut]);
+            let mut n = 0;
+            let scan = read_log(&path, 7, true, |_| n += 1).expect("torn tail tolerated");
+            assert_eq!((n, scan.records), (1, 1));
+            assert_eq!(
+                scan.torn_at.as_ref().map(|t| t.0),
+                Some((LOG_HEADER_LEN + first) as u64)
+            );
+            let len = std::fs::metadata(&path).expect("meta").len();
+            assert_eq!(len, (LOG_HEADER_LEN + first) as u64);
+            match read_log(&write_log(dir.path(), 7, &buf[..cut]), 7, false, |_| {}) {
+                Err(Error::Corrupted { offset, .. }) => {
+                    assert_eq!(offset, (LOG_HEADER_LEN + first) as u64)
+                }
+                other => panic!("expected Corrupted, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_before_valid_records_is_corruption_not_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let buf = sample();
+        let mut bad = buf.clone();
+        bad[3] ^= 0x10; // first record's CRC
+        let path = write_log(dir.path(), 1, &bad);
+        match read_log(&path, 1, true, |_| {}) {
+            Err(Error::Corrupted { file, offset, .. }) => {
+                assert_eq!(file, path);
+                assert_eq!(offset, LOG_HEADER_LEN as u64);
+            }
+            other => panic!("expected Corrupted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_version_and_bad_magic() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = write_log(dir.path(), 1, &[]);
+        let mut bytes = std::fs::read(&path).expect("read");
+        bytes[8] = 9;
+        std::fs::write(&path, &bytes).expect("write");
+        assert!(matches!(
+            read_log(&path, 1, true, |_| {}),
+            Err(Error::UnsupportedFormat { found: 9, .. })
+        ));
+        bytes[0] = b'X';
+        std::fs::write(&path, &bytes).expect("write");
+        assert!(matches!(
+            read_log(&path, 1, true, |_| {}),
+            Err(Error::Corrupted { .. })
+        ));
+    }
+
+    #[test]
+    fn group_commit_writer_appends_in_order() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = create_log(dir.path(), 1).expect("create");
+        let path = dir.path().join(log_name(1));
+        let w = std::sync::Arc::new(LogWriter::new(f, path.clone(), SyncPolicy::Always));
+        let threads: Vec<_> = (0..4u64)
+            .map(|t| {
+                let w = w.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50u64 {
+                        let key = format!("{t}-{i}");
+                        let (lsn, n) = w.append(&[LogOp::Put {
+                            version: t * 100 + i,
+                            expires_at: None,
+                            key: key.as_bytes(),
+                            value: b"v",
+                        }]);
+                        w.commit(lsn, n).expect("commit");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("join");
+        }
+        let mut n = 0;
+        let scan = read_log(&path, 1, true, |_| n += 1).expect("read");
+        assert_eq!((n, scan.records, scan.torn_at), (200, 200, None));
+    }
+}
