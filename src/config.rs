@@ -14,6 +14,7 @@ use config::{Config, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::bitcask::{self, BitcaskOptions, MergePolicy, ReadMode};
+use crate::engine::memory::MemoryOptions;
 use crate::engine::{EngineKind, EngineOptions, MAX_KEY_LEN, MAX_VALUE_LEN, SyncPolicy};
 use crate::http::{ExecMode, Limits};
 
@@ -309,7 +310,10 @@ impl Settings {
             dir: self.data_dir.clone(),
             sync,
             bitcask: self.bitcask.validate()?,
-            ..EngineOptions::default()
+            memory: MemoryOptions {
+                aof,
+                ..MemoryOptions::default()
+            },
         };
         Ok(ServeConfig {
             listen,

@@ -27,6 +27,14 @@ macro_rules! per_engine {
                 }
             )*
         }
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name("memory").await
+                }
+            )*
+        }
     };
 }
 

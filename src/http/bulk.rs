@@ -122,8 +122,8 @@ pub async fn batch(
             .map(|(op, r)| BatchOpResult {
                 op,
                 etag: etag(r.version),
-                // The engine's flag means "was new" for puts, "existed" for deletes.
-                created: (op == OpKind::Put).then_some(r.existed_before),
+                // The engine's flag means "existed just before": a put without it created.
+                created: (op == OpKind::Put).then_some(!r.existed_before),
                 deleted: (op == OpKind::Delete).then_some(r.existed_before),
             })
             .collect(),

@@ -19,7 +19,7 @@ pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL: Duration = Duration::from_millis(20);
 
 /// The engines the HTTP suite runs against.
-pub const ENGINES: &[&str] = &["bitcask"];
+pub const ENGINES: &[&str] = &["bitcask", "memory"];
 
 /// A running server process.
 pub struct Server {
