@@ -113,23 +113,26 @@ impl Inner {
         ))
     }
 
-    /// The current version of `key` for a precondition, under the writer mutex.
+    /// The current version of `key` as far as `pre` needs it, under the writer mutex. The
+    /// record header is read only when the version is compared or reported in the failure
+    /// (`If-None-Match: *` on an existing key); presence alone comes from the keydir.
     fn current_version(
         &self,
         key: &[u8],
         pre: Precondition,
         w: &Writer,
     ) -> Result<Option<Version>> {
+        let present = || {
+            let now = UnixMillis::now().0;
+            self.keydir.get(key).is_some_and(|l| !l.expired_at(now))
+        };
         match pre {
-            Precondition::IfVersion(_) => Ok(self.lookup(key, Some(w))?.map(|(h, _)| h.version())),
-            // Presence is enough: the version is not compared.
-            _ => {
-                let now = UnixMillis::now().0;
-                Ok(self
-                    .keydir
-                    .get(key)
-                    .filter(|l| !l.expired_at(now))
-                    .map(|_| Version(0)))
+            Precondition::None => Ok(None),
+            Precondition::IfExists if present() => Ok(Some(Version(0))),
+            Precondition::IfExists => Ok(None),
+            Precondition::IfAbsent if !present() => Ok(None),
+            Precondition::IfVersion(_) | Precondition::IfAbsent => {
+                Ok(self.lookup(key, Some(w))?.map(|(h, _)| h.version()))
             }
         }
     }

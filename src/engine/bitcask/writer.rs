@@ -169,7 +169,7 @@ impl Writer {
     pub fn rotate(&mut self, inner: &Inner) -> Result<()> {
         self.trim(inner)?;
         if inner.sync != SyncPolicy::Never {
-            if let Err(e) = self.active.file().sync_data() {
+            if let Err(e) = crate::engine::fdatasync(self.active.file()) {
                 let err = Error::io(format!("fsync {}", self.active.path.display()), e);
                 inner.poison(&err);
                 return Err(err);
@@ -296,7 +296,7 @@ pub fn sync_active(inner: &Inner) -> Result<u64> {
         w.flush(inner)?;
         (w.active.clone(), w.last_seq())
     };
-    if let Err(e) = file.file().sync_data() {
+    if let Err(e) = crate::engine::fdatasync(file.file()) {
         let err = Error::io(format!("fsync {}", file.path.display()), e);
         inner.poison(&err);
         return Err(err);

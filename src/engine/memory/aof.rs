@@ -531,8 +531,7 @@ fn write_and_sync(file: &mut File, buf: &[u8], sync: bool, path: &Path) -> Resul
             .ctx(|| format!("appending to {}", path.display()))?;
     }
     if sync {
-        file.sync_data()
-            .ctx(|| format!("fdatasync of {}", path.display()))?;
+        crate::engine::fdatasync(file).ctx(|| format!("fdatasync of {}", path.display()))?;
     }
     Ok(())
 }
