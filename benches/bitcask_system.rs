@@ -295,6 +295,10 @@ fn main() {
         hints.len() as f64,
         "files",
     );
+    if let (Some(h), Some(sc)) = (cold_hints, cold_scan) {
+        r.add("start-up with hint files, cold page cache", h, "ms");
+        r.add("start-up scanning data files, cold page cache", sc, "ms");
+    }
 
     // Durable puts on a fresh store.
     let durable = a.dir.join("durable");
