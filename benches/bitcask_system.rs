@@ -395,6 +395,20 @@ fn main() {
                 r.get("disk sequential write (same phase as merge)"),
             ),
         ),
+        (
+            "merge write, 4 KiB values / disk sequential write",
+            ratio(
+                r.get("merge write throughput, 4 KiB values"),
+                r.get("disk sequential write (same phase as 4 KiB merge)"),
+            ),
+        ),
+        (
+            "cold start-up scan / cold start-up with hints",
+            ratio(
+                r.get("start-up scanning data files, cold page cache"),
+                r.get("start-up with hint files, cold page cache"),
+            ),
+        ),
     ];
     for (name, v) in &lines {
         println!("{name:<62} {v:>8.2}x");
