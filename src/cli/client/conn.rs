@@ -16,7 +16,11 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use crate::cli::exit::{self, Exit};
 
 /// Bytes left as they are in a key path segment: RFC 3986 unreserved characters.
-const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Connection flags shared by every client subcommand.
 #[derive(Debug, Clone, Args)]
@@ -24,7 +28,7 @@ pub struct ConnArgs {
     /// Server URL
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// Send `Authorization: Bearer <TOKEN>` 
+    /// Send `Authorization: Bearer <TOKEN>`
     #[arg(long, env = "HOARDHAVEN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Print JSON instead of raw output
@@ -164,8 +168,12 @@ pub fn body(resp: Response) -> Result<bytes::Bytes, Exit> {
 /// [`exit::SERVER`] when it is not JSON.
 pub fn json(resp: Response) -> Result<serde_json::Value, Exit> {
     let b = body(resp)?;
-    serde_json::from_slice(&b)
-        .map_err(|e| Exit::new(exit::SERVER, format!("the server's answer is not JSON: {e}")))
+    serde_json::from_slice(&b).map_err(|e| {
+        Exit::new(
+            exit::SERVER,
+            format!("the server's answer is not JSON: {e}"),
+        )
+    })
 }
 
 #[cfg(test)]

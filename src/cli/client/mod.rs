@@ -223,8 +223,9 @@ fn not_found_named(e: Exit, key: &[u8]) -> Exit {
 
 fn read_input(file: Option<&PathBuf>) -> Result<Vec<u8>, Exit> {
     match file {
-        Some(p) if p.as_os_str() != "-" => std::fs::read(p)
-            .map_err(|e| Exit::local(format!("reading {}: {e}", p.display()))),
+        Some(p) if p.as_os_str() != "-" => {
+            std::fs::read(p).map_err(|e| Exit::local(format!("reading {}: {e}", p.display())))
+        }
         _ => {
             let mut v = Vec::new();
             std::io::stdin()

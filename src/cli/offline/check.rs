@@ -110,8 +110,7 @@ pub fn run(a: &CheckArgs) -> Result<(), Exit> {
     if a.dir.kind() == EngineKind::Memory {
         return check_memory(a);
     }
-    let lock = DirLock::acquire(&a.dir.data_dir)
-        .map_err(|e| exit::from_engine(e, "checking"))?;
+    let lock = DirLock::acquire(&a.dir.data_dir).map_err(|e| exit::from_engine(e, "checking"))?;
     let dir = a.dir.data_dir.as_path();
     let (files, mut problems) = inspect(dir)?;
     if a.repair {
@@ -161,7 +160,10 @@ fn inspect(dir: &Path) -> Result<(Vec<FileReport>, Vec<Problem>), Exit> {
         }
     }
     data.sort();
-    let last_appended = data.last().filter(|(id, _)| id.minor == 0).map(|(id, _)| *id);
+    let last_appended = data
+        .last()
+        .filter(|(id, _)| id.minor == 0)
+        .map(|(id, _)| *id);
     let total: u64 = data
         .iter()
         .filter_map(|(_, p)| fs::metadata(p).ok().map(|m| m.len()))
@@ -274,7 +276,9 @@ fn check_data(
                             let what = if zeros {
                                 format!("{n} zero bytes after the last record (unused space)")
                             } else {
-                                format!("torn tail: {n} bytes after the last valid record ({reason})")
+                                format!(
+                                    "torn tail: {n} bytes after the last valid record ({reason})"
+                                )
                             };
                             (what, Fix::Cut { len: off })
                         } else {
@@ -451,7 +455,10 @@ fn report(a: &CheckArgs, files: &[FileReport], problems: &[Problem]) -> Result<(
             ));
         }
         for p in problems {
-            let at = p.offset.map(|o| format!(" at offset {o}")).unwrap_or_default();
+            let at = p
+                .offset
+                .map(|o| format!(" at offset {o}"))
+                .unwrap_or_default();
             let fix = match (&p.fix, p.repaired) {
                 (Fix::Cut { len }, true) => format!("repaired: cut to {len} bytes"),
                 (Fix::Remove, true) => "repaired: removed".into(),

@@ -109,9 +109,8 @@ pub fn open(args: &DirArgs) -> Result<Arc<dyn Engine>, Exit> {
             ..MemoryOptions::default()
         },
     };
-    crate::engine::open(&opts).map_err(|e| {
-        exit::from_engine(e, &format!("opening {}", args.data_dir.display()))
-    })
+    crate::engine::open(&opts)
+        .map_err(|e| exit::from_engine(e, &format!("opening {}", args.data_dir.display())))
 }
 
 /// Makes everything durable and releases the lock.

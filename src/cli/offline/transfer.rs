@@ -293,9 +293,12 @@ mod tests {
     #[test]
     fn lines_decode_text_base64_and_expiry() {
         let now = UnixMillis(1_000);
-        let op = parse_line(r#"{"key_base64":"/w==","value":"v","expires_at_ms":5000}"#, now)
-            .expect("valid")
-            .expect("live");
+        let op = parse_line(
+            r#"{"key_base64":"/w==","value":"v","expires_at_ms":5000}"#,
+            now,
+        )
+        .expect("valid")
+        .expect("live");
         assert_eq!(
             op,
             BatchOp::Put {
