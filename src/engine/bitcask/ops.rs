@@ -23,9 +23,16 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 
-/// Expiry is kept to whole seconds (rounded up) so the keydir and the record agree exactly.
+/// Expiry is kept to whole seconds (rounded to the nearest) so the keydir and the record
+/// agree exactly.
 fn round_expiry(e: Option<UnixMillis>) -> Option<UnixMillis> {
-    e.map(|e| UnixMillis(e.0.div_ceil(1000).saturating_mul(1000).max(1000)))
+    e.map(|e| {
+        UnixMillis(
+            (e.0.saturating_add(500) / 1000)
+                .saturating_mul(1000)
+                .max(1000),
+        )
+    })
 }
 
 fn check_value_len(len: usize) -> Result<()> {
