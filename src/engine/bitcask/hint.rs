@@ -13,12 +13,13 @@
 //! fsynced, so a hint that exists is complete. Start-up still checks the trailer's CRC and
 //! count; a hint that fails them is ignored and the data file is scanned instead.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use super::data_file::{FILE_HEADER_LEN, FileHeader, HINT_MAGIC, sync_dir};
 use super::record::Kind;
+use crate::engine::fault;
 use crate::error::{IoContext, Result};
 
 const TRAILER_MAGIC: &[u8; 8] = b"HHBCHEND";
@@ -45,7 +46,7 @@ pub struct HintEntry<'a> {
 /// Writes a hint file.
 #[derive(Debug)]
 pub struct HintWriter {
-    out: BufWriter<File>,
+    out: BufWriter<fault::Writer>,
     tmp: PathBuf,
     path: PathBuf,
     dir: PathBuf,
@@ -67,7 +68,7 @@ impl HintWriter {
             .truncate(true)
             .open(&tmp)
             .ctx(|| format!("creating {}", tmp.display()))?;
-        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        let mut out = BufWriter::with_capacity(256 * 1024, fault::Writer::new(file, &tmp));
         out.write_all(&header.encode(HINT_MAGIC))
             .ctx(|| format!("writing {}", tmp.display()))?;
         Ok(HintWriter {
@@ -116,9 +117,9 @@ impl HintWriter {
         let file = self.out.into_inner().map_err(|e| {
             crate::Error::io(format!("flushing {}", self.tmp.display()), e.into_error())
         })?;
-        file.sync_all()
+        fault::sync_all(&file.into_file(), &self.tmp)
             .ctx(|| format!("fsync {}", self.tmp.display()))?;
-        fs::rename(&self.tmp, &self.path).ctx(|| format!("renaming {}", self.tmp.display()))?;
+        fault::rename(&self.tmp, &self.path).ctx(|| format!("renaming {}", self.tmp.display()))?;
         sync_dir(&self.dir)?;
         Ok(self.path)
     }
@@ -134,7 +135,7 @@ pub fn load(
     path: &Path,
     mut f: impl FnMut(HintEntry<'_>) -> Result<()>,
 ) -> Result<Option<FileHeader>> {
-    let bytes = match fs::read(path) {
+    let bytes = match fault::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(crate::Error::io(format!("reading {}", path.display()), e)),

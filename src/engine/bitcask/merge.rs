@@ -35,7 +35,7 @@ use super::hint::{HintEntry, HintWriter};
 use super::keydir::Loc;
 use super::record::Kind;
 use super::{Inner, scan};
-use crate::engine::{JobState, MergeReport, Progress, UnixMillis, crash_point};
+use crate::engine::{JobState, MergeReport, Progress, UnixMillis, crash_point, fault};
 use crate::error::{Error, IoContext, Result};
 
 /// When merges start by themselves (Riak-style triggers).
@@ -175,7 +175,7 @@ pub fn run(inner: &Inner) -> Result<MergeReport> {
 struct Output {
     id: FileId,
     tmp: PathBuf,
-    out: BufWriter<File>,
+    out: BufWriter<fault::Writer>,
     len: u64,
     hint: HintWriter,
     /// Each copied record: where its key is in `keys`, its old location, its new offset.
@@ -324,7 +324,7 @@ fn start_output(dir: &Path, id: FileId, base_seq: u64) -> Result<Output> {
         .open(&tmp)
         .ctx(|| format!("creating {}", tmp.display()))?;
     let header = FileHeader { id, base_seq };
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = BufWriter::with_capacity(1 << 20, fault::Writer::new(file, &tmp));
     out.write_all(&header.encode(DATA_MAGIC))
         .ctx(|| format!("writing {}", tmp.display()))?;
     Ok(Output {
@@ -345,11 +345,10 @@ fn finish(inner: &Inner, o: Output) -> Result<u64> {
         .out
         .into_inner()
         .map_err(|e| Error::io(format!("flushing {}", o.tmp.display()), e.into_error()))?;
-    file.sync_all()
-        .ctx(|| format!("fsync {}", o.tmp.display()))?;
+    fault::sync_all(&file.into_file(), &o.tmp).ctx(|| format!("fsync {}", o.tmp.display()))?;
     let path = inner.dir.join(o.id.data_name());
     crash_point("merge:output-synced");
-    fs::rename(&o.tmp, &path).ctx(|| format!("renaming {}", o.tmp.display()))?;
+    fault::rename(&o.tmp, &path).ctx(|| format!("renaming {}", o.tmp.display()))?;
     sync_dir(&inner.dir)?;
     crash_point("merge:output-renamed");
     o.hint.finish()?;

@@ -19,7 +19,7 @@ use super::hint;
 use super::keydir::{Keydir, Loc};
 use super::record::Kind;
 use super::scan;
-use crate::engine::UnixMillis;
+use crate::engine::{UnixMillis, fault};
 use crate::error::{Error, IoContext, Result};
 
 /// What start-up found.
@@ -173,8 +173,8 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
                         .write(true)
                         .open(&path)
                         .ctx(|| format!("opening {}", path.display()))?;
-                    f.set_len(end.valid_len)
-                        .and_then(|()| f.sync_all())
+                    fault::set_len(&f, end.valid_len, &path)
+                        .and_then(|()| fault::sync_all(&f, &path))
                         .ctx(|| format!("truncating {}", path.display()))?;
                     torn_total += end.torn_bytes;
                 }

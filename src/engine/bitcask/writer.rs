@@ -12,7 +12,6 @@
 //! durable sequence number and wakes the rest. A failed write or fsync poisons the engine.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,7 +22,7 @@ use parking_lot::{Condvar, Mutex};
 use super::Inner;
 use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, sync_dir};
 use super::keydir::Loc;
-use crate::engine::SyncPolicy;
+use crate::engine::{SyncPolicy, fault};
 use crate::error::{Error, IoContext, Result};
 
 /// Flush the buffer to the file once it holds this much.
@@ -98,7 +97,9 @@ impl Writer {
         if end > self.allocated && inner.sync != SyncPolicy::Never {
             self.preallocate(inner, end)?;
         }
-        if let Err(e) = self.active.file().write_all_at(&self.buf, self.flushed) {
+        if let Err(e) =
+            fault::write_all_at(self.active.file(), &self.buf, self.flushed, &self.active.path)
+        {
             let err = Error::io(format!("appending to {}", self.active.path.display()), e);
             inner.poison(&err);
             return Err(err);
@@ -118,14 +119,15 @@ impl Writer {
         static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
         let target = needed.max((self.allocated + CHUNK).min(inner.opts.max_file_size));
         let file = self.active.file();
+        let path = &self.active.path;
         let mut at = self.allocated.max(self.flushed);
         let result = (|| {
             while at < target {
                 let n = (target - at).min(ZEROS.len() as u64) as usize;
-                file.write_all_at(&ZEROS[..n], at)?;
+                fault::write_all_at(file, &ZEROS[..n], at, path)?;
                 at += n as u64;
             }
-            file.sync_data()
+            fault::sync_data(file, path)
         })();
         if let Err(e) = result {
             let err = Error::io(format!("preallocating {}", self.active.path.display()), e);
@@ -141,7 +143,7 @@ impl Writer {
     pub fn trim(&mut self, inner: &Inner) -> Result<()> {
         self.flush(inner)?;
         if self.allocated > self.flushed {
-            if let Err(e) = self.active.file().set_len(self.flushed) {
+            if let Err(e) = fault::set_len(self.active.file(), self.flushed, &self.active.path) {
                 let err = Error::io(format!("truncating {}", self.active.path.display()), e);
                 inner.poison(&err);
                 return Err(err);
@@ -169,7 +171,7 @@ impl Writer {
     pub fn rotate(&mut self, inner: &Inner) -> Result<()> {
         self.trim(inner)?;
         if inner.sync != SyncPolicy::Never {
-            if let Err(e) = self.active.file().sync_data() {
+            if let Err(e) = fault::sync_data(self.active.file(), &self.active.path) {
                 let err = Error::io(format!("fsync {}", self.active.path.display()), e);
                 inner.poison(&err);
                 return Err(err);
@@ -213,8 +215,8 @@ pub fn create_data_file(dir: &Path, id: FileId, base_seq: u64) -> Result<(File, 
         .open(&path)
         .ctx(|| format!("creating {}", path.display()))?;
     let header = FileHeader { id, base_seq }.encode(DATA_MAGIC);
-    file.write_all_at(&header, 0)
-        .and_then(|()| file.sync_all())
+    fault::write_all_at(&file, &header, 0, &path)
+        .and_then(|()| fault::sync_all(&file, &path))
         .ctx(|| format!("writing header of {}", path.display()))?;
     sync_dir(dir)?;
     Ok((file, path))
@@ -296,7 +298,7 @@ pub fn sync_active(inner: &Inner) -> Result<u64> {
         w.flush(inner)?;
         (w.active.clone(), w.last_seq())
     };
-    if let Err(e) = file.file().sync_data() {
+    if let Err(e) = fault::sync_data(file.file(), &file.path) {
         let err = Error::io(format!("fsync {}", file.path.display()), e);
         inner.poison(&err);
         return Err(err);
