@@ -173,8 +173,12 @@ fn decide(op: Op, path: &Path) -> (Verdict, Option<Shared>) {
     let plans = lock(&PLANS);
     for p in plans.iter() {
         let mut st = lock(p);
-        if !path.starts_with(&st.plan.dir) || !st.plan.ops.contains(&op) {
+        if !path.starts_with(&st.plan.dir) {
             continue;
+        }
+        if !st.plan.ops.contains(&op) {
+            // Not counted, but writes are still tracked for the failed-fsync model.
+            return (Verdict::Go, Some(p.clone()));
         }
         st.calls += 1;
         let n = st.plan.nth;
