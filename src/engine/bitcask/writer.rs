@@ -9,7 +9,9 @@
 //! Group commit (`SyncPolicy::Always`): a writer that needs durability waits until the
 //! durable sequence number reaches its own. The first waiter to find no sync in flight becomes
 //! the leader: it flushes the buffer (everyone's records), fdatasyncs once, publishes the new
-//! durable sequence number and wakes the rest. A failed write or fsync poisons the engine.
+//! durable sequence number and wakes the rest. A failed write or fsync poisons the engine,
+//! except a full disk met before a record is applied (see [`Writer::reserve`]): that write is
+//! refused with `DiskFull` and the engine takes writes again once there is space.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -60,19 +62,36 @@ impl Writer {
         s
     }
 
-    /// Makes room for a record of `len` bytes, rotating first if it would not fit.
-    /// Returns the offset the record will have.
+    /// Makes room for a record of `len` bytes before anything of it is applied: writes out
+    /// what earlier writes left in the buffer when it would pass the flush threshold, rotates
+    /// if the record would not fit, and (unless the policy is `never`) preallocates the disk
+    /// space the record will take. Returns the offset the record will have.
+    ///
+    /// A full disk met here refuses the write cleanly with [`Error::DiskFull`]: nothing of it
+    /// was applied, the partial bytes of the failed write are cut back, the buffer is kept for
+    /// the next attempt, and the engine is *not* poisoned, so writes succeed again once space
+    /// is freed. Every other failure poisons the engine as before.
     ///
     /// # Errors
-    /// I/O errors of the rotation.
+    /// [`Error::DiskFull`], I/O errors of the flush, rotation or preallocation.
     pub fn reserve(&mut self, inner: &Inner, len: usize) -> Result<u64> {
-        if self.len + len as u64 > inner.opts.max_file_size && self.len > FILE_HEADER_LEN as u64 {
+        let rotate =
+            self.len + len as u64 > inner.opts.max_file_size && self.len > FILE_HEADER_LEN as u64;
+        if !self.buf.is_empty() && (rotate || self.buf.len() + len >= FLUSH_AT) {
+            self.flush_before_append(inner)?;
+        }
+        if rotate {
             self.rotate(inner)?;
+        }
+        let end = self.len + len as u64;
+        if inner.sync != SyncPolicy::Never && end > self.allocated {
+            self.preallocate(inner, end)?;
         }
         Ok(self.len)
     }
 
-    /// Records that `n` bytes were appended to `buf`; flushes if the buffer is large.
+    /// Records that `n` bytes were appended to `buf`; flushes if the buffer is large (only a
+    /// record of `FLUSH_AT` bytes or more gets here with a full buffer).
     ///
     /// # Errors
     /// Write errors.
@@ -80,7 +99,18 @@ impl Writer {
         self.len += n as u64;
         inner.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
         if self.buf.len() >= FLUSH_AT {
-            self.flush(inner)?;
+            if inner.sync == SyncPolicy::Never {
+                // Acknowledged without durability, as `never` says: on a full disk the record
+                // waits in the buffer and the next write's `reserve` is refused until it fits.
+                match self.flush_before_append(inner) {
+                    Err(Error::DiskFull { context }) => {
+                        tracing::warn!(%context, "disk full: buffered writes wait for space");
+                    }
+                    other => other?,
+                }
+            } else {
+                self.flush(inner)?;
+            }
         }
         Ok(())
     }
@@ -90,6 +120,41 @@ impl Writer {
     /// # Errors
     /// Write errors (the engine is poisoned).
     pub fn flush(&mut self, inner: &Inner) -> Result<()> {
+        self.write_buffer(inner).inspect_err(|e| inner.poison(e))
+    }
+
+    /// Writes the buffer to the file; on a full disk cuts the partial bytes back and keeps the
+    /// buffer, returning [`Error::DiskFull`] without poisoning.
+    fn flush_before_append(&mut self, inner: &Inner) -> Result<()> {
+        match self.write_buffer(inner) {
+            Ok(()) => Ok(()),
+            Err(e @ Error::DiskFull { .. }) if self.cut_back().is_ok() => Err(e),
+            Err(e) => {
+                inner.poison(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Cuts the file back to its data and preallocation after a write that failed part way.
+    /// Bytes of the failed write left inside the preallocated area are rewritten in place by
+    /// the next flush of the same buffer, and look like a torn tail to recovery until then.
+    fn cut_back(&mut self) -> Result<()> {
+        let keep = self.flushed.max(self.allocated);
+        let file = self.active.file();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", self.active.path.display()), e))?
+            .len();
+        if len > keep {
+            fault::set_len(file, keep, &self.active.path).map_err(|e| {
+                Error::io(format!("truncating {}", self.active.path.display()), e)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn write_buffer(&mut self, inner: &Inner) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -100,9 +165,10 @@ impl Writer {
         if let Err(e) =
             fault::write_all_at(self.active.file(), &self.buf, self.flushed, &self.active.path)
         {
-            let err = Error::io(format!("appending to {}", self.active.path.display()), e);
-            inner.poison(&err);
-            return Err(err);
+            return Err(Error::io(
+                format!("appending to {}", self.active.path.display()),
+                e,
+            ));
         }
         self.flushed += self.buf.len() as u64;
         self.buf.clear();
@@ -114,23 +180,49 @@ impl Writer {
     /// that the fdatasync of each later append is a pure overwrite with no file-size metadata
     /// to flush (about twice the append+fdatasync rate on ext4). Recovery reads the zeros as
     /// the end of the data; sealing truncates them away.
+    ///
+    /// On a full disk it tries exactly `needed` before giving up; when the zeros cannot be
+    /// written it cuts them back and returns [`Error::DiskFull`] without poisoning (nothing
+    /// but zeros past the data was touched). A failed fdatasync poisons.
     fn preallocate(&mut self, inner: &Inner, needed: u64) -> Result<()> {
         const CHUNK: u64 = 4 << 20;
         static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
-        let target = needed.max((self.allocated + CHUNK).min(inner.opts.max_file_size));
+        let chunk = needed.max((self.allocated + CHUNK).min(inner.opts.max_file_size));
         let file = self.active.file();
         let path = &self.active.path;
-        let mut at = self.allocated.max(self.flushed);
-        let result = (|| {
+        let from = self.allocated.max(self.flushed);
+        let mut target = chunk;
+        loop {
+            let mut at = from;
+            let mut result = Ok(());
             while at < target {
                 let n = (target - at).min(ZEROS.len() as u64) as usize;
-                fault::write_all_at(file, &ZEROS[..n], at, path)?;
+                if let Err(e) = fault::write_all_at(file, &ZEROS[..n], at, path) {
+                    result = Err(e);
+                    break;
+                }
                 at += n as u64;
             }
-            fault::sync_data(file, path)
-        })();
-        if let Err(e) = result {
-            let err = Error::io(format!("preallocating {}", self.active.path.display()), e);
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    let err = Error::io(format!("preallocating {}", path.display()), e);
+                    if !matches!(err, Error::DiskFull { .. }) {
+                        inner.poison(&err);
+                        return Err(err);
+                    }
+                    // Give the zeros back; harmless if it fails (zeros read as the end).
+                    let _ = fault::set_len(file, from, path);
+                    if target > needed {
+                        target = needed;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        if let Err(e) = fault::sync_data(file, path) {
+            let err = Error::io(format!("preallocating {}", path.display()), e);
             inner.poison(&err);
             return Err(err);
         }
@@ -184,8 +276,13 @@ impl Writer {
             major: self.active.id.major + 1,
             minor: 0,
         };
-        let (file, path) =
-            create_data_file(&inner.dir, id, self.next_seq).inspect_err(|e| inner.poison(e))?;
+        // A full disk here leaves the sealed file active (trimmed and synced): the write that
+        // needed the rotation is refused cleanly and the next one tries again.
+        let (file, path) = create_data_file(&inner.dir, id, self.next_seq).inspect_err(|e| {
+            if !matches!(e, Error::DiskFull { .. }) {
+                inner.poison(e);
+            }
+        })?;
         let data = Arc::new(DataFile::new(id, path, file, inner.opts.read_mode, false)?);
         let no = inner.register(data.clone());
         inner.active_no.store(no, Ordering::Release);
@@ -215,10 +312,16 @@ pub fn create_data_file(dir: &Path, id: FileId, base_seq: u64) -> Result<(File, 
         .open(&path)
         .ctx(|| format!("creating {}", path.display()))?;
     let header = FileHeader { id, base_seq }.encode(DATA_MAGIC);
-    fault::write_all_at(&file, &header, 0, &path)
+    let written = fault::write_all_at(&file, &header, 0, &path)
         .and_then(|()| fault::sync_all(&file, &path))
-        .ctx(|| format!("writing header of {}", path.display()))?;
-    sync_dir(dir)?;
+        .ctx(|| format!("writing header of {}", path.display()))
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = written {
+        // Leave no half-made file behind to block the next attempt.
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok((file, path))
 }
 
