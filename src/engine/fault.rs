@@ -275,7 +275,13 @@ pub fn set_len(file: &File, len: u64, path: &Path) -> io::Result<()> {
 }
 
 fn sync_with(file: &File, path: &Path, data_only: bool) -> io::Result<()> {
-    let run = || if data_only { file.sync_data() } else { file.sync_all() };
+    let run = || {
+        if data_only {
+            file.sync_data()
+        } else {
+            file.sync_all()
+        }
+    };
     if !armed() {
         return run();
     }
@@ -367,6 +373,11 @@ impl Writer {
     /// The file, to fsync once the buffer is flushed.
     pub fn into_file(self) -> File {
         self.file
+    }
+
+    /// The file, borrowed.
+    pub fn file(&self) -> &File {
+        &self.file
     }
 }
 

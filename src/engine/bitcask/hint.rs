@@ -52,6 +52,16 @@ pub struct HintWriter {
     dir: PathBuf,
     crc: u32,
     count: u64,
+    done: bool,
+}
+
+impl Drop for HintWriter {
+    /// An unfinished hint (an error, a failed merge) leaves no temp file behind.
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl HintWriter {
@@ -78,6 +88,7 @@ impl HintWriter {
             dir: dir.to_path_buf(),
             crc: 0,
             count: 0,
+            done: false,
         })
     }
 
@@ -114,14 +125,15 @@ impl HintWriter {
         self.out
             .write_all(&t)
             .ctx(|| format!("writing {}", self.tmp.display()))?;
-        let file = self.out.into_inner().map_err(|e| {
-            crate::Error::io(format!("flushing {}", self.tmp.display()), e.into_error())
-        })?;
-        fault::sync_all(&file.into_file(), &self.tmp)
+        self.out
+            .flush()
+            .ctx(|| format!("flushing {}", self.tmp.display()))?;
+        fault::sync_all(self.out.get_ref().file(), &self.tmp)
             .ctx(|| format!("fsync {}", self.tmp.display()))?;
         fault::rename(&self.tmp, &self.path).ctx(|| format!("renaming {}", self.tmp.display()))?;
+        self.done = true;
         sync_dir(&self.dir)?;
-        Ok(self.path)
+        Ok(self.path.clone())
     }
 }
 

@@ -182,6 +182,33 @@ impl TailCtx<'_> {
     }
 }
 
+/// Where to start looking for valid records after the bad one at the start of `tail`.
+///
+/// A batch envelope torn by a crash has an intact header and nested records that are each
+/// valid on their own up to the tear; they are the torn record itself, not records after the
+/// damage. (Counting them made a crash in the middle of writing a batch refuse start-up as
+/// "damage in the middle".) So when `tail` starts with a batch header whose nested records,
+/// walked from its start, stop before the envelope's declared end, the search starts where the
+/// walk stopped; anything valid after that is still damage in the middle.
+fn torn_batch_end(tail: &[u8]) -> usize {
+    let Ok(h) = Header::decode(tail) else {
+        return 1;
+    };
+    if h.kind != Kind::Batch || h.key_len != 0 {
+        return 1;
+    }
+    let mut at = HEADER_LEN;
+    while let Some(rest) = tail.get(at..) {
+        match record::decode(rest) {
+            Ok(r) if r.header.kind != Kind::Batch && r.header.seq >= h.seq => {
+                at += r.header.record_len() as usize;
+            }
+            _ => break,
+        }
+    }
+    if (at as u64) < h.record_len() { at } else { 1 }
+}
+
 /// Looks at the bytes from the bad record at `pos` to the end: is there a record with a valid
 /// checksum after `pos` (then the bad bytes are damage in the middle, not a torn tail), and
 /// is the whole tail zeros (unused preallocation)?
@@ -193,7 +220,7 @@ fn inspect_tail(file: &File, path: &Path, pos: u64, file_len: u64) -> Result<(bo
     if tail.iter().all(|b| *b == 0) {
         return Ok((false, true));
     }
-    for i in 1..tail.len().saturating_sub(HEADER_LEN - 1) {
+    for i in torn_batch_end(&tail)..tail.len().saturating_sub(HEADER_LEN - 1) {
         // Cheap filters first: format byte and kind byte must be plausible.
         if tail[i + 4] != record::RECORD_FORMAT || !(1..=3).contains(&tail[i + 5]) {
             continue;

@@ -147,9 +147,8 @@ impl Writer {
             .map_err(|e| Error::io(format!("stat {}", self.active.path.display()), e))?
             .len();
         if len > keep {
-            fault::set_len(file, keep, &self.active.path).map_err(|e| {
-                Error::io(format!("truncating {}", self.active.path.display()), e)
-            })?;
+            fault::set_len(file, keep, &self.active.path)
+                .map_err(|e| Error::io(format!("truncating {}", self.active.path.display()), e))?;
         }
         Ok(())
     }
@@ -162,9 +161,12 @@ impl Writer {
         if end > self.allocated && inner.sync != SyncPolicy::Never {
             self.preallocate(inner, end)?;
         }
-        if let Err(e) =
-            fault::write_all_at(self.active.file(), &self.buf, self.flushed, &self.active.path)
-        {
+        if let Err(e) = fault::write_all_at(
+            self.active.file(),
+            &self.buf,
+            self.flushed,
+            &self.active.path,
+        ) {
             return Err(Error::io(
                 format!("appending to {}", self.active.path.display()),
                 e,
