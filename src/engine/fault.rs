@@ -18,6 +18,11 @@
 //! parallel in one process, each with its own temporary data directory, do not see each
 //! other's faults. Calls are counted per plan, in the order the engine makes them.
 //!
+//! # The full-disk model
+//! An injected ENOSPC (28) fails writes that need new space; overwriting bytes a file already
+//! has (preallocated zeros) and shrinking a file still succeed, as on ext4, xfs or tmpfs
+//! (copy-on-write filesystems can fail those too; the engines then fall back to fail-stop).
+//!
 //! # The failed-fsync model
 //! When an injected fsync fails and [`Plan::lose_unsynced`] is set, the bytes written to that
 //! file since its last successful fsync are dropped (the file is cut back to where the first
@@ -231,7 +236,14 @@ pub fn write_all_at(file: &File, buf: &[u8], offset: u64, path: &Path) -> io::Re
     }
     let (v, st) = decide(Op::Write, path);
     note_write(&st, path, offset);
+    let inside = file
+        .metadata()
+        .is_ok_and(|m| offset + buf.len() as u64 <= m.len());
     match v {
+        // Overwriting bytes already allocated (preallocated zeros) needs no new space.
+        Verdict::Fail(Fault::Error(28) | Fault::Short(28), _) if inside => {
+            file.write_all_at(buf, offset)
+        }
         Verdict::Go => file.write_all_at(buf, offset),
         Verdict::Fail(f @ Fault::Short(_), _) => {
             file.write_all_at(&buf[..buf.len() / 2], offset)?;
@@ -265,7 +277,10 @@ pub fn set_len(file: &File, len: u64, path: &Path) -> io::Result<()> {
         return file.set_len(len);
     }
     let (v, st) = decide(Op::Write, path);
+    let shrinks = file.metadata().is_ok_and(|m| m.len() >= len);
     match v {
+        // A full disk never stops a file from shrinking.
+        Verdict::Fail(Fault::Error(28) | Fault::Short(28), _) if shrinks => file.set_len(len),
         Verdict::Go => {
             note_write(&st, path, len);
             file.set_len(len)

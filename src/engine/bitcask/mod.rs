@@ -258,6 +258,7 @@ impl Bitcask {
                 allocated: len,
                 buf: Vec::with_capacity(128 * 1024),
                 next_seq: rec.next_seq,
+                stalled: false,
             }),
             commit: GroupCommit::new(rec.next_seq - 1),
             active_no: AtomicU32::new(active_no),

@@ -47,6 +47,8 @@ pub struct Writer {
     pub buf: Vec<u8>,
     /// Next sequence number to issue.
     pub next_seq: u64,
+    /// A flush met a full disk: the next write flushes first and is refused while it fails.
+    pub stalled: bool,
 }
 
 impl Writer {
@@ -77,7 +79,7 @@ impl Writer {
     pub fn reserve(&mut self, inner: &Inner, len: usize) -> Result<u64> {
         let rotate =
             self.len + len as u64 > inner.opts.max_file_size && self.len > FILE_HEADER_LEN as u64;
-        if !self.buf.is_empty() && (rotate || self.buf.len() + len >= FLUSH_AT) {
+        if !self.buf.is_empty() && (rotate || self.stalled || self.buf.len() + len >= FLUSH_AT) {
             self.flush_before_append(inner)?;
         }
         if rotate {
@@ -127,8 +129,14 @@ impl Writer {
     /// buffer, returning [`Error::DiskFull`] without poisoning.
     fn flush_before_append(&mut self, inner: &Inner) -> Result<()> {
         match self.write_buffer(inner) {
-            Ok(()) => Ok(()),
-            Err(e @ Error::DiskFull { .. }) if self.cut_back().is_ok() => Err(e),
+            Ok(()) => {
+                self.stalled = false;
+                Ok(())
+            }
+            Err(e @ Error::DiskFull { .. }) if self.cut_back().is_ok() => {
+                self.stalled = true;
+                Err(e)
+            }
             Err(e) => {
                 inner.poison(&e);
                 Err(e)
