@@ -268,7 +268,8 @@ impl Bitcask {
             poison_reason: Mutex::new(None),
             closed: AtomicBool::new(false),
             bytes_written: AtomicU64::new(0),
-            corrupt_records: AtomicU64::new(0),
+            // A torn tail cut at start-up is a damaged record found.
+            corrupt_records: AtomicU64::new(rec.torn_tails),
             jobs: Mutex::new(JobStatus::default()),
             merge_running: Mutex::new(()),
             snapshot_running: Mutex::new(()),
