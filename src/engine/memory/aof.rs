@@ -257,8 +257,10 @@ pub(crate) fn read_log(
 ) -> Result<LogScan> {
     let buf = fault::read(path).ctx(|| format!("reading {}", path.display()))?;
     let mut scan = LogScan::default();
-    if buf.len() < LOG_HEADER_LEN && is_last && LOG_MAGIC.starts_with(&buf[..buf.len().min(8)]) {
-        // A crash while creating the file: it never held a record.
+    if buf.len() < LOG_HEADER_LEN && LOG_MAGIC.starts_with(&buf[..buf.len().min(8)]) {
+        // A crash while creating the file: it never held a record. (Not only in the last log:
+        // after the restart that follows, a newer log exists, and an empty file must not
+        // block the restart after that.)
         scan.torn_at = Some((0, "log header incomplete".into()));
         truncate(path, 0)?;
         return Ok(scan);
