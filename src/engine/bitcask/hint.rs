@@ -13,7 +13,7 @@
 //! fsynced, so a hint that exists is complete. Start-up still checks the trailer's CRC and
 //! count; a hint that fails them is ignored and the data file is scanned instead.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 

@@ -340,7 +340,9 @@ fn background_loop(
         }
         if tick.is_some() && !inner.poisoned.load(Ordering::Acquire) {
             if inner.sync == SyncPolicy::Never {
-                if let Err(e) = inner.writer.lock().flush(inner) {
+                // A full disk leaves the buffer waiting (writes are refused meanwhile);
+                // other failures poison.
+                if let Err(e) = inner.writer.lock().flush_before_append(inner) {
                     tracing::error!(error = %e, "background flush failed");
                 }
             } else {

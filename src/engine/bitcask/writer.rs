@@ -127,7 +127,7 @@ impl Writer {
 
     /// Writes the buffer to the file; on a full disk cuts the partial bytes back and keeps the
     /// buffer, returning [`Error::DiskFull`] without poisoning.
-    fn flush_before_append(&mut self, inner: &Inner) -> Result<()> {
+    pub fn flush_before_append(&mut self, inner: &Inner) -> Result<()> {
         match self.write_buffer(inner) {
             Ok(()) => {
                 self.stalled = false;
