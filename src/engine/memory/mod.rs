@@ -599,11 +599,12 @@ impl Drop for MemoryEngine {
     }
 }
 
-/// Decoders of the memory engine's files, for the fuzz targets and tools. Not a stable API.
 #[doc(hidden)]
 pub mod decode {
-    //! Thin entry points to the log, snapshot and manifest decoders, so that `fuzz/` can feed
-    //! them arbitrary bytes. Reading never changes a file here (a log is read as not-last).
+    //! Decoders of the memory engine's files, for the fuzz targets and tools (not a stable
+    //! API): thin entry points to the log, snapshot and manifest decoders, so that `fuzz/` can
+    //! feed them arbitrary bytes. Reading never changes a file here (a log is read as
+    //! not-last).
 
     use std::path::Path;
 
