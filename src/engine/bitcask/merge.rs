@@ -380,6 +380,8 @@ fn finish(inner: &Inner, o: Output) -> Result<u64> {
         }
     };
     let no = inner.register(data);
+    let mut moved: hashbrown::HashMap<u32, u64> = hashbrown::HashMap::new();
+    let mut moved_total = 0u64;
     for (i, &(at, old, offset)) in o.moves.iter().enumerate() {
         let end = o.moves.get(i + 1).map_or(o.keys.len(), |m| m.0);
         let key = &o.keys[at..end];
@@ -389,9 +391,19 @@ fn finish(inner: &Inner, o: Output) -> Result<u64> {
             ..old
         };
         if inner.keydir.replace_if(key, old, new) {
-            inner.account(Some(old), Some(new));
+            *moved.entry(old.file).or_default() += u64::from(old.len);
+            moved_total += u64::from(old.len);
         }
     }
+    // One pass over the live-byte table for the whole output, not one lock per key.
+    let mut live = inner.live.lock();
+    for (file, bytes) in moved {
+        if let Some(l) = live.get_mut(&file) {
+            *l = l.saturating_sub(bytes);
+        }
+    }
+    *live.entry(no).or_default() += moved_total;
+    drop(live);
     // A failed directory fsync fails the merge before any input is retired.
     sync_dir(&inner.dir)?;
     crash_point("merge:output-renamed");

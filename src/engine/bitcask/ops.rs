@@ -23,9 +23,16 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 
-/// Expiry is kept to whole seconds (rounded up) so the keydir and the record agree exactly.
+/// Expiry is kept to whole seconds (rounded to the nearest) so the keydir and the record
+/// agree exactly.
 fn round_expiry(e: Option<UnixMillis>) -> Option<UnixMillis> {
-    e.map(|e| UnixMillis(e.0.div_ceil(1000).saturating_mul(1000).max(1000)))
+    e.map(|e| {
+        UnixMillis(
+            (e.0.saturating_add(500) / 1000)
+                .saturating_mul(1000)
+                .max(1000),
+        )
+    })
 }
 
 fn check_value_len(len: usize) -> Result<()> {
@@ -121,23 +128,26 @@ impl Inner {
         ))
     }
 
-    /// The current version of `key` for a precondition, under the writer mutex.
+    /// The current version of `key` as far as `pre` needs it, under the writer mutex. The
+    /// record header is read only when the version is compared or reported in the failure
+    /// (`If-None-Match: *` on an existing key); presence alone comes from the keydir.
     fn current_version(
         &self,
         key: &[u8],
         pre: Precondition,
         w: &Writer,
     ) -> Result<Option<Version>> {
+        let present = || {
+            let now = UnixMillis::now().0;
+            self.keydir.get(key).is_some_and(|l| !l.expired_at(now))
+        };
         match pre {
-            Precondition::IfVersion(_) => Ok(self.lookup(key, Some(w))?.map(|(h, _)| h.version())),
-            // Presence is enough: the version is not compared.
-            _ => {
-                let now = UnixMillis::now().0;
-                Ok(self
-                    .keydir
-                    .get(key)
-                    .filter(|l| !l.expired_at(now))
-                    .map(|_| Version(0)))
+            Precondition::None => Ok(None),
+            Precondition::IfExists if present() => Ok(Some(Version(0))),
+            Precondition::IfExists => Ok(None),
+            Precondition::IfAbsent if !present() => Ok(None),
+            Precondition::IfVersion(_) | Precondition::IfAbsent => {
+                Ok(self.lookup(key, Some(w))?.map(|(h, _)| h.version()))
             }
         }
     }
