@@ -48,7 +48,11 @@ fuzz_target!(|data: &[u8]| {
     let p = std::path::Path::new("x");
     let _ = FileHeader::decode(data, DATA_MAGIC, p);
     let _ = FileHeader::decode(data, HINT_MAGIC, p);
-    // Whole files: the bytes as a data file and as a hint file.
+    // Whole files (every fourth input: files cost a write and a 1 MiB read buffer): the bytes
+    // as a data file and as a hint file.
+    if data.first().is_none_or(|b| b % 4 != 0) {
+        return;
+    }
     let dir = scratch();
     let data_path = dir.join("0000000001-00000.data");
     let hint_path = dir.join("0000000001-00000.hint");
