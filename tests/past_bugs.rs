@@ -408,3 +408,19 @@ fn append_memory_log_put(dir: &Path, key: &[u8], value: &[u8], version: u64) {
     bytes.extend_from_slice(&rec);
     std::fs::write(&log, bytes).expect("write log");
 }
+
+/// Found by fuzzing: two bitcask snapshots in the same millisecond with no write between got
+/// the same directory name and the second failed.
+#[test]
+fn back_to_back_snapshots_both_succeed() {
+    for kind in ENGINES {
+        let dir = scratch();
+        let e = open(kind, dir.path(), SyncPolicy::Never).expect("open");
+        put(&*e, "a", "1");
+        let paths: Vec<_> = (0..5)
+            .map(|_| e.snapshot().expect("snapshot").path)
+            .collect();
+        let unique: std::collections::BTreeSet<_> = paths.iter().collect();
+        assert_eq!(unique.len(), paths.len(), "{kind}: snapshots share a path");
+    }
+}

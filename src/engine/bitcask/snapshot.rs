@@ -88,7 +88,15 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
             inner.keydir.len() as u64,
         )
     };
-    let name = format!("{:013}-{:020}", started_at.0, last_seq);
+    // Two snapshots in one millisecond with no write between would get the same name (found
+    // by fuzzing: the second failed to rename onto the first); number the later ones.
+    let base = format!("{:013}-{:020}", started_at.0, last_seq);
+    let mut name = base.clone();
+    let mut n = 1;
+    while root.join(&name).exists() {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
     let tmp = root.join(format!(".tmp-{name}"));
     fs::create_dir_all(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
     let mut bytes = 0u64;
