@@ -74,8 +74,16 @@ impl Inner {
         loc: Loc,
         w: Option<&Writer>,
     ) -> Result<Option<(record::Header, Bytes)>> {
-        let Some(raw) = self.read_raw(loc, w)? else {
-            return Ok(None);
+        let raw = match self.read_raw(loc, w) {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return Ok(None),
+            Err(e @ Error::Corrupted { .. }) => {
+                // A record cut off by a truncated file, found on read.
+                self.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "corrupt record");
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         };
         let checked = record::decode(&raw).and_then(|r| {
             if r.key != key {
