@@ -417,6 +417,12 @@ fn finish(inner: &Inner, o: Output) -> Result<u64> {
 
 /// Drops merged inputs from the file table and the disk, oldest first.
 fn retire(inner: &Inner, inputs: &[(u32, Arc<DataFile>)]) -> Result<()> {
+    // A hint still being written for an input (started when it was sealed) would land after
+    // the input is gone and be left behind: let those writers finish first.
+    let pending = std::mem::take(&mut *inner.hint_threads.lock());
+    for t in pending {
+        let _ = t.join();
+    }
     let _retire = inner.retire.lock();
     {
         let mut files = inner.files.write();
