@@ -128,8 +128,8 @@ impl Default for TlsSettings {
 
 impl AuthSettings {
     fn validate(&self) -> Result<AuthConfig, SettingError> {
-        let tokens = TokenSet::parse(&self.tokens, "auth.tokens")
-            .map_err(|r| bad("auth.tokens", r))?;
+        let tokens =
+            TokenSet::parse(&self.tokens, "auth.tokens").map_err(|r| bad("auth.tokens", r))?;
         if let Some(f) = &self.token_file {
             let set = TokenSet::load(f).map_err(|r| bad("auth.token_file", r))?;
             if set.is_empty() {
@@ -482,9 +482,7 @@ impl Settings {
         if max_uri_bytes < min_uri {
             return Err(bad(
                 "max_uri_bytes",
-                format!(
-                    "must be at least {min_uri} to fit a percent-encoded key of max_key_bytes"
-                ),
+                format!("must be at least {min_uri} to fit a percent-encoded key of max_key_bytes"),
             ));
         }
         let max_header_bytes = range("max_header_bytes", self.max_header_bytes, 1 << 20)?;

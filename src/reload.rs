@@ -13,8 +13,12 @@ use crate::tls::CertStore;
 
 fn reload_tls(store: &CertStore, why: &str) {
     match store.reload() {
-        Ok(()) => tracing::info!(why, file = %store.config().cert_file.display(), "TLS certificate reloaded"),
-        Err(e) => tracing::error!(why, error = %format!("{e:#}"), "TLS certificate not reloaded; keeping the one in use"),
+        Ok(()) => {
+            tracing::info!(why, file = %store.config().cert_file.display(), "TLS certificate reloaded")
+        }
+        Err(e) => {
+            tracing::error!(why, error = %format!("{e:#}"), "TLS certificate not reloaded; keeping the one in use")
+        }
     }
 }
 

@@ -14,13 +14,13 @@ use tokio::net::TcpListener;
 
 use crate::config::ServeConfig;
 use crate::engine::{self, Engine};
-use crate::http::state::Pool;
 use crate::http::auth::Auth;
+use crate::http::state::Pool;
 use crate::http::{self, AppState, Exec, ExecMode, HttpOptions};
+use crate::reload;
 use crate::shutdown::Shutdown;
 use crate::tls::{self, CertStore};
 use crate::transport::{self, Transport};
-use crate::reload;
 
 /// Runs the server until a stop signal (or `shutdown` is triggered by the caller).
 ///
@@ -46,7 +46,9 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         None
     };
     let certs = match &sec.tls {
-        Some(t) => Some(Arc::new(CertStore::new(t.clone()).context("loading TLS files")?)),
+        Some(t) => Some(Arc::new(
+            CertStore::new(t.clone()).context("loading TLS files")?,
+        )),
         None => None,
     };
     let transport = Transport {

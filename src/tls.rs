@@ -39,9 +39,7 @@ pub struct TlsConfig {
 type Stamp = [(Option<SystemTime>, u64); 2];
 
 fn stamp(cfg: &TlsConfig) -> Stamp {
-    let one = |p: &Path| {
-        std::fs::metadata(p).map_or((None, 0), |m| (m.modified().ok(), m.len()))
-    };
+    let one = |p: &Path| std::fs::metadata(p).map_or((None, 0), |m| (m.modified().ok(), m.len()));
     [one(&cfg.cert_file), one(&cfg.key_file)]
 }
 
@@ -57,8 +55,12 @@ pub fn load(cfg: &TlsConfig) -> anyhow::Result<CertifiedKey> {
     if certs.is_empty() {
         return Err(anyhow!("{} holds no certificate", cfg.cert_file.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(&cfg.key_file)
-        .map_err(|e| anyhow!("reading the private key from {}: {e}", cfg.key_file.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&cfg.key_file).map_err(|e| {
+        anyhow!(
+            "reading the private key from {}: {e}",
+            cfg.key_file.display()
+        )
+    })?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .with_context(|| format!("unsupported private key in {}", cfg.key_file.display()))?;
     let ck = CertifiedKey::new(certs, signer);

@@ -127,9 +127,8 @@ impl TokenSet {
                     .ok_or_else(|| format!("{at}: expected `role:token`"))?;
                 let role: Role = role.parse().map_err(|e| format!("{at}: {e}"))?;
                 let digest = match secret.strip_prefix("sha256:") {
-                    Some(hex) => from_hex(hex.trim()).ok_or_else(|| {
-                        format!("{at}: a sha256 entry needs 64 hex digits")
-                    })?,
+                    Some(hex) => from_hex(hex.trim())
+                        .ok_or_else(|| format!("{at}: a sha256 entry needs 64 hex digits"))?,
                     None => {
                         if secret.len() < MIN_TOKEN_LEN {
                             return Err(format!(
@@ -267,7 +266,12 @@ impl Auth {
 
     /// The role `method` on `path` needs.
     pub fn access(&self, method: &Method, path: &str) -> Access {
-        access(method, path, self.config.metrics_open, self.config.docs_open)
+        access(
+            method,
+            path,
+            self.config.metrics_open,
+            self.config.docs_open,
+        )
     }
 
     /// The role of a presented token.
@@ -339,11 +343,11 @@ pub fn describe(doc: &mut serde_json::Value, metrics_open: bool, docs_open: bool
         "type": "http",
         "scheme": "bearer",
         "description": "A token from `auth.tokens` or `auth.token_file`, sent as \
-`Authorization: Bearer <token>`, when the server has tokens configured (otherwise no token is \
-needed, and the server listens on loopback only unless `allow_unauthenticated_remote` is set). \
-Roles, given as the scopes of each operation's requirement: `read` (GET/HEAD of keys, listing, \
-mget), `write` (read + PUT, DELETE, batch), `admin` (everything, `/admin/*`). 401 with \
-`WWW-Authenticate: Bearer` when the token is missing or unknown, 403 when its role is too small."
+    `Authorization: Bearer <token>`, when the server has tokens configured (otherwise no token is \
+    needed, and the server listens on loopback only unless `allow_unauthenticated_remote` is set). \
+    Roles, given as the scopes of each operation's requirement: `read` (GET/HEAD of keys, listing, \
+    mget), `write` (read + PUT, DELETE, batch), `admin` (everything, `/admin/*`). 401 with \
+    `WWW-Authenticate: Bearer` when the token is missing or unknown, 403 when its role is too small."
     });
     if let Some(root) = doc.as_object_mut() {
         let components = root.entry("components").or_insert_with(|| json!({}));

@@ -181,12 +181,16 @@ impl ApiError {
             ApiError::UriTooLong { len, max } => (
                 S::URI_TOO_LONG,
                 "uri-too-long",
-                Some(format!("the request target is {len} bytes, the limit is {max}")),
+                Some(format!(
+                    "the request target is {len} bytes, the limit is {max}"
+                )),
             ),
             ApiError::HeadersTooLarge { len, max } => (
                 S::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers-too-large",
-                Some(format!("the header fields are {len} bytes, the limit is {max}")),
+                Some(format!(
+                    "the header fields are {len} bytes, the limit is {max}"
+                )),
             ),
             ApiError::Engine(e) => engine_parts(e),
         }

@@ -57,10 +57,7 @@ pub struct HttpOptions {
 
 /// Middleware: refuses a request target or header block over the limits.
 pub async fn limit_head(State(limits): State<HeadLimits>, req: Request, next: Next) -> Response {
-    let uri_len = req
-        .uri()
-        .path_and_query()
-        .map_or(0, |pq| pq.as_str().len());
+    let uri_len = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > limits.max_uri_bytes {
         return ApiError::UriTooLong {
             len: uri_len,
