@@ -209,7 +209,7 @@ fn expiry(kind: EngineKind) {
             .is_some(),
         "TTL kept across reopen"
     );
-    // 1.2 s, rounded up to a whole second by bitcask: gone at most 2.2 s after the put.
+    // 1.2 s, rounded to the nearest whole second by bitcask: gone at most 1.7 s after the put.
     std::thread::sleep(Duration::from_millis(2600));
     assert_eq!(get(&*e, b"soon"), None);
     let page = e.list(b"", None, 100).expect("list");

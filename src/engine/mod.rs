@@ -9,6 +9,7 @@
 
 pub mod bitcask;
 pub mod dir_lock;
+pub mod fault;
 pub mod memory;
 mod open;
 mod sync_policy;
