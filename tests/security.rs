@@ -778,26 +778,28 @@ async fn slowloris_clients_are_closed_while_others_are_served() {
         tokio::spawn(async move {
             let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
             let mut buf = [0u8; 1];
+            let mut cut = false;
             for b in b"X-Slow: 1\r\n".iter().cycle() {
                 if tokio::time::Instant::now() > deadline {
                     break;
                 }
                 if dribbler.write_all(&[*b]).await.is_err() {
+                    cut = true;
                     break;
                 }
                 // A read that ends (EOF or reset) means the server closed the connection.
-                if let Ok(r) = tokio::time::timeout(
+                let read = tokio::time::timeout(
                     std::time::Duration::from_millis(100),
                     dribbler.read(&mut buf),
                 )
-                .await
-                {
-                    if matches!(r, Ok(0) | Err(_)) {
-                        break;
-                    }
+                .await;
+                if matches!(read, Ok(Ok(0) | Err(_))) {
+                    cut = true;
+                    break;
                 }
             }
             closed.store(true, Ordering::SeqCst);
+            cut
         })
     };
     // Others are served meanwhile.
@@ -808,7 +810,10 @@ async fn slowloris_clients_are_closed_while_others_are_served() {
         served += 1;
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    dribble.await.expect("dribbler");
+    assert!(
+        dribble.await.expect("dribbler"),
+        "the dribbling client was not closed"
+    );
     assert!(served > 0);
     let mut buf = [0u8; 16];
     let r = tokio::time::timeout(STEP_TIMEOUT, silent.read(&mut buf))
