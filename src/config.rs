@@ -558,12 +558,24 @@ pub fn load(
         Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("_")
             .separator("__")
-            .try_parsing(true),
+            .try_parsing(true)
+            .source(Some(server_env())),
     );
     for (k, v) in overrides {
         b = b.set_override(*k, v.clone())?;
     }
     b.build()?.try_deserialize()
+}
+
+/// Variables read by the client subcommands, not by the server: they are left out so that
+/// one shell environment can hold both (`HOARDHAVEN_TOKEN` for `hoardhaven get`, say).
+const CLIENT_ONLY_ENV: &[&str] = &["HOARDHAVEN_TOKEN", "HOARDHAVEN_URL"];
+
+/// The process environment minus the client-only variables.
+fn server_env() -> config::Map<String, String> {
+    std::env::vars()
+        .filter(|(k, _)| !CLIENT_ONLY_ENV.contains(&k.as_str()))
+        .collect()
 }
 
 #[cfg(test)]
