@@ -113,7 +113,16 @@ pub fn encode_cursor(key: &[u8]) -> String {
 /// # Errors
 /// 400 when it is not one.
 pub fn decode_cursor(cursor: &[u8]) -> Result<Vec<u8>, ApiError> {
-    URL_SAFE_NO_PAD
+    // Lenient about unused trailing bits: any string of the documented pattern decodes to
+    // some key to start after, so a well-formed cursor is never refused.
+    const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_encode_padding(false)
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::RequireNone),
+    );
+    LENIENT
         .decode(cursor)
         .ok()
         .filter(|k| !k.is_empty())

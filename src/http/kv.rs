@@ -84,8 +84,8 @@ pub fn expiry(ttl: Option<u64>) -> Option<UnixMillis> {
     params(
         ("key" = String, Path, description = "The key, percent-encoded; `/` is allowed and part of the key (`/kv/a/b` is the key `a/b`), `%FF` is the byte 0xFF."),
         ("ttl" = Option<u64>, Query, minimum = 1, description = "Seconds until the value expires."),
-        ("If-Match" = Option<String>, Header, description = "Compare-and-set: write only if the current ETag is one of these (`*` = the key exists)."),
-        ("If-None-Match" = Option<String>, Header, description = "`*` = create only: write only if the key is absent."),
+        ("If-Match" = Option<String>, Header, pattern = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#, description = "Compare-and-set: write only if the current ETag is one of these (`*` = the key exists)."),
+        ("If-None-Match" = Option<String>, Header, pattern = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#, description = "`*` = create only: write only if the key is absent."),
     ),
     request_body(content = inline(RawValue), content_type = "application/octet-stream", description = "The value: any bytes, empty allowed, at most `max_value_bytes`."),
     responses(
@@ -152,7 +152,7 @@ pub async fn put_key(
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key, percent-encoded (see PUT)."),
-        ("If-None-Match" = Option<String>, Header, description = "ETags the client holds: 304 when one is current."),
+        ("If-None-Match" = Option<String>, Header, pattern = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#, description = "ETags the client holds: 304 when one is current."),
     ),
     responses(
         (status = 200, description = "The value's bytes.", body = inline(RawValue), content_type = "application/octet-stream",
@@ -192,7 +192,7 @@ pub async fn get_key(
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key, percent-encoded (see PUT)."),
-        ("If-None-Match" = Option<String>, Header, description = "ETags the client holds: 304 when one is current."),
+        ("If-None-Match" = Option<String>, Header, pattern = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#, description = "ETags the client holds: 304 when one is current."),
     ),
     responses(
         (status = 200, description = "Present.", headers(
@@ -200,7 +200,10 @@ pub async fn get_key(
             ("X-TTL" = u64, description = "Seconds left before the value expires (only on expiring values)."),
             ("Content-Length" = u64, description = "Length of the value in bytes."))),
         (status = 304, description = "Not modified."),
+        (status = 400, description = "Malformed key or header (no body: HEAD)."),
         (status = 404, description = "Absent or expired (no body)."),
+        (status = 414, description = "Key over `max_key_bytes` (no body: HEAD)."),
+        (status = 503, description = "Starting, stopping or shedding load (no body: HEAD)."),
     )
 )]
 pub async fn head_key(
@@ -232,7 +235,7 @@ pub async fn head_key(
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key, percent-encoded (see PUT)."),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the current ETag is one of these (`*` = exists)."),
+        ("If-Match" = Option<String>, Header, pattern = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#, description = "Delete only if the current ETag is one of these (`*` = exists)."),
     ),
     responses(
         (status = 204, description = "Deleted."),
@@ -280,7 +283,7 @@ pub async fn delete_key(
     params(
         ("prefix" = Option<String>, Query, description = "Only keys starting with these bytes (percent-encoded; `+` is a space)."),
         ("limit" = Option<usize>, Query, minimum = 1, description = "Page size: default 100, larger values are clamped to `max_list_limit`."),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page (opaque)."),
+        ("cursor" = Option<String>, Query, pattern = r#"^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$"#, description = "`next_cursor` of the previous page (opaque); empty = from the start."),
     ),
     responses(
         (status = 200, description = "One page of keys.", body = ListResponse),
@@ -309,6 +312,7 @@ pub async fn list_keys(
                     })?;
                 limit = n.min(max);
             }
+            "cursor" if value.is_empty() => start_after = None,
             "cursor" => start_after = Some(decode_cursor(&value)?),
             other => {
                 return Err(ApiError::BadRequest(format!(
