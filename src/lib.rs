@@ -8,11 +8,13 @@
 //!     snapshots (on-disk format in `docs/format.md`).
 //!   - [`engine::memory`]: Redis-style in-memory table, background snapshots, append-only log.
 //!   - [`engine::dir_lock`]: one process per data directory.
+//! - [`loadgen`]: the load tool behind `hoardhaven bench` (an HTTP client; no storage code).
 //!
 //! Engines are synchronous libraries with no HTTP in them; the service wraps them.
 
 pub mod engine;
 pub mod error;
+pub mod loadgen;
 
 pub use engine::{Engine, EngineKind, EngineOptions, SyncPolicy};
 pub use error::{Error, Result};
