@@ -170,7 +170,10 @@ pub async fn run_phase(
     live: Arc<Live>,
 ) -> anyhow::Result<Outcome> {
     let start = Instant::now();
-    let deadline = start + phase.duration;
+    // A preload has no deadline (Duration::MAX): a year stands in for "never".
+    let deadline = start
+        .checked_add(phase.duration)
+        .unwrap_or_else(|| start + Duration::from_secs(365 * 86_400));
     let mut handles = Vec::with_capacity(phase.connections);
     for w in 0..phase.connections.max(1) {
         handles.push(tokio::spawn(worker(
