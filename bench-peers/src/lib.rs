@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions};
+use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions, ReadMode};
 use hoardhaven::engine::memory::{MemoryEngine, MemoryOptions};
 use hoardhaven::engine::{BatchOp, Engine, PutOptions};
 use hoardhaven::SyncPolicy;
@@ -64,6 +64,8 @@ pub trait Store: Send + Sync {
 pub enum Kind {
     /// hoardhaven's bitcask engine (pread reads).
     Bitcask,
+    /// hoardhaven's bitcask engine with mmap reads of sealed files.
+    BitcaskMmap,
     /// hoardhaven's memory engine (AOF on).
     Memory,
     /// sled 0.34.
@@ -76,12 +78,20 @@ pub enum Kind {
 
 impl Kind {
     /// Every store, hoardhaven's first.
-    pub const ALL: [Kind; 5] = [Kind::Bitcask, Kind::Memory, Kind::Sled, Kind::Redb, Kind::Fjall];
+    pub const ALL: [Kind; 6] = [
+        Kind::Bitcask,
+        Kind::BitcaskMmap,
+        Kind::Memory,
+        Kind::Sled,
+        Kind::Redb,
+        Kind::Fjall,
+    ];
 
     /// Its name in benchmark ids.
     pub fn name(self) -> &'static str {
         match self {
             Kind::Bitcask => "hoardhaven-bitcask",
+            Kind::BitcaskMmap => "hoardhaven-bitcask-mmap",
             Kind::Memory => "hoardhaven-memory",
             Kind::Sled => "sled",
             Kind::Redb => "redb",
@@ -96,7 +106,8 @@ impl Kind {
     pub fn open(self, dir: &Path, d: Durability) -> Result<Arc<dyn Store>> {
         std::fs::create_dir_all(dir)?;
         Ok(match self {
-            Kind::Bitcask => Arc::new(Hoard::bitcask(dir, d)?),
+            Kind::Bitcask => Arc::new(Hoard::bitcask(dir, d, ReadMode::Pread)?),
+            Kind::BitcaskMmap => Arc::new(Hoard::bitcask(dir, d, ReadMode::Mmap)?),
             Kind::Memory => Arc::new(Hoard::memory(dir, d)?),
             Kind::Sled => Arc::new(SledStore::open(dir, d)?),
             Kind::Redb => Arc::new(RedbStore::open(dir, d)?),
@@ -172,8 +183,14 @@ impl Hoard {
             Durability::Sync => SyncPolicy::Always,
         }
     }
-    fn bitcask(dir: &Path, d: Durability) -> Result<Self> {
-        let mut o = BitcaskOptions::default();
+    fn bitcask(dir: &Path, d: Durability, read_mode: ReadMode) -> Result<Self> {
+        // 64 MiB files (as the system benchmark uses) so that most data sits in sealed files,
+        // where the read mode applies.
+        let mut o = BitcaskOptions {
+            read_mode,
+            max_file_size: 64 << 20,
+            ..BitcaskOptions::default()
+        };
         o.merge.check_interval = None;
         Ok(Hoard(Arc::new(Bitcask::open(dir, Self::policy(d), &o)?)))
     }
