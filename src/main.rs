@@ -1,2 +1,15 @@
-//! The hoardhaven binary (being written: see issue 4).
-fn main() {}
+//! The `hoardhaven` binary: parse the command line, run the subcommand, and report a failure
+//! on one line with a non-zero exit status.
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = hoardhaven::cli::Cli::parse();
+    match cli.run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hoardhaven: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -53,6 +53,17 @@ fn child_process_entry() {
                 println!("ack r{i}");
             }
         }
+        "trickle" => {
+            let e = Bitcask::open(&dir, SyncPolicy::Never, &opts()).expect("open");
+            e.put(
+                b"trickle",
+                Bytes::from_static(b"one small write"),
+                PutOptions::default(),
+            )
+            .expect("put");
+            println!("ack trickle");
+            std::thread::sleep(Duration::from_secs(60));
+        }
         other => panic!("unknown child mode {other}"),
     }
     std::process::exit(0);
@@ -329,4 +340,26 @@ fn a_crash_during_rotation_loses_no_acknowledged_write() {
     for k in &acked {
         assert!(e.get(k.as_bytes()).expect("get").is_some(), "{k} lost");
     }
+}
+
+#[test]
+fn sync_never_hands_a_lone_small_write_to_the_os_soon() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = child("trickle", dir.path(), None).spawn().expect("spawn");
+    let mut out = BufReader::new(c.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    // libtest may print "test child_process_entry ... " on the same line first.
+    while !line.contains("ack trickle") {
+        line.clear();
+        assert!(out.read_line(&mut line).expect("read") > 0, "child died");
+    }
+    // Far longer than the 50 ms flush tick, far shorter than the child's sleep.
+    std::thread::sleep(Duration::from_millis(500));
+    c.kill().expect("kill -9");
+    let _ = c.wait();
+    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("reopen");
+    assert!(
+        e.get(b"trickle").expect("get").is_some(),
+        "a write left in the buffer was lost"
+    );
 }

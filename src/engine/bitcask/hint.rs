@@ -173,6 +173,23 @@ pub fn load(
     Ok(Some(header))
 }
 
+/// The entry count a hint's trailer claims, read from its last bytes only (for sizing the
+/// keydir before loading); `None` if there is no readable hint.
+pub fn claimed_entries(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::FileExt;
+    let f = File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let at = len.checked_sub(TRAILER_LEN as u64)?;
+    let mut t = [0u8; TRAILER_LEN];
+    f.read_exact_at(&mut t, at).ok()?;
+    if &t[..8] != TRAILER_MAGIC {
+        return None;
+    }
+    let mut c = [0u8; 8];
+    c.copy_from_slice(&t[8..16]);
+    Some(u64::from_le_bytes(c))
+}
+
 /// Checks trailer, CRC and that the entries parse exactly; returns the entry bytes.
 fn verify(bytes: &[u8]) -> Option<&[u8]> {
     if bytes.len() < FILE_HEADER_LEN + TRAILER_LEN {

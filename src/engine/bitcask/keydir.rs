@@ -18,6 +18,7 @@
 
 use std::hash::BuildHasher;
 
+use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::RwLock;
 
@@ -95,27 +96,27 @@ fn write_loc(pages: &mut [Vec<u8>], pos: u32, loc: Loc) {
     e[12..16].copy_from_slice(&loc.expiry_s.to_le_bytes());
 }
 
-impl Shard {
-    fn append(&mut self, key: &[u8], loc: Loc) -> u32 {
-        let need = ENTRY_FIXED + key.len();
-        let fits = self
-            .pages
-            .last()
-            .is_some_and(|p| p.capacity() - p.len() >= need && p.len() < PAGE_SIZE);
-        if !fits {
-            self.pages.push(Vec::with_capacity(PAGE_SIZE.max(need)));
-        }
-        let idx = self.pages.len() - 1;
-        let page = &mut self.pages[idx];
-        let pos = ((idx as u32) << PAGE_BITS) | page.len() as u32;
-        page.extend_from_slice(&[0u8; 16]);
-        page.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        page.extend_from_slice(key);
-        write_loc(&mut self.pages, pos, loc);
-        self.used += need;
-        pos
+/// Appends an entry to a shard's arena, returning its position.
+fn append(pages: &mut Vec<Vec<u8>>, used: &mut usize, key: &[u8], loc: Loc) -> u32 {
+    let need = ENTRY_FIXED + key.len();
+    let fits = pages
+        .last()
+        .is_some_and(|p| p.capacity() - p.len() >= need && p.len() < PAGE_SIZE);
+    if !fits {
+        pages.push(Vec::with_capacity(PAGE_SIZE.max(need)));
     }
+    let idx = pages.len() - 1;
+    let page = &mut pages[idx];
+    let pos = ((idx as u32) << PAGE_BITS) | page.len() as u32;
+    page.extend_from_slice(&[0u8; 16]);
+    page.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    page.extend_from_slice(key);
+    write_loc(pages, pos, loc);
+    *used += need;
+    pos
+}
 
+impl Shard {
     /// Rewrites the arena without holes when holes are more than half of it.
     fn maybe_compact(&mut self, hasher: &DefaultHashBuilder) {
         if self.dead < PAGE_SIZE || self.dead * 2 < self.used {
@@ -128,7 +129,7 @@ impl Shard {
         let mut table = HashTable::with_capacity(positions.len());
         for pos in positions {
             let key = key_of(&old, pos);
-            let new_pos = self.append(key, loc_of(&old, pos));
+            let new_pos = append(&mut self.pages, &mut self.used, key, loc_of(&old, pos));
             let pages = &self.pages;
             table.insert_unique(hasher.hash_one(key), new_pos, |&p| {
                 hasher.hash_one(key_of(pages, p))
@@ -214,37 +215,67 @@ impl Keydir {
         let hash = self.hasher.hash_one(key);
         let hasher = &self.hasher;
         let mut guard = self.shard(hash).write();
-        let shard = &mut *guard;
-        let found = {
-            let pages = &shard.pages;
-            shard
-                .table
-                .find(hash, |&p| key_of(pages, p) == key)
-                .copied()
-        };
-        let old = found.map(|p| loc_of(&shard.pages, p));
-        let new = f(old);
-        let changed = new != old;
-        match (found, new) {
-            (Some(pos), Some(loc)) => write_loc(&mut shard.pages, pos, loc),
-            (Some(_), None) => {
-                let pages = &shard.pages;
-                if let Ok(entry) = shard.table.find_entry(hash, |&p| key_of(pages, p) == key) {
-                    entry.remove();
+        let Shard {
+            table,
+            pages,
+            used,
+            dead,
+        } = &mut *guard;
+        // One probe finds the key or the slot for it.
+        let entry = table.entry(
+            hash,
+            |&p| key_of(pages, p) == key,
+            |&p| hasher.hash_one(key_of(pages, p)),
+        );
+        let (old, new) = match entry {
+            Entry::Occupied(o) => {
+                let pos = *o.get();
+                let old = loc_of(pages, pos);
+                let new = f(Some(old));
+                match new {
+                    Some(loc) => write_loc(pages, pos, loc),
+                    None => {
+                        o.remove();
+                        *dead += ENTRY_FIXED + key.len();
+                    }
                 }
-                shard.dead += ENTRY_FIXED + key.len();
-                shard.maybe_compact(hasher);
+                (Some(old), new)
             }
-            (None, Some(loc)) => {
-                let pos = shard.append(key, loc);
-                let pages = &shard.pages;
-                shard
-                    .table
-                    .insert_unique(hash, pos, |&p| hasher.hash_one(key_of(pages, p)));
+            Entry::Vacant(v) => {
+                let new = f(None);
+                if let Some(loc) = new {
+                    v.insert(append(pages, used, key, loc));
+                }
+                (None, new)
             }
-            (None, None) => {}
+        };
+        if new.is_none() && old.is_some() {
+            guard.maybe_compact(hasher);
         }
-        (old, changed)
+        (old, new != old)
+    }
+
+    /// Gives back table space reserved for more keys than arrived (after start-up, where hints
+    /// count overwritten records too).
+    pub fn shrink_if_oversized(&self) {
+        for s in self.shards.iter() {
+            let mut guard = s.write();
+            let Shard { table, pages, .. } = &mut *guard;
+            if table.capacity() > 2 * table.len() + 64 {
+                table.shrink_to_fit(|&p| self.hasher.hash_one(key_of(pages, p)));
+            }
+        }
+    }
+
+    /// Makes room for `additional` more keys (spread over the shards), so that loading a
+    /// known number of keys at start-up never rehashes.
+    pub fn reserve(&self, additional: usize) {
+        let per_shard = additional / SHARDS + 1;
+        for s in self.shards.iter() {
+            let mut guard = s.write();
+            let Shard { table, pages, .. } = &mut *guard;
+            table.reserve(per_shard, |&p| self.hasher.hash_one(key_of(pages, p)));
+        }
     }
 
     /// Number of keys (expired ones included until collected).

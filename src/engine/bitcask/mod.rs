@@ -49,6 +49,8 @@ use writer::{GroupCommit, Writer};
 
 /// Largest value the bitcask engine stores (record lengths are kept in 32 bits).
 pub const MAX_VALUE_LEN: usize = 1 << 30;
+/// How often `SyncPolicy::Never` writes the append buffer to the OS.
+const NEVER_FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Largest `max_file_size` (record offsets are kept in 32 bits).
 pub const MAX_FILE_SIZE: u64 = 2 << 30;
 
@@ -288,9 +290,12 @@ impl Bitcask {
         let (tx, rx) = mpsc::channel::<()>();
         let rx = Arc::new(Mutex::new(rx));
         let mut bg = self.background.lock();
+        // `never` still hands the append buffer to the OS every 50 ms, so a process crash
+        // loses at most that much; `<N>ms` fsyncs every N ms.
         let tick = match self.inner.sync {
             SyncPolicy::Every(d) => Some(d),
-            _ => None,
+            SyncPolicy::Never => Some(NEVER_FLUSH_EVERY),
+            SyncPolicy::Always => None,
         };
         let check = self.inner.opts.merge.check_interval;
         if tick.is_none() && check.is_none() {
@@ -332,9 +337,15 @@ fn background_loop(
             _ => return,
         }
         if tick.is_some() && !inner.poisoned.load(Ordering::Acquire) {
-            match writer::sync_active(inner) {
-                Ok(seq) => inner.commit.mark_durable(seq),
-                Err(e) => tracing::error!(error = %e, "interval fsync failed"),
+            if inner.sync == SyncPolicy::Never {
+                if let Err(e) = inner.writer.lock().flush(inner) {
+                    tracing::error!(error = %e, "background flush failed");
+                }
+            } else {
+                match writer::sync_active(inner) {
+                    Ok(seq) => inner.commit.mark_durable(seq),
+                    Err(e) => tracing::error!(error = %e, "interval fsync failed"),
+                }
             }
         }
         if let Some(c) = check {

@@ -89,6 +89,16 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
         .filter(|(id, _)| id.minor == 0)
         .map(|(id, _)| *id);
     let keydir = Keydir::new();
+    // Size the keydir once: hints say how many entries they hold; for data files without a
+    // hint, guess one key per 128 bytes. Growing a large table rehashes every key.
+    let expected: u64 = listed
+        .iter()
+        .map(|(id, p)| {
+            hint::claimed_entries(&dir.join(id.hint_name()))
+                .unwrap_or_else(|| fs::metadata(p).map(|m| m.len() / 128).unwrap_or(0))
+        })
+        .sum();
+    keydir.reserve(usize::try_from(expected).unwrap_or(0));
     let mut live: HashMap<u32, u64> = HashMap::new();
     let mut files = Vec::new();
     let (mut max_seq, mut base_seq, mut max_major, mut torn_total) = (0u64, 0u64, 0u32, 0u64);

@@ -1,0 +1,268 @@
+//! Operations routes: `/admin/merge`, `/admin/snapshot`, `/admin/stats`, `/metrics`,
+//! `/healthz`, `/readyz`.
+//!
+//! Owns how background jobs are started from HTTP (on a blocking thread, one of each kind at a
+//! time: 409 otherwise; 202 with a status document, or 200 with the result under `?wait=true`)
+//! and how their state is reported (from [`Engine::jobs`](crate::engine::Engine::jobs)).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use super::dto::{
+    Health, JobStateKind, MergeStatus, SnapshotStatus, StatsDto, merge_status, snapshot_status,
+};
+use super::error::{ApiError, Problem};
+use super::keys::parse_query;
+use super::metrics;
+use super::state::{AppState, CallKind, JobKind};
+use crate::engine::{JobState, UnixMillis};
+use crate::error::Error;
+
+/// Parses `?wait=true|false` (also `1`/`0`); nothing else is accepted.
+fn wait_param(uri: &Uri) -> Result<bool, ApiError> {
+    let mut wait = false;
+    for (name, value) in parse_query(uri.query())? {
+        match (name.as_str(), value.as_slice()) {
+            ("wait", b"true" | b"1" | b"") => wait = true,
+            ("wait", b"false" | b"0") => wait = false,
+            ("wait", _) => {
+                return Err(ApiError::BadRequest("`wait` must be true or false".into()));
+            }
+            (other, _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter `{other}` (this route takes `wait`)"
+                )));
+            }
+        }
+    }
+    Ok(wait)
+}
+
+fn running(kind: JobKind, jobs: &crate::engine::JobStatus) -> bool {
+    match kind {
+        JobKind::Merge => matches!(jobs.merge, JobState::Running { .. }),
+        JobKind::Snapshot => matches!(jobs.snapshot, JobState::Running { .. }),
+    }
+}
+
+/// The status document of a job, as JSON.
+async fn status_doc(state: &AppState, kind: JobKind) -> Result<serde_json::Value, ApiError> {
+    let (jobs, kept) = state
+        .call(CallKind::Read, move |e| {
+            let kept = match kind {
+                JobKind::Merge => Vec::new(),
+                JobKind::Snapshot => e.snapshots()?,
+            };
+            Ok((e.jobs(), kept))
+        })
+        .await?;
+    let doc = match kind {
+        JobKind::Merge => serde_json::to_value(merge_status(&jobs)),
+        JobKind::Snapshot => serde_json::to_value(snapshot_status(&jobs, &kept)),
+    };
+    doc.map_err(|e| ApiError::Internal(format!("status document: {e}")))
+}
+
+/// Starts a job (or runs it to the end under `wait`).
+async fn start(state: AppState, kind: JobKind, uri: Uri) -> Result<Response, ApiError> {
+    let wait = wait_param(&uri)?;
+    let engine = state.engine_handle().ok_or(ApiError::NotReady)?;
+    let busy = || ApiError::Engine(Error::Busy(kind.name()));
+    let guard = state.try_begin(kind).ok_or_else(busy)?;
+    if running(kind, &engine.jobs()) {
+        return Err(busy());
+    }
+    let job_engine = Arc::clone(&engine);
+    let job = tokio::task::spawn_blocking(move || {
+        let _guard = guard;
+        let result = match kind {
+            JobKind::Merge => job_engine.merge().map(|_| ()),
+            JobKind::Snapshot => job_engine.snapshot().map(|_| ()),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(job = kind.name(), error = %e, "background job failed");
+        }
+        result
+    });
+    if wait {
+        job.await
+            .map_err(|e| ApiError::Internal(format!("{} task: {e}", kind.name())))??;
+        let doc = status_doc(&state, kind).await?;
+        return Ok((StatusCode::OK, Json(doc)).into_response());
+    }
+    let mut doc = status_doc(&state, kind).await?;
+    // The job may not have reported itself running yet: say what was just done.
+    if doc.get("state") != Some(&serde_json::json!(JobStateKind::Running))
+        && !job.is_finished()
+        && let Some(obj) = doc.as_object_mut()
+    {
+        obj.insert("state".into(), serde_json::json!(JobStateKind::Running));
+        obj.insert(
+            "started_at_ms".into(),
+            serde_json::json!(UnixMillis::now().0),
+        );
+        obj.insert("report".into(), serde_json::Value::Null);
+        obj.insert("error".into(), serde_json::Value::Null);
+    }
+    let location = HeaderValue::from_static(kind.path());
+    Ok((
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location)],
+        Json(doc),
+    )
+        .into_response())
+}
+
+/// Starts a merge (bitcask) or log rewrite (memory).
+#[utoipa::path(
+    post,
+    path = "/admin/merge",
+    tag = "admin",
+    params(("wait" = Option<bool>, Query, description = "Run to the end and answer 200 with the result.")),
+    responses(
+        (status = 202, description = "Started; poll `GET /admin/merge`.", body = MergeStatus,
+            headers(("Location" = String, description = "Where to poll: /admin/merge."))),
+        (status = 200, description = "Finished (with `?wait=true`).", body = MergeStatus),
+        (status = 400, description = "Bad query parameter.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A merge is already running.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "Disk full.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn start_merge(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    start(state, JobKind::Merge, uri).await
+}
+
+/// State of the current or last merge.
+#[utoipa::path(
+    get,
+    path = "/admin/merge",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Idle, running (with progress), done (with the report) or failed.", body = MergeStatus),
+        (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn merge_state(State(state): State<AppState>) -> Result<Json<MergeStatus>, ApiError> {
+    let jobs = state.call(CallKind::Read, |e| Ok(e.jobs())).await?;
+    Ok(Json(merge_status(&jobs)))
+}
+
+/// Takes a point-in-time snapshot.
+#[utoipa::path(
+    post,
+    path = "/admin/snapshot",
+    tag = "admin",
+    params(("wait" = Option<bool>, Query, description = "Run to the end and answer 200 with the result.")),
+    responses(
+        (status = 202, description = "Started; poll `GET /admin/snapshot`.", body = SnapshotStatus,
+            headers(("Location" = String, description = "Where to poll: /admin/snapshot."))),
+        (status = 200, description = "Finished (with `?wait=true`).", body = SnapshotStatus),
+        (status = 400, description = "Bad query parameter.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A snapshot is already running.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "Disk full.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn start_snapshot(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    start(state, JobKind::Snapshot, uri).await
+}
+
+/// State of the current or last snapshot, and the snapshots kept.
+#[utoipa::path(
+    get,
+    path = "/admin/snapshot",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Job state and the snapshots on disk, oldest first.", body = SnapshotStatus),
+        (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn snapshot_state(
+    State(state): State<AppState>,
+) -> Result<Json<SnapshotStatus>, ApiError> {
+    let (jobs, kept) = state
+        .call(CallKind::Read, |e| Ok((e.jobs(), e.snapshots()?)))
+        .await?;
+    Ok(Json(snapshot_status(&jobs, &kept)))
+}
+
+/// Engine statistics.
+#[utoipa::path(
+    get,
+    path = "/admin/stats",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Keys, bytes, files, fragmentation, jobs, sync mode.", body = StatsDto),
+        (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn stats(State(state): State<AppState>) -> Result<Json<StatsDto>, ApiError> {
+    let (s, kept) = state
+        .call(CallKind::Read, |e| Ok((e.stats()?, e.snapshots()?)))
+        .await?;
+    metrics::record_engine(&s);
+    Ok(Json(StatsDto::new(&s, &kept)))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    responses((status = 200, description = "Prometheus text format 0.0.4.", body = String, content_type = "text/plain"))
+)]
+pub async fn prometheus(State(state): State<AppState>) -> Response {
+    if state.is_ready()
+        && let Ok(s) = state.call(CallKind::Read, |e| e.stats()).await
+    {
+        metrics::record_engine(&s);
+    }
+    metrics::record_ready(state.is_ready());
+    let body = state.metrics().map(|h| h.render()).unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "ops",
+    responses((status = 200, description = "Alive.", body = Health))
+)]
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// Readiness: recovered and accepting writes.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "ops",
+    responses(
+        (status = 200, description = "Ready.", body = Health),
+        (status = 503, description = "Starting (recovering), stopping, or refusing writes.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    if state.is_ready() {
+        Ok(Json(Health {
+            status: "ready".into(),
+        }))
+    } else {
+        Err(ApiError::NotReady)
+    }
+}

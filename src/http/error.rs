@@ -1,0 +1,258 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Owns [`ApiError`] (everything a handler can fail with: the library [`Error`] plus the
+//! HTTP-level refusals such as a missing JSON content type) and its single `IntoResponse`,
+//! which renders an RFC 9457 `application/problem+json` document. Internal details (I/O
+//! errors, corrupt files) are logged here with `tracing` and never sent to the client.
+//! Nothing else in the crate decides an HTTP status for an error.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::engine::Version;
+use crate::error::Error;
+
+/// Content type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// An RFC 9457 problem document, as sent in every error response.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`urn:hoardhaven:problem:<slug>`).
+    #[serde(rename = "type")]
+    #[schema(example = "urn:hoardhaven:problem:not-found")]
+    pub kind: String,
+    /// Short, human-readable summary of the kind of problem.
+    #[schema(example = "Not Found")]
+    pub title: String,
+    /// The HTTP status code, repeated for convenience.
+    #[schema(example = 404)]
+    pub status: u16,
+    /// What went wrong with this request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "no value under this key")]
+    pub detail: Option<String>,
+}
+
+/// Everything a handler can fail with.
+#[derive(Debug)]
+pub enum ApiError {
+    /// A failure reported by the storage engine.
+    Engine(Error),
+    /// Malformed input: bad JSON, bad query parameter, bad header, bad percent-encoding.
+    BadRequest(String),
+    /// The key is absent (or expired).
+    NotFound,
+    /// The key is longer than the configured limit. `in_uri` picks 414 (key in the path) or
+    /// 413 (key inside a JSON body).
+    KeyTooLong {
+        /// Bytes given.
+        len: usize,
+        /// Largest allowed.
+        max: usize,
+        /// Whether the key came from the request path.
+        in_uri: bool,
+    },
+    /// The body (or a value inside it, or the number of operations) is over a limit.
+    PayloadTooLarge(String),
+    /// A JSON body was required and the request did not say `Content-Type: application/json`.
+    UnsupportedMediaType,
+    /// The method is not served on this path.
+    MethodNotAllowed,
+    /// No route matches the path.
+    NoRoute,
+    /// The engine is still opening (recovering) or the server is shutting down.
+    NotReady,
+    /// Too many requests in flight; the request was shed.
+    Overloaded,
+    /// A server-side failure that is not the engine's (a panicked task); logged, not sent.
+    Internal(String),
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError::Engine(e)
+    }
+}
+
+impl ApiError {
+    /// Status, problem slug and client-facing detail; logs what the client must not see.
+    fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
+        use StatusCode as S;
+        match self {
+            ApiError::BadRequest(m) => (S::BAD_REQUEST, "bad-request", Some(m.clone())),
+            ApiError::NotFound => (
+                S::NOT_FOUND,
+                "not-found",
+                Some("no value under this key".into()),
+            ),
+            ApiError::KeyTooLong { len, max, in_uri } => {
+                let status = if *in_uri {
+                    S::URI_TOO_LONG
+                } else {
+                    S::PAYLOAD_TOO_LARGE
+                };
+                let detail = format!("key is {len} bytes, the limit is {max}");
+                (status, "key-too-long", Some(detail))
+            }
+            ApiError::PayloadTooLarge(m) => (S::PAYLOAD_TOO_LARGE, "too-large", Some(m.clone())),
+            ApiError::UnsupportedMediaType => (
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                Some("this endpoint needs `Content-Type: application/json`".into()),
+            ),
+            ApiError::MethodNotAllowed => (S::METHOD_NOT_ALLOWED, "method-not-allowed", None),
+            ApiError::NoRoute => (
+                S::NOT_FOUND,
+                "no-route",
+                Some("no such endpoint; see /openapi.json".into()),
+            ),
+            ApiError::NotReady => (
+                S::SERVICE_UNAVAILABLE,
+                "not-ready",
+                Some("the store is starting or stopping; retry shortly".into()),
+            ),
+            ApiError::Overloaded => (
+                S::SERVICE_UNAVAILABLE,
+                "overloaded",
+                Some("too many requests in flight; retry shortly".into()),
+            ),
+            ApiError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                (
+                    S::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    Some("internal error; details are in the server log".into()),
+                )
+            }
+            ApiError::Engine(e) => engine_parts(e),
+        }
+    }
+}
+
+/// The mapping of library errors. Exhaustive on purpose: a new variant must be mapped here.
+fn engine_parts(e: &Error) -> (StatusCode, &'static str, Option<String>) {
+    use StatusCode as S;
+    match e {
+        Error::PreconditionFailed { .. } => (
+            S::PRECONDITION_FAILED,
+            "precondition-failed",
+            Some("the key's current version does not satisfy If-Match / If-None-Match".into()),
+        ),
+        Error::EmptyKey => (S::BAD_REQUEST, "empty-key", Some(e.to_string())),
+        Error::KeyTooLarge { .. } => (S::URI_TOO_LONG, "key-too-long", Some(e.to_string())),
+        Error::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "too-large", Some(e.to_string())),
+        Error::BatchTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "too-large", Some(e.to_string())),
+        Error::Busy(_) => (S::CONFLICT, "job-running", Some(e.to_string())),
+        Error::DiskFull { context } => {
+            tracing::error!(%context, "disk full; write refused");
+            (
+                S::INSUFFICIENT_STORAGE,
+                "disk-full",
+                Some("the disk is full; the write was not made".into()),
+            )
+        }
+        Error::Poisoned(reason) => {
+            tracing::error!(%reason, "engine refuses writes");
+            (
+                S::SERVICE_UNAVAILABLE,
+                "write-refused",
+                Some("writes are refused after an earlier I/O failure; restart needed".into()),
+            )
+        }
+        Error::Closed => (
+            S::SERVICE_UNAVAILABLE,
+            "not-ready",
+            Some("the store is shutting down".into()),
+        ),
+        Error::Io { .. }
+        | Error::Corrupted { .. }
+        | Error::Locked(_)
+        | Error::UnsupportedFormat { .. }
+        | Error::InvalidConfig { .. } => {
+            tracing::error!(error = %e, "internal error");
+            (
+                S::INTERNAL_SERVER_ERROR,
+                "internal",
+                Some("internal error; details are in the server log".into()),
+            )
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, slug, detail) = self.parts();
+        let problem = Problem {
+            kind: format!("urn:hoardhaven:problem:{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail,
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        match &self {
+            ApiError::NotReady | ApiError::Overloaded | ApiError::Engine(Error::Closed) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            // Version 0 is never written: an engine reporting it only means "present".
+            ApiError::Engine(Error::PreconditionFailed {
+                current: Some(version),
+            }) if version.0 > 0 => {
+                if let Ok(v) = HeaderValue::from_str(&etag(*version)) {
+                    headers.insert(header::ETAG, v);
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// The strong ETag of a version: the decimal sequence number in quotes.
+pub fn etag(v: Version) -> String {
+    format!("\"{}\"", v.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_input_never_maps_to_5xx() {
+        let inputs = [
+            ApiError::BadRequest("x".into()),
+            ApiError::KeyTooLong {
+                len: 9,
+                max: 1,
+                in_uri: true,
+            },
+            ApiError::PayloadTooLarge("x".into()),
+            ApiError::UnsupportedMediaType,
+            ApiError::Engine(Error::EmptyKey),
+            ApiError::Engine(Error::KeyTooLarge { len: 9, max: 1 }),
+            ApiError::Engine(Error::ValueTooLarge { len: 9, max: 1 }),
+            ApiError::Engine(Error::BatchTooLarge("x".into())),
+            ApiError::Engine(Error::PreconditionFailed { current: None }),
+        ];
+        for e in inputs {
+            let status = e.into_response().status();
+            assert!(status.is_client_error(), "{status}");
+        }
+    }
+
+    #[test]
+    fn problem_has_its_content_type_and_etag_on_412() {
+        let resp = ApiError::Engine(Error::PreconditionFailed {
+            current: Some(Version(7)),
+        })
+        .into_response();
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(resp.headers()[header::ETAG], "\"7\"");
+    }
+}

@@ -1,0 +1,199 @@
+//! In-process router tests (`tower::ServiceExt::oneshot`, no socket) over the real bitcask
+//! engine in a temporary directory: the states a black-box test cannot reach on purpose
+//! (engine not yet open, a job already running, a request holding the last in-flight slot).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::http::{Request, StatusCode, header};
+use bytes::Bytes;
+use tower::ServiceExt;
+
+use super::state::JobKind;
+use super::{AppState, Exec, ExecMode, Limits, router};
+use crate::engine::{self, Engine, EngineKind, EngineOptions, SyncPolicy};
+
+fn open(dir: &std::path::Path) -> Arc<dyn Engine> {
+    engine::open(&EngineOptions {
+        kind: EngineKind::Bitcask,
+        dir: dir.to_path_buf(),
+        sync: SyncPolicy::Never,
+        ..EngineOptions::default()
+    })
+    .expect("open bitcask")
+}
+
+async fn send(app: &Router, method: &str, uri: &str, body: Body) -> (StatusCode, String, Bytes) {
+    let req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(body)
+        .expect("request");
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (status, ct, bytes)
+}
+
+#[tokio::test]
+async fn not_ready_until_the_engine_is_open_and_again_when_stopping() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exec = Exec {
+        reads: ExecMode::Inline,
+        writes: ExecMode::Blocking,
+        pool: None,
+    };
+    let state = AppState::new(Limits::default(), exec, super::metrics::install());
+    let app = router(state.clone());
+    let (st, ct, _) = send(&app, "GET", "/readyz", Body::empty()).await;
+    assert_eq!(
+        (st, ct.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "application/problem+json")
+    );
+    assert_eq!(
+        send(&app, "GET", "/healthz", Body::empty()).await.0,
+        StatusCode::OK
+    );
+    let (st, _, _) = send(&app, "GET", "/kv/x", Body::empty()).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+
+    state.set_engine(open(dir.path()));
+    assert_eq!(
+        send(&app, "GET", "/readyz", Body::empty()).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&app, "PUT", "/kv/x", Body::from("1")).await.0,
+        StatusCode::CREATED
+    );
+    let (st, _, body) = send(&app, "GET", "/kv/x", Body::empty()).await;
+    assert_eq!((st, body.as_ref()), (StatusCode::OK, &b"1"[..]));
+
+    state.set_stopping();
+    assert_eq!(
+        send(&app, "GET", "/readyz", Body::empty()).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn a_second_job_of_a_kind_is_409() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = AppState::with_engine(open(dir.path()), Limits::default());
+    let app = router(state.clone());
+    for (kind, path) in [
+        (JobKind::Merge, "/admin/merge"),
+        (JobKind::Snapshot, "/admin/snapshot"),
+    ] {
+        let running = state.try_begin(kind).expect("first claim");
+        let (st, ct, body) = send(&app, "POST", path, Body::empty()).await;
+        assert_eq!(
+            st,
+            StatusCode::CONFLICT,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(ct, "application/problem+json");
+        drop(running);
+        let (st, _, body) = send(&app, "POST", &format!("{path}?wait=true"), Body::empty()).await;
+        assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+}
+
+#[tokio::test]
+async fn every_exec_mode_serves() {
+    for (reads, writes) in [
+        (ExecMode::Inline, ExecMode::Inline),
+        (ExecMode::Blocking, ExecMode::Blocking),
+        (ExecMode::Pool, ExecMode::Pool),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pool = Some(Arc::new(super::state::Pool::new(2).expect("pool")));
+        let state = AppState::new(
+            Limits::default(),
+            Exec {
+                reads,
+                writes,
+                pool,
+            },
+            None,
+        );
+        state.set_engine(open(dir.path()));
+        let app = router(state);
+        assert_eq!(
+            send(&app, "PUT", "/kv/k", Body::from("v")).await.0,
+            StatusCode::CREATED
+        );
+        let (st, _, body) = send(&app, "GET", "/kv/k", Body::empty()).await;
+        assert_eq!(
+            (st, body.as_ref()),
+            (StatusCode::OK, &b"v"[..]),
+            "{reads:?}"
+        );
+    }
+}
+
+/// A body that never delivers anything: its request stays in flight.
+struct Stalled;
+
+impl HttpBody for Stalled {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        Poll::Pending
+    }
+}
+
+#[tokio::test]
+async fn load_beyond_max_in_flight_is_shed_with_503() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limits = Limits {
+        max_in_flight: 1,
+        ..Limits::default()
+    };
+    let state = AppState::with_engine(open(dir.path()), limits);
+    let app = router(state);
+    // On this single-threaded test runtime, one yield lets the spawned request run until it
+    // waits for its body, holding the only slot.
+    let stalled = tokio::spawn({
+        let app = app.clone();
+        async move { send(&app, "PUT", "/kv/slow", Body::new(Stalled)).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!stalled.is_finished(), "the stalled request is in flight");
+    let (st, ct, body) = send(&app, "GET", "/kv/other", Body::empty()).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ct, "application/problem+json");
+    assert!(String::from_utf8_lossy(&body).contains("overloaded"));
+    // Probes are never shed.
+    assert_eq!(
+        send(&app, "GET", "/readyz", Body::empty()).await.0,
+        StatusCode::OK
+    );
+    stalled.abort();
+}
+
+#[tokio::test]
+async fn served_openapi_is_the_generated_document() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = AppState::with_engine(open(dir.path()), Limits::default());
+    let app = router(state.clone());
+    let (st, ct, body) = send(&app, "GET", "/openapi.json", Body::empty()).await;
+    assert_eq!((st, ct.as_str()), (StatusCode::OK, "application/json"));
+    assert_eq!(Some(&body), state.openapi_json());
+}

@@ -1,0 +1,134 @@
+//! The server's life: bind, open the engine, serve, stop gracefully, make everything durable.
+//!
+//! Owns [`run`]. It binds first (so `/healthz` answers and `/readyz` says 503 while the engine
+//! recovers), opens the engine on a blocking thread, then serves until SIGTERM / Ctrl-C: stop
+//! accepting, let in-flight requests finish (up to the grace period), then `Engine::close`
+//! (final sync, directory lock released). A failure to open, such as a data directory locked
+//! by another process, stops the server and is returned to the caller.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+use tokio::net::TcpListener;
+
+use crate::config::ServeConfig;
+use crate::engine::{self, Engine};
+use crate::http::state::Pool;
+use crate::http::{self, AppState, Exec, ExecMode};
+use crate::shutdown::Shutdown;
+
+/// Runs the server until a stop signal (or `shutdown` is triggered by the caller).
+///
+/// # Errors
+/// Binding, opening the engine (locked directory, unsupported format, I/O) or the final sync.
+pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%addr, engine = %cfg.engine.kind, dir = %cfg.engine.dir.display(),
+        sync = %cfg.engine.sync, "listening on http://{addr}");
+    if let Some(p) = &cfg.port_file {
+        write_port_file(p, &addr.to_string())
+            .with_context(|| format!("writing the port file {}", p.display()))?;
+    }
+
+    let uses_pool = cfg.exec_reads == ExecMode::Pool || cfg.exec_writes == ExecMode::Pool;
+    let pool = if uses_pool {
+        Some(Arc::new(
+            Pool::new(cfg.pool_threads).context("starting the engine thread pool")?,
+        ))
+    } else {
+        None
+    };
+    let exec = Exec {
+        reads: cfg.exec_reads,
+        writes: cfg.exec_writes,
+        pool,
+    };
+    let metrics = http::metrics::install();
+    let state = AppState::new(cfg.limits, exec, metrics.clone());
+    let app = http::router(state.clone());
+
+    if let Some(handle) = metrics {
+        let sd = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(http::METRICS_UPKEEP);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => handle.run_upkeep(),
+                    _ = sd.wait() => break,
+                }
+            }
+        });
+    }
+
+    let serve = {
+        let sd = shutdown.clone();
+        let st = state.clone();
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    sd.wait().await;
+                    st.set_stopping();
+                })
+                .await
+        })
+    };
+
+    let opts = cfg.engine.clone();
+    let opened = tokio::task::spawn_blocking(move || engine::open(&opts))
+        .await
+        .map_err(|e| anyhow!("opening the engine: {e}"))?;
+    let engine: Arc<dyn Engine> = match opened {
+        Ok(e) => e,
+        Err(e) => {
+            shutdown.trigger();
+            let _ = serve.await;
+            remove_port_file(cfg.port_file.as_deref());
+            return Err(anyhow::Error::new(e));
+        }
+    };
+    state.set_engine(Arc::clone(&engine));
+    tracing::info!("ready: engine open");
+
+    shutdown.wait().await;
+    let mut serve = serve;
+    match tokio::time::timeout(cfg.shutdown_grace, &mut serve).await {
+        Ok(Ok(Ok(()))) => tracing::info!("stopped accepting; in-flight requests finished"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+        Err(_) => {
+            tracing::warn!(grace = ?cfg.shutdown_grace, "in-flight requests still running after the grace period; closing anyway");
+            serve.abort();
+        }
+    }
+    let closing = Arc::clone(&engine);
+    tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .map_err(|e| anyhow!("closing the engine: {e}"))?
+        .context("final sync at shutdown")?;
+    remove_port_file(cfg.port_file.as_deref());
+    tracing::info!("engine closed; data durable; bye");
+    Ok(())
+}
+
+/// Writes `addr` to `path` atomically (temporary file, then rename), so a reader never sees a
+/// partial address.
+fn write_port_file(path: &Path, addr: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
+fn remove_port_file(path: Option<&Path>) {
+    if let Some(p) = path {
+        let _ = std::fs::remove_file(p);
+    }
+}
