@@ -18,10 +18,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hoardhaven::SyncPolicy;
 use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions, ReadMode};
 use hoardhaven::engine::memory::{MemoryEngine, MemoryOptions};
 use hoardhaven::engine::{BatchOp, Engine, PutOptions};
-use hoardhaven::SyncPolicy;
 
 /// Errors of any store, boxed (this is benchmark scaffolding, not an API).
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -201,7 +201,11 @@ impl Hoard {
             rewrite_min_bytes: u64::MAX,
             ..MemoryOptions::default()
         };
-        Ok(Hoard(Arc::new(MemoryEngine::open(dir, Self::policy(d), &o)?)))
+        Ok(Hoard(Arc::new(MemoryEngine::open(
+            dir,
+            Self::policy(d),
+            &o,
+        )?)))
     }
 }
 

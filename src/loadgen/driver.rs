@@ -191,7 +191,8 @@ pub async fn run_phase(
     for h in handles {
         match h.await {
             Ok(Ok((wh, we))) => {
-                hist.add(&wh).map_err(|e| anyhow!("merging histograms: {e}"))?;
+                hist.add(&wh)
+                    .map_err(|e| anyhow!("merging histograms: {e}"))?;
                 errors += we;
             }
             Ok(Err(e)) => {

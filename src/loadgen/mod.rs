@@ -135,7 +135,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(t) = args.threads {
         rt.worker_threads(t.max(1));
     }
-    let rt = rt.enable_all().build().context("starting the client runtime")?;
+    let rt = rt
+        .enable_all()
+        .build()
+        .context("starting the client runtime")?;
     let report = rt.block_on(measure(&args))?;
     let json_to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
     if json_to_stdout {
