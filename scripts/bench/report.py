@@ -340,8 +340,24 @@ def main():
     if made:
         body.append("\n### Plots\n")
         body += [f"![{m[:-4]}]({m})\n" for m in made]
+    text = "\n".join(body)
     with open(os.path.join(a.out, "results.md"), "w") as f:
-        f.write("\n".join(body))
+        f.write(text)
+    # Splice the same tables into docs/benchmarks.md between its markers (plots are linked
+    # relative to docs/ there).
+    doc = os.path.join(ROOT, "docs", "benchmarks.md")
+    begin, end = "<!-- results:begin -->", "<!-- results:end -->"
+    try:
+        with open(doc) as f:
+            cur = f.read()
+    except OSError:
+        cur = ""
+    if begin in cur and end in cur and os.path.abspath(a.out) == os.path.join(ROOT, "docs", "bench"):
+        spliced = text.split("\n", 1)[1].replace("](", "](bench/").replace("](bench/http", "](http")
+        head, rest = cur.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        with open(doc, "w") as f:
+            f.write(head + begin + "\n" + spliced + "\n" + end + tail)
     print(f"wrote {os.path.join(a.out, 'results.md')} and {len(made)} plots")
 
 

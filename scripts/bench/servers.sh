@@ -4,14 +4,15 @@
 #
 #   scripts/bench/servers.sh            # writes JSON/CSV to docs/bench/data, then the report
 #
-# Environment: DUR (per test, default 5s), CONN (default 50), KEYS (key space, default
+# Environment: DUR (per test, default 6s), ROUNDS (slices per test, tests taking turns, default 3), CONN (default 50), KEYS (key space, default
 # 10000), SWEEP (connection counts for the concurrency plot, default "1 4 16 50 128"),
 # REDIS_N / REDIS_N_AOF (redis-benchmark requests, default 300000 / 150000),
 # OUT (result directory), NO_BUILD=1 to skip the release build.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 OUT=${OUT:-$ROOT/docs/bench/data}
-DUR=${DUR:-5s}
+DUR=${DUR:-6s}
+ROUNDS=${ROUNDS:-3}
 CONN=${CONN:-50}
 KEYS=${KEYS:-10000}
 SWEEP=${SWEEP:-1 4 16 50 128}
@@ -20,7 +21,7 @@ REDIS_N_AOF=${REDIS_N_AOF:-150000}
 mkdir -p "$OUT"
 build
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-hb() { timeout 900 "$BIN" bench -q --keys "$KEYS" --duration "$DUR" "$@"; }
+hb() { timeout 900 "$BIN" bench -q --keys "$KEYS" --duration "$DUR" --rounds "$ROUNDS" "$@"; }
 
 echo "# $(date -u +%FT%TZ) $(machine)" | tee "$OUT/machine.txt"
 

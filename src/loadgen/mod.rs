@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// Requests per test (instead of a duration).
     #[arg(short = 'n', long)]
     pub requests: Option<u64>,
+    /// Split each test into this many slices, the tests taking turns (fairer ratios on a
+    /// machine with changing background load).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
     /// Unmeasured warm-up before each test.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub warmup: Duration,
@@ -212,26 +216,49 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
             bail!("{} of {} preload puts failed", o.errors, args.keys);
         }
     }
-    let mut results = Vec::new();
-    for test in &tests {
-        let phase = Phase {
-            test: *test,
-            connections: args.connections,
-            duration: args.duration,
-            requests: args.requests,
-            order: KeyOrder::Random,
-        };
-        if !args.warmup.is_zero() {
-            let warm = Phase {
-                duration: args.warmup,
-                requests: None,
-                ..phase.clone()
+    // With `--rounds R` each test runs R slices of duration/R (requests/R), the tests taking
+    // turns, so that background load on a shared machine falls on all of them alike.
+    let rounds = args.rounds.max(1);
+    let mut acc: Vec<Option<driver::Outcome>> = tests.iter().map(|_| None).collect();
+    for round in 0..rounds {
+        for (slot, test) in acc.iter_mut().zip(&tests) {
+            let phase = Phase {
+                test: *test,
+                connections: args.connections,
+                duration: args.duration / rounds,
+                requests: args.requests.map(|n| (n / u64::from(rounds)).max(1)),
+                order: KeyOrder::Random,
             };
-            run_with_progress(args, &wl, &addr, warm, "warm-up", None).await?;
+            if round == 0 && !args.warmup.is_zero() {
+                let warm = Phase {
+                    duration: args.warmup,
+                    requests: None,
+                    ..phase.clone()
+                };
+                run_with_progress(args, &wl, &addr, warm, "warm-up", None).await?;
+            }
+            let total = phase.requests;
+            let o = run_with_progress(args, &wl, &addr, phase, test.name(), total).await?;
+            match slot {
+                None => *slot = Some(o),
+                Some(a) => {
+                    a.hist
+                        .add(&o.hist)
+                        .map_err(|e| anyhow!("merging histograms: {e}"))?;
+                    a.errors += o.errors;
+                    a.elapsed += o.elapsed;
+                }
+            }
         }
-        let o = run_with_progress(args, &wl, &addr, phase, test.name(), args.requests).await?;
-        results.push(TestResult::new(test.name(), &o.hist, o.errors, o.elapsed));
     }
+    let results = acc
+        .iter()
+        .zip(&tests)
+        .filter_map(|(o, t)| {
+            o.as_ref()
+                .map(|o| TestResult::new(t.name(), &o.hist, o.errors, o.elapsed))
+        })
+        .collect();
     let mut report = Report {
         label: args.label.clone(),
         target: args.target,
