@@ -4,7 +4,7 @@
 # Sourced, not run.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-BIN=${HOARDHAVEN_BIN:-$ROOT/target/release/hoardhaven}
+BIN=${HH_BIN:-$ROOT/target/release/hoardhaven}  # not HOARDHAVEN_*: the server reads those as settings
 PIDS=()
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/hoardhaven-bench.XXXXXX")
 
@@ -25,11 +25,13 @@ build() {
   [ -n "${NO_BUILD:-}" ] || (cd "$ROOT" && cargo build --release --quiet)
 }
 
-# wait_http URL [TRIES]: poll until the URL answers 2xx (20 ms apart).
+# wait_http URL [TRIES]: poll until the URL answers 2xx (20 ms apart; python3, not curl, which
+# a bare CI machine may lack).
 wait_http() {
   local i
   for i in $(seq 1 "${2:-1000}"); do
-    curl -sf -o /dev/null "$1" && return 0
+    python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' \
+      "$1" 2>/dev/null && return 0
     sleep 0.02
   done
   echo "timed out waiting for $1" >&2
@@ -54,7 +56,16 @@ hh_start() {
   HH_PID=$!
   PIDS+=("$HH_PID")
   local i
-  for i in $(seq 1 500); do [ -s "$WORK/$name.port" ] && break; sleep 0.02; done
+  for i in $(seq 1 3000); do
+    [ -s "$WORK/$name.port" ] && break
+    kill -0 "$HH_PID" 2>/dev/null || break
+    sleep 0.02
+  done
+  if [ ! -s "$WORK/$name.port" ]; then
+    echo "hoardhaven ($name) did not start; its log:" >&2
+    cat "$WORK/$name.log" >&2
+    return 1
+  fi
   HH_URL="http://$(cat "$WORK/$name.port")"
   wait_http "$HH_URL/readyz"
 }

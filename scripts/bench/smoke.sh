@@ -4,8 +4,7 @@
 #
 #   scripts/bench/smoke.sh
 set -euo pipefail
-HOARDHAVEN_BIN=${HOARDHAVEN_BIN:-$(cd "$(dirname "$0")/../.." && pwd)/target/debug/hoardhaven}
-export HOARDHAVEN_BIN
+HH_BIN=${HH_BIN:-$(cd "$(dirname "$0")/../.." && pwd)/target/debug/hoardhaven}
 source "$(dirname "$0")/lib.sh"
 (cd "$ROOT" && cargo build --quiet --bin hoardhaven)
 hh_start smoke --sync never
