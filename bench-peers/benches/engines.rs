@@ -81,7 +81,7 @@ fn mixed(c: &mut Criterion, group: &str, id: &str, x: &Ctx) {
         b.iter(|| {
             i += 1;
             let k = x.pick(i);
-            if i % 10 == 0 {
+            if i.is_multiple_of(10) {
                 x.store.put(&k, &x.value).expect("put");
             } else {
                 x.store.get(&k).expect("get");
