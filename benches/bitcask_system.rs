@@ -299,6 +299,10 @@ fn main() {
         hints.len() as f64,
         "files",
     );
+    if let (Some(h), Some(sc)) = (cold_hints, cold_scan) {
+        r.add("start-up with hint files, cold page cache", h, "ms");
+        r.add("start-up scanning data files, cold page cache", sc, "ms");
+    }
 
     // Durable puts on a fresh store.
     let durable = a.dir.join("durable");
@@ -400,6 +404,20 @@ fn main() {
             ratio(
                 r.get("merge write throughput"),
                 r.get("disk sequential write (same phase as merge)"),
+            ),
+        ),
+        (
+            "merge write, 4 KiB values / disk sequential write",
+            ratio(
+                r.get("merge write throughput, 4 KiB values"),
+                r.get("disk sequential write (same phase as 4 KiB merge)"),
+            ),
+        ),
+        (
+            "cold start-up scan / cold start-up with hints",
+            ratio(
+                r.get("start-up scanning data files, cold page cache"),
+                r.get("start-up with hint files, cold page cache"),
             ),
         ),
     ];

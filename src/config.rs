@@ -16,7 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::engine::bitcask::{self, BitcaskOptions, MergePolicy, ReadMode};
 use crate::engine::memory::MemoryOptions;
 use crate::engine::{EngineKind, EngineOptions, MAX_KEY_LEN, MAX_VALUE_LEN, SyncPolicy};
-use crate::http::{ExecMode, Limits};
+use crate::http::auth::{AuthConfig, TokenSet};
+use crate::http::{ExecMode, HeadLimits, Limits};
+use crate::tls::TlsConfig;
 
 /// Prefix of the environment variables (`HOARDHAVEN_LISTEN`, `HOARDHAVEN_BITCASK__...`).
 pub const ENV_PREFIX: &str = "HOARDHAVEN";
@@ -68,6 +70,119 @@ pub struct Settings {
     pub shutdown_grace_secs: u64,
     /// Bitcask engine settings (`[bitcask]`, `HOARDHAVEN_BITCASK__*`).
     pub bitcask: BitcaskSettings,
+    /// Protected mode off: listen on a non-loopback address even with no tokens configured.
+    pub allow_unauthenticated_remote: bool,
+    /// Longest request target (path and query) in bytes (414).
+    pub max_uri_bytes: usize,
+    /// Most bytes of request header fields (431).
+    pub max_header_bytes: usize,
+    /// Seconds to answer a request, body read included (408); 0 = no limit.
+    pub request_timeout_secs: u64,
+    /// Seconds to receive a request head or finish a TLS handshake; also how long a
+    /// keep-alive connection may sit idle.
+    pub header_read_timeout_secs: u64,
+    /// Origins allowed by CORS, comma-separated (`*` = any); empty = CORS off.
+    pub cors_origins: String,
+    /// Authentication settings (`[auth]`, `HOARDHAVEN_AUTH__*`).
+    pub auth: AuthSettings,
+    /// TLS settings (`[tls]`, `HOARDHAVEN_TLS__*`).
+    pub tls: TlsSettings,
+}
+
+/// Settings of bearer-token authentication. Any token source turns authentication on.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Tokens, `role:token` or `role:sha256:<hex>`, comma-separated (prefer `token_file`:
+    /// flags and environment can be seen by other local users).
+    pub tokens: String,
+    /// A file of tokens, one `role:token` or `role:sha256:<hex>` per line; re-read on SIGHUP.
+    pub token_file: Option<PathBuf>,
+    /// `/metrics` answers without a token.
+    pub metrics_open: bool,
+    /// `/openapi.json` and `/docs` answer without a token.
+    pub docs_open: bool,
+}
+
+/// Settings of TLS. Both files set = HTTPS only; neither = plain HTTP.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub key_file: Option<PathBuf>,
+    /// Seconds between checks of the files for change (reload); 0 = reload on SIGHUP only.
+    pub reload_interval_secs: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert_file: None,
+            key_file: None,
+            reload_interval_secs: 10,
+        }
+    }
+}
+
+impl AuthSettings {
+    fn validate(&self) -> Result<AuthConfig, SettingError> {
+        let tokens =
+            TokenSet::parse(&self.tokens, "auth.tokens").map_err(|r| bad("auth.tokens", r))?;
+        if let Some(f) = &self.token_file {
+            let set = TokenSet::load(f).map_err(|r| bad("auth.token_file", r))?;
+            if set.is_empty() {
+                return Err(bad(
+                    "auth.token_file",
+                    format!("{} holds no tokens", f.display()),
+                ));
+            }
+        }
+        Ok(AuthConfig {
+            tokens,
+            token_file: self.token_file.clone(),
+            metrics_open: self.metrics_open,
+            docs_open: self.docs_open,
+        })
+    }
+}
+
+impl TlsSettings {
+    fn validate(&self) -> Result<Option<TlsConfig>, SettingError> {
+        let cfg = match (&self.cert_file, &self.key_file) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => return Err(bad("tls.key_file", "needed with tls.cert_file")),
+            (None, Some(_)) => return Err(bad("tls.cert_file", "needed with tls.key_file")),
+            (Some(c), Some(k)) => TlsConfig {
+                cert_file: c.clone(),
+                key_file: k.clone(),
+                reload_interval: (self.reload_interval_secs > 0)
+                    .then(|| Duration::from_secs(self.reload_interval_secs)),
+            },
+        };
+        crate::tls::load(&cfg).map_err(|e| bad("tls.cert_file", format!("{e:#}")))?;
+        Ok(Some(cfg))
+    }
+}
+
+/// Validated security and overload settings.
+#[derive(Clone, Debug)]
+pub struct SecurityConfig {
+    /// Bearer tokens and public endpoints.
+    pub auth: AuthConfig,
+    /// TLS, when configured.
+    pub tls: Option<TlsConfig>,
+    /// Protected mode is off.
+    pub allow_unauthenticated_remote: bool,
+    /// Limits on the request head.
+    pub head: HeadLimits,
+    /// Longest time to answer a request; `None` = no limit.
+    pub request_timeout: Option<Duration>,
+    /// Longest time to receive a request head or finish a TLS handshake.
+    pub header_read_timeout: Duration,
+    /// CORS origins; empty = off.
+    pub cors_origins: Vec<String>,
 }
 
 /// Settings of the bitcask engine.
@@ -177,6 +292,14 @@ impl Default for Settings {
             pool_threads: 64,
             shutdown_grace_secs: 30,
             bitcask: BitcaskSettings::default(),
+            allow_unauthenticated_remote: false,
+            max_uri_bytes: HeadLimits::default().max_uri_bytes,
+            max_header_bytes: HeadLimits::default().max_header_bytes,
+            request_timeout_secs: 30,
+            header_read_timeout_secs: 10,
+            cors_origins: String::new(),
+            auth: AuthSettings::default(),
+            tls: TlsSettings::default(),
         }
     }
 }
@@ -215,6 +338,8 @@ pub struct ServeConfig {
     pub port_file: Option<PathBuf>,
     /// Longest wait for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+    /// Authentication, TLS, head limits, timeouts, CORS.
+    pub security: SecurityConfig,
 }
 
 /// A setting that failed validation; the message names it.
@@ -315,6 +440,7 @@ impl Settings {
                 ..MemoryOptions::default()
             },
         };
+        let security = self.validate_security(listen, &limits)?;
         Ok(ServeConfig {
             listen,
             engine,
@@ -327,6 +453,76 @@ impl Settings {
             log_level: self.log_level.clone(),
             port_file: self.port_file.clone(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
+            security,
+        })
+    }
+
+    fn validate_security(
+        &self,
+        listen: SocketAddr,
+        limits: &Limits,
+    ) -> Result<SecurityConfig, SettingError> {
+        let auth = self.auth.validate()?;
+        if !auth.enabled()
+            && !listen.ip().to_canonical().is_loopback()
+            && !self.allow_unauthenticated_remote
+        {
+            return Err(bad(
+                "listen",
+                format!(
+                    "protected mode: {listen} is not a loopback address and no auth tokens are \
+                     configured; set auth tokens (--auth-token-file or --auth-tokens) or pass \
+                     --allow-unauthenticated-remote to serve without authentication"
+                ),
+            ));
+        }
+        // A key in the path may be percent-encoded (3 bytes per byte) after `/kv/`.
+        let min_uri = 3 * limits.max_key_bytes + 64;
+        let max_uri_bytes = range("max_uri_bytes", self.max_uri_bytes, 1 << 20)?;
+        if max_uri_bytes < min_uri {
+            return Err(bad(
+                "max_uri_bytes",
+                format!("must be at least {min_uri} to fit a percent-encoded key of max_key_bytes"),
+            ));
+        }
+        let max_header_bytes = range("max_header_bytes", self.max_header_bytes, 1 << 20)?;
+        if max_header_bytes < 1024 {
+            return Err(bad("max_header_bytes", "must be at least 1024"));
+        }
+        let header_read = range(
+            "header_read_timeout_secs",
+            usize::try_from(self.header_read_timeout_secs).unwrap_or(usize::MAX),
+            3600,
+        )?;
+        let request_timeout = match self.request_timeout_secs {
+            0 => None,
+            s if s > 86_400 => {
+                return Err(bad(
+                    "request_timeout_secs",
+                    format!("must be between 0 (none) and 86400, got {s}"),
+                ));
+            }
+            s => Some(Duration::from_secs(s)),
+        };
+        let cors_origins: Vec<String> = self
+            .cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
+            .map(str::to_owned)
+            .collect();
+        crate::http::guard::cors(&cors_origins).map_err(|r| bad("cors_origins", r))?;
+        Ok(SecurityConfig {
+            auth,
+            tls: self.tls.validate()?,
+            allow_unauthenticated_remote: self.allow_unauthenticated_remote,
+            head: HeadLimits {
+                max_uri_bytes,
+                max_header_bytes,
+            },
+            request_timeout,
+            header_read_timeout: Duration::from_secs(header_read as u64),
+            cors_origins,
         })
     }
 }
@@ -386,7 +582,11 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         type Case = (&'static str, fn(&mut Settings));
-        let cases: [Case; 5] = [
+        let cases: [Case; 9] = [
+            ("listen", |s| s.listen = "0.0.0.0:0".into()),
+            ("auth.tokens", |s| s.auth.tokens = "read:short".into()),
+            ("tls.key_file", |s| s.tls.cert_file = Some("c.pem".into())),
+            ("max_uri_bytes", |s| s.max_uri_bytes = 100),
             ("sync", |s| s.sync = "sometimes".into()),
             ("engine", |s| s.engine = "rocks".into()),
             ("listen", |s| s.listen = "nowhere".into()),
@@ -399,6 +599,23 @@ mod tests {
             let e = s.validate().expect_err(name).to_string();
             assert!(e.contains(&format!("`{name}`")), "{e}");
         }
+    }
+
+    #[test]
+    fn protected_mode_has_two_ways_out() {
+        let mut s = Settings {
+            listen: "0.0.0.0:0".into(),
+            ..Settings::default()
+        };
+        let e = s.validate().expect_err("protected").to_string();
+        assert!(e.contains("protected mode"), "{e}");
+        s.allow_unauthenticated_remote = true;
+        s.validate().expect("explicitly allowed");
+        s.allow_unauthenticated_remote = false;
+        s.auth.tokens = "read:0123456789abcdef0123".into();
+        let c = s.validate().expect("tokens configured");
+        assert!(c.security.auth.enabled());
+        assert!(!format!("{c:?}").contains("0123456789abcdef0123"));
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! - [`config`]: typed settings layered from defaults, TOML file, `HOARDHAVEN_*` environment and
 //!   flags; validation naming the bad setting.
 //! - [`server`]: bind, open the engine, serve, graceful stop, final sync.
+//! - [`transport`]: the accept loop: TCP, optional TLS, HTTP/1.1 with a header-read timeout
+//!   and a cap on the request head. [`tls`]: rustls (ring) and the reloadable certificate.
+//!   [`reload`]: certificate and token reload on SIGHUP or file change.
 //! - [`shutdown`]: the stop latch triggered by SIGTERM / Ctrl-C.
 //! - [`cli`]: the command line (`serve`, the default subcommand; `bench`).
 //! - [`loadgen`]: the load tool behind `hoardhaven bench` (an HTTP client; no storage code).
@@ -25,8 +28,11 @@ pub mod engine;
 pub mod error;
 pub mod http;
 pub mod loadgen;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
+pub mod tls;
+pub mod transport;
 
 pub use engine::{Engine, EngineKind, EngineOptions, SyncPolicy};
 pub use error::{Error, Result};

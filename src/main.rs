@@ -8,8 +8,11 @@ fn main() -> std::process::ExitCode {
     match cli.run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hoardhaven: {e:#}");
-            std::process::ExitCode::FAILURE
+            let msg = format!("{e:#}");
+            if !msg.is_empty() {
+                eprintln!("hoardhaven: {msg}");
+            }
+            std::process::ExitCode::from(hoardhaven::cli::exit::code_of(&e))
         }
     }
 }

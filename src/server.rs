@@ -1,6 +1,6 @@
 //! The server's life: bind, open the engine, serve, stop gracefully, make everything durable.
 //!
-//! Owns [`run`]. It binds first (so `/healthz` answers and `/readyz` says 503 while the engine
+//! Owns [`run`]. It checks the security settings (tokens, TLS files) and binds first (so `/healthz` answers and `/readyz` says 503 while the engine
 //! recovers), opens the engine on a blocking thread, then serves until SIGTERM / Ctrl-C: stop
 //! accepting, let in-flight requests finish (up to the grace period), then `Engine::close`
 //! (final sync, directory lock released). A failure to open, such as a data directory locked
@@ -14,9 +14,13 @@ use tokio::net::TcpListener;
 
 use crate::config::ServeConfig;
 use crate::engine::{self, Engine};
+use crate::http::auth::Auth;
 use crate::http::state::Pool;
-use crate::http::{self, AppState, Exec, ExecMode};
+use crate::http::{self, AppState, Exec, ExecMode, HttpOptions};
+use crate::reload;
 use crate::shutdown::Shutdown;
+use crate::tls::{self, CertStore};
+use crate::transport::{self, Transport};
 
 /// Runs the server until a stop signal (or `shutdown` is triggered by the caller).
 ///
@@ -27,8 +31,35 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let sec = &cfg.security;
+    let scheme = if sec.tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, engine = %cfg.engine.kind, dir = %cfg.engine.dir.display(),
-        sync = %cfg.engine.sync, "listening on http://{addr}");
+        sync = %cfg.engine.sync, auth = sec.auth.enabled(), "listening on {scheme}://{addr}");
+    if !sec.auth.enabled() && !addr.ip().to_canonical().is_loopback() {
+        tracing::warn!(%addr, "serving WITHOUT authentication on a non-loopback address (allow_unauthenticated_remote)");
+    }
+    let auth = if sec.auth.enabled() {
+        Some(Arc::new(
+            Auth::new(sec.auth.clone()).map_err(|e| anyhow!("auth.token_file: {e}"))?,
+        ))
+    } else {
+        None
+    };
+    let certs = match &sec.tls {
+        Some(t) => Some(Arc::new(
+            CertStore::new(t.clone()).context("loading TLS files")?,
+        )),
+        None => None,
+    };
+    let transport = Transport {
+        header_read_timeout: sec.header_read_timeout,
+        max_head_bytes: sec.head.max_uri_bytes + sec.head.max_header_bytes + 1024,
+        tls: match &certs {
+            Some(c) => Some(tls::acceptor(Arc::clone(c))?),
+            None => None,
+        },
+    };
+    reload::spawn(certs, auth.clone(), shutdown.clone());
     if let Some(p) = &cfg.port_file {
         write_port_file(p, &addr.to_string())
             .with_context(|| format!("writing the port file {}", p.display()))?;
@@ -49,7 +80,15 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let metrics = http::metrics::install();
     let state = AppState::new(cfg.limits, exec, metrics.clone());
-    let app = http::router(state.clone());
+    let opts = HttpOptions {
+        auth,
+        metrics_open: sec.auth.metrics_open,
+        docs_open: sec.auth.docs_open,
+        head: sec.head,
+        request_timeout: sec.request_timeout,
+        cors_origins: sec.cors_origins.clone(),
+    };
+    let app = http::router_with(state.clone(), &opts);
 
     if let Some(handle) = metrics {
         let sd = shutdown.clone();
@@ -67,19 +106,10 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let serve = {
         let sd = shutdown.clone();
         let st = state.clone();
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    sd.wait().await;
-                    st.set_stopping();
-                })
-                .await
-        })
+        tokio::spawn(transport::serve(listener, app, transport, async move {
+            sd.wait().await;
+            st.set_stopping();
+        }))
     };
 
     let opts = cfg.engine.clone();

@@ -325,3 +325,37 @@ fn expired_records_are_dropped_by_merge() {
     assert_eq!(r.records_kept, 1);
     assert_eq!(e.stats().expect("stats").keys, 1);
 }
+
+#[test]
+fn no_hint_file_outlives_its_data_file() {
+    // Rotation writes hints in the background; a merge right after must not let one land
+    // after it retired the data file.
+    for round in 0..20 {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = BitcaskOptions {
+            max_file_size: 4096,
+            ..opts()
+        };
+        let e = Bitcask::open(dir.path(), SyncPolicy::Never, &o).expect("open");
+        for i in 0..200 {
+            e.put(
+                format!("k{i}").as_bytes(),
+                Bytes::from(vec![b'x'; 100]),
+                PutOptions::default(),
+            )
+            .expect("put");
+        }
+        e.merge().expect("merge");
+        e.close().expect("close");
+        for f in std::fs::read_dir(dir.path()).expect("dir").flatten() {
+            let p = f.path();
+            if p.extension().is_some_and(|x| x == "hint") {
+                assert!(
+                    p.with_extension("data").exists(),
+                    "round {round}: orphan {}",
+                    p.display()
+                );
+            }
+        }
+    }
+}

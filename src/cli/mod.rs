@@ -1,9 +1,14 @@
 //! The command line: subcommands and their flags (clap).
 //!
-//! Owns [`Cli`] and the dispatch to each subcommand. Today there is `serve` (the default when
-//! no subcommand is given); client subcommands (get, put, ...) and offline tools will sit
-//! beside it as further modules.
+//! Owns [`Cli`] and the dispatch to each subcommand: `serve` (the default when no subcommand
+//! is given), the client subcommands ([`client`]: get, put, ...), the offline tools over a
+//! data directory ([`offline`]: check, export, ...) and shell [`completions`]. Exit statuses
+//! are fixed in [`exit`].
 
+pub mod client;
+pub mod completions;
+pub mod exit;
+pub mod offline;
 pub mod serve;
 
 use clap::{Parser, Subcommand};
@@ -18,12 +23,20 @@ pub struct Cli {
 }
 
 /// The subcommands.
-// Parsed once per process: the size difference between variants costs nothing.
+// Parsed once per process: the size of the largest variant (serve's flags) costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (the default).
     Serve(serve::ServeArgs),
+    /// Client subcommands (get, put, del, list, batch, merge, snapshot, stats).
+    #[command(flatten)]
+    Client(client::ClientCommand),
+    /// Offline tools over a data directory (check, export, import, compact, info).
+    #[command(flatten)]
+    Offline(offline::OfflineCommand),
+    /// Print a shell completion script
+    Completions(completions::CompletionsArgs),
     /// Load-test a running server over HTTP (throughput, latency percentiles, ratio to /healthz).
     Bench(crate::loadgen::BenchArgs),
 }
@@ -38,6 +51,12 @@ impl Cli {
             None => serve::run(serve::ServeArgs::default()),
             Some(Command::Serve(args)) => serve::run(args),
             Some(Command::Bench(args)) => crate::loadgen::run(args),
+            Some(Command::Client(c)) => client::run(c),
+            Some(Command::Offline(c)) => offline::run(c),
+            Some(Command::Completions(a)) => {
+                completions::run(&a);
+                Ok(())
+            }
         }
     }
 }

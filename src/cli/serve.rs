@@ -93,6 +93,45 @@ pub struct ServeArgs {
     /// Bitcask: snapshots kept [default: 3]
     #[arg(long)]
     pub bitcask_snapshots_kept: Option<u64>,
+    /// Serve a non-loopback address with no tokens configured (protected mode off) [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_unauthenticated_remote: Option<bool>,
+    /// Longest request target (path and query) in bytes [default: 8192]
+    #[arg(long)]
+    pub max_uri_bytes: Option<u64>,
+    /// Most bytes of request header fields [default: 16384]
+    #[arg(long)]
+    pub max_header_bytes: Option<u64>,
+    /// Seconds to answer a request, body included; 0 = no limit [default: 30]
+    #[arg(long)]
+    pub request_timeout_secs: Option<u64>,
+    /// Seconds to receive a request head or TLS handshake; also the keep-alive idle limit [default: 10]
+    #[arg(long)]
+    pub header_read_timeout_secs: Option<u64>,
+    /// Origins allowed by CORS, comma-separated, `*` = any [default: none, CORS off]
+    #[arg(long)]
+    pub cors_origins: Option<String>,
+    /// Tokens `role:token` or `role:sha256:<hex>`, comma-separated (prefer --auth-token-file) [default: none]
+    #[arg(long)]
+    pub auth_tokens: Option<String>,
+    /// File of tokens, one `role:token` or `role:sha256:<hex>` per line; re-read on SIGHUP
+    #[arg(long)]
+    pub auth_token_file: Option<PathBuf>,
+    /// /metrics answers without a token [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub auth_metrics_open: Option<bool>,
+    /// /openapi.json and /docs answer without a token [default: false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub auth_docs_open: Option<bool>,
+    /// TLS certificate chain (PEM); with --tls-key-file serves HTTPS only
+    #[arg(long)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Seconds between checks of the TLS files for change; 0 = SIGHUP only [default: 10]
+    #[arg(long)]
+    pub tls_reload_interval_secs: Option<u64>,
 }
 
 impl ServeArgs {
@@ -114,10 +153,30 @@ impl ServeArgs {
         s("exec_writes", &self.exec_writes);
         s("bitcask.read_mode", &self.bitcask_read_mode);
         s("bitcask.merge_window", &self.bitcask_merge_window);
+        s("cors_origins", &self.cors_origins);
+        s("auth.tokens", &self.auth_tokens);
+        for (k, v) in [
+            (
+                "allow_unauthenticated_remote",
+                self.allow_unauthenticated_remote,
+            ),
+            ("auth.metrics_open", self.auth_metrics_open),
+            ("auth.docs_open", self.auth_docs_open),
+        ] {
+            if let Some(v) = v {
+                o.push((k, v.into()));
+            }
+        }
         if let Some(f) = self.bitcask_merge_min_fragmentation {
             o.push(("bitcask.merge_min_fragmentation", f.into()));
         }
-        for (k, v) in [("data_dir", &self.data_dir), ("port_file", &self.port_file)] {
+        for (k, v) in [
+            ("data_dir", &self.data_dir),
+            ("port_file", &self.port_file),
+            ("auth.token_file", &self.auth_token_file),
+            ("tls.cert_file", &self.tls_cert_file),
+            ("tls.key_file", &self.tls_key_file),
+        ] {
             if let Some(v) = v {
                 o.push((k, v.display().to_string().into()));
             }
@@ -141,6 +200,11 @@ impl ServeArgs {
                 self.bitcask_merge_interval_secs,
             ),
             ("bitcask.snapshots_kept", self.bitcask_snapshots_kept),
+            ("max_uri_bytes", self.max_uri_bytes),
+            ("max_header_bytes", self.max_header_bytes),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("tls.reload_interval_secs", self.tls_reload_interval_secs),
         ] {
             if let Some(v) = v {
                 o.push((k, v.into()));

@@ -9,6 +9,7 @@
 
 pub mod bitcask;
 pub mod dir_lock;
+pub mod fault;
 pub mod memory;
 mod open;
 mod sync_policy;
@@ -453,4 +454,19 @@ pub fn crash_point(point: &str) {
         eprintln!("crash point {point}: aborting");
         std::process::abort();
     }
+}
+
+/// Name of the fsync latency histogram the engines record (described with the other metrics in
+/// `http::metrics`; the `metrics` facade is a no-op when no recorder is installed).
+pub const FSYNC_DURATION_METRIC: &str = "hoardhaven_engine_fsync_duration_seconds";
+
+/// `fdatasync` with its latency recorded in [`FSYNC_DURATION_METRIC`].
+///
+/// # Errors
+/// The I/O error of `fdatasync`.
+pub fn fdatasync(file: &std::fs::File) -> std::io::Result<()> {
+    let started = std::time::Instant::now();
+    let r = file.sync_data();
+    metrics::histogram!(FSYNC_DURATION_METRIC).record(started.elapsed().as_secs_f64());
+    r
 }

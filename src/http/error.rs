@@ -69,6 +69,36 @@ pub enum ApiError {
     Overloaded,
     /// A server-side failure that is not the engine's (a panicked task); logged, not sent.
     Internal(String),
+    /// No bearer token, or one that is not known (401 with `WWW-Authenticate: Bearer`).
+    /// `invalid` says a token was given (RFC 6750 `error="invalid_token"`). The token itself
+    /// is never carried here.
+    Unauthorized {
+        /// A token was presented but is not known.
+        invalid: bool,
+    },
+    /// The token is valid but its role is below what the route needs (403).
+    Forbidden {
+        /// The role the route needs, by name.
+        needed: &'static str,
+        /// The token's role, by name.
+        has: &'static str,
+    },
+    /// The request was not answered within the configured request timeout (408).
+    RequestTimeout,
+    /// The request target (path and query) is longer than the configured limit (414).
+    UriTooLong {
+        /// Bytes given.
+        len: usize,
+        /// Largest allowed.
+        max: usize,
+    },
+    /// The request's header fields together are larger than the configured limit (431).
+    HeadersTooLarge {
+        /// Bytes given.
+        len: usize,
+        /// Largest allowed.
+        max: usize,
+    },
 }
 
 impl From<Error> for ApiError {
@@ -127,6 +157,41 @@ impl ApiError {
                     Some("internal error; details are in the server log".into()),
                 )
             }
+            ApiError::Unauthorized { invalid } => (
+                S::UNAUTHORIZED,
+                "unauthorized",
+                Some(if *invalid {
+                    "the bearer token is not valid".into()
+                } else {
+                    "this endpoint needs `Authorization: Bearer <token>`".into()
+                }),
+            ),
+            ApiError::Forbidden { needed, has } => (
+                S::FORBIDDEN,
+                "forbidden",
+                Some(format!(
+                    "this needs the `{needed}` role; the token has `{has}`"
+                )),
+            ),
+            ApiError::RequestTimeout => (
+                S::REQUEST_TIMEOUT,
+                "request-timeout",
+                Some("the request was not completed within the request timeout".into()),
+            ),
+            ApiError::UriTooLong { len, max } => (
+                S::URI_TOO_LONG,
+                "uri-too-long",
+                Some(format!(
+                    "the request target is {len} bytes, the limit is {max}"
+                )),
+            ),
+            ApiError::HeadersTooLarge { len, max } => (
+                S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers-too-large",
+                Some(format!(
+                    "the header fields are {len} bytes, the limit is {max}"
+                )),
+            ),
             ApiError::Engine(e) => engine_parts(e),
         }
     }
@@ -199,6 +264,25 @@ impl IntoResponse for ApiError {
             ApiError::NotReady | ApiError::Overloaded | ApiError::Engine(Error::Closed) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            ApiError::Unauthorized { invalid } => {
+                let v = if *invalid {
+                    "Bearer realm=\"hoardhaven\", error=\"invalid_token\""
+                } else {
+                    "Bearer realm=\"hoardhaven\""
+                };
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+            }
+            ApiError::Forbidden { .. } => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Bearer realm=\"hoardhaven\", error=\"insufficient_scope\"",
+                    ),
+                );
+            }
+            ApiError::RequestTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             // Version 0 is never written: an engine reporting it only means "present".
             ApiError::Engine(Error::PreconditionFailed {
                 current: Some(version),
@@ -238,6 +322,14 @@ mod tests {
             ApiError::Engine(Error::ValueTooLarge { len: 9, max: 1 }),
             ApiError::Engine(Error::BatchTooLarge("x".into())),
             ApiError::Engine(Error::PreconditionFailed { current: None }),
+            ApiError::Unauthorized { invalid: true },
+            ApiError::Forbidden {
+                needed: "admin",
+                has: "read",
+            },
+            ApiError::RequestTimeout,
+            ApiError::UriTooLong { len: 9, max: 1 },
+            ApiError::HeadersTooLarge { len: 9, max: 1 },
         ];
         for e in inputs {
             let status = e.into_response().status();

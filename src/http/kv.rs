@@ -33,8 +33,10 @@ fn meta_headers(meta: &Meta) -> HeaderMap {
         h.insert(header::ETAG, v);
     }
     if let Some(exp) = meta.expires_at {
+        // Seconds left, rounded to the nearest second (like Redis's TTL), at least 1 while
+        // the value exists.
         let left_ms = exp.0.saturating_sub(UnixMillis::now().0);
-        h.insert(X_TTL, HeaderValue::from(left_ms.div_ceil(1000)));
+        h.insert(X_TTL, HeaderValue::from(((left_ms + 500) / 1000).max(1)));
     }
     h
 }

@@ -56,7 +56,7 @@ pub const ENGINE_MERGE_RUNNING: &str = "hoardhaven_engine_merge_running";
 /// 1 while a snapshot runs.
 pub const ENGINE_SNAPSHOT_RUNNING: &str = "hoardhaven_engine_snapshot_running";
 /// fsync latency; recorded by the engines when they sync (described here with the others).
-pub const ENGINE_FSYNC_DURATION: &str = "hoardhaven_engine_fsync_duration_seconds";
+pub const ENGINE_FSYNC_DURATION: &str = crate::engine::FSYNC_DURATION_METRIC;
 
 /// Latency buckets (seconds) for HTTP requests: 50 µs to 10 s.
 const HTTP_BUCKETS: &[f64] = &[

@@ -1,27 +1,32 @@
 //! The HTTP layer: one [`router`] serving the API over an [`AppState`].
 //!
-//! Owns the wiring of routes and tower layers (request id, tracing, metrics, load shedding,
-//! panic catching, the 404/405 problem answers, Swagger UI). HTTP semantics live in the route
-//! modules, error mapping in [`error`], limits and engine dispatch in [`state`]; no storage
-//! logic anywhere here.
+//! Owns the wiring of routes and tower layers (CORS, request id, tracing, metrics, head
+//! limits, request timeout, panic catching, authentication, load shedding, the 404/405
+//! problem answers, Swagger UI). HTTP semantics live in the route modules, error mapping in
+//! [`error`], limits and engine dispatch in [`state`], the protections' logic in [`auth`] and
+//! [`guard`]; no storage logic anywhere here.
 //!
 //! Layout: [`kv`] single keys and listing, [`bulk`] batch and mget, [`admin`] jobs, stats,
 //! probes and metrics, [`dto`] JSON shapes, [`body`] limited bodies, [`keys`] byte keys from
 //! raw paths, [`conditional`] ETag preconditions, [`metrics`] metric names and recording,
-//! [`openapi`] the document, [`error`] the one `IntoResponse` for failures.
+//! [`openapi`] the document, [`error`] the one `IntoResponse` for failures, [`auth`] bearer
+//! tokens and roles, [`guard`] head limits, request timeout and CORS.
 
 pub mod admin;
+pub mod auth;
 pub mod body;
 pub mod bulk;
 pub mod conditional;
 pub mod dto;
 pub mod error;
+pub mod guard;
 pub mod keys;
 pub mod kv;
 pub mod metrics;
 pub mod openapi;
 pub mod state;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -34,6 +39,7 @@ use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi as _;
@@ -45,15 +51,22 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 mod router_tests;
 
 pub use error::ApiError;
+pub use guard::{HeadLimits, HttpOptions};
 pub use state::{AppState, Exec, ExecMode, Limits};
 
 /// The request id header, taken from the client when given, made otherwise.
 const REQUEST_ID: &str = "x-request-id";
 
+/// Builds the whole service over `state` with default options (no authentication, default
+/// head limits, no request timeout, no CORS).
+pub fn router(state: AppState) -> Router {
+    router_with(state, &HttpOptions::default())
+}
+
 /// Builds the whole service over `state`: API routes, documentation, layers.
 ///
 /// Also stores the finished OpenAPI document in `state` (served at `/openapi.json`).
-pub fn router(state: AppState) -> Router {
+pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
     let limits = *state.limits();
     // Data and admin routes shed load beyond `max_in_flight` (one semaphore shared by all of
     // them: a per-route limit would multiply it); probes and metrics never shed.
@@ -89,15 +102,40 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(ops)
         .split_for_parts();
-    state.set_openapi_json(openapi::to_bytes(&openapi::finish(&doc, &limits)));
+    let mut doc = openapi::finish(&doc, &limits);
+    auth::describe(&mut doc, opts.metrics_open, opts.docs_open);
+    state.set_openapi_json(openapi::to_bytes(&doc));
 
     let docs = SwaggerUi::new("/docs").config(Config::from("/openapi.json"));
-    app.merge(docs)
+    let mut app = app
+        .merge(docs)
         .fallback(|| async { ApiError::NoRoute })
-        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .route_layer(axum::middleware::from_fn(metrics::tag_route))
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed });
+    // Inside the route tag, so refusals are counted under their route; on routes only, so an
+    // unknown path answers 404 without a token (it reveals nothing).
+    if let Some(a) = &opts.auth {
+        app = app.route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(a),
+            auth::require,
+        ));
+    }
+    let app = app.route_layer(axum::middleware::from_fn(metrics::tag_route));
+    let app = match opts.request_timeout {
+        Some(t) => app.layer(axum::middleware::from_fn_with_state(t, guard::deadline)),
+        None => app,
+    };
+    let app = app
+        .layer(axum::middleware::from_fn_with_state(
+            opts.head,
+            guard::limit_head,
+        ))
         .layer(
             ServiceBuilder::new()
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    header::COOKIE,
+                    header::PROXY_AUTHORIZATION,
+                ]))
                 .layer(SetRequestIdLayer::new(
                     header::HeaderName::from_static(REQUEST_ID),
                     MakeRequestUuid,
@@ -123,8 +161,17 @@ pub fn router(state: AppState) -> Router {
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal("a handler panicked".into()).into_response()
                 })),
-        )
-        .with_state(state)
+        );
+    // Outermost: preflights are answered before anything else (and before authentication).
+    let app = match guard::cors(&opts.cors_origins) {
+        Ok(Some(cors)) => app.layer(cors),
+        Ok(None) => app,
+        Err(e) => {
+            tracing::warn!(error = %e, "CORS left off");
+            app
+        }
+    };
+    app.with_state(state)
 }
 
 /// The OpenAPI document (the same bytes as `openapi/openapi.json`).

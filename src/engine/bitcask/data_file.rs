@@ -21,11 +21,11 @@
 
 use std::fmt;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use crate::engine::fault;
 use crate::error::{Error, IoContext, Result};
 
 /// Size of the file header.
@@ -216,7 +216,7 @@ impl DataFile {
             };
         }
         let mut buf = vec![0u8; len];
-        match self.file.read_exact_at(&mut buf, offset) {
+        match fault::read_exact_at(&self.file, &mut buf, offset, &self.path) {
             Ok(()) => Ok(Bytes::from(buf)),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::corrupted(
                 &self.path,
@@ -246,7 +246,7 @@ impl DataFile {
 /// I/O errors.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
-        .and_then(|d| d.sync_all())
+        .and_then(|d| fault::sync_all(&d, dir))
         .ctx(|| format!("fsync directory {}", dir.display()))
 }
 

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use super::data_file::{FILE_HEADER_LEN, FileHeader, HINT_MAGIC, sync_dir};
 use super::record::Kind;
+use crate::engine::fault;
 use crate::error::{IoContext, Result};
 
 const TRAILER_MAGIC: &[u8; 8] = b"HHBCHEND";
@@ -45,12 +46,22 @@ pub struct HintEntry<'a> {
 /// Writes a hint file.
 #[derive(Debug)]
 pub struct HintWriter {
-    out: BufWriter<File>,
+    out: BufWriter<fault::Writer>,
     tmp: PathBuf,
     path: PathBuf,
     dir: PathBuf,
     crc: u32,
     count: u64,
+    done: bool,
+}
+
+impl Drop for HintWriter {
+    /// An unfinished hint (an error, a failed merge) leaves no temp file behind.
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 impl HintWriter {
@@ -67,7 +78,7 @@ impl HintWriter {
             .truncate(true)
             .open(&tmp)
             .ctx(|| format!("creating {}", tmp.display()))?;
-        let mut out = BufWriter::with_capacity(256 * 1024, file);
+        let mut out = BufWriter::with_capacity(256 * 1024, fault::Writer::new(file, &tmp));
         out.write_all(&header.encode(HINT_MAGIC))
             .ctx(|| format!("writing {}", tmp.display()))?;
         Ok(HintWriter {
@@ -77,6 +88,7 @@ impl HintWriter {
             dir: dir.to_path_buf(),
             crc: 0,
             count: 0,
+            done: false,
         })
     }
 
@@ -113,14 +125,15 @@ impl HintWriter {
         self.out
             .write_all(&t)
             .ctx(|| format!("writing {}", self.tmp.display()))?;
-        let file = self.out.into_inner().map_err(|e| {
-            crate::Error::io(format!("flushing {}", self.tmp.display()), e.into_error())
-        })?;
-        file.sync_all()
+        self.out
+            .flush()
+            .ctx(|| format!("flushing {}", self.tmp.display()))?;
+        fault::sync_all(self.out.get_ref().file(), &self.tmp)
             .ctx(|| format!("fsync {}", self.tmp.display()))?;
-        fs::rename(&self.tmp, &self.path).ctx(|| format!("renaming {}", self.tmp.display()))?;
+        fault::rename(&self.tmp, &self.path).ctx(|| format!("renaming {}", self.tmp.display()))?;
+        self.done = true;
         sync_dir(&self.dir)?;
-        Ok(self.path)
+        Ok(self.path.clone())
     }
 }
 
@@ -134,7 +147,7 @@ pub fn load(
     path: &Path,
     mut f: impl FnMut(HintEntry<'_>) -> Result<()>,
 ) -> Result<Option<FileHeader>> {
-    let bytes = match fs::read(path) {
+    let bytes = match fault::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(crate::Error::io(format!("reading {}", path.display()), e)),

@@ -35,7 +35,7 @@ use super::hint::{HintEntry, HintWriter};
 use super::keydir::Loc;
 use super::record::Kind;
 use super::{Inner, scan};
-use crate::engine::{JobState, MergeReport, Progress, UnixMillis, crash_point};
+use crate::engine::{JobState, MergeReport, Progress, UnixMillis, crash_point, fault};
 use crate::error::{Error, IoContext, Result};
 
 /// When merges start by themselves (Riak-style triggers).
@@ -156,6 +156,9 @@ pub fn run(inner: &Inner) -> Result<MergeReport> {
         progress: Progress { done: 0, total: 0 },
     };
     let result = merge(inner, started_at);
+    if result.is_err() {
+        remove_merging(&inner.dir);
+    }
     let mut jobs = inner.jobs.lock();
     match &result {
         Ok(r) => {
@@ -172,10 +175,23 @@ pub fn run(inner: &Inner) -> Result<MergeReport> {
     result
 }
 
+/// Removes the `.merging` outputs of a failed merge (they are never read; start-up would
+/// remove them too), so that a merge failing on a full disk gives its space back.
+fn remove_merging(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_string_lossy().ends_with(".merging") {
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 struct Output {
     id: FileId,
     tmp: PathBuf,
-    out: BufWriter<File>,
+    out: BufWriter<fault::Writer>,
     len: u64,
     hint: HintWriter,
     /// Each copied record: where its key is in `keys`, its old location, its new offset.
@@ -318,13 +334,14 @@ fn set_progress(inner: &Inner, started_at: UnixMillis, done: u64, total: u64) {
 fn start_output(dir: &Path, id: FileId, base_seq: u64) -> Result<Output> {
     let tmp = dir.join(format!("{}.merging", id.data_name()));
     let file = OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(&tmp)
         .ctx(|| format!("creating {}", tmp.display()))?;
     let header = FileHeader { id, base_seq };
-    let mut out = BufWriter::with_capacity(1 << 20, file);
+    let mut out = BufWriter::with_capacity(1 << 20, fault::Writer::new(file, &tmp));
     out.write_all(&header.encode(DATA_MAGIC))
         .ctx(|| format!("writing {}", tmp.display()))?;
     Ok(Output {
@@ -344,25 +361,27 @@ fn finish(inner: &Inner, o: Output) -> Result<u64> {
     let file = o
         .out
         .into_inner()
-        .map_err(|e| Error::io(format!("flushing {}", o.tmp.display()), e.into_error()))?;
-    file.sync_all()
-        .ctx(|| format!("fsync {}", o.tmp.display()))?;
+        .map_err(|e| Error::io(format!("flushing {}", o.tmp.display()), e.into_error()))?
+        .into_file();
+    fault::sync_all(&file, &o.tmp).ctx(|| format!("fsync {}", o.tmp.display()))?;
     let path = inner.dir.join(o.id.data_name());
     crash_point("merge:output-synced");
-    fs::rename(&o.tmp, &path).ctx(|| format!("renaming {}", o.tmp.display()))?;
-    sync_dir(&inner.dir)?;
-    crash_point("merge:output-renamed");
-    o.hint.finish()?;
-    crash_point("merge:hint-written");
-    let reader = File::open(&path).ctx(|| format!("opening {}", path.display()))?;
-    let data = Arc::new(DataFile::new(
-        o.id,
-        path,
-        reader,
-        inner.opts.read_mode,
-        true,
-    )?);
+    fault::rename(&o.tmp, &path).ctx(|| format!("renaming {}", o.tmp.display()))?;
+    // From here recovery reads the output, so it joins the file table at once, whatever fails
+    // below: a later merge then takes it as an input. (An output left on disk but not in the
+    // table was never merged again, so after a later merge dropped the tombstones of keys it
+    // held, a restart brought those deleted keys back.)
+    let data = match DataFile::new(o.id, path.clone(), file, inner.opts.read_mode, true) {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            // Keys still point at the inputs: the output can go.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+    };
     let no = inner.register(data);
+    let mut moved: hashbrown::HashMap<u32, u64> = hashbrown::HashMap::new();
+    let mut moved_total = 0u64;
     for (i, &(at, old, offset)) in o.moves.iter().enumerate() {
         let end = o.moves.get(i + 1).map_or(o.keys.len(), |m| m.0);
         let key = &o.keys[at..end];
@@ -372,14 +391,38 @@ fn finish(inner: &Inner, o: Output) -> Result<u64> {
             ..old
         };
         if inner.keydir.replace_if(key, old, new) {
-            inner.account(Some(old), Some(new));
+            *moved.entry(old.file).or_default() += u64::from(old.len);
+            moved_total += u64::from(old.len);
         }
     }
+    // One pass over the live-byte table for the whole output, not one lock per key.
+    let mut live = inner.live.lock();
+    for (file, bytes) in moved {
+        if let Some(l) = live.get_mut(&file) {
+            *l = l.saturating_sub(bytes);
+        }
+    }
+    *live.entry(no).or_default() += moved_total;
+    drop(live);
+    // A failed directory fsync fails the merge before any input is retired.
+    sync_dir(&inner.dir)?;
+    crash_point("merge:output-renamed");
+    // The hint only speeds up start-up: without it the data file is scanned.
+    if let Err(e) = o.hint.finish() {
+        tracing::warn!(file = %path.display(), error = %e, "could not write the merge output's hint");
+    }
+    crash_point("merge:hint-written");
     Ok(o.len)
 }
 
 /// Drops merged inputs from the file table and the disk, oldest first.
 fn retire(inner: &Inner, inputs: &[(u32, Arc<DataFile>)]) -> Result<()> {
+    // A hint still being written for an input (started when it was sealed) would land after
+    // the input is gone and be left behind: let those writers finish first.
+    let pending = std::mem::take(&mut *inner.hint_threads.lock());
+    for t in pending {
+        let _ = t.join();
+    }
     let _retire = inner.retire.lock();
     {
         let mut files = inner.files.write();

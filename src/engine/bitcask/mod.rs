@@ -260,6 +260,7 @@ impl Bitcask {
                 allocated: len,
                 buf: Vec::with_capacity(128 * 1024),
                 next_seq: rec.next_seq,
+                stalled: false,
             }),
             commit: GroupCommit::new(rec.next_seq - 1),
             active_no: AtomicU32::new(active_no),
@@ -269,7 +270,8 @@ impl Bitcask {
             poison_reason: Mutex::new(None),
             closed: AtomicBool::new(false),
             bytes_written: AtomicU64::new(0),
-            corrupt_records: AtomicU64::new(0),
+            // A torn tail cut at start-up is a damaged record found.
+            corrupt_records: AtomicU64::new(rec.torn_tails),
             jobs: Mutex::new(JobStatus::default()),
             merge_running: Mutex::new(()),
             snapshot_running: Mutex::new(()),
@@ -338,7 +340,9 @@ fn background_loop(
         }
         if tick.is_some() && !inner.poisoned.load(Ordering::Acquire) {
             if inner.sync == SyncPolicy::Never {
-                if let Err(e) = inner.writer.lock().flush(inner) {
+                // A full disk leaves the buffer waiting (writes are refused meanwhile);
+                // other failures poison.
+                if let Err(e) = inner.writer.lock().flush_before_append(inner) {
                     tracing::error!(error = %e, "background flush failed");
                 }
             } else {

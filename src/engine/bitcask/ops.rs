@@ -23,9 +23,16 @@ use crate::engine::{
 };
 use crate::error::{Error, Result};
 
-/// Expiry is kept to whole seconds (rounded up) so the keydir and the record agree exactly.
+/// Expiry is kept to whole seconds (rounded to the nearest) so the keydir and the record
+/// agree exactly.
 fn round_expiry(e: Option<UnixMillis>) -> Option<UnixMillis> {
-    e.map(|e| UnixMillis(e.0.div_ceil(1000).saturating_mul(1000).max(1000)))
+    e.map(|e| {
+        UnixMillis(
+            (e.0.saturating_add(500) / 1000)
+                .saturating_mul(1000)
+                .max(1000),
+        )
+    })
 }
 
 fn check_value_len(len: usize) -> Result<()> {
@@ -67,8 +74,16 @@ impl Inner {
         loc: Loc,
         w: Option<&Writer>,
     ) -> Result<Option<(record::Header, Bytes)>> {
-        let Some(raw) = self.read_raw(loc, w)? else {
-            return Ok(None);
+        let raw = match self.read_raw(loc, w) {
+            Ok(Some(raw)) => raw,
+            Ok(None) => return Ok(None),
+            Err(e @ Error::Corrupted { .. }) => {
+                // A record cut off by a truncated file, found on read.
+                self.corrupt_records.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "corrupt record");
+                return Err(e);
+            }
+            Err(e) => return Err(e),
         };
         let checked = record::decode(&raw).and_then(|r| {
             if r.key != key {
@@ -113,23 +128,26 @@ impl Inner {
         ))
     }
 
-    /// The current version of `key` for a precondition, under the writer mutex.
+    /// The current version of `key` as far as `pre` needs it, under the writer mutex. The
+    /// record header is read only when the version is compared or reported in the failure
+    /// (`If-None-Match: *` on an existing key); presence alone comes from the keydir.
     fn current_version(
         &self,
         key: &[u8],
         pre: Precondition,
         w: &Writer,
     ) -> Result<Option<Version>> {
+        let present = || {
+            let now = UnixMillis::now().0;
+            self.keydir.get(key).is_some_and(|l| !l.expired_at(now))
+        };
         match pre {
-            Precondition::IfVersion(_) => Ok(self.lookup(key, Some(w))?.map(|(h, _)| h.version())),
-            // Presence is enough: the version is not compared.
-            _ => {
-                let now = UnixMillis::now().0;
-                Ok(self
-                    .keydir
-                    .get(key)
-                    .filter(|l| !l.expired_at(now))
-                    .map(|_| Version(0)))
+            Precondition::None => Ok(None),
+            Precondition::IfExists if present() => Ok(Some(Version(0))),
+            Precondition::IfExists => Ok(None),
+            Precondition::IfAbsent if !present() => Ok(None),
+            Precondition::IfVersion(_) | Precondition::IfAbsent => {
+                Ok(self.lookup(key, Some(w))?.map(|(h, _)| h.version()))
             }
         }
     }

@@ -19,7 +19,7 @@ use super::hint;
 use super::keydir::{Keydir, Loc};
 use super::record::Kind;
 use super::scan;
-use crate::engine::UnixMillis;
+use crate::engine::{UnixMillis, fault};
 use crate::error::{Error, IoContext, Result};
 
 /// What start-up found.
@@ -39,6 +39,8 @@ pub struct Recovered {
     pub max_major: u32,
     /// Bytes cut from a torn tail.
     pub torn_bytes: u64,
+    /// Torn tails cut (not counting unused zero-filled preallocation).
+    pub torn_tails: u64,
 }
 
 /// Lists the data files of `dir`, sorted by id, removing merge and hint leftovers.
@@ -103,6 +105,7 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
     let mut files = Vec::new();
     let (mut max_seq, mut base_seq, mut max_major, mut torn_total) = (0u64, 0u64, 0u32, 0u64);
     let (mut done_bytes, mut last_log) = (0u64, Instant::now());
+    let mut torn_tails = 0u64;
     let now = UnixMillis::now().0;
     for (id, path) in listed {
         max_major = max_major.max(id.major);
@@ -174,6 +177,7 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
                             "cutting unused preallocation"
                         );
                     } else {
+                        torn_tails += 1;
                         tracing::warn!(
                             file = %path.display(), offset = at, bytes = end.torn_bytes, reason,
                             "cutting a torn tail left by a crash; every record before it is kept"
@@ -183,8 +187,8 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
                         .write(true)
                         .open(&path)
                         .ctx(|| format!("opening {}", path.display()))?;
-                    f.set_len(end.valid_len)
-                        .and_then(|()| f.sync_all())
+                    fault::set_len(&f, end.valid_len, &path)
+                        .and_then(|()| fault::sync_all(&f, &path))
                         .ctx(|| format!("truncating {}", path.display()))?;
                     torn_total += end.torn_bytes;
                 }
@@ -235,5 +239,6 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
         next_seq: (max_seq + 1).max(base_seq).max(1),
         max_major,
         torn_bytes: torn_total,
+        torn_tails,
     })
 }

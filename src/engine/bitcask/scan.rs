@@ -7,11 +7,11 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::data_file::{DATA_MAGIC, FILE_HEADER_LEN, FileHeader};
 use super::record::{self, HEADER_LEN, Header, Kind};
+use crate::engine::fault;
 use crate::error::{Error, IoContext, Result};
 
 /// One record met by the scanner (a batch's nested records are met one by one).
@@ -60,7 +60,7 @@ pub fn scan(
         .metadata()
         .ctx(|| format!("stat {}", path.display()))?
         .len();
-    let mut reader = BufReader::with_capacity(1 << 20, &file);
+    let mut reader = BufReader::with_capacity(1 << 20, fault::Reader::new(&file, path));
     let mut head = [0u8; FILE_HEADER_LEN];
     reader
         .read_exact(&mut head)
@@ -159,7 +159,7 @@ impl TailCtx<'_> {
     /// Decides what bad bytes at `pos` mean: a torn tail to cut, or corruption.
     fn bad(&self, pos: u64, max_seq: u64, reason: &'static str, detail: String) -> Result<ScanEnd> {
         let (valid_after, zero_tail) = if self.tail_may_be_torn {
-            inspect_tail(self.file, pos, self.file_len)?
+            inspect_tail(self.file, self.path, pos, self.file_len)?
         } else {
             (true, false)
         };
@@ -182,18 +182,45 @@ impl TailCtx<'_> {
     }
 }
 
+/// Where to start looking for valid records after the bad one at the start of `tail`.
+///
+/// A batch envelope torn by a crash has an intact header and nested records that are each
+/// valid on their own up to the tear; they are the torn record itself, not records after the
+/// damage. (Counting them made a crash in the middle of writing a batch refuse start-up as
+/// "damage in the middle".) So when `tail` starts with a batch header whose nested records,
+/// walked from its start, stop before the envelope's declared end, the search starts where the
+/// walk stopped; anything valid after that is still damage in the middle.
+fn torn_batch_end(tail: &[u8]) -> usize {
+    let Ok(h) = Header::decode(tail) else {
+        return 1;
+    };
+    if h.kind != Kind::Batch || h.key_len != 0 {
+        return 1;
+    }
+    let mut at = HEADER_LEN;
+    while let Some(rest) = tail.get(at..) {
+        match record::decode(rest) {
+            Ok(r) if r.header.kind != Kind::Batch && r.header.seq >= h.seq => {
+                at += r.header.record_len() as usize;
+            }
+            _ => break,
+        }
+    }
+    if (at as u64) < h.record_len() { at } else { 1 }
+}
+
 /// Looks at the bytes from the bad record at `pos` to the end: is there a record with a valid
 /// checksum after `pos` (then the bad bytes are damage in the middle, not a torn tail), and
 /// is the whole tail zeros (unused preallocation)?
-fn inspect_tail(file: &File, pos: u64, file_len: u64) -> Result<(bool, bool)> {
+fn inspect_tail(file: &File, path: &Path, pos: u64, file_len: u64) -> Result<(bool, bool)> {
     let len = usize::try_from(file_len - pos).unwrap_or(usize::MAX);
     let mut tail = vec![0u8; len];
-    file.read_exact_at(&mut tail, pos)
+    fault::read_exact_at(file, &mut tail, pos, path)
         .ctx(|| "reading the tail of a data file".to_string())?;
     if tail.iter().all(|b| *b == 0) {
         return Ok((false, true));
     }
-    for i in 1..tail.len().saturating_sub(HEADER_LEN - 1) {
+    for i in torn_batch_end(&tail)..tail.len().saturating_sub(HEADER_LEN - 1) {
         // Cheap filters first: format byte and kind byte must be plausible.
         if tail[i + 4] != record::RECORD_FORMAT || !(1..=3).contains(&tail[i + 5]) {
             continue;

@@ -21,7 +21,7 @@ use std::time::Instant;
 use super::data_file::{DataFile, FILE_HEADER_LEN, FileId, sync_dir};
 use super::{Inner, writer};
 use crate::engine::{
-    JobState, Progress, SnapshotInfo, SnapshotReport, UnixMillis, Version, crash_point,
+    JobState, Progress, SnapshotInfo, SnapshotReport, UnixMillis, Version, crash_point, fault,
 };
 use crate::error::{Error, IoContext, Result};
 
@@ -88,20 +88,26 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
             inner.keydir.len() as u64,
         )
     };
-    let name = format!("{:013}-{:020}", started_at.0, last_seq);
+    // Two snapshots in one millisecond with no write between would get the same name (found
+    // by fuzzing: the second failed to rename onto the first); number the later ones.
+    let base = format!("{:013}-{:020}", started_at.0, last_seq);
+    let mut name = base.clone();
+    let mut n = 1;
+    while root.join(&name).exists() {
+        name = format!("{base}-{n}");
+        n += 1;
+    }
     let tmp = root.join(format!(".tmp-{name}"));
     fs::create_dir_all(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
     let mut bytes = 0u64;
     for f in &files {
-        f.file()
-            .sync_all()
-            .ctx(|| format!("fsync {}", f.path.display()))?;
+        fault::sync_all(f.file(), &f.path).ctx(|| format!("fsync {}", f.path.display()))?;
         let target = tmp.join(f.id.data_name());
-        fs::hard_link(&f.path, &target).ctx(|| format!("linking {}", f.path.display()))?;
+        fault::hard_link(&f.path, &target).ctx(|| format!("linking {}", f.path.display()))?;
         bytes += f.size()?;
         let hint = inner.dir.join(f.id.hint_name());
         if hint.exists() {
-            fs::hard_link(&hint, tmp.join(f.id.hint_name()))
+            fault::hard_link(&hint, &tmp.join(f.id.hint_name()))
                 .ctx(|| format!("linking {}", hint.display()))?;
         }
     }
@@ -113,7 +119,7 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
     sync_dir(&tmp)?;
     crash_point("snapshot:linked");
     let path = root.join(&name);
-    fs::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
+    fault::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
     sync_dir(&root)?;
     prune(&root, inner.opts.snapshots_kept)?;
     Ok(SnapshotReport {

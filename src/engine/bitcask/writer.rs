@@ -9,10 +9,11 @@
 //! Group commit (`SyncPolicy::Always`): a writer that needs durability waits until the
 //! durable sequence number reaches its own. The first waiter to find no sync in flight becomes
 //! the leader: it flushes the buffer (everyone's records), fdatasyncs once, publishes the new
-//! durable sequence number and wakes the rest. A failed write or fsync poisons the engine.
+//! durable sequence number and wakes the rest. A failed write or fsync poisons the engine,
+//! except a full disk met before a record is applied (see [`Writer::reserve`]): that write is
+//! refused with `DiskFull` and the engine takes writes again once there is space.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,7 +24,7 @@ use parking_lot::{Condvar, Mutex};
 use super::Inner;
 use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, sync_dir};
 use super::keydir::Loc;
-use crate::engine::SyncPolicy;
+use crate::engine::{SyncPolicy, fault};
 use crate::error::{Error, IoContext, Result};
 
 /// Flush the buffer to the file once it holds this much.
@@ -46,6 +47,8 @@ pub struct Writer {
     pub buf: Vec<u8>,
     /// Next sequence number to issue.
     pub next_seq: u64,
+    /// A flush met a full disk: the next write flushes first and is refused while it fails.
+    pub stalled: bool,
 }
 
 impl Writer {
@@ -61,19 +64,36 @@ impl Writer {
         s
     }
 
-    /// Makes room for a record of `len` bytes, rotating first if it would not fit.
-    /// Returns the offset the record will have.
+    /// Makes room for a record of `len` bytes before anything of it is applied: writes out
+    /// what earlier writes left in the buffer when it would pass the flush threshold, rotates
+    /// if the record would not fit, and (unless the policy is `never`) preallocates the disk
+    /// space the record will take. Returns the offset the record will have.
+    ///
+    /// A full disk met here refuses the write cleanly with [`Error::DiskFull`]: nothing of it
+    /// was applied, the partial bytes of the failed write are cut back, the buffer is kept for
+    /// the next attempt, and the engine is *not* poisoned, so writes succeed again once space
+    /// is freed. Every other failure poisons the engine as before.
     ///
     /// # Errors
-    /// I/O errors of the rotation.
+    /// [`Error::DiskFull`], I/O errors of the flush, rotation or preallocation.
     pub fn reserve(&mut self, inner: &Inner, len: usize) -> Result<u64> {
-        if self.len + len as u64 > inner.opts.max_file_size && self.len > FILE_HEADER_LEN as u64 {
+        let rotate =
+            self.len + len as u64 > inner.opts.max_file_size && self.len > FILE_HEADER_LEN as u64;
+        if !self.buf.is_empty() && (rotate || self.stalled || self.buf.len() + len >= FLUSH_AT) {
+            self.flush_before_append(inner)?;
+        }
+        if rotate {
             self.rotate(inner)?;
+        }
+        let end = self.len + len as u64;
+        if inner.sync != SyncPolicy::Never && end > self.allocated {
+            self.preallocate(inner, end)?;
         }
         Ok(self.len)
     }
 
-    /// Records that `n` bytes were appended to `buf`; flushes if the buffer is large.
+    /// Records that `n` bytes were appended to `buf`; flushes if the buffer is large (only a
+    /// record of `FLUSH_AT` bytes or more gets here with a full buffer).
     ///
     /// # Errors
     /// Write errors.
@@ -81,7 +101,18 @@ impl Writer {
         self.len += n as u64;
         inner.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
         if self.buf.len() >= FLUSH_AT {
-            self.flush(inner)?;
+            if inner.sync == SyncPolicy::Never {
+                // Acknowledged without durability, as `never` says: on a full disk the record
+                // waits in the buffer and the next write's `reserve` is refused until it fits.
+                match self.flush_before_append(inner) {
+                    Err(Error::DiskFull { context }) => {
+                        tracing::warn!(%context, "disk full: buffered writes wait for space");
+                    }
+                    other => other?,
+                }
+            } else {
+                self.flush(inner)?;
+            }
         }
         Ok(())
     }
@@ -91,6 +122,46 @@ impl Writer {
     /// # Errors
     /// Write errors (the engine is poisoned).
     pub fn flush(&mut self, inner: &Inner) -> Result<()> {
+        self.write_buffer(inner).inspect_err(|e| inner.poison(e))
+    }
+
+    /// Writes the buffer to the file; on a full disk cuts the partial bytes back and keeps the
+    /// buffer, returning [`Error::DiskFull`] without poisoning.
+    pub fn flush_before_append(&mut self, inner: &Inner) -> Result<()> {
+        match self.write_buffer(inner) {
+            Ok(()) => {
+                self.stalled = false;
+                Ok(())
+            }
+            Err(e @ Error::DiskFull { .. }) if self.cut_back().is_ok() => {
+                self.stalled = true;
+                Err(e)
+            }
+            Err(e) => {
+                inner.poison(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Cuts the file back to its data and preallocation after a write that failed part way.
+    /// Bytes of the failed write left inside the preallocated area are rewritten in place by
+    /// the next flush of the same buffer, and look like a torn tail to recovery until then.
+    fn cut_back(&mut self) -> Result<()> {
+        let keep = self.flushed.max(self.allocated);
+        let file = self.active.file();
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("stat {}", self.active.path.display()), e))?
+            .len();
+        if len > keep {
+            fault::set_len(file, keep, &self.active.path)
+                .map_err(|e| Error::io(format!("truncating {}", self.active.path.display()), e))?;
+        }
+        Ok(())
+    }
+
+    fn write_buffer(&mut self, inner: &Inner) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -98,10 +169,16 @@ impl Writer {
         if end > self.allocated && inner.sync != SyncPolicy::Never {
             self.preallocate(inner, end)?;
         }
-        if let Err(e) = self.active.file().write_all_at(&self.buf, self.flushed) {
-            let err = Error::io(format!("appending to {}", self.active.path.display()), e);
-            inner.poison(&err);
-            return Err(err);
+        if let Err(e) = fault::write_all_at(
+            self.active.file(),
+            &self.buf,
+            self.flushed,
+            &self.active.path,
+        ) {
+            return Err(Error::io(
+                format!("appending to {}", self.active.path.display()),
+                e,
+            ));
         }
         self.flushed += self.buf.len() as u64;
         self.buf.clear();
@@ -113,22 +190,49 @@ impl Writer {
     /// that the fdatasync of each later append is a pure overwrite with no file-size metadata
     /// to flush (about twice the append+fdatasync rate on ext4). Recovery reads the zeros as
     /// the end of the data; sealing truncates them away.
+    ///
+    /// On a full disk it tries exactly `needed` before giving up; when the zeros cannot be
+    /// written it cuts them back and returns [`Error::DiskFull`] without poisoning (nothing
+    /// but zeros past the data was touched). A failed fdatasync poisons.
     fn preallocate(&mut self, inner: &Inner, needed: u64) -> Result<()> {
         const CHUNK: u64 = 4 << 20;
         static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
-        let target = needed.max((self.allocated + CHUNK).min(inner.opts.max_file_size));
+        let chunk = needed.max((self.allocated + CHUNK).min(inner.opts.max_file_size));
         let file = self.active.file();
-        let mut at = self.allocated.max(self.flushed);
-        let result = (|| {
+        let path = &self.active.path;
+        let from = self.allocated.max(self.flushed);
+        let mut target = chunk;
+        loop {
+            let mut at = from;
+            let mut result = Ok(());
             while at < target {
                 let n = (target - at).min(ZEROS.len() as u64) as usize;
-                file.write_all_at(&ZEROS[..n], at)?;
+                if let Err(e) = fault::write_all_at(file, &ZEROS[..n], at, path) {
+                    result = Err(e);
+                    break;
+                }
                 at += n as u64;
             }
-            file.sync_data()
-        })();
-        if let Err(e) = result {
-            let err = Error::io(format!("preallocating {}", self.active.path.display()), e);
+            match result {
+                Ok(()) => break,
+                Err(e) => {
+                    let err = Error::io(format!("preallocating {}", path.display()), e);
+                    if !matches!(err, Error::DiskFull { .. }) {
+                        inner.poison(&err);
+                        return Err(err);
+                    }
+                    // Give the zeros back; harmless if it fails (zeros read as the end).
+                    let _ = fault::set_len(file, from, path);
+                    if target > needed {
+                        target = needed;
+                        continue;
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        if let Err(e) = fault::sync_data(file, path) {
+            let err = Error::io(format!("preallocating {}", path.display()), e);
             inner.poison(&err);
             return Err(err);
         }
@@ -141,7 +245,7 @@ impl Writer {
     pub fn trim(&mut self, inner: &Inner) -> Result<()> {
         self.flush(inner)?;
         if self.allocated > self.flushed {
-            if let Err(e) = self.active.file().set_len(self.flushed) {
+            if let Err(e) = fault::set_len(self.active.file(), self.flushed, &self.active.path) {
                 let err = Error::io(format!("truncating {}", self.active.path.display()), e);
                 inner.poison(&err);
                 return Err(err);
@@ -169,7 +273,7 @@ impl Writer {
     pub fn rotate(&mut self, inner: &Inner) -> Result<()> {
         self.trim(inner)?;
         if inner.sync != SyncPolicy::Never {
-            if let Err(e) = self.active.file().sync_data() {
+            if let Err(e) = fault::sync_data(self.active.file(), &self.active.path) {
                 let err = Error::io(format!("fsync {}", self.active.path.display()), e);
                 inner.poison(&err);
                 return Err(err);
@@ -182,8 +286,13 @@ impl Writer {
             major: self.active.id.major + 1,
             minor: 0,
         };
-        let (file, path) =
-            create_data_file(&inner.dir, id, self.next_seq).inspect_err(|e| inner.poison(e))?;
+        // A full disk here leaves the sealed file active (trimmed and synced): the write that
+        // needed the rotation is refused cleanly and the next one tries again.
+        let (file, path) = create_data_file(&inner.dir, id, self.next_seq).inspect_err(|e| {
+            if !matches!(e, Error::DiskFull { .. }) {
+                inner.poison(e);
+            }
+        })?;
         let data = Arc::new(DataFile::new(id, path, file, inner.opts.read_mode, false)?);
         let no = inner.register(data.clone());
         inner.active_no.store(no, Ordering::Release);
@@ -213,10 +322,16 @@ pub fn create_data_file(dir: &Path, id: FileId, base_seq: u64) -> Result<(File, 
         .open(&path)
         .ctx(|| format!("creating {}", path.display()))?;
     let header = FileHeader { id, base_seq }.encode(DATA_MAGIC);
-    file.write_all_at(&header, 0)
-        .and_then(|()| file.sync_all())
-        .ctx(|| format!("writing header of {}", path.display()))?;
-    sync_dir(dir)?;
+    let written = fault::write_all_at(&file, &header, 0, &path)
+        .and_then(|()| fault::sync_all(&file, &path))
+        .ctx(|| format!("writing header of {}", path.display()))
+        .and_then(|()| sync_dir(dir));
+    if let Err(e) = written {
+        // Leave no half-made file behind to block the next attempt.
+        drop(file);
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     Ok((file, path))
 }
 
@@ -296,7 +411,7 @@ pub fn sync_active(inner: &Inner) -> Result<u64> {
         w.flush(inner)?;
         (w.active.clone(), w.last_seq())
     };
-    if let Err(e) = file.file().sync_data() {
+    if let Err(e) = fault::sync_data(file.file(), &file.path) {
         let err = Error::io(format!("fsync {}", file.path.display()), e);
         inner.poison(&err);
         return Err(err);

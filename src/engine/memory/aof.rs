@@ -23,14 +23,13 @@
 //! fails with [`Error::Poisoned`].
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Condvar, Mutex};
 
 use super::codec::{Reader, crc_of, sync_dir};
-use crate::engine::SyncPolicy;
+use crate::engine::{SyncPolicy, fault};
 use crate::error::{Error, IoContext, Result};
 
 pub(crate) const LOG_MAGIC: &[u8; 8] = b"HHMEMLOG";
@@ -229,8 +228,8 @@ pub(crate) fn create_log(dir: &Path, seq: u64) -> Result<File> {
         .create_new(true)
         .open(&path)
         .ctx(|| format!("creating {}", path.display()))?;
-    f.write_all(&header(seq))
-        .and_then(|()| f.sync_all())
+    fault::write_all(&mut f, &header(seq), &path)
+        .and_then(|()| fault::sync_all(&f, &path))
         .ctx(|| format!("writing header of {}", path.display()))?;
     sync_dir(dir)?;
     Ok(f)
@@ -256,13 +255,12 @@ pub(crate) fn read_log(
     is_last: bool,
     mut apply: impl FnMut(&LogOp<'_>),
 ) -> Result<LogScan> {
-    let mut buf = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut buf))
-        .ctx(|| format!("reading {}", path.display()))?;
+    let buf = fault::read(path).ctx(|| format!("reading {}", path.display()))?;
     let mut scan = LogScan::default();
-    if buf.len() < LOG_HEADER_LEN && is_last && LOG_MAGIC.starts_with(&buf[..buf.len().min(8)]) {
-        // A crash while creating the file: it never held a record.
+    if buf.len() < LOG_HEADER_LEN && LOG_MAGIC.starts_with(&buf[..buf.len().min(8)]) {
+        // A crash while creating the file: it never held a record. (Not only in the last log:
+        // after the restart that follows, a newer log exists, and an empty file must not
+        // block the restart after that.)
         scan.torn_at = Some((0, "log header incomplete".into()));
         truncate(path, 0)?;
         return Ok(scan);
@@ -330,8 +328,8 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
         .write(true)
         .open(path)
         .and_then(|f| {
-            f.set_len(len)?;
-            f.sync_all()
+            fault::set_len(&f, len, path)?;
+            fault::sync_all(&f, path)
         })
         .ctx(|| format!("truncating torn tail of {}", path.display()))
 }
@@ -527,12 +525,10 @@ impl Rotation<'_> {
 
 fn write_and_sync(file: &mut File, buf: &[u8], sync: bool, path: &Path) -> Result<()> {
     if !buf.is_empty() {
-        file.write_all(buf)
-            .ctx(|| format!("appending to {}", path.display()))?;
+        fault::write_all(file, buf, path).ctx(|| format!("appending to {}", path.display()))?;
     }
     if sync {
-        file.sync_data()
-            .ctx(|| format!("fdatasync of {}", path.display()))?;
+        fault::sync_data(file, path).ctx(|| format!("fdatasync of {}", path.display()))?;
     }
     Ok(())
 }

@@ -173,9 +173,13 @@ fn checkpoint(
         let records = f.base_keys + inner.log_ops.load(Ordering::Relaxed);
         (f.next_snap, f.log_seq + 1, records)
     };
-    // 1. The next log, ready before the pause.
+    // 1. The next log, ready before the pause. Not after the log failed: the failed log's torn
+    // tail must stay the last thing recovery reads.
     let new_log = match &inner.log {
-        Some(_) => Some(create_log(dir, new_log_seq)?),
+        Some(log) => {
+            log.check()?;
+            Some(create_log(dir, new_log_seq)?)
+        }
         None => None,
     };
     inner.step("log-created");

@@ -12,6 +12,7 @@
 use std::path::Path;
 
 use super::codec::{Reader, sync_dir};
+use crate::engine::fault;
 use crate::error::{Error, IoContext, Result};
 
 pub(crate) const MANIFEST: &str = "MANIFEST";
@@ -44,7 +45,7 @@ impl Manifest {
     /// Reads `dir/MANIFEST`; `Ok(None)` when there is none.
     pub(crate) fn load(dir: &Path) -> Result<Option<Manifest>> {
         let path = dir.join(MANIFEST);
-        let bytes = match std::fs::read(&path) {
+        let bytes = match fault::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
@@ -79,11 +80,11 @@ impl Manifest {
         let path = dir.join(MANIFEST);
         std::fs::File::create(&tmp)
             .and_then(|mut f| {
-                std::io::Write::write_all(&mut f, &self.encode())?;
-                f.sync_all()
+                fault::write_all(&mut f, &self.encode(), &tmp)?;
+                fault::sync_all(&f, &tmp)
             })
             .ctx(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
+        fault::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
         sync_dir(dir)
     }
 }

@@ -598,3 +598,47 @@ impl Drop for MemoryEngine {
         }
     }
 }
+
+#[doc(hidden)]
+pub mod decode {
+    //! Decoders of the memory engine's files, for the fuzz targets and tools (not a stable
+    //! API): thin entry points to the log, snapshot and manifest decoders, so that `fuzz/` can
+    //! feed them arbitrary bytes. Reading never changes a file here (a log is read as
+    //! not-last).
+
+    use std::path::Path;
+
+    use crate::error::Result;
+
+    /// Parses the log record at the start of `buf`: its op count and framed length.
+    ///
+    /// # Errors
+    /// Why the bytes are not a valid record.
+    pub fn log_record(buf: &[u8]) -> std::result::Result<(usize, usize), String> {
+        super::aof::decode_record(buf).map(|(ops, n)| (ops.len(), n))
+    }
+
+    /// Reads log file `path` (expected to be log `seq`); returns its record count.
+    ///
+    /// # Errors
+    /// Corruption and I/O errors.
+    pub fn log_file(path: &Path, seq: u64) -> Result<u64> {
+        super::aof::read_log(path, seq, false, |_| {}).map(|s| s.records)
+    }
+
+    /// Reads snapshot file `path`; returns its key count.
+    ///
+    /// # Errors
+    /// Corruption and I/O errors.
+    pub fn snapshot_file(path: &Path) -> Result<u64> {
+        super::snapshot::read_snapshot(path, |_| {}).map(|(_, keys)| keys)
+    }
+
+    /// Reads `dir/MANIFEST`: `(base snapshot, first log)`.
+    ///
+    /// # Errors
+    /// Corruption and I/O errors.
+    pub fn manifest_in(dir: &Path) -> Result<Option<(u64, u64)>> {
+        super::manifest::Manifest::load(dir).map(|m| m.map(|m| (m.base, m.first_log)))
+    }
+}

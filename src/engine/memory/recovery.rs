@@ -132,7 +132,15 @@ pub(crate) fn recover(dir: &Path, shards: usize) -> Result<Recovered> {
     }
     let base_version = rec.last_version;
     let mut removed = false;
-    let last_seq = files.logs.keys().next_back().copied();
+    // The log a crash can tear is the last one holding records: logs after it hold only their
+    // header (a checkpoint creates the next log before its cut, and open creates one too).
+    let last_seq = files
+        .logs
+        .iter()
+        .rev()
+        .find(|(_, p)| file_len(p) > super::aof::LOG_HEADER_LEN as u64)
+        .or_else(|| files.logs.iter().next_back())
+        .map(|(s, _)| *s);
     for (&seq, path) in &files.logs {
         if seq < manifest.first_log {
             // Left behind by a rewrite that finished: its records are in the base.
@@ -142,7 +150,8 @@ pub(crate) fn recover(dir: &Path, shards: usize) -> Result<Recovered> {
         }
         rec.log_seq = rec.log_seq.max(seq);
         let t = &rec.table;
-        let scan = read_log(path, seq, Some(seq) == last_seq, |op| {
+        let is_last = last_seq.is_some_and(|l| seq >= l);
+        let scan = read_log(path, seq, is_last, |op| {
             if op.version() > base_version {
                 apply(t, op, now);
             }

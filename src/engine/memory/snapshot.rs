@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use super::codec::{Reader, crc_of, sync_dir};
 use super::table::{EntryRef, Shard};
+use crate::engine::fault;
 use crate::error::{Error, IoContext, Result};
 
 pub(crate) const SNAP_MAGIC: &[u8; 8] = b"HHMEMSNP";
@@ -143,7 +144,7 @@ pub(crate) fn write_snapshot(
         }
     };
     (hooks.step)("snapshot-written");
-    std::fs::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
+    fault::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
     sync_dir(dir)?;
     (hooks.step)("snapshot-renamed");
     let bytes = std::fs::metadata(&path)
@@ -176,7 +177,7 @@ fn write_tmp(
     let crc = crc32c::crc32c(&h);
     h.extend_from_slice(&crc.to_le_bytes());
     let mut w = BlockWriter {
-        out: BufWriter::with_capacity(1 << 20, file),
+        out: BufWriter::with_capacity(1 << 20, fault::Writer::new(file, tmp)),
         raw: Vec::with_capacity(BLOCK_TARGET * 2),
         written: 0,
         blocks: 0,
@@ -220,8 +221,7 @@ fn write_tmp(
         .out
         .into_inner()
         .map_err(|e| Error::io(format!("writing {}", tmp.display()), e.into_error()))?;
-    file.sync_all()
-        .ctx(|| format!("fsync of {}", tmp.display()))?;
+    fault::sync_all(&file.into_file(), tmp).ctx(|| format!("fsync of {}", tmp.display()))?;
     Ok(keys)
 }
 
@@ -281,7 +281,7 @@ pub(crate) fn read_snapshot(
         .metadata()
         .ctx(|| format!("stat {}", path.display()))?
         .len();
-    let mut rd = BufReader::with_capacity(1 << 20, file);
+    let mut rd = BufReader::with_capacity(1 << 20, fault::Reader::new(file, path));
     let io = |e| Error::io(format!("reading {}", path.display()), e);
     let mut h = [0u8; HEADER_LEN];
     if file_len < HEADER_LEN as u64 {

@@ -1,0 +1,78 @@
+//! Exit statuses of the client and offline subcommands, and the error that carries one.
+//!
+//! Scripts branch on these numbers, so they are fixed here in one place and listed in the
+//! README. `main` turns an [`Exit`] found in an error into its status; any other error (from
+//! `serve`, say) keeps the historical status 1.
+
+use std::fmt;
+
+/// Done: found, written, deleted, started, clean.
+pub const OK: u8 = 0;
+/// The key is absent (`get`, `del`), or `check` found problems it did not repair.
+pub const NOT_FOUND: u8 = 1;
+/// Bad command line (clap's own status for usage errors).
+pub const USAGE: u8 = 2;
+/// A precondition failed (412) or the job is already running (409).
+pub const CONFLICT: u8 = 3;
+/// The server refused the request (any other 4xx: bad input, too large, unauthorized).
+pub const REFUSED: u8 = 4;
+/// The server failed or is unavailable (5xx, 503 while starting or shedding load).
+pub const SERVER: u8 = 5;
+/// The server could not be reached (connection refused, timeout, bad URL).
+pub const UNREACHABLE: u8 = 6;
+/// A local failure: unreadable input file, malformed JSON lines, I/O or corrupt data offline.
+pub const LOCAL: u8 = 7;
+/// The data directory is in use by another process (a running server).
+pub const LOCKED: u8 = 8;
+
+/// An error with the exit status it should end the process with.
+#[derive(Debug)]
+pub struct Exit {
+    /// The status.
+    pub code: u8,
+    /// One line for stderr; empty when everything was already printed.
+    pub message: String,
+}
+
+impl Exit {
+    /// An error with `code` and `message`.
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
+        Exit {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A local failure ([`LOCAL`]).
+    pub fn local(message: impl Into<String>) -> Self {
+        Exit::new(LOCAL, message)
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// The exit status for an error: the [`Exit`] code when there is one, else 1.
+pub fn code_of(e: &anyhow::Error) -> u8 {
+    e.downcast_ref::<Exit>().map_or(1, |x| x.code)
+}
+
+/// Maps an engine error met offline: a locked directory gets [`LOCKED`], everything else
+/// [`LOCAL`].
+pub fn from_engine(e: crate::Error, doing: &str) -> Exit {
+    match e {
+        crate::Error::Locked(dir) => Exit::new(
+            LOCKED,
+            format!(
+                "{doing}: data directory {} is in use by another process (stop the server first)",
+                dir.display()
+            ),
+        ),
+        other => Exit::local(format!("{doing}: {other}")),
+    }
+}

@@ -1,0 +1,319 @@
+//! `export` and `import`: a store's live keys as JSON lines, through the [`Engine`] trait.
+//!
+//! One object per line, keys and values as UTF-8 text with a `*_base64` twin for bytes that are
+//! not UTF-8 (the API's convention), and the expiry kept as an absolute instant so that a
+//! value exported with 60 s left and imported 10 s later still expires at the same moment:
+//!
+//! ```text
+//! {"key":"user/1","value":"ada"}
+//! {"key_base64":"/w==","value_base64":"AAEC","expires_at_ms":1767225600000}
+//! ```
+//!
+//! `import` also accepts `"ttl": <seconds>` (counted from the import) for files written by
+//! hand. It applies lines in atomic batches; a malformed line stops it with the line number,
+//! every earlier batch being applied and durable. Values already expired are skipped.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use super::progress::Progress;
+use super::{DirArgs, close, open, print};
+use crate::cli::exit::{self, Exit};
+use crate::engine::{BatchOp, Engine, UnixMillis};
+
+/// One exported key.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    /// The key as text (when UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The key in base64 (when not UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
+    /// The value as text (when UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value in base64 (when not UTF-8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+    /// Expiry, milliseconds since the Unix epoch; absent = never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at_ms: Option<u64>,
+    /// Import only: seconds from now until expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u64>,
+}
+
+/// Flags of `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// Write to this file instead of stdout
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+}
+
+/// Flags of `import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// JSON-lines file; `-` or nothing = stdin
+    input: Option<PathBuf>,
+    /// Lines applied per atomic batch
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    batch_size: u64,
+}
+
+fn text_or_b64(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Some(s.to_owned()), None),
+        Err(_) => (None, Some(STANDARD.encode(bytes))),
+    }
+}
+
+/// Writes every live key of the store to JSON lines.
+///
+/// # Errors
+/// [`exit::LOCKED`] while a server runs; [`exit::LOCAL`] for I/O and engine errors.
+pub fn export(a: &ExportArgs) -> Result<(), Exit> {
+    a.dir.must_exist()?;
+    let engine = open(&a.dir)?;
+    let result = export_from(&engine, a);
+    close(&engine)?;
+    let n = result?;
+    eprintln!("exported {n} keys from {}", a.dir.data_dir.display());
+    Ok(())
+}
+
+fn export_from(engine: &Arc<dyn Engine>, a: &ExportArgs) -> Result<u64, Exit> {
+    let keys = engine
+        .stats()
+        .map_err(|e| exit::from_engine(e, "reading stats"))?
+        .keys;
+    let sink: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(
+            File::create(p).map_err(|e| Exit::local(format!("creating {}: {e}", p.display())))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut out = BufWriter::with_capacity(1 << 20, sink);
+    let mut bar = Progress::new("export", keys, "keys");
+    let (mut after, mut n): (Option<Vec<u8>>, u64) = (None, 0);
+    let write_err = |e: std::io::Error| Exit::local(format!("writing the export: {e}"));
+    loop {
+        let page = engine
+            .list(b"", after.as_deref(), 1000)
+            .map_err(|e| exit::from_engine(e, "listing keys"))?;
+        for key in &page.keys {
+            // A key listed but gone by the time it is read (expired) is simply skipped.
+            let Some(v) = engine
+                .get(key)
+                .map_err(|e| exit::from_engine(e, "reading a value"))?
+            else {
+                continue;
+            };
+            let (k, kb) = text_or_b64(key);
+            let (val, vb) = text_or_b64(&v.bytes);
+            let line = Line {
+                key: k,
+                key_base64: kb,
+                value: val,
+                value_base64: vb,
+                expires_at_ms: v.meta.expires_at.map(|e| e.0),
+                ttl: None,
+            };
+            serde_json::to_writer(&mut out, &line)
+                .map_err(|e| Exit::local(format!("writing the export: {e}")))?;
+            out.write_all(b"\n").map_err(write_err)?;
+            n += 1;
+        }
+        bar.inc(page.keys.len() as u64);
+        match page.next_start_after {
+            Some(k) => after = Some(k),
+            None => break,
+        }
+    }
+    out.flush().map_err(write_err)?;
+    if let Ok(f) = out.into_inner() {
+        drop(f);
+    }
+    if let Some(p) = &a.output {
+        File::open(p)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Exit::local(format!("syncing {}: {e}", p.display())))?;
+    }
+    bar.finish();
+    Ok(n)
+}
+
+fn field(text: Option<String>, b64: Option<String>, name: &str) -> Result<Vec<u8>, String> {
+    match (text, b64) {
+        (Some(t), None) => Ok(t.into_bytes()),
+        (None, Some(b)) => STANDARD
+            .decode(b)
+            .map_err(|e| format!("`{name}_base64` is not base64: {e}")),
+        _ => Err(format!("give exactly one of `{name}` and `{name}_base64`")),
+    }
+}
+
+/// Decodes one line into a put; `Ok(None)` when its value has already expired.
+fn parse_line(text: &str, now: UnixMillis) -> Result<Option<BatchOp>, String> {
+    let line: Line = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if line.ttl.is_some() && line.expires_at_ms.is_some() {
+        return Err("give at most one of `ttl` and `expires_at_ms`".into());
+    }
+    let key = field(line.key, line.key_base64, "key")?;
+    crate::engine::check_key(&key).map_err(|e| e.to_string())?;
+    let value = field(line.value, line.value_base64, "value")?;
+    let expires_at = match (line.expires_at_ms, line.ttl) {
+        (Some(ms), _) => Some(UnixMillis(ms)),
+        (None, Some(s)) => Some(UnixMillis::after(Duration::from_secs(s))),
+        (None, None) => None,
+    };
+    if expires_at.is_some_and(|e| e.has_passed(now)) {
+        return Ok(None);
+    }
+    Ok(Some(BatchOp::Put {
+        key,
+        value: Bytes::from(value),
+        expires_at,
+    }))
+}
+
+/// Counts of an import.
+#[derive(Debug, Default, Serialize)]
+struct Imported {
+    keys: u64,
+    expired_skipped: u64,
+    lines: u64,
+}
+
+/// Loads JSON lines into the store (creating the directory when missing).
+///
+/// # Errors
+/// [`exit::LOCKED`] while a server runs; [`exit::LOCAL`] for unreadable input, a malformed
+/// line (naming it) and engine errors.
+pub fn import(a: &ImportArgs) -> Result<(), Exit> {
+    let (reader, total): (Box<dyn Read>, u64) = match &a.input {
+        Some(p) if p.as_os_str() != "-" => {
+            let f =
+                File::open(p).map_err(|e| Exit::local(format!("opening {}: {e}", p.display())))?;
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            (Box::new(f), len)
+        }
+        _ => (Box::new(std::io::stdin().lock()), 0),
+    };
+    let engine = open(&a.dir)?;
+    let result = import_into(&engine, BufReader::with_capacity(1 << 20, reader), total, a);
+    close(&engine)?;
+    let counts = result?;
+    if a.dir.json {
+        let doc = serde_json::to_value(&counts).unwrap_or_default();
+        return print(&format!("{doc}\n"));
+    }
+    print(&format!(
+        "imported {} keys into {} ({} already expired, skipped)\n",
+        counts.keys,
+        a.dir.data_dir.display(),
+        counts.expired_skipped
+    ))
+}
+
+fn import_into(
+    engine: &Arc<dyn Engine>,
+    mut input: impl BufRead,
+    total: u64,
+    a: &ImportArgs,
+) -> Result<Imported, Exit> {
+    let mut bar = Progress::new("import", total, "bytes");
+    let mut counts = Imported::default();
+    let mut ops = Vec::new();
+    let mut buf = String::new();
+    let now = UnixMillis::now();
+    let apply = |ops: &mut Vec<BatchOp>, counts: &mut Imported| -> Result<(), Exit> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        counts.keys += ops.len() as u64;
+        engine
+            .apply_batch(std::mem::take(ops))
+            .map(|_| ())
+            .map_err(|e| exit::from_engine(e, "writing a batch"))
+    };
+    loop {
+        buf.clear();
+        let n = input
+            .read_line(&mut buf)
+            .map_err(|e| Exit::local(format!("reading line {}: {e}", counts.lines + 1)))?;
+        if n == 0 {
+            break;
+        }
+        counts.lines += 1;
+        bar.inc(n as u64);
+        let text = buf.trim();
+        if text.is_empty() {
+            continue;
+        }
+        match parse_line(text, now) {
+            Ok(Some(op)) => ops.push(op),
+            Ok(None) => counts.expired_skipped += 1,
+            Err(e) => {
+                apply(&mut ops, &mut counts)?;
+                return Err(Exit::local(format!(
+                    "line {}: {e} (the {} keys before it were imported)",
+                    counts.lines, counts.keys
+                )));
+            }
+        }
+        if ops.len() as u64 >= a.batch_size {
+            apply(&mut ops, &mut counts)?;
+        }
+    }
+    apply(&mut ops, &mut counts)?;
+    bar.finish();
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_decode_text_base64_and_expiry() {
+        let now = UnixMillis(1_000);
+        let op = parse_line(
+            r#"{"key_base64":"/w==","value":"v","expires_at_ms":5000}"#,
+            now,
+        )
+        .expect("valid")
+        .expect("live");
+        assert_eq!(
+            op,
+            BatchOp::Put {
+                key: vec![0xFF],
+                value: Bytes::from_static(b"v"),
+                expires_at: Some(UnixMillis(5000))
+            }
+        );
+        assert!(
+            parse_line(r#"{"key":"k","value":"v","expires_at_ms":500}"#, now)
+                .expect("valid")
+                .is_none()
+        );
+        assert!(parse_line(r#"{"key":"k"}"#, now).is_err());
+        assert!(parse_line(r#"{"key":"","value":"v"}"#, now).is_err());
+        assert!(parse_line(r#"{"key":"k","value":"v","extra":1}"#, now).is_err());
+    }
+}

@@ -1,0 +1,426 @@
+//! The command line end to end (assert_cmd): client subcommands against the real server on a
+//! loopback port, offline tools over real data directories, exit statuses, completions.
+//!
+//! Every command runs with a bounded timeout; no test depends on timing.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use common::{STEP_TIMEOUT, Server};
+
+/// The binary with a clean environment and a bounded run time.
+fn hh() -> Command {
+    let mut c = Command::new(common::binary());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOARDHAVEN_") {
+            c.env_remove(k);
+        }
+    }
+    c.env_remove("RUST_LOG").timeout(STEP_TIMEOUT);
+    c
+}
+
+/// Runs a client subcommand against `s`; returns (status, stdout, stderr).
+fn client(s: &Server, args: &[&str], stdin: Option<&[u8]>) -> (i32, Vec<u8>, String) {
+    let mut c = hh();
+    c.arg(args[0]).args(["--url", &s.base]).args(&args[1..]);
+    if let Some(i) = stdin {
+        c.write_stdin(i.to_vec());
+    }
+    run(&mut c)
+}
+
+fn run(c: &mut Command) -> (i32, Vec<u8>, String) {
+    let out = c.output().expect("run hoardhaven");
+    (
+        out.status.code().unwrap_or(-1),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn offline(args: &[&str], dir: &Path) -> (i32, Vec<u8>, String) {
+    run(hh().args(args).arg("--data-dir").arg(dir))
+}
+
+fn json(b: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(b).unwrap_or_else(|e| panic!("not JSON ({e}): {}", lossy(b)))
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_subcommands_and_exit_codes() {
+    for engine in common::ENGINES {
+        let s = Server::start(engine, &[]).await;
+        // put from an argument, a file and stdin; get raw.
+        assert_eq!(client(&s, &["put", "a/b c", "v1"], None).0, 0);
+        let f = s.scratch.path().join("value.bin");
+        std::fs::write(&f, [0u8, 1, 0xFF]).expect("write");
+        let file_arg = f.to_str().expect("utf-8 path");
+        assert_eq!(client(&s, &["put", "bin", "--file", file_arg], None).0, 0);
+        assert_eq!(
+            client(&s, &["put", "in%", "--ttl", "300"], Some(b"from stdin")).0,
+            0
+        );
+        let (code, out, err) = client(&s, &["get", "a/b c"], None);
+        assert_eq!((code, out.as_slice()), (0, &b"v1"[..]), "{err}");
+        assert_eq!(client(&s, &["get", "bin"], None).1, vec![0u8, 1, 0xFF]);
+        assert_eq!(client(&s, &["get", "in%"], None).1, b"from stdin");
+        // The key went over the wire percent-encoded: the server sees `a/b c` exactly.
+        let r = s
+            .client
+            .get(s.url("/kv/a%2Fb%20c"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.bytes().await.expect("body").as_ref(), b"v1");
+        // --json
+        let (code, out, _) = client(&s, &["get", "--json", "bin"], None);
+        assert_eq!(code, 0);
+        let doc = json(&out);
+        assert_eq!(doc["value_base64"], "AAH/");
+        assert!(doc["etag"].is_string());
+        let doc = json(&client(&s, &["get", "--json", "in%"], None).1);
+        assert!(
+            doc["ttl"].as_u64().is_some_and(|t| t > 0 && t <= 301),
+            "{doc}"
+        );
+        // Not found: exit 1.
+        let (code, out, err) = client(&s, &["get", "missing"], None);
+        assert_eq!(code, 1, "{err}");
+        assert!(out.is_empty() && err.contains("not found"), "{err}");
+        // Conditional writes: 412 is exit 3.
+        assert_eq!(client(&s, &["put", "bin", "x", "--if-absent"], None).0, 3);
+        let etag = json(&client(&s, &["put", "cas", "1", "--json"], None).1)["etag"]
+            .as_str()
+            .expect("etag")
+            .to_owned();
+        assert_eq!(
+            client(&s, &["put", "cas", "2", "--if-match", &etag], None).0,
+            0
+        );
+        assert_eq!(
+            client(&s, &["put", "cas", "3", "--if-match", &etag], None).0,
+            3
+        );
+        // list, raw and JSON, with a prefix and a limit.
+        let (code, out, _) = client(&s, &["list"], None);
+        assert_eq!(code, 0);
+        assert_eq!(lossy(&out), "a/b c\nbin\ncas\nin%\n");
+        assert_eq!(client(&s, &["list", "--prefix", "b"], None).1, b"bin\n");
+        assert_eq!(
+            client(&s, &["list", "--limit", "2"], None).1,
+            b"a/b c\nbin\n"
+        );
+        let doc = json(&client(&s, &["list", "--json", "--prefix", "c"], None).1);
+        assert_eq!(doc["keys"], serde_json::json!([{"key": "cas"}]));
+        // batch from stdin and from a file.
+        let ops = br#"{"ops":[{"op":"put","key":"k1","value":"x"},{"op":"delete","key":"cas"}]}"#;
+        let (code, out, err) = client(&s, &["batch"], Some(ops));
+        assert_eq!(
+            (code, lossy(&out)),
+            (0, "applied 2 operations\n".into()),
+            "{err}"
+        );
+        let bf = s.scratch.path().join("batch.json");
+        std::fs::write(
+            &bf,
+            br#"{"ops":[{"op":"put","key":"k2","value_base64":"/w=="}]}"#,
+        )
+        .expect("write");
+        let (code, out, _) = client(&s, &["batch", "--json", bf.to_str().expect("utf-8")], None);
+        assert_eq!(code, 0);
+        assert_eq!(json(&out)["results"][0]["created"], true);
+        assert_eq!(client(&s, &["get", "k2"], None).1, vec![0xFF]);
+        assert_eq!(client(&s, &["get", "cas"], None).0, 1);
+        // A malformed batch is refused by the server: exit 4; not JSON at all: local, exit 7.
+        assert_eq!(
+            client(&s, &["batch"], Some(br#"{"ops":[{"op":"nope"}]}"#)).0,
+            4
+        );
+        assert_eq!(client(&s, &["batch"], Some(b"not json")).0, 7);
+        // del: 0 then 1.
+        assert_eq!(client(&s, &["del", "k1"], None).0, 0);
+        assert_eq!(client(&s, &["del", "k1"], None).0, 1);
+        // merge, snapshot, stats.
+        let (code, out, err) = client(&s, &["merge", "--wait"], None);
+        assert_eq!(code, 0, "{err}");
+        assert!(lossy(&out).starts_with("merge done"), "{}", lossy(&out));
+        let doc = json(&client(&s, &["snapshot", "--wait", "--json"], None).1);
+        assert_eq!(doc["state"], "done", "{doc}");
+        let doc = json(&client(&s, &["merge", "--status", "--json"], None).1);
+        assert!(doc["completed"].as_u64().is_some_and(|n| n >= 1), "{doc}");
+        let (code, out, _) = client(&s, &["stats"], None);
+        assert_eq!(code, 0);
+        assert!(
+            lossy(&out).contains(&format!("engine: {engine}")),
+            "{}",
+            lossy(&out)
+        );
+        let doc = json(&client(&s, &["stats", "--json"], None).1);
+        assert_eq!(doc["keys"], 4, "{doc}");
+        // Usage errors: exit 2.
+        assert_eq!(client(&s, &["get"], None).0, 2);
+        assert_eq!(client(&s, &["put", "k", "v", "--ttl", "0"], None).0, 2);
+    }
+}
+
+#[test]
+fn unreachable_server_is_exit_6_and_token_flag_is_accepted() {
+    // A loopback port that was just free: connection refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, _, err) = run(hh().args(["get", "--url", &url, "--token", "secret", "k"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(
+        err.contains("cannot connect") || err.contains("request failed"),
+        "{err}"
+    );
+}
+
+#[test]
+fn completions_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = run(hh().args(["completions", shell]));
+        assert_eq!(code, 0, "{err}");
+        let text = lossy(&out);
+        assert!(
+            text.contains("hoardhaven") && text.contains("export"),
+            "{shell}"
+        );
+    }
+    assert_eq!(run(hh().args(["completions", "nosuchshell"])).0, 2);
+}
+
+/// A JSON-lines file with text, binary and expiring values (and one already expired).
+fn sample_lines() -> String {
+    let far = 4_102_444_800_000u64; // 2100-01-01
+    [
+        r#"{"key":"text","value":"héllo"}"#.to_owned(),
+        r#"{"key_base64":"AP8=","value_base64":"/wAB"}"#.to_owned(),
+        format!(r#"{{"key":"exp","value":"soon","expires_at_ms":{far}}}"#),
+        r#"{"key":"ttl","value":"t","ttl":3600}"#.to_owned(),
+        r#"{"key":"gone","value":"old","expires_at_ms":1000}"#.to_owned(),
+        String::new(),
+    ]
+    .join("\n")
+}
+
+fn export_lines(dir: &Path, engine: &str) -> Vec<serde_json::Value> {
+    let (code, out, err) = offline(&["export", "--engine", engine], dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("export"), "progress lines on stderr: {err}");
+    lossy(&out).lines().map(|l| json(l.as_bytes())).collect()
+}
+
+#[test]
+fn export_import_round_trip_keeps_bytes_and_expiry() {
+    for engine in common::ENGINES {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let src = tmp.path().join("in.jsonl");
+        std::fs::write(&src, sample_lines()).expect("write");
+        let (code, out, err) = offline(
+            &["import", "--engine", engine, src.to_str().expect("utf-8")],
+            &a,
+        );
+        assert_eq!(code, 0, "{err}");
+        assert!(lossy(&out).contains("imported 4 keys"), "{}", lossy(&out));
+        let first = export_lines(&a, engine);
+        assert_eq!(first.len(), 4, "{first:?}");
+        let by_key = |k: &str| {
+            first
+                .iter()
+                .find(|l| l["key"] == k)
+                .unwrap_or_else(|| panic!("{k} missing"))
+        };
+        assert_eq!(by_key("text")["value"], "héllo");
+        assert_eq!(by_key("exp")["expires_at_ms"], 4_102_444_800_000u64);
+        assert!(by_key("ttl")["expires_at_ms"].as_u64().is_some());
+        assert!(
+            first
+                .iter()
+                .any(|l| l["key_base64"] == "AP8=" && l["value_base64"] == "/wAB")
+        );
+        // Round trip through a file into another directory, via stdin.
+        let dump: String = first.iter().map(|l| format!("{l}\n")).collect();
+        let (code, _, err) = run(hh()
+            .args(["import", "--engine", engine, "--data-dir"])
+            .arg(&b)
+            .write_stdin(dump));
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(export_lines(&b, engine), first);
+        // A malformed line stops the import, naming the line.
+        let (code, _, err) = run(hh()
+            .args(["import", "--engine", engine, "--data-dir"])
+            .arg(&b)
+            .write_stdin("{\"key\":\"x\",\"value\":\"y\"}\n{\"key\":1}\n"));
+        assert_eq!(code, 7);
+        assert!(err.contains("line 2"), "{err}");
+    }
+}
+
+/// Imports `n` keys of `size`-byte values into `dir` (bitcask).
+fn fill(dir: &Path, n: usize, size: usize, tag: char) {
+    let v: String = std::iter::repeat_n(tag, size).collect();
+    let lines: String = (0..n)
+        .map(|i| format!("{{\"key\":\"key{i:05}\",\"value\":\"{v}\"}}\n"))
+        .collect();
+    let (code, _, err) = run(hh()
+        .arg("import")
+        .arg("--data-dir")
+        .arg(dir)
+        .write_stdin(lines));
+    assert_eq!(code, 0, "{err}");
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+        .sum()
+}
+
+fn data_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "data"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn compact_shrinks_a_directory_and_info_reports() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("d");
+    fill(&dir, 200, 1000, 'a');
+    fill(&dir, 200, 1000, 'b'); // every key overwritten: half the bytes are dead
+    let before = dir_bytes(&dir);
+    let (code, out, err) = offline(&["compact"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(lossy(&out).contains("compacted"), "{}", lossy(&out));
+    let after = dir_bytes(&dir);
+    assert!(after < before * 2 / 3, "{before} -> {after}");
+    let (code, out, _) = offline(&["info", "--json"], &dir);
+    assert_eq!(code, 0);
+    let doc = json(&out);
+    assert_eq!(doc["keys"], 200);
+    assert_eq!(doc["engine"], "bitcask");
+    let lines = export_lines(&dir, "bitcask");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["value"].as_str().is_some_and(|v| v.starts_with('b')))
+    );
+    assert_eq!(offline(&["check"], &dir).0, 0);
+}
+
+#[test]
+fn check_finds_a_flipped_bit_and_refuses_to_cut_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("d");
+    fill(&dir, 50, 100, 'x');
+    assert_eq!(offline(&["compact"], &dir).0, 0); // a sealed merge output with a hint
+    let (code, out, err) = offline(&["check"], &dir);
+    assert_eq!(code, 0, "{}{err}", lossy(&out));
+    assert!(lossy(&out).contains("hint ok"), "{}", lossy(&out));
+    let sealed = data_files(&dir)
+        .into_iter()
+        .find(|p| !p.to_string_lossy().ends_with("-00000.data"))
+        .expect("a merge output");
+    let mut bytes = std::fs::read(&sealed).expect("read");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&sealed, &bytes).expect("write");
+    let (code, out, _) = offline(&["check"], &dir);
+    let text = lossy(&out);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("PROBLEM") && text.contains("not repairable"),
+        "{text}"
+    );
+    let doc = json(&offline(&["check", "--json"], &dir).1);
+    assert_eq!(doc["clean"], false);
+    assert_eq!(doc["problems"][0]["fix"]["action"], "refuse", "{doc}");
+    // --repair leaves acknowledged data alone: still exit 1, file unchanged.
+    assert_eq!(offline(&["check", "--repair"], &dir).0, 1);
+    assert_eq!(std::fs::read(&sealed).expect("read"), bytes);
+}
+
+#[test]
+fn check_reports_a_torn_tail_and_repair_cuts_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("d");
+    fill(&dir, 20, 10, 'y');
+    let last = data_files(&dir).pop().expect("a data file");
+    let good_len = std::fs::metadata(&last).expect("stat").len();
+    // A crash mid-append: half a record header of garbage after the last record.
+    let mut bytes = std::fs::read(&last).expect("read");
+    bytes.extend_from_slice(&[0xAB; 17]);
+    std::fs::write(&last, &bytes).expect("write");
+    let (code, out, _) = offline(&["check"], &dir);
+    let text = lossy(&out);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("torn tail") && text.contains("--repair cuts"),
+        "{text}"
+    );
+    let (code, out, _) = offline(&["check", "--repair"], &dir);
+    assert_eq!(code, 0, "{}", lossy(&out));
+    assert!(lossy(&out).contains("repaired"), "{}", lossy(&out));
+    assert_eq!(std::fs::metadata(&last).expect("stat").len(), good_len);
+    assert_eq!(offline(&["check"], &dir).0, 0);
+    assert_eq!(export_lines(&dir, "bitcask").len(), 20);
+}
+
+#[test]
+fn check_of_a_memory_store_opens_it_and_refuses_repair() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("m");
+    let (code, _, err) = run(hh()
+        .args(["import", "--engine", "memory", "--data-dir"])
+        .arg(&dir)
+        .write_stdin("{\"key\":\"a\",\"value\":\"b\"}\n"));
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = offline(&["check"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert!(lossy(&out).contains("memory"), "{}", lossy(&out));
+    assert_eq!(offline(&["check", "--repair"], &dir).0, 2);
+    assert_eq!(offline(&["info"], &dir).0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_tools_refuse_a_directory_in_use() {
+    let s = Server::start("bitcask", &[]).await;
+    let dump = s.scratch.path().join("in.jsonl");
+    std::fs::write(&dump, "{\"key\":\"a\",\"value\":\"b\"}\n").expect("write");
+    let dump = dump.to_str().expect("utf-8").to_owned();
+    for args in [
+        vec!["check"],
+        vec!["check", "--repair"],
+        vec!["export"],
+        vec!["import", dump.as_str()],
+        vec!["compact"],
+        vec!["info"],
+    ] {
+        let (code, _, err) = offline(&args, &s.data_dir);
+        assert_eq!(code, 8, "{args:?}: {err}");
+        assert!(err.contains("in use"), "{err}");
+    }
+    // A directory that does not exist is a local error, and is not created.
+    let missing = s.scratch.path().join("nope");
+    assert_eq!(offline(&["info"], &missing).0, 7);
+    assert!(!missing.exists());
+}
