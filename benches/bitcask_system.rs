@@ -290,6 +290,10 @@ fn main() {
         scanned.as_secs_f64() * 1000.0,
         "ms",
     );
+    if let (Some(h), Some(s)) = (cold_hints, cold_scan) {
+        r.add("start-up with hint files, cold page cache", h, "ms");
+        r.add("start-up scanning data files, cold page cache", s, "ms");
+    }
     r.add(
         &format!("  ({} hint files)", hints.len()),
         hints.len() as f64,
@@ -386,6 +390,13 @@ fn main() {
             ratio(
                 r.get("start-up scanning data files"),
                 r.get("start-up with hint files"),
+            ),
+        ),
+        (
+            "start-up scan / start-up with hints, cold page cache",
+            ratio(
+                r.get("start-up scanning data files, cold page cache"),
+                r.get("start-up with hint files, cold page cache"),
             ),
         ),
         (

@@ -17,7 +17,8 @@
 //!   and a cap on the request head. [`tls`]: rustls (ring) and the reloadable certificate.
 //!   [`reload`]: certificate and token reload on SIGHUP or file change.
 //! - [`shutdown`]: the stop latch triggered by SIGTERM / Ctrl-C.
-//! - [`cli`]: the command line (`serve`, the default subcommand).
+//! - [`cli`]: the command line (`serve`, the default subcommand; `bench`).
+//! - [`loadgen`]: the load tool behind `hoardhaven bench` (an HTTP client; no storage code).
 //!
 //! Engines are synchronous libraries with no HTTP in them; the service wraps them.
 
@@ -26,6 +27,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod loadgen;
 pub mod reload;
 pub mod server;
 pub mod shutdown;

@@ -37,6 +37,8 @@ pub enum Command {
     Offline(offline::OfflineCommand),
     /// Print a shell completion script
     Completions(completions::CompletionsArgs),
+    /// Load-test a running server over HTTP (throughput, latency percentiles, ratio to /healthz).
+    Bench(crate::loadgen::BenchArgs),
 }
 
 impl Cli {
@@ -48,6 +50,7 @@ impl Cli {
         match self.command {
             None => serve::run(serve::ServeArgs::default()),
             Some(Command::Serve(args)) => serve::run(args),
+            Some(Command::Bench(args)) => crate::loadgen::run(args),
             Some(Command::Client(c)) => client::run(c),
             Some(Command::Offline(c)) => offline::run(c),
             Some(Command::Completions(a)) => {

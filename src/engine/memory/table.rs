@@ -273,7 +273,8 @@ impl Shard {
                 self.free_page(a);
             }
         }
-        let size = (self.alloc_bytes / 8).clamp(MIN_PAGE, MAX_PAGE);
+        // An entry above MIN_PAGE but not BIG_ENTRY must still fit its page.
+        let size = (self.alloc_bytes / 8).clamp(MIN_PAGE, MAX_PAGE).max(len);
         let p = self.new_page(size);
         self.fill[p] = len;
         self.active = Some(p);
@@ -652,5 +653,17 @@ mod tests {
         let g = t.shards()[0].read();
         g.check_accounting();
         assert!(g.alloc_bytes <= MAX_PAGE);
+    }
+
+    #[test]
+    fn entries_larger_than_the_first_page_fit() {
+        // A 4 KiB value into an empty shard: the entry (header + key + value) is longer than
+        // MIN_PAGE but not a big entry; it panicked with an out-of-range slice before.
+        let t = Table::new(1);
+        let v = vec![7u8; 4096];
+        put(&t, b"k", &v, 1, None);
+        put(&t, b"k2", &v, 2, None);
+        assert_eq!(get(&t, b"k", 0).map(|x| x.0), Some(v));
+        t.shards()[0].read().check_accounting();
     }
 }
