@@ -42,9 +42,9 @@ for engine in $engines; do
     done
     out="$work/st-$engine.txt"
     set +e
-    # HOARDHAVEN_ST_EXCLUDE: checks to skip, e.g. positive_data_acceptance (ST202).
+    # HH_ST_EXCLUDE: checks to skip, e.g. positive_data_acceptance (ST202).
     st run "http://127.0.0.1:$port/openapi.json" --checks all \
-        ${HOARDHAVEN_ST_EXCLUDE:+--exclude-checks "$HOARDHAVEN_ST_EXCLUDE"} \
+        ${HH_ST_EXCLUDE:+--exclude-checks "$HH_ST_EXCLUDE"} \
         --max-time "$secs" --wait-for-schema 60 --workers 2 >"$out" 2>&1
     rc=$?
     set -e

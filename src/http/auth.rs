@@ -336,8 +336,9 @@ pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) ->
 /// Writes the bearer scheme and each operation's role into the OpenAPI document.
 ///
 /// Roles are given as the scopes of the `bearer` requirement (OpenAPI 3.1 allows role names
-/// there for non-OAuth schemes); open endpoints get an empty requirement list.
-pub fn describe(doc: &mut serde_json::Value, metrics_open: bool, docs_open: bool) {
+/// there for non-OAuth schemes); open endpoints get an empty requirement list. When the server
+/// has no tokens (`enforced` false), each requirement also lists `{}`: no token is needed.
+pub fn describe(doc: &mut serde_json::Value, enforced: bool, metrics_open: bool, docs_open: bool) {
     use serde_json::{Value, json};
     let scheme = json!({
         "type": "http",
@@ -374,7 +375,8 @@ pub fn describe(doc: &mut serde_json::Value, metrics_open: bool, docs_open: bool
             };
             let security = match access(&m, path, metrics_open, docs_open) {
                 Access::Open => json!([]),
-                Access::Needs(role) => json!([{ "bearer": [role.name()] }]),
+                Access::Needs(role) if enforced => json!([{ "bearer": [role.name()] }]),
+                Access::Needs(role) => json!([{ "bearer": [role.name()] }, {}]),
             };
             op.insert("security".into(), security);
         }

@@ -103,7 +103,12 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
         .merge(ops)
         .split_for_parts();
     let mut doc = openapi::finish(&doc, &limits);
-    auth::describe(&mut doc, opts.metrics_open, opts.docs_open);
+    auth::describe(
+        &mut doc,
+        opts.auth.is_some(),
+        opts.metrics_open,
+        opts.docs_open,
+    );
     state.set_openapi_json(openapi::to_bytes(&doc));
 
     let docs = SwaggerUi::new("/docs").config(Config::from("/openapi.json"));
