@@ -38,7 +38,9 @@ use axum::routing::{any, get};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -143,7 +145,7 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
                 ]))
                 .layer(SetRequestIdLayer::new(
                     header::HeaderName::from_static(REQUEST_ID),
-                    MakeRequestUuid,
+                    SequentialRequestId::new(),
                 ))
                 .layer(
                     TraceLayer::new_for_http()
@@ -196,3 +198,36 @@ async fn openapi_json(State(state): State<AppState>) -> Response {
 
 /// How often the metrics recorder is tidied (histogram buckets drained).
 pub const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Request ids `<process prefix>-<counter>`: unique per process start, and unlike a UUID v4
+/// they cost no `getrandom` system call per request (1.9 % of server CPU in a GET profile).
+#[derive(Clone, Debug)]
+struct SequentialRequestId {
+    prefix: std::sync::Arc<str>,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SequentialRequestId {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed =
+            std::collections::hash_map::RandomState::new().hash_one((std::process::id(), nanos));
+        SequentialRequestId {
+            prefix: format!("{seed:016x}").into(),
+            next: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for SequentialRequestId {
+    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        header::HeaderValue::from_str(&format!("{}-{n:x}", self.prefix))
+            .ok()
+            .map(RequestId::new)
+    }
+}

@@ -114,12 +114,14 @@ impl Inner {
             let Some(loc) = self.keydir.get(key) else {
                 return Ok(None);
             };
-            let now = UnixMillis::now();
-            if loc.expired_at(now.0) {
+            // The clock is read only for keys that expire (it was 6-15 % of a GET's
+            // instructions under callgrind).
+            if loc.expiry_s != 0 && loc.expired_at(UnixMillis::now().0) {
                 return Ok(None);
             }
             if let Some((h, raw)) = self.read_record(key, loc, w)? {
-                return Ok((!h.is_expired(now)).then_some((h, raw)));
+                let expired = h.expires_at != 0 && h.is_expired(UnixMillis::now());
+                return Ok((!expired).then_some((h, raw)));
             }
         }
         Err(Error::io(
@@ -217,15 +219,8 @@ impl Engine for Bitcask {
             let len = HEADER_LEN + key.len() + value.len();
             let offset = w.reserve(inner, len)?;
             let seq = w.take_seq();
-            record::encode(
-                &mut w.buf,
-                Kind::Put,
-                seq,
-                UnixMillis::now(),
-                expires_at,
-                key,
-                &value,
-            );
+            let now = UnixMillis::now();
+            record::encode(&mut w.buf, Kind::Put, seq, now, expires_at, key, &value);
             let loc = Loc {
                 file: w.active_no,
                 offset: offset as u32,
@@ -235,8 +230,7 @@ impl Engine for Bitcask {
             let old = inner.keydir.insert(key, loc);
             inner.account(old, Some(loc));
             w.appended(inner, len)?;
-            let now = UnixMillis::now().0;
-            (seq, old.is_none_or(|o| o.expired_at(now)))
+            (seq, old.is_none_or(|o| o.expired_at(now.0)))
         };
         inner.durable(seq)?;
         Ok(Written {
