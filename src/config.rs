@@ -567,9 +567,20 @@ pub fn load(
     b.build()?.try_deserialize()
 }
 
-/// Variables read by the client subcommands, not by the server: they are left out so that
-/// one shell environment can hold both (`HOARDHAVEN_TOKEN` for `hoardhaven get`, say).
-const CLIENT_ONLY_ENV: &[&str] = &["HOARDHAVEN_TOKEN", "HOARDHAVEN_URL"];
+/// `HOARDHAVEN_*` variables that are not server settings: read by the client subcommands
+/// (`HOARDHAVEN_TOKEN`), the test suites and scripts (`HOARDHAVEN_REQUIRE_TOOLS`, crash
+/// injection, soak and fuzz knobs). They are left out so that one environment can hold them and
+/// still start a server, whose loader refuses unknown settings.
+const CLIENT_ONLY_ENV: &[&str] = &[
+    "HOARDHAVEN_TOKEN",
+    "HOARDHAVEN_URL",
+    "HOARDHAVEN_REQUIRE_TOOLS",
+    "HOARDHAVEN_CRASH_AT",
+    "HOARDHAVEN_SOAK_OUT",
+    "HOARDHAVEN_SOAK_SECS",
+    "HOARDHAVEN_ST_REPORT",
+    "HOARDHAVEN_FUZZ_NO_INSTALL",
+];
 
 /// The process environment minus the client-only variables.
 fn server_env() -> config::Map<String, String> {
