@@ -10,6 +10,7 @@
 pub mod bitcask;
 pub mod dir_lock;
 pub mod fault;
+pub mod listing;
 pub mod memory;
 mod open;
 mod sync_policy;

@@ -5,8 +5,6 @@
 //! then wait for durability as the sync policy says. Reads: keydir lookup, then a positional
 //! read of the record, whose CRC and key are checked before a byte is returned.
 
-use std::collections::BinaryHeap;
-
 use hashbrown::HashMap;
 use std::sync::atomic::Ordering;
 
@@ -16,6 +14,7 @@ use super::keydir::Loc;
 use super::record::{self, HEADER_LEN, Kind};
 use super::writer::Writer;
 use super::{Bitcask, Inner, MAX_VALUE_LEN, merge, snapshot};
+use crate::engine::listing::PageCollector;
 use crate::engine::{
     BatchOp, BatchResult, Engine, EngineKind, FileStats, JobStatus, ListPage, MergeReport, Meta,
     Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy, UnixMillis, Value,
@@ -367,30 +366,13 @@ impl Engine for Bitcask {
             return Ok(ListPage::default());
         }
         let now = UnixMillis::now().0;
-        // Keep the `limit + 1` smallest matching keys: a max-heap evicting the largest.
-        let mut heap: BinaryHeap<Vec<u8>> = BinaryHeap::with_capacity(limit + 1);
+        let mut page = PageCollector::new(prefix, start_after, limit);
         self.inner.keydir.for_each(|key, loc| {
-            if !key.starts_with(prefix) || loc.expired_at(now) {
-                return;
-            }
-            if start_after.is_some_and(|s| key <= s) {
-                return;
-            }
-            if heap.len() <= limit {
-                heap.push(key.to_vec());
-            } else if heap.peek().is_some_and(|top| key < top.as_slice()) {
-                heap.pop();
-                heap.push(key.to_vec());
+            if !loc.expired_at(now) {
+                page.offer(key);
             }
         });
-        let mut keys = heap.into_sorted_vec();
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let next_start_after = if more { keys.last().cloned() } else { None };
-        Ok(ListPage {
-            keys,
-            next_start_after,
-        })
+        Ok(page.finish())
     }
 
     fn sync(&self) -> Result<()> {

@@ -34,7 +34,6 @@ mod recovery;
 mod snapshot;
 mod table;
 
-use std::collections::BinaryHeap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -512,20 +511,11 @@ impl Engine for MemoryEngine {
             return Ok(ListPage::default());
         }
         let now = UnixMillis::now().0;
-        let cap = limit.saturating_add(1);
-        let mut heap = BinaryHeap::with_capacity(cap.min(1 << 16));
+        let mut page = crate::engine::listing::PageCollector::new(prefix, start_after, limit);
         for s in inner.table.shards() {
-            s.read()
-                .collect_keys(prefix, start_after, now, cap, &mut heap);
+            s.read().offer_keys(now, &mut page);
         }
-        let mut keys = heap.into_sorted_vec();
-        let more = keys.len() > limit;
-        keys.truncate(limit);
-        let next_start_after = if more { keys.last().cloned() } else { None };
-        Ok(ListPage {
-            keys,
-            next_start_after,
-        })
+        Ok(page.finish())
     }
 
     fn sync(&self) -> Result<()> {

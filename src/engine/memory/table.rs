@@ -23,7 +23,6 @@
 //! appended to is copied). So a snapshot costs one `Arc` clone per shard, and a writer's pause is
 //! bounded by one shard's table.
 
-use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
@@ -406,29 +405,16 @@ impl Shard {
         }
     }
 
-    /// Offers every live key with `prefix`, after `start_after`, to `heap`, which keeps the
-    /// `cap` smallest.
-    pub(crate) fn collect_keys(
+    /// Offers every live (unexpired at `now`) key of the shard to a listing page.
+    pub(crate) fn offer_keys(
         &self,
-        prefix: &[u8],
-        start_after: Option<&[u8]>,
         now: u64,
-        cap: usize,
-        heap: &mut BinaryHeap<Vec<u8>>,
+        page: &mut crate::engine::listing::PageCollector<'_>,
     ) {
         for &s in &self.index {
             let e = entry_in(&self.pages, s);
-            if !e.key.starts_with(prefix) || e.expired(now) {
-                continue;
-            }
-            if start_after.is_some_and(|a| e.key <= a) {
-                continue;
-            }
-            if heap.len() < cap {
-                heap.push(e.key.to_vec());
-            } else if heap.peek().is_some_and(|top| e.key < top.as_slice()) {
-                heap.pop();
-                heap.push(e.key.to_vec());
+            if !e.expired(now) {
+                page.offer(e.key);
             }
         }
     }
