@@ -200,7 +200,7 @@ pub struct FileStats {
 pub struct Stats {
     /// Which engine.
     pub engine: EngineKind,
-    /// Live keys (not counting expired ones not yet collected).
+    /// Keys in the index (expired keys count until a merge or sweep collects them).
     pub keys: u64,
     /// Bytes of live records on disk (bitcask) or of keys and values in memory (memory).
     pub live_bytes: u64,
