@@ -89,8 +89,10 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
         )
     };
     // Two snapshots in one millisecond with no write between would get the same name (found
-    // by fuzzing: the second failed to rename onto the first); number the later ones.
-    let base = format!("{:013}-{:020}", started_at.0, last_seq);
+    // by fuzzing: the second failed to rename onto the first). Names increase strictly within
+    // a process; the loop below guards against a name left by another process.
+    let ms = unique_ms(started_at.0);
+    let base = format!("{ms:013}-{last_seq:020}");
     let mut name = base.clone();
     let mut n = 1;
     while root.join(&name).exists() {
@@ -130,6 +132,22 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
         bytes,
         version: Version(last_seq),
     })
+}
+
+/// A millisecond timestamp for a snapshot name, strictly above every one handed out before in
+/// this process: two snapshots in the same millisecond get different names, and a name freed by
+/// pruning is never handed out again.
+fn unique_ms(now: u64) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let mut cur = LAST.load(Ordering::Acquire);
+    loop {
+        let next = now.max(cur + 1);
+        match LAST.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return next,
+            Err(seen) => cur = seen,
+        }
+    }
 }
 
 fn remove_leftovers(root: &Path) -> Result<()> {
