@@ -43,7 +43,8 @@ for engine in $engines; do
     out="$work/st-$engine.txt"
     set +e
     # HH_ST_EXCLUDE: checks to skip, e.g. positive_data_acceptance (ST202).
-    st run "http://127.0.0.1:$port/openapi.json" --checks all \
+    # A generous per-request timeout: a loaded CI machine must not turn into a "runtime error".
+    st run "http://127.0.0.1:$port/openapi.json" --checks all --request-timeout 60 \
         ${HH_ST_EXCLUDE:+--exclude-checks "$HH_ST_EXCLUDE"} \
         --max-time "$secs" --wait-for-schema 60 --workers 2 >"$out" 2>&1
     rc=$?
