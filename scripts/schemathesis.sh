@@ -54,6 +54,10 @@ for engine in $engines; do
     tail -25 "$out"
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
     if [ "$rc" -ne 0 ]; then
+        echo "---- full schemathesis output ----" >&2
+        cat "$out" >&2
+        echo "---- server log (last 40 lines) ----" >&2
+        tail -40 "$work/server-$engine.log" >&2
         echo "schemathesis FAILED against the $engine engine (exit $rc)" >&2
         exit "$rc"
     fi
