@@ -392,7 +392,10 @@ impl Engine for Bitcask {
         };
         let live = inner.live.lock().clone();
         let active_no = inner.active_no.load(Ordering::Acquire);
-        let active_len = inner.writer.lock().len;
+        let (active_len, last_seq) = {
+            let w = inner.writer.lock();
+            (w.len, w.last_seq())
+        };
         let mut rows = Vec::with_capacity(files.len());
         let (mut live_total, mut disk_total) = (0u64, 0u64);
         for (no, f) in &files {
@@ -430,7 +433,7 @@ impl Engine for Bitcask {
             sync: inner.sync,
             bytes_written: inner.bytes_written.load(Ordering::Relaxed),
             corrupt_records: inner.corrupt_records.load(Ordering::Relaxed),
-            last_version: Version(inner.writer.lock().last_seq()),
+            last_version: Version(last_seq),
             jobs: inner.jobs.lock().clone(),
         })
     }
