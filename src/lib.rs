@@ -2,12 +2,15 @@
 //!
 //! # Layout
 //!
-//! - [`error`]: the library's error enum ([`Error`]) and [`Result`].
-//! - [`engine`]: the [`Engine`] trait and the types that cross it; [`engine::open`] picks one.
-//!   - [`engine::bitcask`]: append-only data files, in-memory keydir, merge, hint files,
-//!     snapshots (on-disk format in `docs/format.md`).
-//!   - [`engine::memory`]: Redis-style in-memory table, background snapshots, append-only log.
-//!   - [`engine::dir_lock`]: one process per data directory.
+//! Two floors: the storage library is its own crate, `hoardhaven-engine` (`crates/engine/`, no
+//! HTTP, no async runtime, no CLI), re-exported here as [`engine`]; this crate is the server on
+//! top of it.
+//!
+//! - [`engine`] (= `hoardhaven_engine`): the [`Engine`] trait and the types that cross it;
+//!   [`engine::open`] picks one of [`engine::bitcask`] (append-only data files, keydir, merge,
+//!   hint files, snapshots; on-disk format in `docs/format.md`) and [`engine::memory`]
+//!   (Redis-style table, background snapshots, append-only log).
+//! - [`error`] (= `hoardhaven_engine::error`): the engines' error enum ([`Error`]) and [`Result`].
 //! - [`http`]: the HTTP/JSON service: `router(state)`, handlers, problem+json errors, limits,
 //!   OpenAPI document, Prometheus metrics.
 //! - [`config`]: typed settings layered from defaults, TOML file, `HOARDHAVEN_*` environment and
@@ -24,8 +27,6 @@
 
 pub mod cli;
 pub mod config;
-pub mod engine;
-pub mod error;
 pub mod http;
 pub mod loadgen;
 pub mod reload;
@@ -33,6 +34,9 @@ pub mod server;
 pub mod shutdown;
 pub mod tls;
 pub mod transport;
+
+pub use hoardhaven_engine as engine;
+pub use hoardhaven_engine::error;
 
 pub use engine::{Engine, EngineKind, EngineOptions, SyncPolicy};
 pub use error::{Error, Result};

@@ -9,10 +9,10 @@
 //! ```
 
 use bytes::Bytes;
-use hoardhaven::SyncPolicy;
-use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions};
-use hoardhaven::engine::{Engine, PutOptions};
 use hoardhaven_bench_peers::{key, splitmix, value};
+use hoardhaven_engine::SyncPolicy;
+use hoardhaven_engine::bitcask::{Bitcask, BitcaskOptions};
+use hoardhaven_engine::{Engine, PutOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = std::env::args()

@@ -18,10 +18,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hoardhaven::SyncPolicy;
-use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions, ReadMode};
-use hoardhaven::engine::memory::{MemoryEngine, MemoryOptions};
-use hoardhaven::engine::{BatchOp, Engine, PutOptions};
+use hoardhaven_engine::SyncPolicy;
+use hoardhaven_engine::bitcask::{Bitcask, BitcaskOptions, ReadMode};
+use hoardhaven_engine::memory::{MemoryEngine, MemoryOptions};
+use hoardhaven_engine::{BatchOp, Engine, PutOptions};
 
 /// Errors of any store, boxed (this is benchmark scaffolding, not an API).
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

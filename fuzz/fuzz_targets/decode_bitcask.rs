@@ -7,9 +7,9 @@
 use std::io::Write;
 use std::sync::OnceLock;
 
-use hoardhaven::engine::UnixMillis;
-use hoardhaven::engine::bitcask::data_file::{DATA_MAGIC, FileHeader, HINT_MAGIC};
-use hoardhaven::engine::bitcask::{hint, record, scan};
+use hoardhaven_engine::UnixMillis;
+use hoardhaven_engine::bitcask::data_file::{DATA_MAGIC, FileHeader, HINT_MAGIC};
+use hoardhaven_engine::bitcask::{hint, record, scan};
 use libfuzzer_sys::fuzz_target;
 
 fn scratch() -> &'static std::path::Path {

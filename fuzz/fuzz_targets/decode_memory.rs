@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use hoardhaven::engine::memory::decode;
+use hoardhaven_engine::memory::decode;
 use libfuzzer_sys::fuzz_target;
 
 fn scratch() -> &'static std::path::Path {

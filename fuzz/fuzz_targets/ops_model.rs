@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use arbitrary::Arbitrary;
 use bytes::Bytes;
-use hoardhaven::engine::{
+use hoardhaven_engine::{
     self, BatchOp, Engine, EngineKind, EngineOptions, Precondition, PutOptions, SyncPolicy,
 };
 use libfuzzer_sys::fuzz_target;

@@ -328,7 +328,7 @@ def main():
         body.append(f"HTTP run: `{machine}`\n")
     body += [http, system_section(a.data), engines_section(engines)]
     for raw, title in [("wrk-hh-bitcask-never.txt", "wrk against the same server (bitcask, sync=never)"),
-                       ("memory-bench.txt", "memory engine benchmark (benches/memory_bench.rs)"),
+                       ("memory-bench.txt", "memory engine benchmark (crates/engine/benches/memory_bench.rs)"),
                        ("redis-memory.txt", "Redis 7 memory per key (same keys and values)")]:
         try:
             with open(os.path.join(a.data, raw)) as f:

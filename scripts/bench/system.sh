@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # System benchmarks, each figure beside its floor in the same run:
-#  - bitcask (benches/bitcask_system.rs) at 1 M and 10 M keys: disk sequential write, append and
+#  - bitcask (crates/engine/benches/bitcask_system.rs) at 1 M and 10 M keys: disk sequential write, append and
 #    overwrite fdatasync rates, engine PUT/GET on one thread, keydir bytes per key, sync=always
 #    at 1/8/64 writers, start-up with hints vs a full scan, merge vs sequential write;
-#  - memory engine (benches/memory_bench.rs): throughput, durable puts, snapshot pause, bytes/key;
+#  - memory engine (crates/engine/benches/memory_bench.rs): throughput, durable puts, snapshot pause, bytes/key;
 #  - Redis 7's used_memory per key on the same data (16 B keys, 100 B values), for the memory
 #    engine's bytes-per-key target.
 #

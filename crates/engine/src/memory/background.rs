@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use super::Inner;
 use super::checkpoint::{self, Kind};
-use crate::engine::{SyncPolicy, UnixMillis};
 use crate::error::{Error, Result};
+use crate::{SyncPolicy, UnixMillis};
 
 /// Starts the engine's threads.
 pub(crate) fn spawn(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {

@@ -293,7 +293,7 @@ fn sync_with(file: &File, path: &Path, data_only: bool) -> io::Result<()> {
     // fdatasync through the engines' helper, which records its latency.
     let run = || {
         if data_only {
-            crate::engine::fdatasync(file)
+            crate::fdatasync(file)
         } else {
             file.sync_all()
         }

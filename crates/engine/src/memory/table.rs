@@ -406,11 +406,7 @@ impl Shard {
     }
 
     /// Offers every live (unexpired at `now`) key of the shard to a listing page.
-    pub(crate) fn offer_keys(
-        &self,
-        now: u64,
-        page: &mut crate::engine::listing::PageCollector<'_>,
-    ) {
+    pub(crate) fn offer_keys(&self, now: u64, page: &mut crate::listing::PageCollector<'_>) {
         for &s in &self.index {
             let e = entry_in(&self.pages, s);
             if !e.expired(now) {

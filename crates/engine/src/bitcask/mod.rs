@@ -40,9 +40,9 @@ use parking_lot::{Mutex, RwLock};
 pub use data_file::ReadMode;
 pub use merge::MergePolicy;
 
-use crate::engine::dir_lock::DirLock;
-use crate::engine::{JobStatus, SyncPolicy};
+use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
+use crate::{JobStatus, SyncPolicy};
 use data_file::{DataFile, FileId};
 use keydir::Keydir;
 use writer::{GroupCommit, Writer};
@@ -364,7 +364,7 @@ fn background_loop(
 
 impl Drop for Bitcask {
     fn drop(&mut self) {
-        if let Err(e) = crate::engine::Engine::close(self) {
+        if let Err(e) = crate::Engine::close(self) {
             tracing::error!(error = %e, "closing the bitcask engine failed");
         }
     }

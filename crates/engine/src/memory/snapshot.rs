@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use super::codec::{Reader, crc_of, sync_dir};
 use super::table::{EntryRef, Shard};
-use crate::engine::fault;
 use crate::error::{Error, IoContext, Result};
+use crate::fault;
 
 pub(crate) const SNAP_MAGIC: &[u8; 8] = b"HHMEMSNP";
 pub(crate) const SNAP_VERSION: u32 = 1;
@@ -398,7 +398,7 @@ fn parse_entries(raw: &[u8], apply: &mut impl FnMut(SnapEntry<'_>)) -> Option<u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::memory::table::Table;
+    use crate::memory::table::Table;
 
     fn hooks() -> Hooks<'static> {
         Hooks {

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::engine::fault;
 use crate::error::{Error, IoContext, Result};
+use crate::fault;
 
 /// Size of the file header.
 pub const FILE_HEADER_LEN: usize = 32;
@@ -165,7 +165,7 @@ pub struct DataFile {
     /// Full path.
     pub path: PathBuf,
     file: File,
-    map: Option<crate::engine::bitcask::mmap::Map>,
+    map: Option<crate::bitcask::mmap::Map>,
 }
 
 impl DataFile {
@@ -181,8 +181,7 @@ impl DataFile {
         immutable: bool,
     ) -> Result<Self> {
         let map = if immutable && mode == ReadMode::Mmap {
-            crate::engine::bitcask::mmap::Map::of(&file)
-                .ctx(|| format!("mapping {}", path.display()))?
+            crate::bitcask::mmap::Map::of(&file).ctx(|| format!("mapping {}", path.display()))?
         } else {
             None
         };

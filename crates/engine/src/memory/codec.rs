@@ -62,7 +62,7 @@ pub(crate) fn crc_of(parts: &[&[u8]]) -> u32 {
 /// Fsyncs a directory so that file creations, renames and removals in it are durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
-        .and_then(|d| crate::engine::fault::sync_all(&d, dir))
+        .and_then(|d| crate::fault::sync_all(&d, dir))
         .ctx(|| format!("fsyncing directory {}", dir.display()))
 }
 

@@ -1,14 +1,55 @@
-//! The storage engine contract.
+//! hoardhaven's storage engines as an embeddable library: no HTTP, no async runtime, no CLI.
 //!
-//! Owns the [`Engine`] trait that both engines implement (bitcask and memory) and the
-//! plain types that cross it: versions, expiry times, preconditions, batches, listing pages,
-//! stats and the status of background jobs. Nothing here knows about HTTP or JSON.
+//! Owns the [`Engine`] trait that both engines implement ([`bitcask`]: append-only data files,
+//! in-memory keydir, merge, hint files; [`memory`]: a Redis-style table with background
+//! snapshots and an append-only log) and the plain types that cross it: versions, expiry times,
+//! preconditions, batches, listing pages, stats and the status of background jobs. The
+//! `hoardhaven` server wraps this crate; a program that wants an embedded store uses it alone.
 //!
 //! Engines are synchronous and thread-safe: every method takes `&self` and may be called from
-//! many threads at once. The async server calls them from blocking-capable threads.
+//! many threads at once. Calls that write may block on `fdatasync` (see [`SyncPolicy`]), so an
+//! async program runs them on blocking-capable threads.
+//!
+//! # Embedding
+//!
+//! ```
+//! use bytes::Bytes;
+//! use hoardhaven_engine::{BatchOp, EngineKind, EngineOptions, PutOptions, SyncPolicy};
+//!
+//! # fn main() -> hoardhaven_engine::Result<()> {
+//! # let tmp = tempfile::tempdir().map_err(|e| hoardhaven_engine::Error::Io {
+//! #     context: "tempdir".into(), source: e })?;
+//! let opts = EngineOptions {
+//!     kind: EngineKind::Bitcask,
+//!     dir: tmp.path().join("store"), // created if missing, locked while open
+//!     sync: SyncPolicy::Always,       // acknowledged = on disk
+//!     ..EngineOptions::default()
+//! };
+//! let store = hoardhaven_engine::open(&opts)?;
+//!
+//! let w = store.put(b"users/1", Bytes::from_static(b"ada"), PutOptions::default())?;
+//! assert!(w.created);
+//! let v = store.get(b"users/1")?.expect("just written");
+//! assert_eq!(v.bytes, "ada");
+//! assert_eq!(v.meta.version, w.version); // versions back ETags and compare-and-set
+//!
+//! // All or nothing, also across a crash.
+//! store.apply_batch(vec![
+//!     BatchOp::Put { key: b"users/2".to_vec(), value: Bytes::from_static(b"grace"), expires_at: None },
+//!     BatchOp::Delete { key: b"users/1".to_vec() },
+//! ])?;
+//!
+//! let page = store.list(b"users/", None, 100)?;
+//! assert_eq!(page.keys, vec![b"users/2".to_vec()]);
+//!
+//! store.close()?; // everything durable, directory lock released
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod bitcask;
 pub mod dir_lock;
+pub mod error;
 pub mod fault;
 pub mod listing;
 pub mod memory;
@@ -20,7 +61,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use crate::error::Result;
+pub use crate::error::{Error, Result};
 
 pub use open::{EngineKind, EngineOptions, open};
 pub use sync_policy::SyncPolicy;

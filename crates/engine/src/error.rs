@@ -7,11 +7,11 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::engine::Version;
+use crate::Version;
 
-/// Everything an engine operation can fail with.
+/// Everything an engine operation can fail with. Deliberately not `#[non_exhaustive]`: the
+/// server maps every variant to HTTP in one exhaustive match, so a new variant must be mapped.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum Error {
     /// An I/O error, with what was being done when it happened.
     #[error("{context}: {source}")]

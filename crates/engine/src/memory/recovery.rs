@@ -14,7 +14,7 @@ use super::codec::sync_dir;
 use super::manifest::{MANIFEST, Manifest};
 use super::snapshot::{parse_snap_name, read_snapshot, snap_name};
 use super::table::Table;
-use crate::engine::UnixMillis;
+use crate::UnixMillis;
 use crate::error::{Error, IoContext, Result};
 
 /// The state recovered from disk.

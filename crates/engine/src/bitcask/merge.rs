@@ -35,8 +35,8 @@ use super::hint::{HintEntry, HintWriter};
 use super::keydir::Loc;
 use super::record::Kind;
 use super::{Inner, scan};
-use crate::engine::{JobState, MergeReport, Progress, UnixMillis, crash_point, fault};
 use crate::error::{Error, IoContext, Result};
+use crate::{JobState, MergeReport, Progress, UnixMillis, crash_point, fault};
 
 /// When merges start by themselves (Riak-style triggers).
 #[derive(Clone, Debug, PartialEq)]

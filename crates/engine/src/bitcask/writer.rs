@@ -24,8 +24,8 @@ use parking_lot::{Condvar, Mutex};
 use super::Inner;
 use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, sync_dir};
 use super::keydir::Loc;
-use crate::engine::{SyncPolicy, fault};
 use crate::error::{Error, IoContext, Result};
+use crate::{SyncPolicy, fault};
 
 /// Flush the buffer to the file once it holds this much.
 const FLUSH_AT: usize = 64 * 1024;
@@ -280,7 +280,7 @@ impl Writer {
             }
             inner.commit.mark_durable(self.last_seq());
         }
-        crate::engine::crash_point("rotate:sealed");
+        crate::crash_point("rotate:sealed");
         let sealed_no = self.active_no;
         let id = FileId {
             major: self.active.id.major + 1,

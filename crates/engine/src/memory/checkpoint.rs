@@ -25,11 +25,11 @@ use super::manifest::{MANIFEST, Manifest};
 use super::recovery::list_files;
 use super::snapshot::{self, Hooks, read_header};
 use super::{Inner, aof};
-use crate::engine::{
+use crate::error::{Error, Result};
+use crate::{
     EngineKind, FileStats, JobState, MergeReport, Progress, SnapshotInfo, SnapshotReport, Stats,
     UnixMillis, Version,
 };
-use crate::error::{Error, Result};
 
 /// Why a checkpoint runs: it is the same work, reported as a snapshot or as a merge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Condvar, Mutex};
 
 use super::codec::{Reader, crc_of, sync_dir};
-use crate::engine::{SyncPolicy, fault};
 use crate::error::{Error, IoContext, Result};
+use crate::{SyncPolicy, fault};
 
 pub(crate) const LOG_MAGIC: &[u8; 8] = b"HHMEMLOG";
 pub(crate) const LOG_VERSION: u32 = 1;

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use super::data_file::{DATA_MAGIC, FILE_HEADER_LEN, FileHeader};
 use super::record::{self, HEADER_LEN, Header, Kind};
-use crate::engine::fault;
 use crate::error::{Error, IoContext, Result};
+use crate::fault;
 
 /// One record met by the scanner (a batch's nested records are met one by one).
 #[derive(Debug)]

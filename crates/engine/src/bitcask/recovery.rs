@@ -19,8 +19,8 @@ use super::hint;
 use super::keydir::{Keydir, Loc};
 use super::record::Kind;
 use super::scan;
-use crate::engine::{UnixMillis, fault};
 use crate::error::{Error, IoContext, Result};
+use crate::{UnixMillis, fault};
 
 /// What start-up found.
 #[derive(Debug)]

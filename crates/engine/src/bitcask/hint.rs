@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 
 use super::data_file::{FILE_HEADER_LEN, FileHeader, HINT_MAGIC, sync_dir};
 use super::record::Kind;
-use crate::engine::fault;
 use crate::error::{IoContext, Result};
+use crate::fault;
 
 const TRAILER_MAGIC: &[u8; 8] = b"HHBCHEND";
 const TRAILER_LEN: usize = 20;
@@ -243,7 +243,7 @@ pub fn remove_for(dir: &Path, header_name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::bitcask::data_file::FileId;
+    use crate::bitcask::data_file::FileId;
 
     #[test]
     fn round_trip_and_damage_is_ignored() {

@@ -20,8 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions, ReadMode};
-use hoardhaven::engine::{Engine, PutOptions, SyncPolicy};
+use hoardhaven_engine::bitcask::{Bitcask, BitcaskOptions, ReadMode};
+use hoardhaven_engine::{Engine, PutOptions, SyncPolicy};
 
 struct Args {
     keys: usize,

@@ -12,8 +12,8 @@
 use std::path::Path;
 
 use super::codec::{Reader, sync_dir};
-use crate::engine::fault;
 use crate::error::{Error, IoContext, Result};
+use crate::fault;
 
 pub(crate) const MANIFEST: &str = "MANIFEST";
 const MAGIC: &[u8; 8] = b"HHMEMMAN";

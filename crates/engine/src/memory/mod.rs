@@ -48,13 +48,13 @@ use self::aof::{LogOp, LogWriter, MAX_RECORD, create_log, log_name};
 use self::checkpoint::Kind;
 use self::manifest::Manifest;
 use self::table::Table;
-use crate::engine::dir_lock::DirLock;
-use crate::engine::{
+use crate::dir_lock::DirLock;
+use crate::error::{Error, Result};
+use crate::{
     BatchOp, BatchResult, Engine, EngineKind, JobStatus, ListPage, MergeReport, Meta, Precondition,
     PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy, UnixMillis, Value, Version,
     Written, check_key, check_value,
 };
-use crate::error::{Error, Result};
 
 /// "Save after `after` if at least `changes` writes happened" (Redis's `save <s> <n>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -511,7 +511,7 @@ impl Engine for MemoryEngine {
             return Ok(ListPage::default());
         }
         let now = UnixMillis::now().0;
-        let mut page = crate::engine::listing::PageCollector::new(prefix, start_after, limit);
+        let mut page = crate::listing::PageCollector::new(prefix, start_after, limit);
         for s in inner.table.shards() {
             s.read().offer_keys(now, &mut page);
         }

@@ -22,7 +22,7 @@
 //! CRC covers all of them, so after a crash a batch is either wholly valid or rejected whole;
 //! the keydir points straight at the nested records.
 
-use crate::engine::{UnixMillis, Version};
+use crate::{UnixMillis, Version};
 
 /// Size of the fixed record header.
 pub const HEADER_LEN: usize = 36;

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hoardhaven::SyncPolicy;
-use hoardhaven::engine::memory::{MemoryEngine, MemoryOptions};
-use hoardhaven::engine::{Engine, PutOptions};
+use hoardhaven_engine::SyncPolicy;
+use hoardhaven_engine::memory::{MemoryEngine, MemoryOptions};
+use hoardhaven_engine::{Engine, PutOptions};
 
 fn key(i: u64) -> [u8; 16] {
     let mut k = [0u8; 16];

@@ -20,10 +20,10 @@ use std::time::Instant;
 
 use super::data_file::{DataFile, FILE_HEADER_LEN, FileId, sync_dir};
 use super::{Inner, writer};
-use crate::engine::{
+use crate::error::{Error, IoContext, Result};
+use crate::{
     JobState, Progress, SnapshotInfo, SnapshotReport, UnixMillis, Version, crash_point, fault,
 };
-use crate::error::{Error, IoContext, Result};
 
 /// The directory holding snapshots.
 pub fn snapshots_dir(dir: &Path) -> PathBuf {

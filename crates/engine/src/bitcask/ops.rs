@@ -14,13 +14,13 @@ use super::keydir::Loc;
 use super::record::{self, HEADER_LEN, Kind};
 use super::writer::Writer;
 use super::{Bitcask, Inner, MAX_VALUE_LEN, merge, snapshot};
-use crate::engine::listing::PageCollector;
-use crate::engine::{
+use crate::error::{Error, Result};
+use crate::listing::PageCollector;
+use crate::{
     BatchOp, BatchResult, Engine, EngineKind, FileStats, JobStatus, ListPage, MergeReport, Meta,
     Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy, UnixMillis, Value,
     Version, Written, check_key,
 };
-use crate::error::{Error, Result};
 
 /// Expiry is kept to whole seconds (rounded to the nearest) so the keydir and the record
 /// agree exactly.
