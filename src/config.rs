@@ -13,9 +13,9 @@ use std::time::Duration;
 use config::{Config, Environment, File, FileFormat};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::bitcask::{self, BitcaskOptions, MergePolicy, ReadMode};
+use crate::engine::bitcask::{BitcaskOptions, MergePolicy, ReadMode};
 use crate::engine::memory::MemoryOptions;
-use crate::engine::{EngineKind, EngineOptions, MAX_KEY_LEN, MAX_VALUE_LEN, SyncPolicy};
+use crate::engine::{EngineKind, EngineOptions, MAX_KEY_LEN, SyncPolicy};
 use crate::http::auth::{AuthConfig, TokenSet};
 use crate::http::{ExecMode, HeadLimits, Limits};
 use crate::tls::TlsConfig;
@@ -405,7 +405,7 @@ impl Settings {
             max_value_bytes: range(
                 "max_value_bytes",
                 self.max_value_bytes,
-                MAX_VALUE_LEN.min(isize::MAX as usize),
+                kind.max_value_len().min(isize::MAX as usize),
             )?,
             max_batch_ops: range("max_batch_ops", self.max_batch_ops, 1_000_000)?,
             max_body_bytes: range("max_body_bytes", self.max_body_bytes, 1 << 32)?,
@@ -421,15 +421,6 @@ impl Settings {
             .parse()
             .map_err(|r: String| bad("exec_writes", r))?;
         let pool_threads = range("pool_threads", self.pool_threads, 4096)?;
-        if kind == EngineKind::Bitcask && limits.max_value_bytes > bitcask::MAX_VALUE_LEN {
-            return Err(bad(
-                "max_value_bytes",
-                format!(
-                    "the bitcask engine stores values up to {} bytes",
-                    bitcask::MAX_VALUE_LEN
-                ),
-            ));
-        }
         let engine = EngineOptions {
             kind,
             dir: self.data_dir.clone(),

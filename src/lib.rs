@@ -15,6 +15,7 @@
 //!   OpenAPI document, Prometheus metrics.
 //! - [`config`]: typed settings layered from defaults, TOML file, `HOARDHAVEN_*` environment and
 //!   flags; validation naming the bad setting.
+//! - [`exec`]: where engine calls run (inline, tokio's blocking pool, or a dedicated pool).
 //! - [`server`]: bind, open the engine, serve, graceful stop, final sync.
 //! - [`transport`]: the accept loop: TCP, optional TLS, HTTP/1.1 with a header-read timeout
 //!   and a cap on the request head. [`tls`]: rustls (ring) and the reloadable certificate.
@@ -27,6 +28,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod exec;
 pub mod http;
 pub mod loadgen;
 pub mod reload;

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 
 use crate::config::ServeConfig;
 use crate::engine::{self, Engine};
+use crate::exec::Pool;
 use crate::http::auth::Auth;
-use crate::http::state::Pool;
 use crate::http::{self, AppState, Exec, ExecMode, HttpOptions};
 use crate::reload;
 use crate::shutdown::Shutdown;

@@ -267,7 +267,7 @@ fn listing_paginates_in_byte_order() {
 fn snapshot_then_log_replay_and_merge_shrinks_the_log() {
     let dir = tempfile::tempdir().expect("tmp");
     let o = MemoryOptions {
-        keep_snapshots: 2,
+        snapshots_kept: 2,
         ..opts()
     };
     {

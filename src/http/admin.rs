@@ -5,22 +5,16 @@
 //! time: 409 otherwise; 202 with a status document, or 200 with the result under `?wait=true`)
 //! and how their state is reported (from [`Engine::jobs`](crate::engine::Engine::jobs)).
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
-use super::dto::{
-    Health, JobStateKind, MergeStatus, SnapshotStatus, StatsDto, merge_status, snapshot_status,
-};
+use super::dto::{Health, MergeStatus, SnapshotStatus, StatsDto, merge_status, snapshot_status};
 use super::error::{ApiError, Problem};
 use super::keys::parse_query;
 use super::metrics;
-use super::state::{AppState, CallKind, JobKind};
-use crate::engine::{JobState, UnixMillis};
-use crate::error::Error;
+use super::state::{AppState, CallKind};
 
 /// Parses `?wait=true|false` (also `1`/`0`); nothing else is accepted.
 fn wait_param(uri: &Uri) -> Result<bool, ApiError> {
@@ -42,10 +36,22 @@ fn wait_param(uri: &Uri) -> Result<bool, ApiError> {
     Ok(wait)
 }
 
-fn running(kind: JobKind, jobs: &crate::engine::JobStatus) -> bool {
-    match kind {
-        JobKind::Merge => matches!(jobs.merge, JobState::Running { .. }),
-        JobKind::Snapshot => matches!(jobs.snapshot, JobState::Running { .. }),
+/// A background job the admin API starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JobKind {
+    /// Merge (bitcask) or log rewrite (memory).
+    Merge,
+    /// Point-in-time snapshot.
+    Snapshot,
+}
+
+impl JobKind {
+    /// Its status route.
+    fn path(self) -> &'static str {
+        match self {
+            JobKind::Merge => "/admin/merge",
+            JobKind::Snapshot => "/admin/snapshot",
+        }
     }
 }
 
@@ -67,47 +73,36 @@ async fn status_doc(state: &AppState, kind: JobKind) -> Result<serde_json::Value
     doc.map_err(|e| ApiError::Internal(format!("status document: {e}")))
 }
 
-/// Starts a job (or runs it to the end under `wait`).
+/// Starts a job (or runs it to the end under `wait`). The engine claims the job and marks it
+/// running before `start_*` returns, so the status answered here is the engine's own.
 async fn start(state: AppState, kind: JobKind, uri: Uri) -> Result<Response, ApiError> {
     let wait = wait_param(&uri)?;
     let engine = state.engine_handle().ok_or(ApiError::NotReady)?;
-    let busy = || ApiError::Engine(Error::Busy(kind.name()));
-    let guard = state.try_begin(kind).ok_or_else(busy)?;
-    if running(kind, &engine.jobs()) {
-        return Err(busy());
-    }
-    let job_engine = Arc::clone(&engine);
-    let job = tokio::task::spawn_blocking(move || {
-        let _guard = guard;
-        let result = match kind {
-            JobKind::Merge => job_engine.merge().map(|_| ()),
-            JobKind::Snapshot => job_engine.snapshot().map(|_| ()),
-        };
-        if let Err(e) = &result {
-            tracing::warn!(job = kind.name(), error = %e, "background job failed");
+    // On a blocking thread: starting claims a lock, and `wait` blocks until the job ends.
+    tokio::task::spawn_blocking(move || -> crate::Result<()> {
+        match kind {
+            JobKind::Merge => {
+                let job = engine.start_merge()?;
+                if wait {
+                    job.wait()?;
+                }
+            }
+            JobKind::Snapshot => {
+                let job = engine.start_snapshot()?;
+                if wait {
+                    job.wait()?;
+                }
+            }
         }
-        result
-    });
+        Ok(())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("job task: {e}")))??;
     if wait {
-        job.await
-            .map_err(|e| ApiError::Internal(format!("{} task: {e}", kind.name())))??;
         let doc = status_doc(&state, kind).await?;
         return Ok((StatusCode::OK, Json(doc)).into_response());
     }
-    let mut doc = status_doc(&state, kind).await?;
-    // The job may not have reported itself running yet: say what was just done.
-    if doc.get("state") != Some(&serde_json::json!(JobStateKind::Running))
-        && !job.is_finished()
-        && let Some(obj) = doc.as_object_mut()
-    {
-        obj.insert("state".into(), serde_json::json!(JobStateKind::Running));
-        obj.insert(
-            "started_at_ms".into(),
-            serde_json::json!(UnixMillis::now().0),
-        );
-        obj.insert("report".into(), serde_json::Value::Null);
-        obj.insert("error".into(), serde_json::Value::Null);
-    }
+    let doc = status_doc(&state, kind).await?;
     let location = HeaderValue::from_static(kind.path());
     Ok((
         StatusCode::ACCEPTED,

@@ -13,9 +13,85 @@ use axum::http::{Request, StatusCode, header};
 use bytes::Bytes;
 use tower::ServiceExt;
 
-use super::state::JobKind;
 use super::{AppState, Exec, ExecMode, Limits, router};
-use crate::engine::{self, Engine, EngineKind, EngineOptions, SyncPolicy};
+use crate::engine::{
+    self, BatchOp, BatchResult, Engine, EngineKind, EngineOptions, JobHandle, JobStatus, ListPage,
+    MergeReport, Meta, Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy,
+    Value, Version, Written,
+};
+use crate::error::{Error, Result};
+
+/// The real engine, except that starting a job fails with `Busy` while `held` is set: the
+/// state "a job of this kind already runs", which a real merge of a small store leaves too
+/// quickly to be caught.
+struct HeldJobs {
+    inner: Arc<dyn Engine>,
+    held: std::sync::atomic::AtomicBool,
+}
+
+impl HeldJobs {
+    fn busy(&self, name: &'static str) -> Result<()> {
+        if self.held.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Busy(name));
+        }
+        Ok(())
+    }
+}
+
+impl Engine for HeldJobs {
+    fn kind(&self) -> EngineKind {
+        self.inner.kind()
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Value>> {
+        self.inner.get(key)
+    }
+    fn head(&self, key: &[u8]) -> Result<Option<Meta>> {
+        self.inner.head(key)
+    }
+    fn put(&self, key: &[u8], value: Bytes, opts: PutOptions) -> Result<Written> {
+        self.inner.put(key, value, opts)
+    }
+    fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>> {
+        self.inner.delete(key, precondition)
+    }
+    fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchResult>> {
+        self.inner.apply_batch(ops)
+    }
+    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
+        self.inner.list(prefix, start_after, limit)
+    }
+    fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+    fn stats(&self) -> Result<Stats> {
+        self.inner.stats()
+    }
+    fn merge(&self) -> Result<MergeReport> {
+        self.busy("merge")?;
+        self.inner.merge()
+    }
+    fn snapshot(&self) -> Result<SnapshotReport> {
+        self.busy("snapshot")?;
+        self.inner.snapshot()
+    }
+    fn start_merge(&self) -> Result<JobHandle<MergeReport>> {
+        self.busy("merge")?;
+        self.inner.start_merge()
+    }
+    fn start_snapshot(&self) -> Result<JobHandle<SnapshotReport>> {
+        self.busy("snapshot")?;
+        self.inner.start_snapshot()
+    }
+    fn jobs(&self) -> JobStatus {
+        self.inner.jobs()
+    }
+    fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
+        self.inner.snapshots()
+    }
+    fn close(&self) -> Result<()> {
+        self.inner.close()
+    }
+}
 
 fn open(dir: &std::path::Path) -> Arc<dyn Engine> {
     engine::open(&EngineOptions {
@@ -91,13 +167,14 @@ async fn not_ready_until_the_engine_is_open_and_again_when_stopping() {
 #[tokio::test]
 async fn a_second_job_of_a_kind_is_409() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = AppState::with_engine(open(dir.path()), Limits::default());
+    let engine = Arc::new(HeldJobs {
+        inner: open(dir.path()),
+        held: std::sync::atomic::AtomicBool::new(false),
+    });
+    let state = AppState::with_engine(engine.clone(), Limits::default());
     let app = router(state.clone());
-    for (kind, path) in [
-        (JobKind::Merge, "/admin/merge"),
-        (JobKind::Snapshot, "/admin/snapshot"),
-    ] {
-        let running = state.try_begin(kind).expect("first claim");
+    for path in ["/admin/merge", "/admin/snapshot"] {
+        engine.held.store(true, std::sync::atomic::Ordering::SeqCst);
         let (st, ct, body) = send(&app, "POST", path, Body::empty()).await;
         assert_eq!(
             st,
@@ -106,7 +183,9 @@ async fn a_second_job_of_a_kind_is_409() {
             String::from_utf8_lossy(&body)
         );
         assert_eq!(ct, "application/problem+json");
-        drop(running);
+        engine
+            .held
+            .store(false, std::sync::atomic::Ordering::SeqCst);
         let (st, _, body) = send(&app, "POST", &format!("{path}?wait=true"), Body::empty()).await;
         assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     }
@@ -120,7 +199,7 @@ async fn every_exec_mode_serves() {
         (ExecMode::Pool, ExecMode::Pool),
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let pool = Some(Arc::new(super::state::Pool::new(2).expect("pool")));
+        let pool = Some(Arc::new(crate::exec::Pool::new(2).expect("pool")));
         let state = AppState::new(
             Limits::default(),
             Exec {

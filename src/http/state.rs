@@ -1,15 +1,12 @@
-//! The state every handler shares, and how engine calls are run.
+//! The state every handler shares.
 //!
-//! Owns [`AppState`] (the engine handle once it is open, readiness, limits, the metrics handle)
-//! and [`Exec`], the choice of where a possibly blocking engine call runs: inline on the async
-//! worker, on tokio's blocking pool (`spawn_blocking`), or on a dedicated thread pool. Engine
-//! calls may block on fsync, so writes must not run inline under `sync=always`; which choice
-//! is fastest for reads and for writes was measured (see `.env.example` and the issue note).
+//! Owns [`AppState`]: the engine handle once it is open, readiness, limits, the metrics handle,
+//! and [`AppState::call`], which runs an engine call where [`crate::exec::Exec`] says and maps
+//! its errors for HTTP. Background jobs are the engine's own (`Engine::start_merge`); no job
+//! state lives here.
 
-use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -17,6 +14,17 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::error::ApiError;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::exec::ExecError;
+pub use crate::exec::{CallKind, Exec, ExecMode};
+
+impl From<ExecError> for ApiError {
+    fn from(e: ExecError) -> Self {
+        match e {
+            ExecError::Stopped => ApiError::Engine(Error::Closed),
+            ExecError::Panicked(msg) => ApiError::Internal(msg),
+        }
+    }
+}
 
 /// Request limits, all enforced before a body is buffered whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,154 +56,8 @@ impl Default for Limits {
     }
 }
 
-/// Where engine calls run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExecMode {
-    /// On the async worker thread itself (fine for calls that never block long).
-    Inline,
-    /// On tokio's blocking thread pool.
-    Blocking,
-    /// On a dedicated pool of threads owned by the server.
-    Pool,
-}
-
-impl FromStr for ExecMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "inline" => Ok(ExecMode::Inline),
-            "blocking" => Ok(ExecMode::Blocking),
-            "pool" => Ok(ExecMode::Pool),
-            other => Err(format!(
-                "expected `inline`, `blocking` or `pool`, got `{other}`"
-            )),
-        }
-    }
-}
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// A fixed pool of threads taking jobs from one queue.
-#[derive(Debug)]
-pub struct Pool {
-    tx: SyncSender<Job>,
-}
-
-impl Pool {
-    /// Starts `threads` workers with a queue of `4 * threads` jobs.
-    ///
-    /// # Errors
-    /// When a thread cannot be spawned.
-    pub fn new(threads: usize) -> std::io::Result<Self> {
-        let threads = threads.max(1);
-        let (tx, rx) = sync_channel::<Job>(threads * 4);
-        let rx = Arc::new(Mutex::new(rx));
-        for i in 0..threads {
-            let rx = Arc::clone(&rx);
-            std::thread::Builder::new()
-                .name(format!("engine-{i}"))
-                .spawn(move || worker(&rx))?;
-        }
-        Ok(Pool { tx })
-    }
-
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move || {
-            let _ = done_tx.send(f());
-        });
-        // The queue is bounded: when it is full, wait on a blocking thread rather than stall
-        // the async worker.
-        let tx = self.tx.clone();
-        match tx.try_send(job) {
-            Ok(()) => {}
-            Err(std::sync::mpsc::TrySendError::Full(job)) => {
-                tokio::task::spawn_blocking(move || tx.send(job))
-                    .await
-                    .map_err(|_| ApiError::Engine(Error::Closed))?
-                    .map_err(|_| ApiError::Engine(Error::Closed))?;
-            }
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => {
-                return Err(ApiError::Engine(Error::Closed));
-            }
-        }
-        done_rx.await.map_err(|_| ApiError::Engine(Error::Closed))
-    }
-}
-
-fn worker(rx: &Mutex<Receiver<Job>>) {
-    loop {
-        let job = match rx.lock() {
-            Ok(guard) => guard.recv(),
-            Err(_) => return,
-        };
-        match job {
-            Ok(job) => job(),
-            Err(_) => return,
-        }
-    }
-}
-
-/// How reads and writes are dispatched.
-#[derive(Clone, Debug)]
-pub struct Exec {
-    /// Mode for `get`, `head`, `list`, `mget`.
-    pub reads: ExecMode,
-    /// Mode for `put`, `delete`, `batch`.
-    pub writes: ExecMode,
-    /// The dedicated pool, when either mode uses it.
-    pub pool: Option<Arc<Pool>>,
-}
-
-/// A background job the admin API starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum JobKind {
-    /// Merge (bitcask) or log rewrite (memory).
-    Merge,
-    /// Point-in-time snapshot.
-    Snapshot,
-}
-
-impl JobKind {
-    /// Its name, as in messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            JobKind::Merge => "merge",
-            JobKind::Snapshot => "snapshot",
-        }
-    }
-
-    /// Its status route.
-    pub fn path(self) -> &'static str {
-        match self {
-            JobKind::Merge => "/admin/merge",
-            JobKind::Snapshot => "/admin/snapshot",
-        }
-    }
-}
-
-/// Marks a job as started from HTTP until dropped.
-#[derive(Debug)]
-pub struct JobGuard {
-    state: AppState,
-    kind: JobKind,
-}
-
-impl Drop for JobGuard {
-    fn drop(&mut self) {
-        self.state
-            .job_flag(self.kind)
-            .store(false, Ordering::SeqCst);
-    }
-}
-
 struct Inner {
     engine: OnceLock<Arc<dyn Engine>>,
-    merge_started: AtomicBool,
-    snapshot_started: AtomicBool,
     stopping: AtomicBool,
     poisoned: AtomicBool,
     limits: Limits,
@@ -217,22 +79,11 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// The kind of engine call, choosing its [`ExecMode`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CallKind {
-    /// A read.
-    Read,
-    /// A write (may wait for fsync).
-    Write,
-}
-
 impl AppState {
     /// State with no engine yet (readiness 503 until [`AppState::set_engine`]).
     pub fn new(limits: Limits, exec: Exec, metrics: Option<PrometheusHandle>) -> Self {
         AppState(Arc::new(Inner {
             engine: OnceLock::new(),
-            merge_started: AtomicBool::new(false),
-            snapshot_started: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             limits,
@@ -297,24 +148,6 @@ impl AppState {
         let _ = self.0.openapi_json.set(doc);
     }
 
-    fn job_flag(&self, kind: JobKind) -> &AtomicBool {
-        match kind {
-            JobKind::Merge => &self.0.merge_started,
-            JobKind::Snapshot => &self.0.snapshot_started,
-        }
-    }
-
-    /// Claims the right to start a job of this kind; `None` while one started here still runs.
-    pub fn try_begin(&self, kind: JobKind) -> Option<JobGuard> {
-        self.job_flag(kind)
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
-            .ok()
-            .map(|_| JobGuard {
-                state: self.clone(),
-                kind,
-            })
-    }
-
     /// Runs an engine call where its kind says, mapping errors for HTTP.
     ///
     /// # Errors
@@ -325,19 +158,7 @@ impl AppState {
         F: FnOnce(&dyn Engine) -> crate::Result<T> + Send + 'static,
     {
         let engine = self.engine_handle().ok_or(ApiError::NotReady)?;
-        let mode = match kind {
-            CallKind::Read => self.0.exec.reads,
-            CallKind::Write => self.0.exec.writes,
-        };
-        let result = match (mode, &self.0.exec.pool) {
-            (ExecMode::Inline, _) => f(&*engine),
-            (ExecMode::Pool, Some(pool)) => pool.run(move || f(&*engine)).await?,
-            (ExecMode::Blocking | ExecMode::Pool, _) => {
-                tokio::task::spawn_blocking(move || f(&*engine))
-                    .await
-                    .map_err(|e| ApiError::Internal(format!("engine call failed: {e}")))?
-            }
-        };
+        let result = self.0.exec.run(kind, move || f(&*engine)).await?;
         if let Err(Error::Poisoned(_)) = &result {
             self.0.poisoned.store(true, Ordering::SeqCst);
             super::metrics::record_ready(false);

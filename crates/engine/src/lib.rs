@@ -51,6 +51,7 @@ pub mod bitcask;
 pub mod dir_lock;
 pub mod error;
 pub mod fault;
+pub mod jobs;
 pub mod listing;
 pub mod memory;
 mod open;
@@ -62,14 +63,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 
 pub use crate::error::{Error, Result};
+pub use jobs::JobHandle;
 
 pub use open::{EngineKind, EngineOptions, open};
 pub use sync_policy::SyncPolicy;
 
 /// Longest key any engine accepts (the on-disk formats store key lengths as `u16`).
 pub const MAX_KEY_LEN: usize = u16::MAX as usize;
-/// Longest value any engine accepts (the formats store value lengths as `u32`).
-pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
 
 /// The version of a stored value: the engine-wide sequence number of the write that made it.
 /// Strictly increasing across writes (and across restarts), it backs ETags and compare-and-set.
@@ -437,6 +437,20 @@ pub trait Engine: Send + Sync + 'static {
     /// [`crate::Error::Busy`] if one is already running; I/O failures.
     fn snapshot(&self) -> Result<SnapshotReport>;
 
+    /// Starts a merge (bitcask) or log rewrite (memory) on a thread of its own. When this
+    /// returns the job is claimed and [`Engine::jobs`] reports it running (or already done);
+    /// [`JobHandle::wait`] gives its result.
+    ///
+    /// # Errors
+    /// [`crate::Error::Busy`] if one is already running; [`crate::Error::Closed`].
+    fn start_merge(&self) -> Result<JobHandle<MergeReport>>;
+
+    /// Starts a snapshot on a thread of its own; as [`Engine::start_merge`].
+    ///
+    /// # Errors
+    /// [`crate::Error::Busy`] if one is already running; [`crate::Error::Closed`].
+    fn start_snapshot(&self) -> Result<JobHandle<SnapshotReport>>;
+
     /// State of the merge and snapshot jobs.
     fn jobs(&self) -> JobStatus;
 
@@ -466,20 +480,6 @@ pub fn check_key(key: &[u8]) -> Result<()> {
         return Err(crate::Error::KeyTooLarge {
             len: key.len(),
             max: MAX_KEY_LEN,
-        });
-    }
-    Ok(())
-}
-
-/// Validates a value against the engines' hard limits.
-///
-/// # Errors
-/// [`crate::Error::ValueTooLarge`].
-pub fn check_value(value: &[u8]) -> Result<()> {
-    if value.len() > MAX_VALUE_LEN {
-        return Err(crate::Error::ValueTooLarge {
-            len: value.len(),
-            max: MAX_VALUE_LEN,
         });
     }
     Ok(())

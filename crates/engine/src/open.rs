@@ -29,6 +29,17 @@ impl FromStr for EngineKind {
     }
 }
 
+impl EngineKind {
+    /// Longest value this engine stores: bitcask [`bitcask::MAX_VALUE_LEN`], memory
+    /// [`memory::MAX_VALUE_LEN`].
+    pub const fn max_value_len(self) -> usize {
+        match self {
+            EngineKind::Bitcask => bitcask::MAX_VALUE_LEN,
+            EngineKind::Memory => memory::MAX_VALUE_LEN,
+        }
+    }
+}
+
 impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -36,6 +36,7 @@ use super::keydir::Loc;
 use super::record::Kind;
 use super::{Inner, scan};
 use crate::error::{Error, IoContext, Result};
+use crate::jobs::Claim;
 use crate::{JobState, MergeReport, Progress, UnixMillis, crash_point, fault};
 
 /// When merges start by themselves (Riak-style triggers).
@@ -142,36 +143,41 @@ pub fn maybe_merge(inner: &Arc<Inner>) {
     }
 }
 
-/// Runs a merge now. Only one at a time.
+/// Runs a merge now, on the calling thread. Only one at a time.
 ///
 /// # Errors
 /// [`Error::Busy`] when one is running; I/O and corruption errors of the inputs.
 pub fn run(inner: &Inner) -> Result<MergeReport> {
-    let Some(_running) = inner.merge_running.try_lock() else {
-        return Err(Error::Busy("merge"));
-    };
-    let started_at = UnixMillis::now();
-    inner.jobs.lock().merge = JobState::Running {
-        started_at,
-        progress: Progress { done: 0, total: 0 },
-    };
+    let claim = claim(inner)?;
+    run_claimed(inner, claim)
+}
+
+/// Claims the merge and marks it running (before any work, so a status read sees it).
+///
+/// # Errors
+/// [`Error::Busy`] when one is running.
+pub(crate) fn claim(inner: &Inner) -> Result<Claim> {
+    let claim = Claim::try_take(&inner.merge_running, "merge")?;
+    inner.jobs.lock().merge = JobState::started(claim.started_at);
+    Ok(claim)
+}
+
+/// Runs the merge `claim` was taken for and records how it ended.
+///
+/// # Errors
+/// I/O and corruption errors of the inputs.
+pub(crate) fn run_claimed(inner: &Inner, claim: Claim) -> Result<MergeReport> {
+    let started_at = claim.started_at;
     let result = merge(inner, started_at);
     if result.is_err() {
         remove_merging(&inner.dir);
     }
     let mut jobs = inner.jobs.lock();
-    match &result {
-        Ok(r) => {
-            jobs.merge = JobState::Done(r.clone());
-            jobs.merges_completed += 1;
-        }
-        Err(e) => {
-            jobs.merge = JobState::Failed {
-                started_at,
-                error: e.to_string(),
-            }
-        }
+    if jobs.merge.finish(started_at, &result) {
+        jobs.merges_completed += 1;
     }
+    drop(jobs);
+    drop(claim);
     result
 }
 
@@ -476,6 +482,27 @@ pub fn write_hint_for(dir: &Path, data_path: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bitcask::{Bitcask, BitcaskOptions};
+    use crate::{Engine, SyncPolicy};
+
+    #[test]
+    fn a_claimed_job_is_running_at_once_and_refuses_a_second_start() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let b =
+            Bitcask::open(tmp.path(), SyncPolicy::Never, &BitcaskOptions::default()).expect("open");
+        let c = claim(&b.inner).expect("claim merge");
+        assert!(matches!(b.jobs().merge, JobState::Running { .. }));
+        assert!(matches!(b.start_merge(), Err(Error::Busy("merge"))));
+        run_claimed(&b.inner, c).expect("merge");
+        assert!(matches!(b.jobs().merge, JobState::Done(_)));
+        let c = crate::bitcask::snapshot::claim(&b.inner).expect("claim snapshot");
+        assert!(matches!(b.jobs().snapshot, JobState::Running { .. }));
+        assert!(matches!(b.start_snapshot(), Err(Error::Busy("snapshot"))));
+        drop(c);
+        b.start_snapshot().expect("start").wait().expect("snapshot");
+        assert!(matches!(b.jobs().snapshot, JobState::Done(_)));
+        b.close().expect("close");
+    }
 
     #[test]
     fn policy_thresholds_and_window() {

@@ -42,6 +42,7 @@ pub use merge::MergePolicy;
 
 use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
+use crate::jobs::{JobLock, job_lock};
 use crate::{JobStatus, SyncPolicy};
 use data_file::{DataFile, FileId};
 use keydir::Keydir;
@@ -95,6 +96,21 @@ impl BitcaskOptions {
 }
 
 /// The engine's shared state.
+///
+/// # Lock order
+///
+/// A thread that holds several of these locks takes them in this order, never the reverse
+/// (each is released before an earlier one is taken):
+///
+/// 1. `merge_running`, then `snapshot_running` (job claims; `close` takes both, merge first);
+/// 2. `retire` (files leaving the store after a merge, or being linked into a snapshot);
+/// 3. `writer` (the append path: version order, the active file, rotation);
+/// 4. `files` (the map of open data files; write-locked only to add or retire a file);
+/// 5. `live` (live bytes per file) and the keydir's shard locks, each held only for one update;
+/// 6. leaves, taken with nothing after them: `hint_threads`, `jobs`, `poison_reason`, `lock`,
+///    the group commit's state.
+///
+/// Reads of sealed files take `files` (read) alone, never `writer`.
 pub(crate) struct Inner {
     dir: PathBuf,
     opts: BitcaskOptions,
@@ -116,9 +132,10 @@ pub(crate) struct Inner {
     bytes_written: AtomicU64,
     corrupt_records: AtomicU64,
     jobs: Mutex<JobStatus>,
-    /// Held by a running merge; also keeps snapshots and merges from running together.
-    merge_running: Mutex<()>,
-    snapshot_running: Mutex<()>,
+    /// Claimed by a running merge (see [`crate::jobs`]).
+    merge_running: JobLock,
+    /// Claimed by a running snapshot.
+    snapshot_running: JobLock,
     /// Held while files are retired (removed after a merge) or linked into a snapshot.
     retire: Mutex<()>,
     /// Hint writers started on rotation; joined on close.
@@ -273,8 +290,8 @@ impl Bitcask {
             // A torn tail cut at start-up is a damaged record found.
             corrupt_records: AtomicU64::new(rec.torn_tails),
             jobs: Mutex::new(JobStatus::default()),
-            merge_running: Mutex::new(()),
-            snapshot_running: Mutex::new(()),
+            merge_running: job_lock(),
+            snapshot_running: job_lock(),
             retire: Mutex::new(()),
             hint_threads: Mutex::new(Vec::new()),
             lock: Mutex::new(Some(lock)),

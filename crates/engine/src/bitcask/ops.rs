@@ -6,6 +6,7 @@
 //! read of the record, whose CRC and key are checked before a byte is returned.
 
 use hashbrown::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -15,11 +16,12 @@ use super::record::{self, HEADER_LEN, Kind};
 use super::writer::Writer;
 use super::{Bitcask, Inner, MAX_VALUE_LEN, merge, snapshot};
 use crate::error::{Error, Result};
+use crate::jobs;
 use crate::listing::PageCollector;
 use crate::{
-    BatchOp, BatchResult, Engine, EngineKind, FileStats, JobStatus, ListPage, MergeReport, Meta,
-    Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy, UnixMillis, Value,
-    Version, Written, check_key,
+    BatchOp, BatchResult, Engine, EngineKind, FileStats, JobHandle, JobStatus, ListPage,
+    MergeReport, Meta, Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy,
+    UnixMillis, Value, Version, Written, check_key,
 };
 
 /// Expiry is kept to whole seconds (rounded to the nearest) so the keydir and the record
@@ -446,6 +448,20 @@ impl Engine for Bitcask {
     fn snapshot(&self) -> Result<SnapshotReport> {
         self.inner.check_open()?;
         snapshot::run(&self.inner)
+    }
+
+    fn start_merge(&self) -> Result<JobHandle<MergeReport>> {
+        self.inner.check_open()?;
+        let claim = merge::claim(&self.inner)?;
+        let inner = Arc::clone(&self.inner);
+        jobs::spawn("merge", move || merge::run_claimed(&inner, claim))
+    }
+
+    fn start_snapshot(&self) -> Result<JobHandle<SnapshotReport>> {
+        self.inner.check_open()?;
+        let claim = snapshot::claim(&self.inner)?;
+        let inner = Arc::clone(&self.inner);
+        jobs::spawn("snapshot", move || snapshot::run_claimed(&inner, claim))
     }
 
     fn jobs(&self) -> JobStatus {

@@ -21,42 +21,46 @@ use std::time::Instant;
 use super::data_file::{DataFile, FILE_HEADER_LEN, FileId, sync_dir};
 use super::{Inner, writer};
 use crate::error::{Error, IoContext, Result};
-use crate::{
-    JobState, Progress, SnapshotInfo, SnapshotReport, UnixMillis, Version, crash_point, fault,
-};
+use crate::jobs::Claim;
+use crate::{JobState, SnapshotInfo, SnapshotReport, UnixMillis, Version, crash_point, fault};
 
 /// The directory holding snapshots.
 pub fn snapshots_dir(dir: &Path) -> PathBuf {
     dir.join("snapshots")
 }
 
-/// Takes a snapshot now. Only one at a time.
+/// Takes a snapshot now, on the calling thread. Only one at a time.
 ///
 /// # Errors
 /// [`Error::Busy`] when one is running; I/O errors.
 pub fn run(inner: &Inner) -> Result<SnapshotReport> {
-    let Some(_running) = inner.snapshot_running.try_lock() else {
-        return Err(Error::Busy("snapshot"));
-    };
-    let started_at = UnixMillis::now();
-    inner.jobs.lock().snapshot = JobState::Running {
-        started_at,
-        progress: Progress { done: 0, total: 0 },
-    };
+    let claim = claim(inner)?;
+    run_claimed(inner, claim)
+}
+
+/// Claims the snapshot job and marks it running.
+///
+/// # Errors
+/// [`Error::Busy`] when one is running.
+pub(crate) fn claim(inner: &Inner) -> Result<Claim> {
+    let claim = Claim::try_take(&inner.snapshot_running, "snapshot")?;
+    inner.jobs.lock().snapshot = JobState::started(claim.started_at);
+    Ok(claim)
+}
+
+/// Takes the snapshot `claim` was taken for and records how it ended.
+///
+/// # Errors
+/// I/O errors.
+pub(crate) fn run_claimed(inner: &Inner, claim: Claim) -> Result<SnapshotReport> {
+    let started_at = claim.started_at;
     let result = take(inner, started_at);
     let mut jobs = inner.jobs.lock();
-    match &result {
-        Ok(r) => {
-            jobs.snapshot = JobState::Done(r.clone());
-            jobs.snapshots_completed += 1;
-        }
-        Err(e) => {
-            jobs.snapshot = JobState::Failed {
-                started_at,
-                error: e.to_string(),
-            }
-        }
+    if jobs.snapshot.finish(started_at, &result) {
+        jobs.snapshots_completed += 1;
     }
+    drop(jobs);
+    drop(claim);
     result
 }
 

@@ -359,7 +359,7 @@ pub(crate) struct LogWriter {
     durable: Mutex<Durable>,
     cond: Condvar,
     poisoned: AtomicBool,
-    poison_msg: Mutex<String>,
+    poison_reason: Mutex<String>,
 }
 
 impl LogWriter {
@@ -382,20 +382,20 @@ impl LogWriter {
             }),
             cond: Condvar::new(),
             poisoned: AtomicBool::new(false),
-            poison_msg: Mutex::new(String::new()),
+            poison_reason: Mutex::new(String::new()),
         }
     }
 
     /// `Err(Poisoned)` once a write or fsync has failed.
     pub(crate) fn check(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned(self.poison_msg.lock().clone()));
+            return Err(Error::Poisoned(self.poison_reason.lock().clone()));
         }
         Ok(())
     }
 
     fn poison(&self, e: &Error) {
-        *self.poison_msg.lock() = e.to_string();
+        *self.poison_reason.lock() = e.to_string();
         self.poisoned.store(true, Ordering::Release);
         tracing::error!(error = %e, "append-only log poisoned: refusing writes until reopened");
     }

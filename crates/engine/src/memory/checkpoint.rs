@@ -14,7 +14,7 @@
 //!    recovery deletes; after it, an unreferenced but valid snapshot (kept, listed).
 //! 4. `manifest-stored`: the manifest now names the new snapshot and the new log as the first
 //!    to replay (atomic replace). A crash leaves old logs that recovery deletes.
-//! 5. `cleaned`: logs before the new one and snapshots beyond `keep_snapshots` are deleted.
+//! 5. `cleaned`: logs before the new one and snapshots beyond `snapshots_kept` are deleted.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -26,6 +26,7 @@ use super::recovery::list_files;
 use super::snapshot::{self, Hooks, read_header};
 use super::{Inner, aof};
 use crate::error::{Error, Result};
+use crate::jobs::Claim;
 use crate::{
     EngineKind, FileStats, JobState, MergeReport, Progress, SnapshotInfo, SnapshotReport, Stats,
     UnixMillis, Version,
@@ -107,43 +108,66 @@ fn set_running(inner: &Inner, kind: Kind, started_at: UnixMillis, progress: Prog
     }
 }
 
-/// Runs a checkpoint. `wait`: queue behind a running one instead of failing with `Busy`, and
-/// do not stop early when the engine is closing (used by `close` and `sync` without a log).
+/// Runs a checkpoint on the calling thread. `wait`: queue behind a running one instead of
+/// failing with `Busy`, and do not stop early when the engine is closing (used by `close` and
+/// `sync` without a log).
 pub(crate) fn run(inner: &Inner, kind: Kind, wait: bool) -> Result<Outcome> {
-    let _guard = if wait {
-        inner.checkpoint.lock()
+    let claim = if wait {
+        let claim = Claim::take(&inner.checkpoint);
+        claimed(inner, kind, claim)?
     } else {
-        inner
-            .checkpoint
-            .try_lock()
-            .ok_or(Error::Busy(kind.name()))?
+        claim(inner, kind)?
     };
+    run_claimed(inner, kind, wait, claim)
+}
+
+/// Claims the checkpoint (one at a time, whatever its kind) and marks the job running.
+///
+/// # Errors
+/// [`Error::Busy`] while one runs; [`Error::Poisoned`] after a failed log write.
+pub(crate) fn claim(inner: &Inner, kind: Kind) -> Result<Claim> {
+    let claim = Claim::try_take(&inner.checkpoint, kind.name())?;
+    claimed(inner, kind, claim)
+}
+
+fn claimed(inner: &Inner, kind: Kind, claim: Claim) -> Result<Claim> {
     if let Some(msg) = inner.poisoned.lock().as_ref() {
         return Err(Error::Poisoned(msg.clone()));
     }
-    let started_at = UnixMillis::now();
+    set_running(
+        inner,
+        kind,
+        claim.started_at,
+        Progress { done: 0, total: 0 },
+    );
+    Ok(claim)
+}
+
+/// Runs the checkpoint `claim` was taken for and records how it ended.
+///
+/// # Errors
+/// I/O errors; the checkpoint leaves the previous state in force.
+pub(crate) fn run_claimed(inner: &Inner, kind: Kind, wait: bool, claim: Claim) -> Result<Outcome> {
+    let started_at = claim.started_at;
     let t0 = Instant::now();
-    set_running(inner, kind, started_at, Progress { done: 0, total: 0 });
     let r = checkpoint(inner, kind, wait, started_at, t0);
     let mut j = inner.jobs.lock();
-    match (&r, kind) {
-        (Ok(o), Kind::Snapshot) => {
-            j.snapshot = JobState::Done(o.snapshot_report());
-            j.snapshots_completed += 1;
-        }
-        (Ok(o), Kind::Merge) => {
-            j.merge = JobState::Done(o.merge_report());
-            j.merges_completed += 1;
-        }
-        (Err(e), _) => {
-            let error = e.to_string();
-            match kind {
-                Kind::Snapshot => j.snapshot = JobState::Failed { started_at, error },
-                Kind::Merge => j.merge = JobState::Failed { started_at, error },
-            }
+    let succeeded = match kind {
+        Kind::Snapshot => j
+            .snapshot
+            .finish(started_at, &r.as_ref().map(|o| o.snapshot_report())),
+        Kind::Merge => j
+            .merge
+            .finish(started_at, &r.as_ref().map(|o| o.merge_report())),
+    };
+    if succeeded {
+        match kind {
+            Kind::Snapshot => j.snapshots_completed += 1,
+            Kind::Merge => j.merges_completed += 1,
         }
     }
     drop(j);
+    drop(claim);
     if let Err(e) = &r {
         tracing::warn!(error = %e, job = kind.name(), "checkpoint failed");
     }
@@ -290,7 +314,7 @@ fn clean(inner: &Inner, m: &Manifest) -> Result<u64> {
             logs += 1;
         }
     }
-    let extra = files.snaps.len().saturating_sub(inner.opts.keep_snapshots);
+    let extra = files.snaps.len().saturating_sub(inner.opts.snapshots_kept);
     for (_, p) in files
         .snaps
         .iter()
@@ -389,4 +413,28 @@ pub(crate) fn stats(inner: &Inner) -> Result<Stats> {
         last_version: Version(inner.seq.load(Ordering::SeqCst)),
         jobs: inner.jobs.lock().clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::{MemoryEngine, MemoryOptions};
+    use crate::{Engine, SyncPolicy};
+
+    #[test]
+    fn a_claimed_checkpoint_is_running_at_once_and_refuses_a_second_start() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let m = MemoryEngine::open(tmp.path(), SyncPolicy::Never, &MemoryOptions::default())
+            .expect("open");
+        let c = claim(&m.inner, Kind::Snapshot).expect("claim");
+        assert!(matches!(m.jobs().snapshot, JobState::Running { .. }));
+        // One checkpoint at a time, whatever its kind.
+        assert!(matches!(m.start_merge(), Err(Error::Busy("merge"))));
+        assert!(matches!(m.start_snapshot(), Err(Error::Busy(_))));
+        run_claimed(&m.inner, Kind::Snapshot, false, c).expect("snapshot");
+        assert!(matches!(m.jobs().snapshot, JobState::Done(_)));
+        m.start_merge().expect("start").wait().expect("rewrite");
+        assert!(matches!(m.jobs().merge, JobState::Done(_)));
+        m.close().expect("close");
+    }
 }

@@ -50,10 +50,11 @@ use self::manifest::Manifest;
 use self::table::Table;
 use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
+use crate::jobs::{self, JobLock, job_lock};
 use crate::{
-    BatchOp, BatchResult, Engine, EngineKind, JobStatus, ListPage, MergeReport, Meta, Precondition,
-    PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy, UnixMillis, Value, Version,
-    Written, check_key, check_value,
+    BatchOp, BatchResult, Engine, EngineKind, JobHandle, JobStatus, ListPage, MergeReport, Meta,
+    Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy, UnixMillis, Value,
+    Version, Written, check_key,
 };
 
 /// "Save after `after` if at least `changes` writes happened" (Redis's `save <s> <n>`).
@@ -77,7 +78,7 @@ pub struct MemoryOptions {
     /// When to take a snapshot in the background. Empty = only on demand.
     pub save_points: Vec<SavePoint>,
     /// Snapshots kept on disk (at least 1: the newest is the base recovery starts from).
-    pub keep_snapshots: usize,
+    pub snapshots_kept: usize,
     /// Rewrite the log when it has grown by this percent of the base snapshot's size...
     pub rewrite_growth_percent: u64,
     /// ...and is at least this many bytes (Redis's auto-aof-rewrite-min-size).
@@ -107,7 +108,7 @@ impl Default for MemoryOptions {
                 after: Duration::from_secs(60),
                 changes: 1,
             }],
-            keep_snapshots: 2,
+            snapshots_kept: 2,
             rewrite_growth_percent: 100,
             rewrite_min_bytes: 64 << 20,
             flush_interval: Duration::from_millis(10),
@@ -130,8 +131,8 @@ impl MemoryOptions {
         if self.shards == 0 || self.shards > 1 << 16 {
             return bad("shards", "must be between 1 and 65536");
         }
-        if self.keep_snapshots == 0 {
-            return bad("keep_snapshots", "must be at least 1");
+        if self.snapshots_kept == 0 {
+            return bad("snapshots_kept", "must be at least 1");
         }
         if self.flush_interval.is_zero() || self.sweep_interval.is_zero() {
             return bad("flush_interval/sweep_interval", "must be positive");
@@ -171,7 +172,8 @@ pub(crate) struct Inner {
     /// LSN at the last cut: the log has grown by `appended - this` since the base.
     log_base_lsn: AtomicU64,
     last_save: Mutex<Instant>,
-    checkpoint: Mutex<()>,
+    /// Claimed by a running checkpoint (snapshot or rewrite; one at a time, see [`crate::jobs`]).
+    checkpoint: JobLock,
     jobs: Mutex<JobStatus>,
     closed: AtomicBool,
     stopping: Mutex<bool>,
@@ -180,6 +182,23 @@ pub(crate) struct Inner {
     snapshot_bytes_written: AtomicU64,
     corrupt_records: AtomicU64,
     poisoned: Mutex<Option<String>>,
+}
+
+/// Longest value the memory engine stores (its log and snapshots keep value lengths as `u32`).
+pub const MAX_VALUE_LEN: usize = u32::MAX as usize;
+
+/// Validates a value against the memory engine's limit.
+///
+/// # Errors
+/// [`crate::Error::ValueTooLarge`].
+fn check_value(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_LEN {
+        return Err(crate::Error::ValueTooLarge {
+            len: value.len(),
+            max: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// The memory engine. Cheap to share behind an `Arc`; all methods take `&self`.
@@ -242,7 +261,7 @@ impl MemoryEngine {
             table: rec.table,
             cut: RwLock::new(()),
             last_save: Mutex::new(Instant::now()),
-            checkpoint: Mutex::new(()),
+            checkpoint: job_lock(),
             jobs: Mutex::new(JobStatus::default()),
             closed: AtomicBool::new(false),
             stopping: Mutex::new(false),
@@ -471,7 +490,11 @@ impl Engine for MemoryEngine {
             let mut log_ops = Vec::with_capacity(ops.len());
             for (i, (op, &(h, si))) in ops.iter().zip(&placed).enumerate() {
                 let version = first + i as u64;
-                let gi = ids.binary_search(&si).unwrap_or(0);
+                // `ids` is every shard the batch touches, sorted and deduplicated, so each op's
+                // shard is in it; a miss would write into the wrong shard.
+                let gi = ids.binary_search(&si).unwrap_or_else(|_| {
+                    unreachable!("batch op's shard {si} is not among the locked shards {ids:?}")
+                });
                 let shard = Arc::make_mut(&mut guards[gi]);
                 let prev = match op {
                     BatchOp::Put {
@@ -543,6 +566,25 @@ impl Engine for MemoryEngine {
     fn snapshot(&self) -> Result<SnapshotReport> {
         self.inner.check_open()?;
         checkpoint::run(&self.inner, Kind::Snapshot, false).map(|o| o.snapshot_report())
+    }
+
+    fn start_merge(&self) -> Result<JobHandle<MergeReport>> {
+        self.inner.check_open()?;
+        let claim = checkpoint::claim(&self.inner, Kind::Merge)?;
+        let inner = Arc::clone(&self.inner);
+        jobs::spawn("rewrite", move || {
+            checkpoint::run_claimed(&inner, Kind::Merge, false, claim).map(|o| o.merge_report())
+        })
+    }
+
+    fn start_snapshot(&self) -> Result<JobHandle<SnapshotReport>> {
+        self.inner.check_open()?;
+        let claim = checkpoint::claim(&self.inner, Kind::Snapshot)?;
+        let inner = Arc::clone(&self.inner);
+        jobs::spawn("snapshot", move || {
+            checkpoint::run_claimed(&inner, Kind::Snapshot, false, claim)
+                .map(|o| o.snapshot_report())
+        })
     }
 
     fn jobs(&self) -> JobStatus {
