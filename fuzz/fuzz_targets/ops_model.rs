@@ -43,7 +43,7 @@ fn open(kind: EngineKind, dir: &std::path::Path) -> std::sync::Arc<dyn Engine> {
     o.bitcask.max_file_size = 4096;
     o.bitcask.merge.check_interval = None;
     o.memory.save_points = Vec::new();
-    engine::open(&o).expect("open")
+    hoardhaven_engine::open(&o).expect("open")
 }
 
 fuzz_target!(|case: Case| {
