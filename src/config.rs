@@ -1,128 +1,414 @@
-//! Typed settings of the server: defaults, then a TOML file, then `HOARDHAVEN_*` environment
-//! variables, then command-line flags, each layer overriding the one before.
+//! Typed settings of the server, each declared exactly once.
 //!
-//! Owns [`Settings`] (the raw layered form, one field per setting, as in `.env.example`),
-//! [`load`] (the layering, through the `config` crate) and [`Settings::validate`], which turns
-//! them into a [`ServeConfig`] of typed values or an error naming the bad setting. The rest of
-//! the program only ever sees [`ServeConfig`].
+//! Owns [`Settings`]: one struct whose fields are the settings. Its clap attributes give each
+//! one its flag, its `HOARDHAVEN_*` environment variable and its default; the TOML file uses the
+//! clap argument ids (`sync`, `bitcask.max_file_size`) as keys. [`layered`] applies the layers
+//! (defaults < TOML file < environment < flags), [`Settings::validate`] turns the result into a
+//! [`ServeConfig`] of checked values or an error naming the bad setting, and the rest of the
+//! program only ever sees [`ServeConfig`]. `.env.example` and README.md's configuration table
+//! are checked against this one declaration by the tests at the bottom of this file.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
-use config::{Config, Environment, File, FileFormat};
-use serde::{Deserialize, Serialize};
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Args, FromArgMatches, ValueEnum};
+use config::{Config, File, FileFormat};
 
 use crate::engine::bitcask::{BitcaskOptions, MergePolicy, ReadMode};
-use crate::engine::memory::MemoryOptions;
+use crate::engine::memory::{MemoryOptions, SavePoint};
 use crate::engine::{EngineKind, EngineOptions, MAX_KEY_LEN, SyncPolicy};
+use crate::exec::ExecMode;
 use crate::http::auth::{AuthConfig, TokenSet};
-use crate::http::{ExecMode, HeadLimits, Limits};
+use crate::http::{HeadLimits, Limits};
 use crate::tls::TlsConfig;
 
 /// Prefix of the environment variables (`HOARDHAVEN_LISTEN`, `HOARDHAVEN_BITCASK__...`).
 pub const ENV_PREFIX: &str = "HOARDHAVEN";
 
-/// Every setting, as layered from defaults, file, environment and flags.
+/// Every setting of `hoardhaven serve`: flag, environment variable and default in one place.
 ///
-/// Names are the TOML keys; environment variables are `HOARDHAVEN_` + the name in capitals,
-/// with `__` between a section and its key.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+/// A setting's TOML key is its clap id (the field name, or `section.field` inside a section);
+/// its environment variable is `HOARDHAVEN_` + the key in capitals with `__` for the dot.
+#[derive(Clone, Debug, Args)]
 pub struct Settings {
-    /// Address to listen on, `host:port`; port 0 picks a free one.
+    /// Address to listen on (`host:port`; port 0 picks a free one)
+    #[arg(long, env = "HOARDHAVEN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// The data directory.
+    /// Data directory (created if missing; one process at a time)
+    #[arg(long, env = "HOARDHAVEN_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// `bitcask` or `memory`.
-    pub engine: String,
-    /// `always`, `never` or an interval such as `100ms`.
-    pub sync: String,
-    /// Memory engine: `on` keeps the append-only log, `off` relies on snapshots only.
-    pub aof: String,
-    /// `human` or `json`.
-    pub log_format: String,
-    /// A `tracing` filter such as `info` or `hoardhaven=debug` (`RUST_LOG` wins when set).
-    pub log_level: String,
-    /// When set, the bound address is written to this file once listening (for port 0).
-    pub port_file: Option<PathBuf>,
-    /// The TOML file read (only settable by flag or `HOARDHAVEN_CONFIG`).
+    /// Storage engine: `bitcask` or `memory`
+    #[arg(long, env = "HOARDHAVEN_ENGINE", default_value_t = EngineKind::Bitcask)]
+    pub engine: EngineKind,
+    /// When a write is durable: `always`, `never`, or an interval like `100ms` (background fsync)
+    #[arg(long, env = "HOARDHAVEN_SYNC", default_value_t = SyncPolicy::Always)]
+    pub sync: SyncPolicy,
+    /// Memory engine: the append-only log `on`, or `off` (snapshots only)
+    #[arg(long, env = "HOARDHAVEN_AOF", value_enum, default_value_t = Aof::On)]
+    pub aof: Aof,
+    /// TOML configuration file; its keys are these settings' names (`[bitcask]` etc. for sections)
+    #[arg(long, env = "HOARDHAVEN_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Longest key in bytes.
+    /// Log format
+    #[arg(long, env = "HOARDHAVEN_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `hoardhaven=debug,tower_http=debug` (RUST_LOG wins when set)
+    #[arg(long, env = "HOARDHAVEN_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Write the bound address to this file once listening (useful with port 0)
+    #[arg(long, env = "HOARDHAVEN_PORT_FILE")]
+    pub port_file: Option<PathBuf>,
+    /// Longest key in bytes after percent-decoding (414 in a path, 413 in a JSON body)
+    #[arg(long, env = "HOARDHAVEN_MAX_KEY_BYTES", default_value_t = Limits::default().max_key_bytes)]
     pub max_key_bytes: usize,
-    /// Longest value in bytes.
+    /// Longest value in bytes (413)
+    #[arg(long, env = "HOARDHAVEN_MAX_VALUE_BYTES", default_value_t = Limits::default().max_value_bytes)]
     pub max_value_bytes: usize,
-    /// Most operations per `/batch` and keys per `/mget`.
+    /// Most operations per /batch and keys per /mget (413)
+    #[arg(long, env = "HOARDHAVEN_MAX_BATCH_OPS", default_value_t = Limits::default().max_batch_ops)]
     pub max_batch_ops: usize,
-    /// Largest JSON body in bytes.
+    /// Largest JSON request body in bytes (413)
+    #[arg(long, env = "HOARDHAVEN_MAX_BODY_BYTES", default_value_t = Limits::default().max_body_bytes)]
     pub max_body_bytes: usize,
-    /// Most keys per listing page.
+    /// Most keys per listing page (a larger `limit` is refused)
+    #[arg(long, env = "HOARDHAVEN_MAX_LIST_LIMIT", default_value_t = Limits::default().max_list_limit)]
     pub max_list_limit: usize,
-    /// Most requests in flight on data and admin routes before shedding with 503.
+    /// Requests in flight on data and admin routes before shedding with 503 (probes never shed)
+    #[arg(long, env = "HOARDHAVEN_MAX_IN_FLIGHT", default_value_t = Limits::default().max_in_flight)]
     pub max_in_flight: usize,
-    /// Where engine reads run: `inline`, `blocking` or `pool`.
-    pub exec_reads: String,
-    /// Where engine writes run: `inline`, `blocking` or `pool`.
-    pub exec_writes: String,
-    /// Threads of the dedicated pool (when an `exec_*` setting is `pool`).
+    /// Where engine reads run: `inline`, `blocking` (tokio's pool) or `pool` (a dedicated pool)
+    #[arg(long, env = "HOARDHAVEN_EXEC_READS", default_value_t = ExecMode::Inline)]
+    pub exec_reads: ExecMode,
+    /// Where engine writes run (they can wait for fsync): `inline`, `blocking` or `pool`
+    #[arg(long, env = "HOARDHAVEN_EXEC_WRITES", default_value_t = ExecMode::Pool)]
+    pub exec_writes: ExecMode,
+    /// Threads of the dedicated engine pool
+    #[arg(long, env = "HOARDHAVEN_POOL_THREADS", default_value_t = 64)]
     pub pool_threads: usize,
-    /// Seconds to wait for in-flight requests at shutdown before closing anyway.
+    /// Seconds to let in-flight requests finish at SIGTERM / Ctrl-C before closing anyway
+    #[arg(long, env = "HOARDHAVEN_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
-    /// Bitcask engine settings (`[bitcask]`, `HOARDHAVEN_BITCASK__*`).
+    /// Bitcask engine settings (`[bitcask]`).
+    #[command(flatten, next_help_heading = "Bitcask engine")]
     pub bitcask: BitcaskSettings,
-    /// Protected mode off: listen on a non-loopback address even with no tokens configured.
-    pub allow_unauthenticated_remote: bool,
-    /// Longest request target (path and query) in bytes (414).
-    pub max_uri_bytes: usize,
-    /// Most bytes of request header fields (431).
-    pub max_header_bytes: usize,
-    /// Seconds to answer a request, body read included (408); 0 = no limit.
-    pub request_timeout_secs: u64,
-    /// Seconds to receive a request head or finish a TLS handshake; also how long a
-    /// keep-alive connection may sit idle.
-    pub header_read_timeout_secs: u64,
-    /// Origins allowed by CORS, comma-separated (`*` = any); empty = CORS off.
-    pub cors_origins: String,
-    /// Authentication settings (`[auth]`, `HOARDHAVEN_AUTH__*`).
+    /// Memory engine settings (`[memory]`).
+    #[command(flatten, next_help_heading = "Memory engine")]
+    pub memory: MemorySettings,
+    /// Security and overload settings.
+    #[command(
+        flatten,
+        next_help_heading = "Security and overload (docs/security.md)"
+    )]
+    pub guard: GuardSettings,
+    /// Authentication settings (`[auth]`).
+    #[command(flatten, next_help_heading = "Authentication")]
     pub auth: AuthSettings,
-    /// TLS settings (`[tls]`, `HOARDHAVEN_TLS__*`).
+    /// TLS settings (`[tls]`).
+    #[command(flatten, next_help_heading = "TLS")]
     pub tls: TlsSettings,
 }
 
-/// Settings of bearer-token authentication. Any token source turns authentication on.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+/// Settings that protect the server from misuse: protected mode, head limits, timeouts, CORS.
+/// Top-level keys (no section): they are grouped here only for `--help`.
+#[derive(Clone, Debug, Args)]
+pub struct GuardSettings {
+    /// Serve a non-loopback address with no tokens configured (protected mode off)
+    #[arg(long, env = "HOARDHAVEN_ALLOW_UNAUTHENTICATED_REMOTE", action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    pub allow_unauthenticated_remote: bool,
+    /// Longest request target (path and query) in bytes (414); at least 3 x max-key-bytes + 64
+    #[arg(long, env = "HOARDHAVEN_MAX_URI_BYTES", default_value_t = HeadLimits::default().max_uri_bytes)]
+    pub max_uri_bytes: usize,
+    /// Most bytes of request header fields (431)
+    #[arg(long, env = "HOARDHAVEN_MAX_HEADER_BYTES", default_value_t = HeadLimits::default().max_header_bytes)]
+    pub max_header_bytes: usize,
+    /// Seconds to answer a request, body read included (408); 0 = no limit; POST /admin/* exempt
+    #[arg(long, env = "HOARDHAVEN_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Seconds to receive a request head or finish a TLS handshake; also the keep-alive idle limit
+    #[arg(
+        long,
+        env = "HOARDHAVEN_HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Origins allowed by CORS, comma-separated (`*` = any); empty = CORS off
+    #[arg(long, env = "HOARDHAVEN_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: String,
+}
+
+/// Settings of the bitcask engine (`[bitcask]`, `HOARDHAVEN_BITCASK__*`).
+#[derive(Clone, Debug, Args)]
+pub struct BitcaskSettings {
+    /// Rotate the active data file past this many bytes
+    #[arg(id = "bitcask.max_file_size", long = "bitcask-max-file-size", value_name = "BYTES",
+          env = "HOARDHAVEN_BITCASK__MAX_FILE_SIZE", default_value_t = BitcaskOptions::default().max_file_size)]
+    pub max_file_size: u64,
+    /// How sealed files are read: `pread` or `mmap`
+    #[arg(id = "bitcask.read_mode", long = "bitcask-read-mode", value_name = "MODE",
+          env = "HOARDHAVEN_BITCASK__READ_MODE", default_value_t = ReadMode::Pread)]
+    pub read_mode: ReadMode,
+    /// Automatic merge when this share of sealed bytes is dead (0.0-1.0)...
+    #[arg(id = "bitcask.merge_min_fragmentation", long = "bitcask-merge-min-fragmentation",
+          value_name = "SHARE", env = "HOARDHAVEN_BITCASK__MERGE_MIN_FRAGMENTATION",
+          default_value_t = MergePolicy::default().min_fragmentation)]
+    pub merge_min_fragmentation: f64,
+    /// ...and at least this many bytes are dead
+    #[arg(id = "bitcask.merge_min_dead_bytes", long = "bitcask-merge-min-dead-bytes",
+          value_name = "BYTES", env = "HOARDHAVEN_BITCASK__MERGE_MIN_DEAD_BYTES",
+          default_value_t = MergePolicy::default().min_dead_bytes)]
+    pub merge_min_dead_bytes: u64,
+    /// Seconds between merge-policy checks; 0 = merge only on POST /admin/merge
+    #[arg(id = "bitcask.merge_interval_secs", long = "bitcask-merge-interval-secs",
+          value_name = "SECS", env = "HOARDHAVEN_BITCASK__MERGE_INTERVAL_SECS",
+          default_value_t = MergePolicy::default().check_interval.map_or(0, |d| d.as_secs()))]
+    pub merge_interval_secs: u64,
+    /// Automatic merges only between these UTC hours, e.g. `2-5`; empty = any time
+    #[arg(
+        id = "bitcask.merge_window",
+        long = "bitcask-merge-window",
+        value_name = "HOURS",
+        env = "HOARDHAVEN_BITCASK__MERGE_WINDOW",
+        default_value = ""
+    )]
+    pub merge_window: String,
+    /// Snapshots kept in <data-dir>/snapshots
+    #[arg(id = "bitcask.snapshots_kept", long = "bitcask-snapshots-kept", value_name = "N",
+          env = "HOARDHAVEN_BITCASK__SNAPSHOTS_KEPT", default_value_t = BitcaskOptions::default().snapshots_kept)]
+    pub snapshots_kept: usize,
+}
+
+/// Settings of the memory engine (`[memory]`, `HOARDHAVEN_MEMORY__*`); `aof` is top-level.
+#[derive(Clone, Debug, Args)]
+pub struct MemorySettings {
+    /// Table shards (rounded up to a power of two): more = less lock contention, shorter pauses
+    #[arg(id = "memory.shards", long = "memory-shards", value_name = "N",
+          env = "HOARDHAVEN_MEMORY__SHARDS", default_value_t = MemoryOptions::default().shards)]
+    pub shards: usize,
+    /// Background snapshots: `secs:changes` pairs, comma-separated (Redis's `save`); empty = on demand only
+    #[arg(id = "memory.save_points", long = "memory-save-points", value_name = "LIST",
+          env = "HOARDHAVEN_MEMORY__SAVE_POINTS",
+          default_value_t = SavePoints(MemoryOptions::default().save_points))]
+    pub save_points: SavePoints,
+    /// Snapshots kept on disk (at least 1)
+    #[arg(id = "memory.snapshots_kept", long = "memory-snapshots-kept", value_name = "N",
+          env = "HOARDHAVEN_MEMORY__SNAPSHOTS_KEPT", default_value_t = MemoryOptions::default().snapshots_kept)]
+    pub snapshots_kept: usize,
+    /// Rewrite the log when it has grown by this percent of the base snapshot's size...
+    #[arg(id = "memory.rewrite_growth_percent", long = "memory-rewrite-growth-percent",
+          value_name = "PERCENT", env = "HOARDHAVEN_MEMORY__REWRITE_GROWTH_PERCENT",
+          default_value_t = MemoryOptions::default().rewrite_growth_percent)]
+    pub rewrite_growth_percent: u64,
+    /// ...and is at least this many bytes
+    #[arg(id = "memory.rewrite_min_bytes", long = "memory-rewrite-min-bytes", value_name = "BYTES",
+          env = "HOARDHAVEN_MEMORY__REWRITE_MIN_BYTES",
+          default_value_t = MemoryOptions::default().rewrite_min_bytes)]
+    pub rewrite_min_bytes: u64,
+    /// Milliseconds between hand-offs of buffered log records to the OS when sync is not `always`
+    #[arg(id = "memory.flush_interval_ms", long = "memory-flush-interval-ms", value_name = "MS",
+          env = "HOARDHAVEN_MEMORY__FLUSH_INTERVAL_MS",
+          default_value_t = millis(MemoryOptions::default().flush_interval))]
+    pub flush_interval_ms: u64,
+    /// Milliseconds between checks of expired keys and of the save points
+    #[arg(id = "memory.sweep_interval_ms", long = "memory-sweep-interval-ms", value_name = "MS",
+          env = "HOARDHAVEN_MEMORY__SWEEP_INTERVAL_MS",
+          default_value_t = millis(MemoryOptions::default().sweep_interval))]
+    pub sweep_interval_ms: u64,
+}
+
+/// Settings of bearer-token authentication (`[auth]`). Any token source turns it on.
+#[derive(Clone, Debug, Args)]
 pub struct AuthSettings {
-    /// Tokens, `role:token` or `role:sha256:<hex>`, comma-separated (prefer `token_file`:
-    /// flags and environment can be seen by other local users).
+    /// Tokens `role:token` or `role:sha256:<hex>`, comma-separated (prefer --auth-token-file:
+    /// flags and environment can be read by other local users)
+    #[arg(
+        id = "auth.tokens",
+        long = "auth-tokens",
+        value_name = "TOKENS",
+        env = "HOARDHAVEN_AUTH__TOKENS",
+        hide_env_values = true,
+        default_value = ""
+    )]
     pub tokens: String,
-    /// A file of tokens, one `role:token` or `role:sha256:<hex>` per line; re-read on SIGHUP.
+    /// File of tokens, one `role:token` or `role:sha256:<hex>` per line; re-read on SIGHUP
+    #[arg(
+        id = "auth.token_file",
+        long = "auth-token-file",
+        value_name = "FILE",
+        env = "HOARDHAVEN_AUTH__TOKEN_FILE"
+    )]
     pub token_file: Option<PathBuf>,
-    /// `/metrics` answers without a token.
+    /// /metrics answers without a token
+    #[arg(id = "auth.metrics_open", long = "auth-metrics-open", env = "HOARDHAVEN_AUTH__METRICS_OPEN",
+          action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
     pub metrics_open: bool,
-    /// `/openapi.json` and `/docs` answer without a token.
+    /// /openapi.json and /docs answer without a token
+    #[arg(id = "auth.docs_open", long = "auth-docs-open", env = "HOARDHAVEN_AUTH__DOCS_OPEN",
+          action = ArgAction::Set, num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
     pub docs_open: bool,
 }
 
-/// Settings of TLS. Both files set = HTTPS only; neither = plain HTTP.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
+/// Settings of TLS (`[tls]`). Both files set = HTTPS only; neither = plain HTTP.
+#[derive(Clone, Debug, Args)]
 pub struct TlsSettings {
-    /// PEM certificate chain, leaf first.
+    /// PEM certificate chain, leaf first; with --tls-key-file serves HTTPS only
+    #[arg(
+        id = "tls.cert_file",
+        long = "tls-cert-file",
+        value_name = "FILE",
+        env = "HOARDHAVEN_TLS__CERT_FILE"
+    )]
     pub cert_file: Option<PathBuf>,
-    /// PEM private key.
+    /// PEM private key
+    #[arg(
+        id = "tls.key_file",
+        long = "tls-key-file",
+        value_name = "FILE",
+        env = "HOARDHAVEN_TLS__KEY_FILE"
+    )]
     pub key_file: Option<PathBuf>,
-    /// Seconds between checks of the files for change (reload); 0 = reload on SIGHUP only.
+    /// Seconds between checks of the files for change (reload); 0 = reload on SIGHUP only
+    #[arg(
+        id = "tls.reload_interval_secs",
+        long = "tls-reload-interval-secs",
+        value_name = "SECS",
+        env = "HOARDHAVEN_TLS__RELOAD_INTERVAL_SECS",
+        default_value_t = 10
+    )]
     pub reload_interval_secs: u64,
 }
 
-impl Default for TlsSettings {
-    fn default() -> Self {
-        TlsSettings {
-            cert_file: None,
-            key_file: None,
-            reload_interval_secs: 10,
+/// The memory engine's append-only log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Aof {
+    /// Every write is logged (durability as `sync` says).
+    #[value(alias = "true")]
+    On,
+    /// Snapshots only (Redis's default): writes since the last snapshot are lost on a crash.
+    #[value(alias = "false")]
+    Off,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Save points as written in a setting: `secs:changes` pairs, comma-separated (`60:1,300:100`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SavePoints(pub Vec<SavePoint>);
+
+impl FromStr for SavePoints {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut points = Vec::new();
+        for part in s.split([',', ' ']).map(str::trim).filter(|p| !p.is_empty()) {
+            let parsed = part
+                .split_once(':')
+                .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse().ok()?)));
+            let Some((secs, changes)) = parsed.filter(|(secs, _)| *secs > 0) else {
+                return Err(format!(
+                    "expected `secs:changes` pairs like `60:1,300:100` (secs > 0), got `{part}`"
+                ));
+            };
+            points.push(SavePoint {
+                after: Duration::from_secs(secs),
+                changes,
+            });
         }
+        Ok(SavePoints(points))
+    }
+}
+
+impl fmt::Display for SavePoints {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            let sep = if i == 0 { "" } else { "," };
+            write!(f, "{sep}{}:{}", p.after.as_secs(), p.changes)?;
+        }
+        Ok(())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl BitcaskSettings {
+    fn validate(&self) -> Result<BitcaskOptions, SettingError> {
+        let window = match self.merge_window.trim() {
+            "" => None,
+            w => {
+                let parsed = w
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+                Some(parsed.ok_or_else(|| {
+                    bad(
+                        "bitcask.merge_window",
+                        format!("expected UTC hours like `2-5`, got `{w}`"),
+                    )
+                })?)
+            }
+        };
+        let opts = BitcaskOptions {
+            max_file_size: self.max_file_size,
+            read_mode: self.read_mode,
+            merge: MergePolicy {
+                min_fragmentation: self.merge_min_fragmentation,
+                min_dead_bytes: self.merge_min_dead_bytes,
+                check_interval: (self.merge_interval_secs > 0)
+                    .then(|| Duration::from_secs(self.merge_interval_secs)),
+                window,
+            },
+            snapshots_kept: self.snapshots_kept,
+        };
+        opts.validate().map_err(|e| engine_setting("bitcask", e))?;
+        Ok(opts)
+    }
+}
+
+impl MemorySettings {
+    fn validate(&self, aof: Aof) -> Result<MemoryOptions, SettingError> {
+        let opts = MemoryOptions {
+            aof: aof == Aof::On,
+            shards: self.shards,
+            save_points: self.save_points.0.clone(),
+            snapshots_kept: self.snapshots_kept,
+            rewrite_growth_percent: self.rewrite_growth_percent,
+            rewrite_min_bytes: self.rewrite_min_bytes,
+            flush_interval: Duration::from_millis(self.flush_interval_ms),
+            sweep_interval: Duration::from_millis(self.sweep_interval_ms),
+            ..MemoryOptions::default()
+        };
+        opts.validate().map_err(|e| engine_setting("memory", e))?;
+        Ok(opts)
+    }
+}
+
+/// Names an engine's own validation error by the setting the user wrote.
+fn engine_setting(section: &str, e: crate::Error) -> SettingError {
+    match e {
+        crate::Error::InvalidConfig { name, reason } => {
+            let field = name.strip_prefix(&format!("{section}.")).unwrap_or(&name);
+            let field = match field {
+                "merge.min_fragmentation" => "merge_min_fragmentation",
+                "merge.window" => "merge_window",
+                "merge.check_interval" => "merge_interval_secs",
+                "flush_interval/sweep_interval" => "flush_interval_ms",
+                other => other,
+            };
+            bad(&format!("{section}.{field}"), reason)
+        }
+        other => bad(section, other.to_string()),
     }
 }
 
@@ -185,134 +471,6 @@ pub struct SecurityConfig {
     pub cors_origins: Vec<String>,
 }
 
-/// Settings of the bitcask engine.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct BitcaskSettings {
-    /// Rotate the active data file past this many bytes.
-    pub max_file_size: u64,
-    /// How sealed files are read: `pread` or `mmap`.
-    pub read_mode: String,
-    /// Merge automatically when dead bytes reach this share of the sealed files (0.0-1.0)...
-    pub merge_min_fragmentation: f64,
-    /// ...and at least this many bytes are dead.
-    pub merge_min_dead_bytes: u64,
-    /// Seconds between checks of the merge policy; 0 = merge only on request.
-    pub merge_interval_secs: u64,
-    /// Start automatic merges only between these UTC hours, e.g. `2-5`; empty = any time.
-    pub merge_window: String,
-    /// Snapshots kept in `<data_dir>/snapshots`.
-    pub snapshots_kept: usize,
-}
-
-impl Default for BitcaskSettings {
-    fn default() -> Self {
-        let o = BitcaskOptions::default();
-        BitcaskSettings {
-            max_file_size: o.max_file_size,
-            read_mode: "pread".into(),
-            merge_min_fragmentation: o.merge.min_fragmentation,
-            merge_min_dead_bytes: o.merge.min_dead_bytes,
-            merge_interval_secs: o.merge.check_interval.map_or(0, |d| d.as_secs()),
-            merge_window: String::new(),
-            snapshots_kept: o.snapshots_kept,
-        }
-    }
-}
-
-impl BitcaskSettings {
-    fn validate(&self) -> Result<BitcaskOptions, SettingError> {
-        let read_mode: ReadMode = self
-            .read_mode
-            .parse()
-            .map_err(|r: String| bad("bitcask.read_mode", r))?;
-        let window = match self.merge_window.trim() {
-            "" => None,
-            w => {
-                let parsed = w
-                    .split_once('-')
-                    .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
-                Some(parsed.ok_or_else(|| {
-                    bad(
-                        "bitcask.merge_window",
-                        format!("expected UTC hours like `2-5`, got `{w}`"),
-                    )
-                })?)
-            }
-        };
-        let opts = BitcaskOptions {
-            max_file_size: self.max_file_size,
-            read_mode,
-            merge: MergePolicy {
-                min_fragmentation: self.merge_min_fragmentation,
-                min_dead_bytes: self.merge_min_dead_bytes,
-                check_interval: (self.merge_interval_secs > 0)
-                    .then(|| Duration::from_secs(self.merge_interval_secs)),
-                window,
-            },
-            snapshots_kept: self.snapshots_kept,
-        };
-        opts.validate().map_err(|e| match e {
-            crate::Error::InvalidConfig { name, reason } => {
-                let name = match name.as_str() {
-                    "merge.min_fragmentation" => "merge_min_fragmentation".to_owned(),
-                    "merge.window" => "merge_window".to_owned(),
-                    "merge.check_interval" => "merge_interval_secs".to_owned(),
-                    other => other.to_owned(),
-                };
-                bad(&format!("bitcask.{name}"), reason)
-            }
-            other => bad("bitcask", other.to_string()),
-        })?;
-        Ok(opts)
-    }
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        let l = Limits::default();
-        Settings {
-            listen: "127.0.0.1:8080".into(),
-            data_dir: PathBuf::from("./data"),
-            engine: "bitcask".into(),
-            sync: "always".into(),
-            aof: "on".into(),
-            log_format: "human".into(),
-            log_level: "info".into(),
-            port_file: None,
-            config: None,
-            max_key_bytes: l.max_key_bytes,
-            max_value_bytes: l.max_value_bytes,
-            max_batch_ops: l.max_batch_ops,
-            max_body_bytes: l.max_body_bytes,
-            max_list_limit: l.max_list_limit,
-            max_in_flight: l.max_in_flight,
-            exec_reads: "inline".into(),
-            exec_writes: "pool".into(),
-            pool_threads: 64,
-            shutdown_grace_secs: 30,
-            bitcask: BitcaskSettings::default(),
-            allow_unauthenticated_remote: false,
-            max_uri_bytes: HeadLimits::default().max_uri_bytes,
-            max_header_bytes: HeadLimits::default().max_header_bytes,
-            request_timeout_secs: 30,
-            header_read_timeout_secs: 10,
-            cors_origins: String::new(),
-            auth: AuthSettings::default(),
-            tls: TlsSettings::default(),
-        }
-    }
-}
-
-/// Log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Human,
-    /// One JSON object per line.
-    Json,
-}
-
 /// The validated, typed configuration of `hoardhaven serve`.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -352,6 +510,44 @@ pub struct SettingError {
     reason: String,
 }
 
+/// Why the settings could not be read: every variant is a usage error of the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The TOML file could not be read or parsed.
+    #[error("configuration file {}: {reason}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (the parser's message; not a chained source, which `{:#}` would
+        /// print a second time).
+        reason: String,
+    },
+    /// The TOML file names a setting that does not exist.
+    #[error("configuration file {}: unknown setting `{key}` (see .env.example)", path.display())]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The key as written (`section.key` inside a section).
+        key: String,
+    },
+    /// A value in the TOML file is not valid for its setting.
+    #[error("configuration file {}: `{key}`: {message}", path.display())]
+    BadValue {
+        /// The file.
+        path: PathBuf,
+        /// The key as written.
+        key: String,
+        /// clap's message about the value.
+        message: String,
+    },
+    /// A `HOARDHAVEN_*` variable that is no setting (a typo would otherwise be ignored).
+    #[error("unknown environment variable {0} (see .env.example for the settings)")]
+    UnknownEnv(String),
+    /// A setting's value failed validation.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
+}
+
 fn bad(name: &str, reason: impl Into<String>) -> SettingError {
     SettingError {
         name: name.into(),
@@ -378,26 +574,10 @@ impl Settings {
     /// The first bad setting, named, with the reason.
     pub fn validate(&self) -> Result<ServeConfig, SettingError> {
         let listen = resolve(&self.listen).map_err(|r| bad("listen", r))?;
-        let kind: EngineKind = self.engine.parse().map_err(|r: String| bad("engine", r))?;
-        let sync: SyncPolicy = self.sync.parse().map_err(|r: String| bad("sync", r))?;
-        let aof = match self.aof.trim() {
-            "on" | "true" => true,
-            "off" | "false" => false,
-            other => return Err(bad("aof", format!("expected `on` or `off`, got `{other}`"))),
-        };
+        let kind = self.engine;
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("data_dir", "must not be empty"));
         }
-        let log_format = match self.log_format.trim() {
-            "human" => LogFormat::Human,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(bad(
-                    "log_format",
-                    format!("expected `human` or `json`, got `{other}`"),
-                ));
-            }
-        };
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| bad("log_level", e.to_string()))?;
         let limits = Limits {
@@ -412,48 +592,44 @@ impl Settings {
             max_list_limit: range("max_list_limit", self.max_list_limit, 1_000_000)?,
             max_in_flight: range("max_in_flight", self.max_in_flight, 1_000_000)?,
         };
-        let exec_reads = self
-            .exec_reads
-            .parse()
-            .map_err(|r: String| bad("exec_reads", r))?;
-        let exec_writes = self
-            .exec_writes
-            .parse()
-            .map_err(|r: String| bad("exec_writes", r))?;
         let pool_threads = range("pool_threads", self.pool_threads, 4096)?;
         let engine = EngineOptions {
             kind,
             dir: self.data_dir.clone(),
-            sync,
+            sync: self.sync,
             bitcask: self.bitcask.validate()?,
-            memory: MemoryOptions {
-                aof,
-                ..MemoryOptions::default()
-            },
+            memory: self.memory.validate(self.aof)?,
         };
-        let security = self.validate_security(listen, &limits)?;
+        let security = self
+            .guard
+            .validate(listen, &limits, &self.auth, &self.tls)?;
         Ok(ServeConfig {
             listen,
             engine,
-            aof,
+            aof: self.aof == Aof::On,
             limits,
-            exec_reads,
-            exec_writes,
+            exec_reads: self.exec_reads,
+            exec_writes: self.exec_writes,
             pool_threads,
-            log_format,
+            log_format: self.log_format,
             log_level: self.log_level.clone(),
             port_file: self.port_file.clone(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             security,
         })
     }
+}
 
-    fn validate_security(
+impl GuardSettings {
+    fn validate(
         &self,
         listen: SocketAddr,
         limits: &Limits,
+        auth: &AuthSettings,
+        tls: &TlsSettings,
     ) -> Result<SecurityConfig, SettingError> {
-        let auth = self.auth.validate()?;
+        let auth = auth.validate()?;
+
         if !auth.enabled()
             && !listen.ip().to_canonical().is_loopback()
             && !self.allow_unauthenticated_remote
@@ -505,7 +681,7 @@ impl Settings {
         crate::http::guard::cors(&cors_origins).map_err(|r| bad("cors_origins", r))?;
         Ok(SecurityConfig {
             auth,
-            tls: self.tls.validate()?,
+            tls: tls.validate()?,
             allow_unauthenticated_remote: self.allow_unauthenticated_remote,
             head: HeadLimits {
                 max_uri_bytes,
@@ -530,41 +706,116 @@ fn resolve(listen: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{listen}` resolves to no address"))
 }
 
-/// Layers defaults, the TOML file (if any), the environment and the flag overrides.
-///
-/// `overrides` are `(setting, value)` pairs from the command line, applied last.
+/// The clap command of the settings alone (what `hoardhaven serve` parses).
+pub fn command() -> clap::Command {
+    Settings::augment_args(clap::Command::new("serve").no_binary_name(true))
+}
+
+/// Applies the TOML file (when `settings.config` names one) under the environment and flags:
+/// `matches` are what clap parsed for `settings`, so every setting whose value came from its
+/// default (and only those) takes the file's value. Then checks the environment for
+/// `HOARDHAVEN_*` variables that are no setting.
 ///
 /// # Errors
-/// An unreadable or malformed file, an unknown setting, or a value of the wrong type; the
-/// `config` crate's message names the key and where it came from.
-pub fn load(
-    file: Option<&Path>,
-    overrides: &[(&str, config::Value)],
-) -> Result<Settings, config::ConfigError> {
-    let mut b = Config::builder().add_source(Config::try_from(&Settings::default())?);
-    if let Some(f) = file {
-        b = b.add_source(File::from(f).format(FileFormat::Toml).required(true));
+/// An unreadable file, an unknown key, a bad value (named with the file), or an unknown
+/// environment variable.
+pub fn layered(mut settings: Settings, matches: &ArgMatches) -> Result<Settings, LoadError> {
+    let cmd = command();
+    check_env(&cmd, std::env::vars().map(|(k, _)| k))?;
+    let Some(path) = settings.config.clone() else {
+        return Ok(settings);
+    };
+    let mut file_args = Vec::new();
+    for (key, value) in read_file(&path)? {
+        let arg = cmd
+            .get_arguments()
+            .find(|a| a.get_id().as_str() == key && key != "config")
+            .ok_or_else(|| LoadError::UnknownKey {
+                path: path.clone(),
+                key: key.clone(),
+            })?;
+        let from_default = matches!(
+            matches.value_source(&key),
+            None | Some(ValueSource::DefaultValue)
+        );
+        if from_default {
+            let flag = format!("--{}={value}", arg.get_long().unwrap_or(key.as_str()));
+            file_args.push((key, flag));
+        }
     }
-    b = b.add_source(
-        Environment::with_prefix(ENV_PREFIX)
-            .prefix_separator("_")
-            .separator("__")
-            .try_parsing(true)
-            .source(Some(server_env())),
-    );
-    for (k, v) in overrides {
-        b = b.set_override(*k, v.clone())?;
+    // Parse only the file's values, with no defaults and no environment, so that updating
+    // `settings` from them touches exactly the settings the file gives.
+    let bare = cmd.mut_args(|a| a.default_value(None).env(None));
+    for (key, arg) in &file_args {
+        let m = bare
+            .clone()
+            .try_get_matches_from([arg])
+            .map_err(|e| LoadError::BadValue {
+                path: path.clone(),
+                key: key.clone(),
+                message: first_line(&e.to_string()),
+            })?;
+        settings
+            .update_from_arg_matches(&m)
+            .map_err(|e| LoadError::BadValue {
+                path: path.clone(),
+                key: key.clone(),
+                message: first_line(&e.to_string()),
+            })?;
     }
-    b.build()?.try_deserialize()
+    Ok(settings)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches("error: ")
+        .to_owned()
+}
+
+/// The file's settings as `(key, value)`, `section.key` for keys inside a section.
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, LoadError> {
+    let file_err = |e: config::ConfigError| LoadError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    if let Err(e) = std::fs::metadata(path) {
+        return Err(LoadError::File {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        });
+    }
+    let table = Config::builder()
+        .add_source(File::from(path).format(FileFormat::Toml).required(true))
+        .build()
+        .and_then(|c| c.try_deserialize::<config::Map<String, config::Value>>())
+        .map_err(file_err)?;
+    let mut out = BTreeMap::new();
+    for (key, value) in table {
+        match value.kind {
+            config::ValueKind::Table(section) => {
+                for (k, v) in section {
+                    let key = format!("{key}.{k}");
+                    out.insert(key, v.into_string().map_err(file_err)?);
+                }
+            }
+            _ => {
+                out.insert(key, value.into_string().map_err(file_err)?);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `HOARDHAVEN_*` variables that are not server settings: read by the client subcommands
-/// (`HOARDHAVEN_TOKEN`), the test suites and scripts (`HOARDHAVEN_REQUIRE_TOOLS`, crash
-/// injection, soak and fuzz knobs). They are left out so that one environment can hold them and
-/// still start a server, whose loader refuses unknown settings.
+/// (`HOARDHAVEN_TOKEN`, `HOARDHAVEN_URL`, `HOARDHAVEN_CA_CERT`), the test suites and scripts
+/// (`HOARDHAVEN_REQUIRE_TOOLS`, crash injection, soak and fuzz knobs). One environment can hold
+/// them and still start a server, which refuses any other unknown `HOARDHAVEN_*` variable.
 const CLIENT_ONLY_ENV: &[&str] = &[
     "HOARDHAVEN_TOKEN",
     "HOARDHAVEN_URL",
+    "HOARDHAVEN_CA_CERT",
     "HOARDHAVEN_REQUIRE_TOOLS",
     "HOARDHAVEN_CRASH_AT",
     "HOARDHAVEN_SOAK_OUT",
@@ -573,24 +824,101 @@ const CLIENT_ONLY_ENV: &[&str] = &[
     "HOARDHAVEN_FUZZ_NO_INSTALL",
 ];
 
-/// The process environment minus the client-only variables.
-fn server_env() -> config::Map<String, String> {
-    std::env::vars()
-        .filter(|(k, _)| !CLIENT_ONLY_ENV.contains(&k.as_str()))
-        .collect()
+fn check_env(cmd: &clap::Command, vars: impl Iterator<Item = String>) -> Result<(), LoadError> {
+    let prefix = format!("{ENV_PREFIX}_");
+    for var in vars.filter(|v| v.starts_with(&prefix)) {
+        let known = CLIENT_ONLY_ENV.contains(&var.as_str())
+            || cmd
+                .get_arguments()
+                .any(|a| a.get_env().is_some_and(|e| e == var.as_str()));
+        if !known {
+            return Err(LoadError::UnknownEnv(var));
+        }
+    }
+    Ok(())
+}
+
+/// Parses `args` (flags only, no program name) as `hoardhaven serve` does, environment included,
+/// and applies the configuration file. For tests and embedders; the binary goes through
+/// [`crate::cli`].
+///
+/// # Errors
+/// A bad flag (clap's message), or what [`layered`] refuses.
+pub fn parse<I, T>(args: I) -> Result<Settings, anyhow::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let m = command().try_get_matches_from(args)?;
+    let s = Settings::from_arg_matches(&m)?;
+    Ok(layered(s, &m)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The settings command with the process environment ignored, so a developer's shell
+    /// cannot change what the tests see.
+    fn clean() -> clap::Command {
+        command().mut_args(|a| a.env(None))
+    }
+
+    fn parse_clean(args: &[&str]) -> (Settings, ArgMatches) {
+        let m = clean().try_get_matches_from(args).expect("flags parse");
+        (Settings::from_arg_matches(&m).expect("settings"), m)
+    }
+
+    fn defaults() -> Settings {
+        parse_clean(&[]).0
+    }
+
     #[test]
     fn defaults_validate() {
-        let c = Settings::default().validate().expect("defaults are valid");
+        let c = defaults().validate().expect("defaults are valid");
         assert_eq!(c.listen, "127.0.0.1:8080".parse().expect("addr"));
         assert_eq!(c.engine.kind, EngineKind::Bitcask);
         assert_eq!(c.engine.sync, SyncPolicy::Always);
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.engine.bitcask, BitcaskOptions::default());
+        assert_eq!(c.engine.memory, MemoryOptions::default());
+    }
+
+    #[test]
+    fn typed_flags_parse_and_refuse() {
+        let (s, _) = parse_clean(&[
+            "--engine",
+            "memory",
+            "--sync",
+            "100ms",
+            "--aof",
+            "off",
+            "--exec-reads",
+            "pool",
+            "--memory-save-points",
+            "900:1,300:10",
+            "--auth-metrics-open",
+        ]);
+        assert_eq!(s.engine, EngineKind::Memory);
+        assert_eq!(s.sync, SyncPolicy::Every(Duration::from_millis(100)));
+        assert_eq!(s.aof, Aof::Off);
+        assert_eq!(s.exec_reads, ExecMode::Pool);
+        assert_eq!(s.memory.save_points.to_string(), "900:1,300:10");
+        assert!(s.auth.metrics_open);
+        let c = s.validate().expect("valid");
+        assert!(!c.engine.memory.aof);
+        assert_eq!(c.engine.memory.save_points.len(), 2);
+        for bad in [
+            ["--engine", "rocks"],
+            ["--sync", "sometimes"],
+            ["--aof", "maybe"],
+            ["--log-format", "xml"],
+            ["--memory-save-points", "60"],
+            ["--bitcask-read-mode", "fast"],
+        ] {
+            let e = clean().try_get_matches_from(bad).expect_err(bad[0]);
+            assert!(e.to_string().contains(bad[0]), "{e}");
+        }
     }
 
     #[test]
@@ -600,32 +928,41 @@ mod tests {
             ("listen", |s| s.listen = "0.0.0.0:0".into()),
             ("auth.tokens", |s| s.auth.tokens = "read:short".into()),
             ("tls.key_file", |s| s.tls.cert_file = Some("c.pem".into())),
-            ("max_uri_bytes", |s| s.max_uri_bytes = 100),
-            ("sync", |s| s.sync = "sometimes".into()),
-            ("engine", |s| s.engine = "rocks".into()),
+            ("max_uri_bytes", |s| s.guard.max_uri_bytes = 100),
+            ("memory.shards", |s| s.memory.shards = 0),
+            ("memory.flush_interval_ms", |s| {
+                s.memory.flush_interval_ms = 0
+            }),
             ("listen", |s| s.listen = "nowhere".into()),
             ("max_key_bytes", |s| s.max_key_bytes = 0),
-            ("log_format", |s| s.log_format = "xml".into()),
+            ("bitcask.merge_window", |s| {
+                s.bitcask.merge_window = "x".into()
+            }),
         ];
         for (name, f) in cases {
-            let mut s = Settings::default();
+            let mut s = defaults();
             f(&mut s);
             let e = s.validate().expect_err(name).to_string();
             assert!(e.contains(&format!("`{name}`")), "{e}");
+            let flag = format!("--{}", name.replace(['_', '.'], "-"));
+            assert!(
+                command()
+                    .get_arguments()
+                    .any(|a| a.get_long() == Some(flag.trim_start_matches('-'))),
+                "the error names flag {flag}, which must exist"
+            );
         }
     }
 
     #[test]
     fn protected_mode_has_two_ways_out() {
-        let mut s = Settings {
-            listen: "0.0.0.0:0".into(),
-            ..Settings::default()
-        };
+        let mut s = defaults();
+        s.listen = "0.0.0.0:0".into();
         let e = s.validate().expect_err("protected").to_string();
         assert!(e.contains("protected mode"), "{e}");
-        s.allow_unauthenticated_remote = true;
+        s.guard.allow_unauthenticated_remote = true;
         s.validate().expect("explicitly allowed");
-        s.allow_unauthenticated_remote = false;
+        s.guard.allow_unauthenticated_remote = false;
         s.auth.tokens = "read:0123456789abcdef0123".into();
         let c = s.validate().expect("tokens configured");
         assert!(c.security.auth.enabled());
@@ -633,37 +970,103 @@ mod tests {
     }
 
     #[test]
-    fn file_then_overrides() {
+    fn file_sits_under_flags() {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("h.toml");
         std::fs::write(
             &f,
-            "sync = \"never\"\nmax_key_bytes = 77\nlisten = \"127.0.0.1:1\"\n",
+            "sync = \"never\"\nmax_key_bytes = 77\nlisten = \"127.0.0.1:1\"\n\
+             allow_unauthenticated_remote = true\n\
+             [bitcask]\nmax_file_size = 4096\n[memory]\nsave_points = \"\"\n",
         )
         .expect("write");
-        let s = load(Some(&f), &[("listen", "127.0.0.1:2".into())]).expect("load");
-        assert_eq!(s.sync, "never");
+        let path = f.display().to_string();
+        let (s, m) = parse_clean(&["--config", &path, "--listen", "127.0.0.1:2"]);
+        let s = layered(s, &m).expect("layered");
+        assert_eq!(s.sync, SyncPolicy::Never);
         assert_eq!(s.max_key_bytes, 77);
-        assert_eq!(s.listen, "127.0.0.1:2");
-        std::fs::write(&f, "no_such_setting = 1\n").expect("write");
-        let e = load(Some(&f), &[]).expect_err("unknown key").to_string();
-        assert!(e.contains("no_such_setting"), "{e}");
+        assert_eq!(s.listen, "127.0.0.1:2", "the flag wins over the file");
+        assert!(s.guard.allow_unauthenticated_remote);
+        assert_eq!(s.bitcask.max_file_size, 4096);
+        assert!(s.memory.save_points.0.is_empty());
+        assert_eq!(
+            s.engine,
+            EngineKind::Bitcask,
+            "untouched settings keep defaults"
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("h.toml");
+        let path = f.display().to_string();
+        for (text, key) in [
+            ("no_such_setting = 1\n", "no_such_setting"),
+            ("[bitcask]\nshards = 3\n", "bitcask.shards"),
+            ("config = \"x.toml\"\n", "config"),
+            ("sync = \"sometimes\"\n", "sync"),
+            ("[memory]\nshards = \"many\"\n", "memory.shards"),
+        ] {
+            std::fs::write(&f, text).expect("write");
+            let (s, m) = parse_clean(&["--config", &path]);
+            let e = layered(s, &m).expect_err(key).to_string();
+            assert!(e.contains(&format!("`{key}`")) && e.contains(&path), "{e}");
+        }
+        std::fs::write(&f, "sync = [\n").expect("write");
+        let (s, m) = parse_clean(&["--config", &path]);
+        let e = layered(s, &m).expect_err("malformed").to_string();
+        assert!(e.contains(&path), "{e}");
+    }
+
+    #[test]
+    fn unknown_environment_variables_are_refused() {
+        let cmd = command();
+        let vars = |v: &[&str]| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        check_env(&cmd, vars(&["HOARDHAVEN_SYNC", "HOARDHAVEN_TOKEN", "PATH"])).expect("known");
+        check_env(&cmd, vars(&["HOARDHAVEN_BITCASK__MAX_FILE_SIZE"])).expect("section");
+        let e = check_env(&cmd, vars(&["HOARDHAVEN_SYNCC"])).expect_err("typo");
+        assert!(e.to_string().contains("HOARDHAVEN_SYNCC"), "{e}");
+    }
+
+    /// One row per setting: flag, environment variable, default, meaning.
+    struct Row {
+        flag: String,
+        env: String,
+        default: String,
+        help: String,
+    }
+
+    fn rows() -> Vec<Row> {
+        command()
+            .get_arguments()
+            .filter_map(|a| {
+                let env = a.get_env()?.to_string_lossy().into_owned();
+                let default = a
+                    .get_default_values()
+                    .iter()
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(",");
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                Some(Row {
+                    flag: format!("--{}", a.get_long()?),
+                    env,
+                    default,
+                    help: help.lines().next().unwrap_or_default().to_owned(),
+                })
+            })
+            .collect()
     }
 
     #[test]
     fn env_example_lists_every_setting_with_its_default() {
-        let defaults = Config::try_from(&Settings::default()).expect("defaults");
-        let tree = serde_json::to_value(Settings::default()).expect("json");
-        let mut all = std::collections::BTreeSet::new();
-        for (k, v) in tree.as_object().expect("object") {
-            match v.as_object() {
-                Some(section) => all.extend(section.keys().map(|s| format!("{k}.{s}"))),
-                None => {
-                    all.insert(k.clone());
-                }
-            }
-        }
-        let mut listed = std::collections::BTreeSet::new();
+        let mut listed = BTreeMap::new();
         for line in include_str!("../.env.example").lines() {
             let commented = line.starts_with('#');
             let Some((name, value)) = line
@@ -673,13 +1076,50 @@ mod tests {
             else {
                 continue;
             };
-            let key = name.to_ascii_lowercase().replace("__", ".");
-            if !commented {
-                let default = defaults.get_string(&key).expect("known setting");
-                assert_eq!(default, value, "{key}");
-            }
-            listed.insert(key);
+            listed.insert(format!("HOARDHAVEN_{name}"), (commented, value.to_owned()));
         }
-        assert_eq!(listed, all, ".env.example lists every setting");
+        for r in rows() {
+            let (commented, value) = listed
+                .remove(&r.env)
+                .unwrap_or_else(|| panic!(".env.example lacks {}", r.env));
+            if !commented {
+                assert_eq!(value, r.default, "{}", r.env);
+            }
+        }
+        assert!(
+            listed.is_empty(),
+            ".env.example lists unknown settings: {listed:?}"
+        );
+    }
+
+    #[test]
+    fn readme_table_is_the_settings() {
+        let mut want =
+            String::from("| flag | environment | default | meaning |\n|---|---|---|---|\n");
+        for r in rows() {
+            let default = match r.default.as_str() {
+                "" => "none".to_owned(),
+                d => format!("`{d}`"),
+            };
+            want.push_str(&format!(
+                "| `{}` | `{}` | {default} | {} |\n",
+                r.flag,
+                r.env,
+                r.help.replace('|', "\\|")
+            ));
+        }
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("| flag | environment | default | meaning |")
+            .expect("README has the configuration table");
+        let table: String = readme[start..]
+            .lines()
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(
+            table == want,
+            "README.md's configuration table differs from the settings; paste this:\n{want}"
+        );
     }
 }

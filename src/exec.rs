@@ -7,6 +7,7 @@
 //! `.env.example` and docs/benchmarks.md). The HTTP handlers reach it through
 //! `http::AppState::call`; nothing here knows about HTTP.
 
+use std::fmt;
 use std::str::FromStr;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,16 @@ impl FromStr for ExecMode {
                 "expected `inline`, `blocking` or `pool`, got `{other}`"
             )),
         }
+    }
+}
+
+impl fmt::Display for ExecMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExecMode::Inline => "inline",
+            ExecMode::Blocking => "blocking",
+            ExecMode::Pool => "pool",
+        })
     }
 }
 

@@ -1,11 +1,9 @@
 //! The `hoardhaven` binary: parse the command line, run the subcommand, and report a failure
 //! on one line with a non-zero exit status.
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let cli = hoardhaven::cli::Cli::parse();
-    match cli.run() {
+    let (cli, matches) = hoardhaven::cli::Cli::parse_args();
+    match cli.run(&matches) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let msg = format!("{e:#}");

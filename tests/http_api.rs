@@ -1201,10 +1201,19 @@ async fn second_process_is_refused(engine: &str) {
 async fn bad_settings_are_named_and_refused() {
     let (status, stderr) = run_to_exit(&["serve", "--sync", "sometimes"], &[]).await;
     assert!(!status.success());
-    assert!(stderr.contains("`sync`"), "{stderr}");
+    assert!(stderr.contains("--sync"), "{stderr}");
     let (status, stderr) = run_to_exit(&["serve"], &[("HOARDHAVEN_ENGINE", "rocks")]).await;
     assert!(!status.success());
-    assert!(stderr.contains("`engine`"), "{stderr}");
+    assert!(
+        stderr.contains("--engine") && stderr.contains("HOARDHAVEN_ENGINE"),
+        "names the flag and the variable that set it: {stderr}"
+    );
+    let (status, stderr) = run_to_exit(&["serve"], &[("HOARDHAVEN_SYNCC", "never")]).await;
+    assert!(!status.success());
+    assert!(
+        stderr.contains("HOARDHAVEN_SYNCC"),
+        "a typo is refused: {stderr}"
+    );
     let (status, stderr) = run_to_exit(&["serve"], &[("HOARDHAVEN_MAX_KEY_BYTES", "0")]).await;
     assert!(!status.success());
     assert!(stderr.contains("max_key_bytes"), "{stderr}");
@@ -1214,7 +1223,10 @@ async fn bad_settings_are_named_and_refused() {
     let (status, stderr) =
         run_to_exit(&["serve"], &[("HOARDHAVEN_BITCASK__READ_MODE", "mmmap")]).await;
     assert!(!status.success());
-    assert!(stderr.contains("bitcask.read_mode"), "{stderr}");
+    assert!(
+        stderr.contains("--bitcask-read-mode") && stderr.contains("HOARDHAVEN_BITCASK__READ_MODE"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -157,6 +157,15 @@ impl std::str::FromStr for ReadMode {
     }
 }
 
+impl fmt::Display for ReadMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReadMode::Pread => "pread",
+            ReadMode::Mmap => "mmap",
+        })
+    }
+}
+
 /// An open data file that readers share. Reads never take the writer's lock.
 #[derive(Debug)]
 pub struct DataFile {

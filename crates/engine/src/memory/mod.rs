@@ -121,7 +121,11 @@ impl Default for MemoryOptions {
 }
 
 impl MemoryOptions {
-    fn validate(&self) -> Result<()> {
+    /// Checks the settings (also done by open).
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming the bad setting.
+    pub fn validate(&self) -> Result<()> {
         let bad = |name: &str, reason: &str| {
             Err(Error::InvalidConfig {
                 name: format!("memory.{name}"),
