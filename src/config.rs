@@ -39,6 +39,9 @@ pub struct Settings {
     /// Address to listen on (`host:port`; port 0 picks a free one)
     #[arg(long, env = "HOARDHAVEN_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Also serve the Redis protocol (RESP2/RESP3) on this `host:port`; unset = off (docs/redis.md)
+    #[arg(long, env = "HOARDHAVEN_RESP_LISTEN")]
+    pub resp_listen: Option<String>,
     /// Data directory (created if missing; one process at a time)
     #[arg(long, env = "HOARDHAVEN_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -476,6 +479,8 @@ pub struct SecurityConfig {
 pub struct ServeConfig {
     /// Where to listen.
     pub listen: SocketAddr,
+    /// Where the Redis protocol listener listens, when on.
+    pub resp_listen: Option<SocketAddr>,
     /// How to open the engine.
     pub engine: EngineOptions,
     /// Memory engine: keep the append-only log.
@@ -574,6 +579,10 @@ impl Settings {
     /// The first bad setting, named, with the reason.
     pub fn validate(&self) -> Result<ServeConfig, SettingError> {
         let listen = resolve(&self.listen).map_err(|r| bad("listen", r))?;
+        let resp_listen = match &self.resp_listen {
+            Some(a) if !a.trim().is_empty() => Some(resolve(a).map_err(|r| bad("resp_listen", r))?),
+            _ => None,
+        };
         let kind = self.engine;
         if self.data_dir.as_os_str().is_empty() {
             return Err(bad("data_dir", "must not be empty"));
@@ -603,8 +612,12 @@ impl Settings {
         let security = self
             .guard
             .validate(listen, &limits, &self.auth, &self.tls)?;
+        if let Some(r) = resp_listen {
+            protected_mode(&security, r, "resp_listen")?;
+        }
         Ok(ServeConfig {
             listen,
+            resp_listen,
             engine,
             aof: self.aof == Aof::On,
             limits,
@@ -630,19 +643,12 @@ impl GuardSettings {
     ) -> Result<SecurityConfig, SettingError> {
         let auth = auth.validate()?;
 
-        if !auth.enabled()
-            && !listen.ip().to_canonical().is_loopback()
-            && !self.allow_unauthenticated_remote
-        {
-            return Err(bad(
-                "listen",
-                format!(
-                    "protected mode: {listen} is not a loopback address and no auth tokens are \
-                     configured; set auth tokens (--auth-token-file or --auth-tokens) or pass \
-                     --allow-unauthenticated-remote to serve without authentication"
-                ),
-            ));
-        }
+        check_protected(
+            auth.enabled(),
+            self.allow_unauthenticated_remote,
+            listen,
+            "listen",
+        )?;
         // A key in the path may be percent-encoded (3 bytes per byte) after `/kv/`.
         let min_uri = 3 * limits.max_key_bytes + 64;
         let max_uri_bytes = range("max_uri_bytes", self.max_uri_bytes, 1 << 20)?;
@@ -692,6 +698,39 @@ impl GuardSettings {
             cors_origins,
         })
     }
+}
+
+/// Protected mode: with no tokens, a non-loopback address needs allow_unauthenticated_remote.
+fn check_protected(
+    auth: bool,
+    allowed: bool,
+    addr: SocketAddr,
+    setting: &str,
+) -> Result<(), SettingError> {
+    if !auth && !allowed && !addr.ip().to_canonical().is_loopback() {
+        return Err(bad(
+            setting,
+            format!(
+                "protected mode: {addr} is not a loopback address and no auth tokens are \
+                 configured; set auth tokens (--auth-token-file or --auth-tokens) or pass \
+                 --allow-unauthenticated-remote to serve without authentication"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn protected_mode(
+    sec: &SecurityConfig,
+    addr: SocketAddr,
+    setting: &str,
+) -> Result<(), SettingError> {
+    check_protected(
+        sec.auth.enabled(),
+        sec.allow_unauthenticated_remote,
+        addr,
+        setting,
+    )
 }
 
 fn resolve(listen: &str) -> Result<SocketAddr, String> {

@@ -32,6 +32,7 @@ pub mod exec;
 pub mod http;
 pub mod loadgen;
 pub mod reload;
+pub mod resp;
 pub mod server;
 pub mod shutdown;
 pub mod tls;

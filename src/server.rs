@@ -31,6 +31,14 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let resp_listener = match cfg.resp_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("cannot listen on {a} (resp_listen)"))?,
+        ),
+        None => None,
+    };
     let sec = &cfg.security;
     let scheme = if sec.tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, engine = %cfg.engine.kind, dir = %cfg.engine.dir.display(),
@@ -81,7 +89,7 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let metrics = http::metrics::install();
     let state = AppState::new(cfg.limits, exec, metrics.clone());
     let opts = HttpOptions {
-        auth,
+        auth: auth.clone(),
         metrics_open: sec.auth.metrics_open,
         docs_open: sec.auth.docs_open,
         head: sec.head,
@@ -126,6 +134,17 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         }
     };
     state.set_engine(Arc::clone(&engine));
+    if let Some(l) = resp_listener {
+        let resp_addr = l.local_addr().context("reading the RESP address")?;
+        let shared = Arc::new(crate::resp::Shared::new(
+            Arc::clone(&engine),
+            auth.clone(),
+            cfg.limits,
+            resp_addr,
+        ));
+        tracing::info!(addr = %resp_addr, "Redis protocol listening on {resp_addr}");
+        tokio::spawn(crate::resp::serve(l, shared, shutdown.clone()));
+    }
     tracing::info!("ready: engine open");
 
     shutdown.wait().await;

@@ -1,0 +1,331 @@
+//! Keyspace commands: DEL, EXISTS, TYPE, the EXPIRE family, TTL, PERSIST, KEYS, SCAN, DBSIZE,
+//! FLUSHDB / FLUSHALL, RANDOMKEY, RENAME.
+//!
+//! Owns [`run`] for its group. Expiry changes rewrite the value with a new expiry through
+//! [`super::strings::rmw`] (a compare-and-set on the version read), so they never undo a
+//! concurrent write. KEYS and SCAN list the engine in key order from the pattern's literal
+//! prefix; a SCAN cursor is a number standing for the last key returned, so a scan is stable
+//! under concurrent writes and sees every key that exists from its start to its end.
+
+use bytes::Bytes;
+
+use super::glob;
+use super::parse::Args;
+use super::reply::Reply;
+use super::session::{CmdResult, Session, Shared, db_prefix, int_arg, text};
+use super::strings::{Change, rmw};
+use crate::engine::{BatchOp, Precondition, UnixMillis};
+
+/// Keys per engine page while walking the key space.
+const PAGE: usize = 1000;
+
+/// Runs the keyspace command `name`.
+pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResult {
+    match name {
+        "del" | "unlink" => {
+            let mut n = 0;
+            for k in &args[1..] {
+                if shared
+                    .engine
+                    .delete(&s.key(k), Precondition::None)?
+                    .is_some()
+                {
+                    n += 1;
+                }
+            }
+            Ok(Reply::Int(n))
+        }
+        "exists" => {
+            let mut n = 0;
+            for k in &args[1..] {
+                if shared.engine.head(&s.key(k))?.is_some() {
+                    n += 1;
+                }
+            }
+            Ok(Reply::Int(n))
+        }
+        "type" => Ok(Reply::Simple(
+            if shared.engine.head(&s.key(&args[1]))?.is_some() {
+                "string"
+            } else {
+                "none"
+            },
+        )),
+        "expire" | "pexpire" | "expireat" | "pexpireat" => expire(s, shared, name, args),
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
+            let Some(meta) = shared.engine.head(&s.key(&args[1]))? else {
+                return Ok(Reply::Int(-2));
+            };
+            let Some(at) = meta.expires_at else {
+                return Ok(Reply::Int(-1));
+            };
+            let now = UnixMillis::now().0;
+            let left = at.0.saturating_sub(now);
+            let n = match name {
+                "ttl" => (left + 500) / 1000,
+                "pttl" => left,
+                "expiretime" => at.0 / 1000,
+                _ => at.0,
+            };
+            Ok(Reply::Int(i64::try_from(n).unwrap_or(i64::MAX)))
+        }
+        "persist" => {
+            let r = rmw(shared, &s.key(&args[1]), |cur| {
+                Ok(match cur {
+                    Some(v) if v.meta.expires_at.is_some() => {
+                        Change::Put(v.bytes.clone(), None, Reply::Int(1))
+                    }
+                    _ => Change::Keep(Reply::Int(0)),
+                })
+            })?;
+            Ok(r.unwrap_or_else(|e| e))
+        }
+        "keys" => {
+            let pattern = args[1].clone();
+            let mut out = Vec::new();
+            walk(s, shared, &pattern, None, usize::MAX, |k| {
+                out.push(Reply::Bulk(Bytes::copy_from_slice(k)));
+            })?;
+            Ok(Reply::Array(out))
+        }
+        "scan" => scan(s, shared, args),
+        "dbsize" => {
+            let mut n = 0i64;
+            walk(s, shared, b"*", None, usize::MAX, |_| n += 1)?;
+            Ok(Reply::Int(n))
+        }
+        "flushdb" | "flushall" => {
+            if args.len() > 2
+                || args.get(1).is_some_and(|a| {
+                    !matches!(text(a).to_ascii_uppercase().as_str(), "SYNC" | "ASYNC")
+                })
+            {
+                return Ok(Reply::err("syntax error"));
+            }
+            let all = name == "flushall";
+            let mut keys = Vec::new();
+            let mut after: Option<Vec<u8>> = None;
+            let prefix = if all { Vec::new() } else { db_prefix(s.db) };
+            loop {
+                let page = shared.engine.list(&prefix, after.as_deref(), PAGE)?;
+                keys.extend(page.keys.into_iter().filter(|k| all || s.owns(k)));
+                match page.next_start_after {
+                    Some(n) => after = Some(n),
+                    None => break,
+                }
+            }
+            for chunk in keys.chunks(shared.limits.max_batch_ops.max(1)) {
+                let ops = chunk
+                    .iter()
+                    .map(|k| BatchOp::Delete { key: k.clone() })
+                    .collect();
+                shared.engine.apply_batch(ops)?;
+            }
+            Ok(Reply::OK)
+        }
+        "randomkey" => {
+            let prefix = db_prefix(s.db);
+            let mut seed = [0u8; 8];
+            seed.copy_from_slice(&rand_u64().to_be_bytes());
+            let start = [prefix.as_slice(), &seed].concat();
+            let mut found = None;
+            for after in [Some(start.as_slice()), None] {
+                let page = shared.engine.list(&prefix, after, PAGE)?;
+                if let Some(k) = page.keys.into_iter().find(|k| s.owns(k)) {
+                    found = Some(k);
+                    break;
+                }
+            }
+            Ok(found.map_or(Reply::Nil, |k| {
+                Reply::Bulk(Bytes::copy_from_slice(s.user_key(&k)))
+            }))
+        }
+        "rename" | "renamenx" => {
+            let (from, to) = (s.key(&args[1]), s.key(&args[2]));
+            let _txn = shared.txn.lock();
+            let Some(v) = shared.engine.get(&from)? else {
+                return Ok(Reply::err("no such key"));
+            };
+            if name == "renamenx" && shared.engine.head(&to)?.is_some() {
+                return Ok(Reply::Int(0));
+            }
+            if from != to {
+                shared.engine.apply_batch(vec![
+                    BatchOp::Put {
+                        key: to,
+                        value: v.bytes,
+                        expires_at: v.meta.expires_at,
+                    },
+                    BatchOp::Delete { key: from },
+                ])?;
+            }
+            Ok(if name == "renamenx" {
+                Reply::Int(1)
+            } else {
+                Reply::OK
+            })
+        }
+        other => Ok(Reply::err(format!("'{other}' is not a keyspace command"))),
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Visits the selected database's keys matching `pattern` in key order, strictly after the
+/// stored key `after`, until `budget` stored keys have been looked at. Returns the last stored
+/// key looked at when the walk stopped early (the SCAN cursor), `None` when it reached the end.
+fn walk(
+    s: &Session,
+    shared: &Shared,
+    pattern: &[u8],
+    after: Option<Vec<u8>>,
+    budget: usize,
+    mut visit: impl FnMut(&[u8]),
+) -> Result<Option<Vec<u8>>, crate::engine::Error> {
+    let prefix = [db_prefix(s.db), glob::literal_prefix(pattern)].concat();
+    let mut after = after;
+    let mut looked = 0usize;
+    loop {
+        let want = PAGE.min(budget - looked);
+        let page = shared.engine.list(&prefix, after.as_deref(), want)?;
+        looked += page.keys.len();
+        for k in &page.keys {
+            if !s.owns(k) {
+                continue;
+            }
+            let user = s.user_key(k);
+            if glob::matches(pattern, user) {
+                visit(user);
+            }
+        }
+        let last = page.keys.last().cloned();
+        match page.next_start_after {
+            None => return Ok(None),
+            Some(_) if looked >= budget => return Ok(last),
+            Some(n) => after = Some(n),
+        }
+    }
+}
+
+fn scan(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
+    let cursor = match text(&args[1]).parse::<u64>() {
+        Ok(c) => c,
+        Err(_) => return Ok(Reply::err("invalid cursor")),
+    };
+    let mut pattern = Bytes::from_static(b"*");
+    let mut count = 10usize;
+    let mut type_ok = true;
+    let mut i = 2;
+    while i < args.len() {
+        let opt = text(&args[i]).to_ascii_uppercase();
+        let Some(val) = args.get(i + 1) else {
+            return Ok(Reply::err("syntax error"));
+        };
+        match opt.as_str() {
+            "MATCH" => pattern = val.clone(),
+            "COUNT" => match int_arg(val) {
+                Ok(n) if n > 0 => count = usize::try_from(n).unwrap_or(usize::MAX).min(100_000),
+                Ok(_) => return Ok(Reply::err("syntax error")),
+                Err(r) => return Ok(r),
+            },
+            "TYPE" => type_ok = text(val).eq_ignore_ascii_case("string"),
+            _ => return Ok(Reply::err("syntax error")),
+        }
+        i += 2;
+    }
+    let after = if cursor == 0 {
+        None
+    } else {
+        match s.scans.remove(&cursor) {
+            Some(k) => Some(k),
+            None => return Ok(Reply::err("invalid cursor")),
+        }
+    };
+    let mut keys = Vec::new();
+    let next = walk(s, shared, &pattern, after, count, |k| {
+        if type_ok {
+            keys.push(Reply::Bulk(Bytes::copy_from_slice(k)));
+        }
+    })?;
+    let next_cursor = match next {
+        None => 0,
+        Some(last) => {
+            // Cursors are per connection; keep a bounded number (abandoned scans age out).
+            if s.scans.len() >= 1024 {
+                s.scans.clear();
+            }
+            let id = s.next_cursor;
+            s.next_cursor += 1;
+            s.scans.insert(id, last);
+            id
+        }
+    };
+    Ok(Reply::Array(vec![
+        Reply::Bulk(Bytes::from(next_cursor.to_string())),
+        Reply::Array(keys),
+    ]))
+}
+
+fn expire(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResult {
+    let n = match int_arg(&args[2]) {
+        Ok(n) => n,
+        Err(r) => return Ok(r),
+    };
+    let now = UnixMillis::now().0 as i64;
+    let at_ms = match name {
+        "expire" => n.checked_mul(1000).and_then(|m| m.checked_add(now)),
+        "pexpire" => n.checked_add(now),
+        "expireat" => n.checked_mul(1000),
+        _ => Some(n),
+    };
+    let Some(at_ms) = at_ms else {
+        return Ok(Reply::err(format!(
+            "invalid expire time in '{name}' command"
+        )));
+    };
+    let mut flag = None;
+    for a in &args[3..] {
+        let f = text(a).to_ascii_uppercase();
+        if !matches!(f.as_str(), "NX" | "XX" | "GT" | "LT") || flag.is_some() {
+            return Ok(Reply::err(
+                "NX and XX, GT or LT options at the same time are not compatible",
+            ));
+        }
+        flag = Some(f);
+    }
+    let key = s.key(&args[1]);
+    let r = rmw(shared, &key, |cur| {
+        let Some(v) = cur else {
+            return Ok(Change::Keep(Reply::Int(0)));
+        };
+        let old = v.meta.expires_at.map(|e| e.0 as i64);
+        let allowed = match flag.as_deref() {
+            Some("NX") => old.is_none(),
+            Some("XX") => old.is_some(),
+            Some("GT") => old.is_some_and(|o| at_ms > o),
+            Some("LT") => old.is_none_or(|o| at_ms < o),
+            _ => true,
+        };
+        if !allowed {
+            return Ok(Change::Keep(Reply::Int(0)));
+        }
+        if at_ms <= now {
+            return Ok(Change::Delete(Reply::Int(1)));
+        }
+        Ok(Change::Put(
+            v.bytes.clone(),
+            Some(UnixMillis(at_ms.unsigned_abs())),
+            Reply::Int(1),
+        ))
+    })?;
+    Ok(r.unwrap_or_else(|e| e))
+}

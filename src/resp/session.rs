@@ -1,0 +1,336 @@
+//! One RESP connection's state and the dispatch of its commands.
+//!
+//! Owns [`Shared`] (what every connection shares: the engine, tokens, limits, the client
+//! registry) and [`Session`] (protocol version, selected database, authenticated role, client
+//! name, the MULTI queue and WATCHed versions, SCAN cursors). [`Session::execute`] checks a
+//! command's arity and role and hands it to the module of its group: [`super::strings`],
+//! [`super::keys`], [`super::server`] or [`super::txn`].
+//!
+//! Databases: `SELECT 0` is the key space HTTP serves. `SELECT n` (1-15) is the same store
+//! with every key stored under the prefix `\xFF\xFEdb<n>:`, so the databases never see each
+//! other's keys; over HTTP they are visible under that prefix (docs/redis.md).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::parse::Args;
+use super::reply::{Proto, Reply};
+use super::spec::{self, Group};
+use crate::engine::{Engine, Error as EngineError, Version};
+use crate::http::Limits;
+use crate::http::auth::{Auth, Role};
+
+/// Key prefix of database `n >= 1` (database 0 has none).
+pub const DB_PREFIX: &[u8] = b"\xFF\xFEdb";
+
+/// Number of databases (`SELECT 0` .. `SELECT 15`, as Redis's default).
+pub const DATABASES: u32 = 16;
+
+/// What every connection shares.
+pub struct Shared {
+    /// The open engine.
+    pub engine: Arc<dyn Engine>,
+    /// Tokens, when authentication is on.
+    pub auth: Option<Arc<Auth>>,
+    /// Key, value and batch limits (as on HTTP).
+    pub limits: Limits,
+    /// The RESP listener's address.
+    pub addr: SocketAddr,
+    /// When the server started.
+    pub started: Instant,
+    /// Serializes transactions that cannot be one engine batch (docs/redis.md).
+    pub txn: Mutex<()>,
+    /// Connected clients, by id: address and name.
+    pub clients: Mutex<HashMap<u64, ClientInfo>>,
+    /// Next client id.
+    pub next_id: AtomicU64,
+    /// Unix seconds of the last snapshot started by BGSAVE / SAVE (or start-up).
+    pub last_save: AtomicU64,
+    /// Commands served since start.
+    pub commands: AtomicU64,
+}
+
+/// A connected client, for CLIENT LIST and INFO.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Name given by CLIENT SETNAME / HELLO SETNAME.
+    pub name: String,
+    /// When it connected.
+    pub since: Instant,
+    /// Its selected database.
+    pub db: u32,
+}
+
+/// A MULTI in progress.
+#[derive(Debug, Default)]
+pub struct Multi {
+    /// Queued commands.
+    pub queued: Vec<Args>,
+    /// A queued command was refused (unknown or wrong arity): EXEC aborts.
+    pub poisoned: bool,
+}
+
+/// One connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Client id (CLIENT ID).
+    pub id: u64,
+    /// Protocol version.
+    pub proto: Proto,
+    /// Selected database.
+    pub db: u32,
+    /// The role authenticated, `None` before AUTH when authentication is on.
+    pub role: Option<Role>,
+    /// CLIENT SETNAME.
+    pub name: String,
+    /// MULTI in progress.
+    pub multi: Option<Multi>,
+    /// WATCHed keys (stored form) with the version seen.
+    pub watched: Vec<(Vec<u8>, Option<Version>)>,
+    /// SCAN cursors: id -> last stored key returned.
+    pub scans: HashMap<u64, Vec<u8>>,
+    /// Next SCAN cursor id.
+    pub next_cursor: u64,
+    /// QUIT was sent: close after the reply.
+    pub quit: bool,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("engine", &self.engine.kind())
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Shared state over an open engine.
+    pub fn new(
+        engine: Arc<dyn Engine>,
+        auth: Option<Arc<Auth>>,
+        limits: Limits,
+        addr: SocketAddr,
+    ) -> Self {
+        Shared {
+            engine,
+            auth,
+            limits,
+            addr,
+            started: Instant::now(),
+            txn: Mutex::new(()),
+            clients: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            last_save: AtomicU64::new(unix_secs()),
+            commands: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Session {
+    /// A new connection's session; registered in `shared.clients` until [`Session::leave`].
+    pub fn join(shared: &Shared, peer: SocketAddr) -> Self {
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        shared.clients.lock().insert(
+            id,
+            ClientInfo {
+                peer,
+                name: String::new(),
+                since: Instant::now(),
+                db: 0,
+            },
+        );
+        Session {
+            id,
+            proto: Proto::Resp2,
+            db: 0,
+            role: if shared.auth.is_some() {
+                None
+            } else {
+                Some(Role::Admin)
+            },
+            name: String::new(),
+            multi: None,
+            watched: Vec::new(),
+            scans: HashMap::new(),
+            next_cursor: 1,
+            quit: false,
+        }
+    }
+
+    /// Unregisters the connection.
+    pub fn leave(&self, shared: &Shared) {
+        shared.clients.lock().remove(&self.id);
+    }
+
+    /// The stored form of a client's key in the selected database.
+    pub fn key(&self, k: &[u8]) -> Vec<u8> {
+        stored_key(self.db, k)
+    }
+
+    /// The client's form of a stored key of the selected database.
+    pub fn user_key<'a>(&self, stored: &'a [u8]) -> &'a [u8] {
+        let prefix = db_prefix(self.db);
+        stored.get(prefix.len()..).unwrap_or_default()
+    }
+
+    /// Whether a stored key belongs to the selected database (database 0 excludes the others).
+    pub fn owns(&self, stored: &[u8]) -> bool {
+        self.db != 0 || !stored.starts_with(DB_PREFIX)
+    }
+
+    /// Runs one command and returns its reply.
+    pub fn execute(&mut self, shared: &Shared, args: Args) -> Reply {
+        shared.commands.fetch_add(1, Ordering::Relaxed);
+        let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+        let started = Instant::now();
+        let (label, reply) = self.dispatch(shared, &name, args);
+        metrics::counter!("hoardhaven_resp_commands_total", "command" => label).increment(1);
+        metrics::histogram!("hoardhaven_resp_command_duration_seconds", "command" => label)
+            .record(started.elapsed().as_secs_f64());
+        if reply.is_error() {
+            metrics::counter!("hoardhaven_resp_errors_total", "command" => label).increment(1);
+        }
+        reply
+    }
+
+    fn dispatch(&mut self, shared: &Shared, name: &str, args: Args) -> (&'static str, Reply) {
+        let Some(spec) = spec::lookup(name) else {
+            if let Some(m) = &mut self.multi {
+                m.poisoned = true;
+            }
+            return ("unknown", unknown_command(name, &args));
+        };
+        if !spec.arity_ok(args.len()) {
+            if let Some(m) = &mut self.multi {
+                m.poisoned = true;
+            }
+            return (
+                spec.label,
+                Reply::err(format!(
+                    "wrong number of arguments for '{}' command",
+                    spec.label
+                )),
+            );
+        }
+        match self.role {
+            None if !spec.no_auth => {
+                return (
+                    spec.label,
+                    Reply::Error("NOAUTH Authentication required.".into()),
+                );
+            }
+            Some(role) if role < spec.role => {
+                return (
+                    spec.label,
+                    Reply::Error(format!(
+                        "NOPERM this token's role ({}) may not run '{}' (needs {})",
+                        role.name(),
+                        spec.label,
+                        spec.role.name()
+                    )),
+                );
+            }
+            _ => {}
+        }
+        if self.multi.is_some() && !spec.in_multi_direct {
+            if let Some(m) = &mut self.multi {
+                m.queued.push(args);
+            }
+            return (spec.label, Reply::Simple("QUEUED"));
+        }
+        let reply = match spec.group {
+            Group::Strings => super::strings::run(self, shared, spec.label, &args),
+            Group::Keys => super::keys::run(self, shared, spec.label, &args),
+            Group::Server => super::server::run(self, shared, spec.label, &args),
+            Group::Txn => super::txn::run(self, shared, spec.label, &args),
+        };
+        (spec.label, reply.unwrap_or_else(engine_error))
+    }
+}
+
+/// The stored form of key `k` in database `db`.
+pub fn stored_key(db: u32, k: &[u8]) -> Vec<u8> {
+    let prefix = db_prefix(db);
+    let mut out = Vec::with_capacity(prefix.len() + k.len());
+    out.extend_from_slice(&prefix);
+    out.extend_from_slice(k);
+    out
+}
+
+/// The key prefix of database `db` (empty for 0).
+pub fn db_prefix(db: u32) -> Vec<u8> {
+    if db == 0 {
+        Vec::new()
+    } else {
+        [DB_PREFIX, db.to_string().as_bytes(), b":"].concat()
+    }
+}
+
+fn unknown_command(name: &str, args: &Args) -> Reply {
+    let rest: Vec<String> = args[1..]
+        .iter()
+        .take(8)
+        .map(|a| format!("'{}'", String::from_utf8_lossy(a)))
+        .collect();
+    let hint = if spec::OTHER_TYPES.contains(&name) {
+        " (hoardhaven stores strings only: no lists, sets, hashes or sorted sets)"
+    } else {
+        ""
+    };
+    Reply::err(format!(
+        "unknown command '{}', with args beginning with: {}{hint}",
+        name.to_ascii_lowercase(),
+        rest.join(" ")
+    ))
+}
+
+/// A command's failure: a reply ready to send, or an engine error to translate.
+pub type CmdResult = Result<Reply, EngineError>;
+
+/// The one place engine errors become RESP errors.
+pub fn engine_error(e: EngineError) -> Reply {
+    match e {
+        EngineError::DiskFull { .. } => Reply::Error(format!(
+            "ERR {e} (OOM-style refusal: writes fail, reads work)"
+        )),
+        EngineError::Poisoned(_) => Reply::Error(format!("MISCONF {e}")),
+        EngineError::Busy(what) => {
+            Reply::err(format!("a background {what} is already in progress"))
+        }
+        EngineError::KeyTooLarge { .. } | EngineError::ValueTooLarge { .. } => {
+            Reply::err(format!("{e}"))
+        }
+        EngineError::EmptyKey => Reply::err("empty keys are not supported by hoardhaven"),
+        EngineError::PreconditionFailed { .. } => Reply::err("the key changed concurrently; retry"),
+        other => Reply::err(other),
+    }
+}
+
+/// Bytes of an argument as text (for numbers and options).
+pub fn text(b: &Bytes) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(b)
+}
+
+/// An integer argument, or Redis's error text.
+pub fn int_arg(b: &Bytes) -> Result<i64, Reply> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| Reply::err("value is not an integer or out of range"))
+}

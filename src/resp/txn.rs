@@ -1,0 +1,182 @@
+//! Transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH.
+//!
+//! Owns [`run`] for its group. EXEC first checks the WATCHed keys' versions (any change: a
+//! null reply, nothing applied). A transaction of plain writes (SET without options or with
+//! EX/PX, SETEX, PSETEX, MSET, DEL, UNLINK) becomes ONE engine batch: all of it or none of it
+//! is applied, also across kill -9. Any other transaction runs its commands one after the
+//! other under the RESP transaction lock, so no other RESP transaction interleaves; an HTTP
+//! write may (docs/redis.md).
+
+use bytes::Bytes;
+
+use super::parse::Args;
+use super::reply::Reply;
+use super::session::{CmdResult, Multi, Session, Shared, text};
+use super::strings::check_sizes;
+use crate::engine::{BatchOp, UnixMillis};
+
+/// Runs the transaction command `name`.
+pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResult {
+    Ok(match name {
+        "multi" => {
+            if s.multi.is_some() {
+                return Ok(Reply::err("MULTI calls can not be nested"));
+            }
+            s.multi = Some(Multi::default());
+            Reply::OK
+        }
+        "discard" => match s.multi.take() {
+            Some(_) => {
+                s.watched.clear();
+                Reply::OK
+            }
+            None => Reply::err("DISCARD without MULTI"),
+        },
+        "watch" => {
+            if s.multi.is_some() {
+                return Ok(Reply::err("WATCH inside MULTI is not allowed"));
+            }
+            for k in &args[1..] {
+                let key = s.key(k);
+                let v = shared.engine.head(&key)?.map(|m| m.version);
+                s.watched.push((key, v));
+            }
+            Reply::OK
+        }
+        "unwatch" => {
+            s.watched.clear();
+            Reply::OK
+        }
+        "exec" => return exec(s, shared),
+        other => Reply::err(format!("'{other}' is not a transaction command")),
+    })
+}
+
+fn exec(s: &mut Session, shared: &Shared) -> CmdResult {
+    let Some(multi) = s.multi.take() else {
+        return Ok(Reply::err("EXEC without MULTI"));
+    };
+    let watched = std::mem::take(&mut s.watched);
+    if multi.poisoned {
+        return Ok(Reply::Error(
+            "EXECABORT Transaction discarded because of previous errors.".into(),
+        ));
+    }
+    let _txn = shared.txn.lock();
+    for (key, seen) in &watched {
+        if shared.engine.head(key)?.map(|m| m.version) != *seen {
+            return Ok(Reply::NilArray);
+        }
+    }
+    if let Some((ops, replies)) = as_batch(s, shared, &multi.queued) {
+        let results = match shared.engine.apply_batch(ops) {
+            Ok(r) => r,
+            Err(e) => return Ok(super::session::engine_error(e)),
+        };
+        // DEL counts come from the batch's own view of which keys existed.
+        let mut out = Vec::with_capacity(replies.len());
+        let mut at = 0;
+        for r in replies {
+            match r {
+                Planned::Fixed(reply, n) => {
+                    at += n;
+                    out.push(reply);
+                }
+                Planned::Deleted(n) => {
+                    let existed = results[at..at + n]
+                        .iter()
+                        .filter(|r| r.existed_before)
+                        .count();
+                    at += n;
+                    out.push(Reply::Int(existed as i64));
+                }
+            }
+        }
+        return Ok(Reply::Array(out));
+    }
+    let mut out = Vec::with_capacity(multi.queued.len());
+    for args in multi.queued {
+        // Run without queueing (multi is None now) and without re-taking the lock.
+        out.push(run_queued(s, shared, args));
+    }
+    Ok(Reply::Array(out))
+}
+
+fn run_queued(s: &mut Session, shared: &Shared, args: Args) -> Reply {
+    // Commands that take the transaction lock themselves (MSETNX, RENAME) would deadlock under
+    // it; parking_lot's Mutex is not reentrant, so they are refused inside a mixed transaction.
+    let name = text(&args[0]).to_ascii_uppercase();
+    if matches!(name.as_str(), "MSETNX" | "RENAME" | "RENAMENX") {
+        return Reply::err(format!(
+            "{} inside MULTI is not supported by hoardhaven",
+            name.to_ascii_lowercase()
+        ));
+    }
+    s.execute(shared, args)
+}
+
+/// What one queued command answers once the batch is applied; the `usize` is how many batch
+/// operations it made.
+enum Planned {
+    Fixed(Reply, usize),
+    Deleted(usize),
+}
+
+/// The queued commands as one engine batch, when every one of them is a plain write.
+fn as_batch(s: &Session, shared: &Shared, queued: &[Args]) -> Option<(Vec<BatchOp>, Vec<Planned>)> {
+    let mut ops = Vec::new();
+    let mut planned = Vec::new();
+    for args in queued {
+        let name = text(&args[0]).to_ascii_uppercase();
+        let put = |k: &Bytes, v: &Bytes, at: Option<UnixMillis>| -> Option<BatchOp> {
+            check_sizes(shared, k, Some(v)).ok()?;
+            Some(BatchOp::Put {
+                key: s.key(k),
+                value: v.clone(),
+                expires_at: at,
+            })
+        };
+        match name.as_str() {
+            "SET" if args.len() == 3 => {
+                ops.push(put(&args[1], &args[2], None)?);
+                planned.push(Planned::Fixed(Reply::OK, 1));
+            }
+            "SET" if args.len() == 5 => {
+                let unit = text(&args[3]).to_ascii_uppercase();
+                let at = relative(&unit, &args[4])?;
+                ops.push(put(&args[1], &args[2], Some(at))?);
+                planned.push(Planned::Fixed(Reply::OK, 1));
+            }
+            "SETEX" | "PSETEX" if args.len() == 4 => {
+                let unit = if name == "SETEX" { "EX" } else { "PX" };
+                let at = relative(unit, &args[2])?;
+                ops.push(put(&args[1], &args[3], Some(at))?);
+                planned.push(Planned::Fixed(Reply::OK, 1));
+            }
+            "MSET" if args.len() >= 3 && !args.len().is_multiple_of(2) => {
+                for kv in args[1..].chunks(2) {
+                    ops.push(put(&kv[0], &kv[1], None)?);
+                }
+                planned.push(Planned::Fixed(Reply::OK, (args.len() - 1) / 2));
+            }
+            "DEL" | "UNLINK" if args.len() >= 2 => {
+                for k in &args[1..] {
+                    ops.push(BatchOp::Delete { key: s.key(k) });
+                }
+                planned.push(Planned::Deleted(args.len() - 1));
+            }
+            _ => return None,
+        }
+    }
+    (ops.len() <= shared.limits.max_batch_ops && !ops.is_empty()).then_some((ops, planned))
+}
+
+fn relative(unit: &str, n: &Bytes) -> Option<UnixMillis> {
+    let n: u64 = text(n).parse().ok().filter(|n| *n > 0)?;
+    let ms = match unit {
+        "EX" => n.checked_mul(1000)?,
+        "PX" => n,
+        _ => return None,
+    };
+    Some(UnixMillis(UnixMillis::now().0.checked_add(ms)?))
+}
