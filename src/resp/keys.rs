@@ -276,6 +276,16 @@ fn scan(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
 }
 
 fn expire(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResult {
+    let mut flag = None;
+    for a in &args[3..] {
+        let f = text(a).to_ascii_uppercase();
+        if !matches!(f.as_str(), "NX" | "XX" | "GT" | "LT") || flag.is_some() {
+            return Ok(Reply::err(
+                "NX and XX, GT or LT options at the same time are not compatible",
+            ));
+        }
+        flag = Some(f);
+    }
     let n = match int_arg(&args[2]) {
         Ok(n) => n,
         Err(r) => return Ok(r),
@@ -292,16 +302,6 @@ fn expire(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResul
             "invalid expire time in '{name}' command"
         )));
     };
-    let mut flag = None;
-    for a in &args[3..] {
-        let f = text(a).to_ascii_uppercase();
-        if !matches!(f.as_str(), "NX" | "XX" | "GT" | "LT") || flag.is_some() {
-            return Ok(Reply::err(
-                "NX and XX, GT or LT options at the same time are not compatible",
-            ));
-        }
-        flag = Some(f);
-    }
     let key = s.key(&args[1]);
     let r = rmw(shared, &key, |cur| {
         let Some(v) = cur else {

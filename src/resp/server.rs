@@ -43,6 +43,11 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             s.watched.clear();
             s.scans.clear();
             s.name.clear();
+            s.update_info(shared, |c| {
+                c.resp = 2;
+                c.db = 0;
+                c.name.clear();
+            });
             if shared.auth.is_some() {
                 s.role = None;
             }
@@ -51,9 +56,8 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
         "select" => match int_arg(&args[1]) {
             Ok(n) if (0..i64::from(DATABASES)).contains(&n) => {
                 s.db = u32::try_from(n).unwrap_or(0);
-                if let Some(c) = shared.clients.lock().get_mut(&s.id) {
-                    c.db = s.db;
-                }
+                let db = s.db;
+                s.update_info(shared, |c| c.db = db);
                 Reply::OK
             }
             Ok(_) => Reply::err("DB index is out of range"),
@@ -150,6 +154,8 @@ fn hello(s: &mut Session, shared: &Shared, args: &Args) -> Reply {
         return Reply::Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
     }
     s.proto = proto;
+    let resp = if proto == Proto::Resp3 { 3 } else { 2 };
+    s.update_info(shared, |c| c.resp = resp);
     let b = |t: &str| Reply::bulk(t.to_owned());
     Reply::Map(vec![
         (b("server"), b("redis")),
@@ -191,7 +197,17 @@ fn client(s: &mut Session, shared: &Shared, args: &Args) -> Reply {
             }
         }
         "ID" => Reply::Int(i64::try_from(s.id).unwrap_or(0)),
-        "SETINFO" if args.len() == 4 => Reply::OK,
+        "SETINFO" if args.len() == 4 => {
+            let value = text(&args[3]).into_owned();
+            match text(&args[2]).to_ascii_lowercase().as_str() {
+                "lib-name" => s.update_info(shared, |c| c.lib_name = value),
+                "lib-ver" => s.update_info(shared, |c| c.lib_ver = value),
+                other => {
+                    return Reply::err(format!("Unrecognized option '{other}'"));
+                }
+            }
+            Reply::OK
+        }
         "LIST" | "INFO" => {
             let clients = shared.clients.lock();
             let mut out = String::new();
@@ -201,11 +217,16 @@ fn client(s: &mut Session, shared: &Shared, args: &Args) -> Reply {
                 }
                 let _ = writeln!(
                     out,
-                    "id={id} addr={} name={} age={} db={} cmd=client",
+                    "id={id} addr={} laddr={} name={} age={} idle=0 flags=N db={} sub=0 psub=0 \
+                     multi=-1 watch=0 cmd=client user=default resp={} lib-name={} lib-ver={}",
                     c.peer,
+                    shared.addr,
                     c.name,
                     c.since.elapsed().as_secs(),
-                    c.db
+                    c.db,
+                    c.resp,
+                    c.lib_name,
+                    c.lib_ver
                 );
             }
             Reply::bulk(out)

@@ -67,6 +67,12 @@ pub struct ClientInfo {
     pub since: Instant,
     /// Its selected database.
     pub db: u32,
+    /// Protocol version (2 or 3).
+    pub resp: u8,
+    /// CLIENT SETINFO lib-name.
+    pub lib_name: String,
+    /// CLIENT SETINFO lib-ver.
+    pub lib_ver: String,
 }
 
 /// A MULTI in progress.
@@ -153,6 +159,9 @@ impl Session {
                 name: String::new(),
                 since: Instant::now(),
                 db: 0,
+                resp: 2,
+                lib_name: String::new(),
+                lib_ver: String::new(),
             },
         );
         Session {
@@ -170,6 +179,13 @@ impl Session {
             scans: HashMap::new(),
             next_cursor: 1,
             quit: false,
+        }
+    }
+
+    /// Updates this client's row in the registry.
+    pub fn update_info(&self, shared: &Shared, f: impl FnOnce(&mut ClientInfo)) {
+        if let Some(c) = shared.clients.lock().get_mut(&self.id) {
+            f(c);
         }
     }
 
@@ -217,6 +233,19 @@ impl Session {
             return ("unknown", unknown_command(name, &args));
         };
         if !spec.arity_ok(args.len()) {
+            if spec.label == "exec" {
+                // As Redis: a refused EXEC discards the transaction.
+                self.multi = None;
+                self.watched.clear();
+                return (
+                    spec.label,
+                    Reply::Error(
+                        "EXECABORT Transaction discarded because of previous errors: wrong \
+                         number of arguments for 'exec' command"
+                            .into(),
+                    ),
+                );
+            }
             if let Some(m) = &mut self.multi {
                 m.poisoned = true;
             }
