@@ -97,6 +97,24 @@ pub enum Error {
     /// The engine was closed.
     #[error("engine is closed")]
     Closed,
+    /// The store was opened read-only (offline inspection): writes, syncs, merges and
+    /// snapshots are refused.
+    #[error("the store is opened read-only")]
+    ReadOnly,
+    /// The data directory belongs to the other engine (its `ENGINE` marker, or its files,
+    /// say so); opening it with this one would misread it or write beside it.
+    #[error(
+        "data directory {dir} holds a {found} store, not a {wanted} one (use --engine {found}, \
+         or another directory)"
+    )]
+    WrongEngine {
+        /// The data directory.
+        dir: PathBuf,
+        /// The engine the directory belongs to.
+        found: crate::EngineKind,
+        /// The engine asked for.
+        wanted: crate::EngineKind,
+    },
 }
 
 /// Result with the library's [`Error`].

@@ -107,16 +107,24 @@ struct RecMeta {
 /// [`exit::LOCAL`] for I/O errors.
 pub fn run(a: &CheckArgs) -> Result<(), Exit> {
     a.dir.must_exist()?;
-    if a.dir.kind() == EngineKind::Memory {
+    if a.dir.kind()? == EngineKind::Memory {
         return check_memory(a);
     }
-    let lock = DirLock::acquire(&a.dir.data_dir).map_err(|e| exit::from_engine(e, "checking"))?;
     let dir = a.dir.data_dir.as_path();
+    // Without --repair nothing is written: the lock is shared (and not created).
+    let lock = if a.repair {
+        DirLock::acquire(dir).map(Some)
+    } else {
+        DirLock::acquire_shared(dir)
+    }
+    .map_err(|e| exit::from_engine(e, "checking"))?;
     let (files, mut problems) = inspect(dir)?;
     if a.repair {
         repair(dir, &mut problems)?;
     }
-    lock.release();
+    if let Some(lock) = lock {
+        lock.release();
+    }
     report(a, &files, &problems)
 }
 
@@ -128,7 +136,7 @@ fn check_memory(a: &CheckArgs) -> Result<(), Exit> {
              restored from an older snapshot in its directory",
         ));
     }
-    let engine = super::open(&a.dir)?;
+    let engine = super::open_read_only(&a.dir)?;
     super::close(&engine)?;
     print(&format!(
         "ok: memory store {} opened; every snapshot and log record passed its checksum\n",

