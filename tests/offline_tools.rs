@@ -360,3 +360,93 @@ fn a_directory_without_marker_is_told_by_its_files_and_marked_on_write() {
         assert_eq!(tool(&["export"], &dir).stdout.lines().count(), 5);
     }
 }
+
+/// Flips one byte inside the value of `key` in the data file that holds it.
+fn damage_value_of(dir: &Path, key: &str) {
+    for f in data_files(dir) {
+        let mut bytes = std::fs::read(&f).expect("read");
+        if let Some(at) = bytes.windows(key.len()).position(|w| w == key.as_bytes()) {
+            bytes[at + key.len() + 2] ^= 0x20;
+            std::fs::write(&f, &bytes).expect("write");
+            return;
+        }
+    }
+    panic!("{key} not found in any data file");
+}
+
+#[test]
+fn export_skip_corrupt_exports_every_readable_record_and_names_the_rest() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("b");
+    import(&dir, "bitcask", &lines(59, 40));
+    // A sealed merge output with a good hint: the damage is met when the value is read.
+    assert_eq!(tool(&["compact"], &dir).code, 0);
+    damage_value_of(&dir, "key012");
+    damage_value_of(&dir, "key040");
+    let plain = tool(&["export"], &dir);
+    assert_eq!(plain.code, 7, "{plain:?}");
+    assert!(plain.stderr.contains("--skip-corrupt"), "{plain:?}");
+    let out = tool(&["export", "--skip-corrupt"], &dir);
+    assert_eq!(out.code, 0, "{out:?}");
+    let keys: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            v["key"].as_str().expect("key").to_owned()
+        })
+        .collect();
+    assert_eq!(keys.len(), 57, "{out:?}");
+    assert!(!keys.iter().any(|k| k == "key012" || k == "key040"));
+    assert!(
+        out.stderr.contains("skipped 2 unreadable records"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("\"key012\"") && out.stderr.contains("\"key040\""),
+        "{out:?}"
+    );
+    let out = tool(&["export", "--skip-corrupt", "--json"], &dir);
+    let summary: serde_json::Value =
+        serde_json::from_str(out.stderr.trim().lines().last().expect("summary")).expect("json");
+    assert_eq!(summary["exported"], 57, "{out:?}");
+    assert_eq!(summary["skipped"][1]["key"], "key040", "{out:?}");
+    assert!(
+        summary["skipped"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("corrupted data in")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn import_validates_the_whole_input_before_writing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad = "{\"key\":\"a\",\"value\":\"1\"}\n{\"key\":\"b\",\"value\":\"2\"}\n{\"key\":3}\n\
+               {\"key\":\"c\",\"value\":\"4\"}\n";
+    for engine in ENGINES {
+        // Into a new directory: refused before the directory is even created.
+        let fresh = tmp.path().join(format!("new-{engine}"));
+        let out = hh(
+            &["import", "--engine", engine, "--data-dir", s(&fresh)],
+            Some(bad),
+        );
+        assert_eq!(out.code, 7, "{out:?}");
+        assert!(
+            out.stderr.contains("line 3") && out.stderr.contains("nothing was imported"),
+            "{out:?}"
+        );
+        assert!(!fresh.exists(), "import created {}", fresh.display());
+        // Into an existing store, from a file: not one byte changes.
+        let dir = tmp.path().join(engine);
+        import(&dir, engine, &lines(4, 4));
+        let file = tmp.path().join("bad.jsonl");
+        std::fs::write(&file, bad).expect("write");
+        let before = tree(&dir);
+        let out = tool(&["import", s(&file)], &dir);
+        assert_eq!(out.code, 7, "{out:?}");
+        assert!(out.stderr.contains("line 3"), "{out:?}");
+        assert_eq!(tree(&dir), before);
+        assert_eq!(tool(&["export"], &dir).stdout.lines().count(), 4);
+    }
+}
