@@ -450,3 +450,79 @@ fn import_validates_the_whole_input_before_writing() {
         assert_eq!(tool(&["export"], &dir).stdout.lines().count(), 4);
     }
 }
+
+#[test]
+fn check_and_recovery_agree_on_a_batch_torn_by_a_crash() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("b");
+    import(&dir, "bitcask", &lines(3, 10));
+    // One atomic batch of ten puts, then a crash tears its envelope: the nested records
+    // before the tear are intact, and are the torn record itself, not data after damage.
+    let out = hh(
+        &["import", "--batch-size", "10", "--data-dir", s(&dir)],
+        Some(
+            &lines(13, 10)
+                .lines()
+                .skip(3)
+                .map(|l| format!("{l}\n"))
+                .collect::<String>(),
+        ),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let last = data_files(&dir).pop().expect("a data file");
+    let len = std::fs::metadata(&last).expect("stat").len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&last)
+        .expect("open");
+    f.set_len(len - 30).expect("tear");
+    drop(f);
+    let out = tool(&["check"], &dir);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("torn tail") && out.stdout.contains("--repair cuts"),
+        "{out:?}"
+    );
+    assert_eq!(tool(&["export"], &dir).stdout.lines().count(), 3);
+    let out = tool(&["check", "--repair"], &dir);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(tool(&["check"], &dir).code, 0);
+}
+
+#[test]
+fn error_text_is_not_repeated() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // An I/O error through anyhow's chain (the server's start-up) and through a tool.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, b"x").expect("write");
+    let out = hh(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", s(&file)],
+        None,
+    );
+    assert_ne!(out.code, 0, "{out:?}");
+    assert_eq!(out.stderr.matches("(os error").count(), 1, "{out:?}");
+    let out = hh(
+        &["import", "--data-dir", s(&file)],
+        Some("{\"key\":\"a\",\"value\":\"b\"}\n"),
+    );
+    assert_eq!(out.code, 7, "{out:?}");
+    assert_eq!(out.stderr.matches("(os error").count(), 1, "{out:?}");
+    // A record failing its checksum in a sealed file that has no hint: start-up scans it.
+    let dir = tmp.path().join("b");
+    import(&dir, "bitcask", &lines(20, 30));
+    assert_eq!(tool(&["compact"], &dir).code, 0);
+    for f in std::fs::read_dir(&dir).expect("ls").flatten() {
+        if f.path().extension().is_some_and(|x| x == "hint") {
+            std::fs::remove_file(f.path()).expect("rm hint");
+        }
+    }
+    damage_value_of(&dir, "key007");
+    let out = tool(&["info"], &dir);
+    assert_eq!(out.code, 7, "{out:?}");
+    assert!(out.stderr.contains("checksum mismatch"), "{out:?}");
+    assert_eq!(
+        out.stderr.matches("checksum mismatch").count(),
+        1,
+        "{out:?}"
+    );
+}

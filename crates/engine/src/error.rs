@@ -14,13 +14,16 @@ use crate::Version;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O error, with what was being done when it happened.
-    #[error("{context}: {source}")]
+    ///
+    /// The OS error is part of the message and deliberately not also the error's `source()`:
+    /// being both printed it twice in an error chain (`File exists (os error 17): File exists
+    /// (os error 17)` under anyhow's `{:#}`).
+    #[error("{context}: {cause}")]
     Io {
         /// What the engine was doing ("appending to 000003.data", ...).
         context: String,
         /// The operating system's error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The disk (or quota) is full; the write was not made. Reads keep working.
     #[error("disk full: {context}")]
@@ -127,7 +130,10 @@ impl Error {
         if is_disk_full(&source) {
             Error::DiskFull { context }
         } else {
-            Error::Io { context, source }
+            Error::Io {
+                context,
+                cause: source,
+            }
         }
     }
 

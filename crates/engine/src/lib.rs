@@ -17,8 +17,7 @@
 //! use hoardhaven_engine::{BatchOp, EngineKind, EngineOptions, PutOptions, SyncPolicy};
 //!
 //! # fn main() -> hoardhaven_engine::Result<()> {
-//! # let tmp = tempfile::tempdir().map_err(|e| hoardhaven_engine::Error::Io {
-//! #     context: "tempdir".into(), source: e })?;
+//! # let tmp = tempfile::tempdir().map_err(|e| hoardhaven_engine::Error::io("tempdir", e))?;
 //! let opts = EngineOptions {
 //!     kind: EngineKind::Bitcask,
 //!     dir: tmp.path().join("store"), // created if missing, locked while open
