@@ -526,3 +526,47 @@ fn error_text_is_not_repeated() {
         "{out:?}"
     );
 }
+
+#[test]
+fn info_prints_only_what_is_true_offline() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for engine in ENGINES {
+        let dir = tmp.path().join(engine);
+        import(&dir, engine, &lines(5, 5));
+        let out = tool(&["info"], &dir);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("keys: 5"), "{out:?}");
+        // A stopped store has no sync policy in force and wrote nothing since "start".
+        assert!(!out.stdout.contains("sync:"), "{out:?}");
+        assert!(!out.stdout.contains("bytes_written"), "{out:?}");
+        let doc: serde_json::Value =
+            serde_json::from_str(&tool(&["info", "--json"], &dir).stdout).expect("json");
+        assert!(
+            doc.get("sync").is_none() && doc.get("bytes_written").is_none(),
+            "{doc}"
+        );
+    }
+}
+
+#[test]
+fn a_memory_store_without_keys_has_no_fragmentation() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("m");
+    import(&dir, "memory", "");
+    import(&dir, "memory", ""); // a second open: a second (empty) log
+    let doc: serde_json::Value =
+        serde_json::from_str(&tool(&["info", "--json"], &dir).stdout).expect("json");
+    assert_eq!(doc["keys"], 0, "{doc}");
+    assert_eq!(doc["fragmentation"], 0.0, "{doc}");
+    assert_eq!(doc["dead_bytes"], 0, "{doc}");
+}
+
+#[test]
+fn offline_help_names_the_environment_variable_without_a_stray_value() {
+    for cmd in ["check", "export", "import", "compact", "info"] {
+        let out = hh(&[cmd, "--help"], None);
+        assert_eq!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains("[env: HOARDHAVEN_DATA_DIR]"), "{out:?}");
+        assert!(!out.stdout.contains("HOARDHAVEN_DATA_DIR="), "{out:?}");
+    }
+}
