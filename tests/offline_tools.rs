@@ -570,3 +570,28 @@ fn offline_help_names_the_environment_variable_without_a_stray_value() {
         assert!(!out.stdout.contains("HOARDHAVEN_DATA_DIR="), "{out:?}");
     }
 }
+
+#[test]
+fn export_skip_corrupt_reads_past_damage_that_stops_the_store_opening() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("b");
+    import(&dir, "bitcask", &lines(59, 40));
+    assert_eq!(tool(&["compact"], &dir).code, 0);
+    // No hint: opening scans the sealed file, and damage in its middle stops the open.
+    for f in std::fs::read_dir(&dir).expect("ls").flatten() {
+        if f.path().extension().is_some_and(|x| x == "hint") {
+            std::fs::remove_file(f.path()).expect("rm hint");
+        }
+    }
+    damage_value_of(&dir, "key012");
+    let out = tool(&["export"], &dir);
+    assert_eq!(out.code, 7, "{out:?}");
+    let before = tree(&dir);
+    let out = tool(&["export", "--skip-corrupt"], &dir);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(tree(&dir), before, "salvage wrote into the directory");
+    assert_eq!(out.stdout.lines().count(), 58, "{out:?}");
+    assert!(!out.stdout.contains("\"key012\""), "{out:?}");
+    assert!(out.stdout.contains("\"key013\""), "{out:?}");
+    assert!(out.stderr.contains("skipped 1 damaged regions"), "{out:?}");
+}

@@ -64,7 +64,7 @@ use bytes::Bytes;
 pub use crate::error::{Error, Result};
 pub use jobs::JobHandle;
 
-pub use open::{EngineKind, EngineOptions, MARKER, detect, open, open_read_only};
+pub use open::{EngineKind, EngineOptions, MARKER, detect, open, open_read_only, open_salvage};
 pub use sync_policy::SyncPolicy;
 
 /// Longest key any engine accepts (the on-disk formats store key lengths as `u16`).

@@ -196,11 +196,30 @@ pub fn open(opts: &EngineOptions) -> Result<Arc<dyn Engine>> {
 /// [`Error::WrongEngine`]; [`Error::Locked`] while a read-write open (a server) holds the
 /// directory; format, corruption and I/O errors.
 pub fn open_read_only(opts: &EngineOptions) -> Result<Arc<dyn Engine>> {
+    read_only(opts, false)
+}
+
+/// As [`open_read_only`], reading past damage to get out what is readable (`export
+/// --skip-corrupt`): a bitcask data file without a good hint is walked record by record,
+/// resyncing after bad bytes, and each damaged region counts in `corrupt_records` instead of
+/// failing the open. A value overwritten or deleted inside a damaged region can come back in
+/// its older version, so this is for getting data out, never for serving. The memory engine
+/// opens as [`open_read_only`] does (damage in a snapshot or log fails the open).
+///
+/// # Errors
+/// As [`open_read_only`], less the corruption of bitcask records.
+pub fn open_salvage(opts: &EngineOptions) -> Result<Arc<dyn Engine>> {
+    read_only(opts, true)
+}
+
+fn read_only(opts: &EngineOptions, salvage: bool) -> Result<Arc<dyn Engine>> {
     check_owner(&opts.dir, opts.kind)?;
     let inner: Arc<dyn Engine> = match opts.kind {
-        EngineKind::Bitcask => {
-            Arc::new(bitcask::Bitcask::open_read_only(&opts.dir, &opts.bitcask)?)
-        }
+        EngineKind::Bitcask => Arc::new(bitcask::Bitcask::open_read_only(
+            &opts.dir,
+            &opts.bitcask,
+            salvage,
+        )?),
         EngineKind::Memory => Arc::new(memory::MemoryEngine::open_read_only(
             &opts.dir,
             &opts.memory,

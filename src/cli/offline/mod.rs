@@ -144,6 +144,16 @@ pub fn open(args: &DirArgs) -> Result<Arc<dyn Engine>, Exit> {
         .map_err(|e| engine_err(e, &format!("opening {}", args.data_dir.display())))
 }
 
+/// Opens the store in `args` to salvage what is readable ([`crate::engine::open_salvage`]):
+/// read-only, reading past damaged regions of bitcask data files.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_salvage(args: &DirArgs) -> Result<Arc<dyn Engine>, Exit> {
+    crate::engine::open_salvage(&options(args)?)
+        .map_err(|e| engine_err(e, &format!("opening {}", args.data_dir.display())))
+}
+
 /// Opens the store in `args` read-only: shared lock, nothing on disk changes.
 ///
 /// # Errors

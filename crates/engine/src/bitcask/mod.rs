@@ -260,10 +260,16 @@ impl Bitcask {
     ///
     /// # Errors
     /// As [`Bitcask::open`].
-    pub(crate) fn open_read_only(dir: &Path, opts: &BitcaskOptions) -> Result<Self> {
+    /// With `salvage`, recovery reads past damaged regions instead of stopping (see
+    /// [`recovery::recover_salvage`]); they count in `corrupt_records`.
+    pub(crate) fn open_read_only(dir: &Path, opts: &BitcaskOptions, salvage: bool) -> Result<Self> {
         opts.validate()?;
         let lock = DirLock::acquire_shared(dir)?;
-        let rec = recovery::recover_read_only(dir, opts.read_mode)?;
+        let rec = if salvage {
+            recovery::recover_salvage(dir, opts.read_mode)?
+        } else {
+            recovery::recover_read_only(dir, opts.read_mode)?
+        };
         let files: HashMap<u32, Arc<DataFile>> = rec.files.iter().cloned().collect();
         let next_no = rec.files.len() as u32 + 1;
         let (active_no, active, len) = match rec.files.last() {
@@ -384,7 +390,7 @@ impl Bitcask {
             closed: AtomicBool::new(false),
             bytes_written: AtomicU64::new(0),
             // A torn tail cut at start-up is a damaged record found.
-            corrupt_records: AtomicU64::new(rec.torn_tails),
+            corrupt_records: AtomicU64::new(rec.torn_tails + rec.damaged_regions),
             jobs: Mutex::new(JobStatus::default()),
             merge_running: job_lock(),
             snapshot_running: job_lock(),

@@ -12,6 +12,13 @@
 //! skips leftovers and header-less files instead of removing them, scans the last file
 //! instead of removing its (stale) hint, and reads a torn tail's valid prefix without cutting
 //! the rest.
+//!
+//! A salvage recovery ([`recover_salvage`], for `export --skip-corrupt`) is a read-only one
+//! that also reads past damage: each data file without a good hint is walked with
+//! [`scan::survey`], which resyncs at the next valid record after bad bytes, and the damaged
+//! regions are counted instead of stopping start-up. (A value overwritten or deleted by a record
+//! inside a damaged region comes back in its older version: salvage is for getting data out,
+//! never for serving.)
 
 use hashbrown::HashMap;
 use std::fs::{self, OpenOptions};
@@ -19,7 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::data_file::{DataFile, FILE_HEADER_LEN, FileId, ReadMode, sync_dir};
+use super::data_file::{
+    DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, ReadMode, sync_dir,
+};
 use super::hint;
 use super::keydir::{Keydir, Loc};
 use super::record::Kind;
@@ -46,6 +55,8 @@ pub struct Recovered {
     pub torn_bytes: u64,
     /// Torn tails cut (not counting unused zero-filled preallocation).
     pub torn_tails: u64,
+    /// Damaged regions read past by a salvage recovery (never by the others, which stop).
+    pub damaged_regions: u64,
     /// Length of the valid prefix of the last appended file (what a read-write recovery
     /// truncates it to), 0 when there is none.
     pub last_valid_len: u64,
@@ -93,7 +104,7 @@ fn list(dir: &Path, read_only: bool) -> Result<Vec<(FileId, PathBuf)>> {
 /// [`Error::Corrupted`] for damage that is not a torn tail, [`Error::UnsupportedFormat`],
 /// I/O errors.
 pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
-    recover_with(dir, read_mode, false)
+    recover_with(dir, read_mode, false, false)
 }
 
 /// As [`recover`], changing no file (see the module docs); the last file is opened
@@ -102,10 +113,23 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
 /// # Errors
 /// As [`recover`].
 pub fn recover_read_only(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
-    recover_with(dir, read_mode, true)
+    recover_with(dir, read_mode, true, false)
 }
 
-fn recover_with(dir: &Path, read_mode: ReadMode, read_only: bool) -> Result<Recovered> {
+/// As [`recover_read_only`], reading past damaged regions (see the module docs).
+///
+/// # Errors
+/// A bad file header, I/O errors.
+pub fn recover_salvage(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
+    recover_with(dir, read_mode, true, true)
+}
+
+fn recover_with(
+    dir: &Path,
+    read_mode: ReadMode,
+    read_only: bool,
+    salvage: bool,
+) -> Result<Recovered> {
     let started = Instant::now();
     let listed = list(dir, read_only)?;
     let total_bytes: u64 = listed
@@ -135,6 +159,7 @@ fn recover_with(dir: &Path, read_mode: ReadMode, read_only: bool) -> Result<Reco
     let (mut done_bytes, mut last_log) = (0u64, Instant::now());
     let mut torn_tails = 0u64;
     let mut last_valid_len = 0u64;
+    let mut damaged_regions = 0u64;
     let now = UnixMillis::now().0;
     for (id, path) in listed {
         max_major = max_major.max(id.major);
@@ -194,6 +219,40 @@ fn recover_with(dir: &Path, read_mode: ReadMode, read_only: bool) -> Result<Reco
         };
         let header = match from_hint {
             Some(h) => h,
+            None if salvage => {
+                let bytes = fault::read(&path).ctx(|| format!("reading {}", path.display()))?;
+                let head = bytes
+                    .get(..FILE_HEADER_LEN)
+                    .ok_or_else(|| Error::corrupted(&path, 0, "shorter than a file header"))?;
+                let header = FileHeader::decode(head, DATA_MAGIC, &path)?;
+                let found = scan::survey(&bytes);
+                for r in &found.records {
+                    max_seq = max_seq.max(r.header.seq);
+                    apply(
+                        r.header.kind,
+                        r.key,
+                        r.at as u64,
+                        r.header.record_len(),
+                        r.header.expires_at,
+                    );
+                }
+                if is_last {
+                    last_valid_len = bytes.len() as u64;
+                }
+                for d in &found.damage {
+                    if d.at_end && is_last {
+                        // A torn tail, as a crash leaves it: not damage.
+                        last_valid_len = d.offset;
+                    } else {
+                        damaged_regions += 1;
+                        tracing::warn!(
+                            file = %path.display(), offset = d.offset, bytes = d.len,
+                            reason = %d.reason, "salvage: reading past a damaged region"
+                        );
+                    }
+                }
+                header
+            }
             None => {
                 let end = scan::scan(&path, is_last, |item| {
                     apply(
@@ -281,6 +340,7 @@ fn recover_with(dir: &Path, read_mode: ReadMode, read_only: bool) -> Result<Reco
         max_major,
         torn_bytes: torn_total,
         torn_tails,
+        damaged_regions,
         last_valid_len,
     })
 }
