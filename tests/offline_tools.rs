@@ -595,3 +595,27 @@ fn export_skip_corrupt_reads_past_damage_that_stops_the_store_opening() {
     assert!(out.stdout.contains("\"key013\""), "{out:?}");
     assert!(out.stderr.contains("skipped 1 damaged regions"), "{out:?}");
 }
+
+#[test]
+fn memory_inspection_leaves_a_torn_log_tail_in_place_and_check_says_so() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("m");
+    import(&dir, "memory", &lines(10, 20));
+    let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("ls")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "hha"))
+        .collect();
+    logs.sort();
+    let last = logs.pop().expect("a log");
+    let mut bytes = std::fs::read(&last).expect("read");
+    bytes.extend_from_slice(&[0xAB; 13]);
+    std::fs::write(&last, &bytes).expect("write");
+    for cmd in [vec!["info"], vec!["export"]] {
+        let cmd: Vec<String> = cmd.iter().map(|a| (*a).to_owned()).collect();
+        assert_unchanged(&dir, &cmd, Some(0));
+    }
+    let out = assert_unchanged(&dir, &["check".to_owned()], Some(0));
+    assert!(out.stdout.contains("torn record"), "{out:?}");
+    assert_eq!(tool(&["export"], &dir).stdout.lines().count(), 10);
+}

@@ -176,8 +176,13 @@ fn recover_with(dir: &Path, shards: usize, read_only: bool) -> Result<Recovered>
             }
         })?;
         if let Some((offset, reason)) = &scan.torn_at {
-            tracing::warn!(path = %path.display(), offset, reason = %reason,
-                "cut a torn tail off the last log (records after it were never acknowledged)");
+            if read_only {
+                tracing::info!(path = %path.display(), offset, reason = %reason,
+                    "torn tail of the last log left in place (read-only); the next start cuts it");
+            } else {
+                tracing::warn!(path = %path.display(), offset, reason = %reason,
+                    "cut a torn tail off the last log (records after it were never acknowledged)");
+            }
             rec.torn_tails += 1;
         }
         rec.last_version = rec.last_version.max(scan.max_version);
