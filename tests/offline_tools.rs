@@ -619,3 +619,39 @@ fn memory_inspection_leaves_a_torn_log_tail_in_place_and_check_says_so() {
     assert!(out.stdout.contains("torn record"), "{out:?}");
     assert_eq!(tool(&["export"], &dir).stdout.lines().count(), 10);
 }
+
+#[test]
+fn the_read_only_open_refuses_every_write_and_a_mixed_directory_is_named() {
+    use hoardhaven_engine::{Engine as _, EngineKind, EngineOptions, Error, PutOptions};
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for engine in ENGINES {
+        let dir = tmp.path().join(engine);
+        import(&dir, engine, &lines(3, 5));
+        let before = tree(&dir);
+        let opts = EngineOptions {
+            kind: engine.parse::<EngineKind>().expect("kind"),
+            dir: dir.clone(),
+            ..EngineOptions::default()
+        };
+        let store = hoardhaven_engine::open_read_only(&opts).expect("open read-only");
+        assert!(store.get(b"key001").expect("get").is_some());
+        let put = store.put(b"k", bytes::Bytes::from_static(b"v"), PutOptions::default());
+        assert!(matches!(put, Err(Error::ReadOnly)), "{put:?}");
+        assert!(matches!(
+            store.apply_batch(Vec::new()),
+            Err(Error::ReadOnly)
+        ));
+        assert!(matches!(store.merge(), Err(Error::ReadOnly)));
+        assert!(matches!(store.snapshot(), Err(Error::ReadOnly)));
+        store.close().expect("close");
+        assert_eq!(tree(&dir), before, "{engine}");
+    }
+    // A directory holding both engines' files and no marker (as an old `info --engine memory`
+    // on a bitcask directory left it): named, not guessed.
+    let dir = tmp.path().join("bitcask");
+    std::fs::remove_file(dir.join("ENGINE")).expect("rm marker");
+    std::fs::write(dir.join("MANIFEST"), b"x").expect("write");
+    let out = tool(&["info"], &dir);
+    assert_eq!(out.code, 7, "{out:?}");
+    assert!(out.stderr.contains("files of both engines"), "{out:?}");
+}
