@@ -622,7 +622,7 @@ fn memory_inspection_leaves_a_torn_log_tail_in_place_and_check_says_so() {
 
 #[test]
 fn the_read_only_open_refuses_every_write_and_a_mixed_directory_is_named() {
-    use hoardhaven_engine::{Engine as _, EngineKind, EngineOptions, Error, PutOptions};
+    use hoardhaven_engine::{EngineKind, EngineOptions, Error, PutOptions};
     let tmp = tempfile::tempdir().expect("tempdir");
     for engine in ENGINES {
         let dir = tmp.path().join(engine);
