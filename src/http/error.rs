@@ -236,7 +236,9 @@ fn engine_parts(e: &Error) -> (StatusCode, &'static str, Option<String>) {
         | Error::Corrupted { .. }
         | Error::Locked(_)
         | Error::UnsupportedFormat { .. }
-        | Error::InvalidConfig { .. } => {
+        | Error::InvalidConfig { .. }
+        | Error::ReadOnly
+        | Error::WrongEngine { .. } => {
             tracing::error!(error = %e, "internal error");
             (
                 S::INTERNAL_SERVER_ERROR,

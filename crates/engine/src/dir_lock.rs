@@ -3,6 +3,12 @@
 //! A `LOCK` file inside the directory is locked with an OS advisory lock (`flock`) for as long
 //! as the engine is open. The lock dies with the process, so a kill -9 leaves nothing stale; an
 //! empty or leftover `LOCK` file from an earlier run never blocks start-up.
+//!
+//! Read-only opens (offline inspection) take the same lock *shared*, through a read-only
+//! handle, and only when `LOCK` exists: they create and write nothing. A shared holder blocks
+//! a server's exclusive lock (and the other way round), so a tool never reads files a server
+//! is changing. A directory without `LOCK` has never been opened read-write, so no server is
+//! using it.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::Write;
@@ -49,6 +55,28 @@ impl DirLock {
         })
     }
 
+    /// Takes the lock shared without creating or writing anything; `Ok(None)` when the
+    /// directory has no `LOCK` file (nothing to share).
+    ///
+    /// # Errors
+    /// [`Error::Locked`] when a process holds it exclusively; I/O errors.
+    pub fn acquire_shared(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join("LOCK");
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("opening {}", path.display()), e)),
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(Some(DirLock {
+                file,
+                dir: dir.to_path_buf(),
+            })),
+            Err(TryLockError::WouldBlock) => Err(Error::Locked(dir.to_path_buf())),
+            Err(TryLockError::Error(e)) => Err(Error::io(format!("locking {}", path.display()), e)),
+        }
+    }
+
     /// The locked directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -74,6 +102,31 @@ mod tests {
         }
         drop(a);
         DirLock::acquire(dir.path()).expect("after release");
+    }
+
+    #[test]
+    fn shared_lock_excludes_the_exclusive_one_and_creates_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(DirLock::acquire_shared(dir.path()).expect("none").is_none());
+        assert!(!dir.path().join("LOCK").exists());
+        let a = DirLock::acquire(dir.path()).expect("exclusive");
+        assert!(matches!(
+            DirLock::acquire_shared(dir.path()),
+            Err(Error::Locked(_))
+        ));
+        drop(a);
+        let s1 = DirLock::acquire_shared(dir.path())
+            .expect("shared")
+            .expect("some");
+        let s2 = DirLock::acquire_shared(dir.path())
+            .expect("shared twice")
+            .expect("some");
+        assert!(matches!(
+            DirLock::acquire(dir.path()),
+            Err(Error::Locked(_))
+        ));
+        drop((s1, s2));
+        DirLock::acquire(dir.path()).expect("after the readers");
     }
 
     #[test]

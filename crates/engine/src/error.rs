@@ -14,13 +14,16 @@ use crate::Version;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O error, with what was being done when it happened.
-    #[error("{context}: {source}")]
+    ///
+    /// The OS error is part of the message and deliberately not also the error's `source()`:
+    /// being both printed it twice in an error chain (`File exists (os error 17): File exists
+    /// (os error 17)` under anyhow's `{:#}`).
+    #[error("{context}: {cause}")]
     Io {
         /// What the engine was doing ("appending to 000003.data", ...).
         context: String,
         /// The operating system's error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The disk (or quota) is full; the write was not made. Reads keep working.
     #[error("disk full: {context}")]
@@ -97,6 +100,24 @@ pub enum Error {
     /// The engine was closed.
     #[error("engine is closed")]
     Closed,
+    /// The store was opened read-only (offline inspection): writes, syncs, merges and
+    /// snapshots are refused.
+    #[error("the store is opened read-only")]
+    ReadOnly,
+    /// The data directory belongs to the other engine (its `ENGINE` marker, or its files,
+    /// say so); opening it with this one would misread it or write beside it.
+    #[error(
+        "data directory {dir} holds a {found} store, not a {wanted} one (use --engine {found}, \
+         or another directory)"
+    )]
+    WrongEngine {
+        /// The data directory.
+        dir: PathBuf,
+        /// The engine the directory belongs to.
+        found: crate::EngineKind,
+        /// The engine asked for.
+        wanted: crate::EngineKind,
+    },
 }
 
 /// Result with the library's [`Error`].
@@ -109,7 +130,10 @@ impl Error {
         if is_disk_full(&source) {
             Error::DiskFull { context }
         } else {
-            Error::Io { context, source }
+            Error::Io {
+                context,
+                cause: source,
+            }
         }
     }
 

@@ -105,10 +105,10 @@ impl<R> JobHandle<R> {
     pub fn wait(self) -> Result<R> {
         let name = self.name;
         self.thread.join().unwrap_or_else(|_| {
-            Err(Error::Io {
-                context: format!("the {name} thread"),
-                source: std::io::Error::other("panicked"),
-            })
+            Err(Error::io(
+                format!("the {name} thread"),
+                std::io::Error::other("panicked"),
+            ))
         })
     }
 }
@@ -131,10 +131,7 @@ pub(crate) fn spawn<R: Send + 'static>(
             }
             result
         })
-        .map_err(|source| Error::Io {
-            context: format!("starting the {name} thread"),
-            source,
-        })?;
+        .map_err(|e| Error::io(format!("starting the {name} thread"), e))?;
     Ok(JobHandle { name, thread })
 }
 

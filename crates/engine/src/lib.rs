@@ -17,8 +17,7 @@
 //! use hoardhaven_engine::{BatchOp, EngineKind, EngineOptions, PutOptions, SyncPolicy};
 //!
 //! # fn main() -> hoardhaven_engine::Result<()> {
-//! # let tmp = tempfile::tempdir().map_err(|e| hoardhaven_engine::Error::Io {
-//! #     context: "tempdir".into(), source: e })?;
+//! # let tmp = tempfile::tempdir().map_err(|e| hoardhaven_engine::Error::io("tempdir", e))?;
 //! let opts = EngineOptions {
 //!     kind: EngineKind::Bitcask,
 //!     dir: tmp.path().join("store"), // created if missing, locked while open
@@ -65,7 +64,7 @@ use bytes::Bytes;
 pub use crate::error::{Error, Result};
 pub use jobs::JobHandle;
 
-pub use open::{EngineKind, EngineOptions, open};
+pub use open::{EngineKind, EngineOptions, MARKER, detect, open, open_read_only, open_salvage};
 pub use sync_policy::SyncPolicy;
 
 /// Longest key any engine accepts (the on-disk formats store key lengths as `u16`).

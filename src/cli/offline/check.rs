@@ -1,8 +1,9 @@
 //! `check [--repair]`: verify a stopped bitcask store byte by byte, and cut what is safe to cut.
 //!
-//! Bitcask-format specific: it reads the data and hint files itself (with the record decoder
-//! of [`crate::engine::bitcask::record`]) instead of opening the engine, so it reports every
-//! problem rather than stopping at the first, and changes nothing unless `--repair` is given.
+//! Bitcask-format specific: it reads the data and hint files itself, walking each data file
+//! with the engine's own scanner ([`crate::engine::bitcask::scan::survey`], the walk recovery
+//! makes, reporting every damaged region instead of stopping at the first) instead of opening
+//! the engine, so it reports every problem, and changes nothing unless `--repair` is given.
 //! For the memory engine `check` opens the store, which verifies the checksum of every
 //! snapshot and log record on load, and `--repair` is refused.
 //!
@@ -33,8 +34,8 @@ use super::{DirArgs, print};
 use crate::cli::exit::{self, Exit};
 use crate::engine::EngineKind;
 use crate::engine::bitcask::data_file::{DATA_MAGIC, FILE_HEADER_LEN, FileHeader, FileId};
-use crate::engine::bitcask::hint;
-use crate::engine::bitcask::record::{self, HEADER_LEN, Kind, RECORD_FORMAT};
+use crate::engine::bitcask::record::{Header, Kind};
+use crate::engine::bitcask::{hint, scan};
 use crate::engine::dir_lock::DirLock;
 
 /// Flags of `check`.
@@ -100,6 +101,18 @@ struct RecMeta {
     key_crc: u32,
 }
 
+impl RecMeta {
+    fn of(h: &Header, key: &[u8]) -> Self {
+        RecMeta {
+            len: h.record_len(),
+            seq: h.seq,
+            tombstone: h.kind == Kind::Tombstone,
+            expires_at: h.expires_at,
+            key_crc: crc32c::crc32c(key),
+        }
+    }
+}
+
 /// Runs `check`.
 ///
 /// # Errors
@@ -107,16 +120,24 @@ struct RecMeta {
 /// [`exit::LOCAL`] for I/O errors.
 pub fn run(a: &CheckArgs) -> Result<(), Exit> {
     a.dir.must_exist()?;
-    if a.dir.kind() == EngineKind::Memory {
+    if a.dir.kind()? == EngineKind::Memory {
         return check_memory(a);
     }
-    let lock = DirLock::acquire(&a.dir.data_dir).map_err(|e| exit::from_engine(e, "checking"))?;
     let dir = a.dir.data_dir.as_path();
+    // Without --repair nothing is written: the lock is shared (and not created).
+    let lock = if a.repair {
+        DirLock::acquire(dir).map(Some)
+    } else {
+        DirLock::acquire_shared(dir)
+    }
+    .map_err(|e| exit::from_engine(e, "checking"))?;
     let (files, mut problems) = inspect(dir)?;
     if a.repair {
         repair(dir, &mut problems)?;
     }
-    lock.release();
+    if let Some(lock) = lock {
+        lock.release();
+    }
     report(a, &files, &problems)
 }
 
@@ -128,10 +149,20 @@ fn check_memory(a: &CheckArgs) -> Result<(), Exit> {
              restored from an older snapshot in its directory",
         ));
     }
-    let engine = super::open(&a.dir)?;
+    let engine = super::open_read_only(&a.dir)?;
+    // Offline, the count is the torn tails met (left in place: the read-only open cuts none).
+    let torn = engine
+        .stats()
+        .map_err(|e| exit::from_engine(e, "reading stats"))?
+        .corrupt_records;
     super::close(&engine)?;
+    let note = if torn > 0 {
+        " (the last log ends in a torn record, as a crash leaves it; the next start cuts it)"
+    } else {
+        ""
+    };
     print(&format!(
-        "ok: memory store {} opened; every snapshot and log record passed its checksum\n",
+        "ok: memory store {} opened; every snapshot and log record passed its checksum{note}\n",
         a.dir.data_dir.display()
     ))
 }
@@ -240,62 +271,44 @@ fn check_data(
             refuse("the file header is unreadable; restore the file from a snapshot"),
         ),
     }
-    let mut pos = FILE_HEADER_LEN;
-    while pos < bytes.len() {
-        let rest = &bytes[pos..];
-        match decode_at(rest) {
-            Ok((len, metas)) => {
-                for (at, m) in metas {
-                    if m.tombstone {
-                        rep.tombstones += 1;
-                    }
-                    rep.records += 1;
-                    recs.insert((pos + at) as u64, m);
-                }
-                pos += len;
-            }
-            Err(reason) => {
-                let next = resync(rest);
-                let off = pos as u64;
-                match next {
-                    Some(skip) => {
-                        add(
-                            Some(off),
-                            format!("{reason}; {skip} bad bytes before the next valid record"),
-                            refuse(
-                                "valid records follow: the bad bytes were acknowledged data; \
-                                 restore from a snapshot or export what is readable",
-                            ),
-                        );
-                        pos += skip;
-                    }
-                    None => {
-                        let zeros = rest.iter().all(|b| *b == 0);
-                        let n = rest.len();
-                        let (what, fix) = if is_last {
-                            let what = if zeros {
-                                format!("{n} zero bytes after the last record (unused space)")
-                            } else {
-                                format!(
-                                    "torn tail: {n} bytes after the last valid record ({reason})"
-                                )
-                            };
-                            (what, Fix::Cut { len: off })
-                        } else {
-                            (
-                                format!("{n} bad bytes at the end of a sealed file ({reason})"),
-                                refuse(
-                                    "a crash never tears a sealed file: these records were \
-                                     acknowledged; restore from a snapshot",
-                                ),
-                            )
-                        };
-                        add(Some(off), what, fix);
-                        pos = bytes.len();
-                    }
-                }
-            }
+    let found = scan::survey(&bytes);
+    for r in &found.records {
+        if r.header.kind == Kind::Tombstone {
+            rep.tombstones += 1;
         }
+        rep.records += 1;
+        recs.insert(r.at as u64, RecMeta::of(&r.header, r.key));
+    }
+    for d in found.damage {
+        let (off, n, reason) = (d.offset, d.len, d.reason);
+        let (what, fix) = if !d.at_end {
+            (
+                format!("{reason}; {n} bad bytes before the next valid record"),
+                refuse(
+                    "valid records follow: the bad bytes were acknowledged data; \
+                     restore from a snapshot or export what is readable",
+                ),
+            )
+        } else if is_last && d.zeros {
+            (
+                format!("{n} zero bytes after the last record (unused space)"),
+                Fix::Cut { len: off },
+            )
+        } else if is_last {
+            (
+                format!("torn tail: {n} bytes after the last valid record ({reason})"),
+                Fix::Cut { len: off },
+            )
+        } else {
+            (
+                format!("{n} bad bytes at the end of a sealed file ({reason})"),
+                refuse(
+                    "a crash never tears a sealed file: these records were \
+                     acknowledged; restore from a snapshot",
+                ),
+            )
+        };
+        add(Some(off), what, fix);
     }
     bar.inc(bytes.len() as u64);
     let clean = problems.len() == before;
@@ -306,42 +319,6 @@ fn refuse(reason: &str) -> Fix {
     Fix::Refuse {
         reason: reason.into(),
     }
-}
-
-/// Decodes the record at the start of `b`: its length and the put / tombstone records it
-/// holds (a batch's nested records), each with its offset relative to `b`.
-fn decode_at(b: &[u8]) -> Result<(usize, Vec<(usize, RecMeta)>), String> {
-    if b.len() < HEADER_LEN {
-        return Err(format!("truncated header ({} bytes left)", b.len()));
-    }
-    let rec = record::decode(b)?;
-    let len = usize::try_from(rec.header.record_len()).map_err(|_| "record too long")?;
-    let meta = |kind: Kind, h: &record::Header, key: &[u8]| RecMeta {
-        len: h.record_len(),
-        seq: h.seq,
-        tombstone: kind == Kind::Tombstone,
-        expires_at: h.expires_at,
-        key_crc: crc32c::crc32c(key),
-    };
-    if rec.header.kind != Kind::Batch {
-        return Ok((len, vec![(0, meta(rec.header.kind, &rec.header, rec.key))]));
-    }
-    let mut out = Vec::new();
-    for item in record::nested(rec.value) {
-        let (at, inner) = item.map_err(|e| format!("bad record inside a batch: {e}"))?;
-        out.push((
-            HEADER_LEN + at,
-            meta(inner.header.kind, &inner.header, inner.key),
-        ));
-    }
-    Ok((len, out))
-}
-
-/// The distance from the start of `b` (a bad record) to the next valid record, if any.
-fn resync(b: &[u8]) -> Option<usize> {
-    (1..b.len().saturating_sub(HEADER_LEN - 1)).find(|&i| {
-        b[i + 4] == RECORD_FORMAT && (1..=3).contains(&b[i + 5]) && decode_at(&b[i..]).is_ok()
-    })
 }
 
 /// Checks the hint of data file `id`, against `recs` when the data file is clean.

@@ -1,11 +1,16 @@
 //! Offline tools over a data directory: `check`, `export`, `import`, `compact`, `info`.
 //!
 //! Owns their flags, how a directory's engine is found, and how an engine is opened for
-//! offline work (no automatic merges or save points, `sync=never` plus one final sync). Every
-//! tool takes the directory lock, so it refuses (exit 8) while a server has the directory.
+//! offline work. The inspecting tools (`info`, `export`, `check` without `--repair`) open
+//! read-only ([`open_read_only`]): a shared lock, and no file created, cut or removed. The
+//! writing tools (`import`, `compact`, `check --repair`) open read-write ([`open`]: no
+//! automatic merges or save points, `sync=never` plus one final sync). Either way a tool
+//! refuses (exit 8) while a server has the directory, and refuses (exit 2) a directory whose
+//! `ENGINE` marker or files say it belongs to the other engine than `--engine` names.
 //! `export`, `import`, `compact` and `info` go through the [`Engine`] trait and work for both
-//! engines; `check --repair` reads the bitcask format itself ([`check`]); for the memory
-//! engine `check` opens the store, which verifies every snapshot and log checksum.
+//! engines; `check` of a bitcask store reads its files with the engine's scanner
+//! ([`check`]); for the memory engine `check` opens the store read-only, which verifies every
+//! snapshot and log checksum.
 //!
 //! Layout: [`check`] verification and repair, [`transfer`] JSON-lines export and import,
 //! [`progress`] bars and plain progress lines.
@@ -14,7 +19,7 @@ pub mod check;
 pub mod progress;
 pub mod transfer;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,9 +50,14 @@ pub enum OfflineCommand {
 #[derive(Debug, Clone, Args)]
 pub struct DirArgs {
     /// Data directory
-    #[arg(long, env = "HOARDHAVEN_DATA_DIR", default_value = "./data")]
+    #[arg(
+        long,
+        env = "HOARDHAVEN_DATA_DIR",
+        hide_env_values = true,
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
-    /// Engine: bitcask or memory [default: detected from the directory]
+    /// Engine: bitcask or memory [default: the directory's ENGINE marker, else its files]
     #[arg(long)]
     pub engine: Option<EngineKind>,
     /// Print JSON instead of text
@@ -56,10 +66,27 @@ pub struct DirArgs {
 }
 
 impl DirArgs {
-    /// The engine to use: the flag, else `memory` when the directory has a MANIFEST, else
-    /// `bitcask`.
-    pub fn kind(&self) -> EngineKind {
-        self.engine.unwrap_or_else(|| detect(&self.data_dir))
+    /// The engine to use: the flag, else the one the directory belongs to
+    /// ([`crate::engine::detect`]), else `bitcask` (an empty or new directory).
+    ///
+    /// # Errors
+    /// [`exit::USAGE`] when the flag names the other engine than the directory's;
+    /// [`exit::LOCAL`] when the directory cannot be told (a bad marker, files of both).
+    pub fn kind(&self) -> Result<EngineKind, Exit> {
+        let found = crate::engine::detect(&self.data_dir)
+            .map_err(|e| engine_err(e, &format!("reading {}", self.data_dir.display())))?;
+        match (self.engine, found) {
+            (Some(wanted), Some(found)) if wanted != found => Err(engine_err(
+                crate::Error::WrongEngine {
+                    dir: self.data_dir.clone(),
+                    found,
+                    wanted,
+                },
+                "opening",
+            )),
+            (Some(k), _) | (None, Some(k)) => Ok(k),
+            (None, None) => Ok(EngineKind::Bitcask),
+        }
     }
 
     /// Fails unless the directory exists (the tools never create one by accident, except
@@ -79,22 +106,18 @@ impl DirArgs {
     }
 }
 
-/// Guesses the engine of a data directory from its files.
-pub fn detect(dir: &Path) -> EngineKind {
-    if dir.join("MANIFEST").exists() {
-        EngineKind::Memory
-    } else {
-        EngineKind::Bitcask
+/// Maps an engine error met offline: [`exit::USAGE`] for a directory of the other engine,
+/// else as [`exit::from_engine`].
+pub fn engine_err(e: crate::Error, doing: &str) -> Exit {
+    match e {
+        e @ crate::Error::WrongEngine { .. } => Exit::new(exit::USAGE, format!("{doing}: {e}")),
+        other => exit::from_engine(other, doing),
     }
 }
 
-/// Opens the store in `args` for offline work, taking its lock.
-///
-/// # Errors
-/// [`exit::LOCKED`] when a server has it; [`exit::LOCAL`] for anything else.
-pub fn open(args: &DirArgs) -> Result<Arc<dyn Engine>, Exit> {
-    let opts = EngineOptions {
-        kind: args.kind(),
+fn options(args: &DirArgs) -> Result<EngineOptions, Exit> {
+    Ok(EngineOptions {
+        kind: args.kind()?,
         dir: args.data_dir.clone(),
         sync: SyncPolicy::Never,
         bitcask: BitcaskOptions {
@@ -108,9 +131,36 @@ pub fn open(args: &DirArgs) -> Result<Arc<dyn Engine>, Exit> {
             save_points: Vec::new(),
             ..MemoryOptions::default()
         },
-    };
-    crate::engine::open(&opts)
-        .map_err(|e| exit::from_engine(e, &format!("opening {}", args.data_dir.display())))
+    })
+}
+
+/// Opens the store in `args` read-write for offline work, taking its lock.
+///
+/// # Errors
+/// [`exit::LOCKED`] when a server has it; [`exit::USAGE`] for the other engine's directory;
+/// [`exit::LOCAL`] for anything else.
+pub fn open(args: &DirArgs) -> Result<Arc<dyn Engine>, Exit> {
+    crate::engine::open(&options(args)?)
+        .map_err(|e| engine_err(e, &format!("opening {}", args.data_dir.display())))
+}
+
+/// Opens the store in `args` to salvage what is readable ([`crate::engine::open_salvage`]):
+/// read-only, reading past damaged regions of bitcask data files.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_salvage(args: &DirArgs) -> Result<Arc<dyn Engine>, Exit> {
+    crate::engine::open_salvage(&options(args)?)
+        .map_err(|e| engine_err(e, &format!("opening {}", args.data_dir.display())))
+}
+
+/// Opens the store in `args` read-only: shared lock, nothing on disk changes.
+///
+/// # Errors
+/// As [`open`].
+pub fn open_read_only(args: &DirArgs) -> Result<Arc<dyn Engine>, Exit> {
+    crate::engine::open_read_only(&options(args)?)
+        .map_err(|e| engine_err(e, &format!("opening {}", args.data_dir.display())))
 }
 
 /// Makes everything durable and releases the lock.
@@ -158,11 +208,18 @@ fn stats_json(engine: &Arc<dyn Engine>) -> Result<serde_json::Value, Exit> {
         .map_err(|e| Exit::local(format!("encoding stats: {e}")))
 }
 
+/// `info`: the stats of a stopped store, opened read-only. The fields that describe a running
+/// server (its sync policy and the bytes it wrote since start) are left out: offline there is
+/// no such thing, and printing `sync: never` / `bytes_written: 0` would be untrue.
 fn info(a: &DirArgs) -> Result<(), Exit> {
     a.must_exist()?;
-    let engine = open(a)?;
-    let doc = stats_json(&engine)?;
+    let engine = open_read_only(a)?;
+    let mut doc = stats_json(&engine)?;
     close(&engine)?;
+    if let Some(m) = doc.as_object_mut() {
+        m.remove("sync");
+        m.remove("bytes_written");
+    }
     if a.json {
         print(&format!("{doc:#}\n"))
     } else {

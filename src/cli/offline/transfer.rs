@@ -10,8 +10,10 @@
 //! ```
 //!
 //! `import` also accepts `"ttl": <seconds>` (counted from the import) for files written by
-//! hand. It applies lines in atomic batches; a malformed line stops it with the line number,
-//! every earlier batch being applied and durable. Values already expired are skipped.
+//! hand. It reads the whole input twice: first to validate every line (a malformed line stops
+//! it with the line number before anything is written, and before a new directory is
+//! created), then to apply the lines in atomic batches. Standard input is held in memory for
+//! the second pass. Values already expired are skipped.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Read, Write};
@@ -26,7 +28,7 @@ use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use super::progress::Progress;
-use super::{DirArgs, close, open, print};
+use super::{DirArgs, close, open, open_read_only, open_salvage, print};
 use crate::cli::exit::{self, Exit};
 use crate::engine::{BatchOp, Engine, UnixMillis};
 
@@ -62,6 +64,10 @@ pub struct ExportArgs {
     /// Write to this file instead of stdout
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
+    /// Skip records that fail their checksum (naming each on stderr) instead of stopping at
+    /// the first: exports everything still readable
+    #[arg(long)]
+    skip_corrupt: bool,
 }
 
 /// Flags of `import`.
@@ -83,25 +89,83 @@ fn text_or_b64(bytes: &[u8]) -> (Option<String>, Option<String>) {
     }
 }
 
-/// Writes every live key of the store to JSON lines.
+/// A record `export --skip-corrupt` could not read.
+#[derive(Debug, Serialize)]
+struct Skipped {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_base64: Option<String>,
+    error: String,
+}
+
+/// What an export did.
+#[derive(Debug, Default, Serialize)]
+struct Exported {
+    exported: u64,
+    skipped: Vec<Skipped>,
+    /// `--skip-corrupt`: damaged regions read past while opening (their keys are unknown).
+    damaged_regions: u64,
+}
+
+/// Writes every live key of the store to JSON lines, then a summary on stderr (one JSON
+/// object with `--json`; the lines go to stdout or `--output`).
 ///
 /// # Errors
-/// [`exit::LOCKED`] while a server runs; [`exit::LOCAL`] for I/O and engine errors.
+/// [`exit::LOCKED`] while a server runs; [`exit::LOCAL`] for I/O and engine errors (a
+/// corrupt record too, unless `--skip-corrupt`).
 pub fn export(a: &ExportArgs) -> Result<(), Exit> {
     a.dir.must_exist()?;
-    let engine = open(&a.dir)?;
+    let engine = if a.skip_corrupt {
+        open_salvage(&a.dir)?
+    } else {
+        open_read_only(&a.dir)?
+    };
     let result = export_from(&engine, a);
     close(&engine)?;
-    let n = result?;
-    eprintln!("exported {n} keys from {}", a.dir.data_dir.display());
+    let done = result?;
+    let summary = if a.dir.json {
+        let doc = serde_json::to_value(&done).unwrap_or_default();
+        format!("{doc}\n")
+    } else {
+        let mut s = format!(
+            "exported {} keys from {}\n",
+            done.exported,
+            a.dir.data_dir.display()
+        );
+        if done.damaged_regions > 0 {
+            s.push_str(&format!(
+                "skipped {} damaged regions of the data files while opening; records in them \
+                 are lost, and a value they overwrote or deleted may be exported in its older \
+                 version (`hoardhaven check` shows where they are)\n",
+                done.damaged_regions
+            ));
+        }
+        if !done.skipped.is_empty() {
+            s.push_str(&format!(
+                "skipped {} unreadable records:\n",
+                done.skipped.len()
+            ));
+            for k in &done.skipped {
+                let name = match (&k.key, &k.key_base64) {
+                    (Some(t), _) => format!("{t:?}"),
+                    (None, Some(b)) => format!("(base64) {b}"),
+                    (None, None) => String::new(),
+                };
+                s.push_str(&format!("  key {name}: {}\n", k.error));
+            }
+        }
+        s
+    };
+    eprint!("{summary}");
     Ok(())
 }
 
-fn export_from(engine: &Arc<dyn Engine>, a: &ExportArgs) -> Result<u64, Exit> {
-    let keys = engine
+fn export_from(engine: &Arc<dyn Engine>, a: &ExportArgs) -> Result<Exported, Exit> {
+    let stats = engine
         .stats()
-        .map_err(|e| exit::from_engine(e, "reading stats"))?
-        .keys;
+        .map_err(|e| exit::from_engine(e, "reading stats"))?;
+    let keys = stats.keys;
     let sink: Box<dyn Write> = match &a.output {
         Some(p) => Box::new(
             File::create(p).map_err(|e| Exit::local(format!("creating {}: {e}", p.display())))?,
@@ -110,7 +174,12 @@ fn export_from(engine: &Arc<dyn Engine>, a: &ExportArgs) -> Result<u64, Exit> {
     };
     let mut out = BufWriter::with_capacity(1 << 20, sink);
     let mut bar = Progress::new("export", keys, "keys");
-    let (mut after, mut n): (Option<Vec<u8>>, u64) = (None, 0);
+    let (mut after, mut done): (Option<Vec<u8>>, Exported) = (None, Exported::default());
+    // Offline, a bitcask store's count is exactly the regions salvage read past (a torn tail
+    // is not cut, so not counted); the memory engine's counts torn tails, never salvaged.
+    if a.skip_corrupt && stats.engine == crate::engine::EngineKind::Bitcask {
+        done.damaged_regions = stats.corrupt_records;
+    }
     let write_err = |e: std::io::Error| Exit::local(format!("writing the export: {e}"));
     loop {
         let page = engine
@@ -118,11 +187,28 @@ fn export_from(engine: &Arc<dyn Engine>, a: &ExportArgs) -> Result<u64, Exit> {
             .map_err(|e| exit::from_engine(e, "listing keys"))?;
         for key in &page.keys {
             // A key listed but gone by the time it is read (expired) is simply skipped.
-            let Some(v) = engine
-                .get(key)
-                .map_err(|e| exit::from_engine(e, "reading a value"))?
-            else {
-                continue;
+            let v = match engine.get(key) {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                Err(e @ crate::Error::Corrupted { .. }) if a.skip_corrupt => {
+                    let (k, kb) = text_or_b64(key);
+                    done.skipped.push(Skipped {
+                        key: k,
+                        key_base64: kb,
+                        error: e.to_string(),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    return Err(exit::from_engine(
+                        e,
+                        &format!(
+                            "reading a value ({} keys exported; --skip-corrupt exports \
+                             every readable record)",
+                            done.exported
+                        ),
+                    ));
+                }
             };
             let (k, kb) = text_or_b64(key);
             let (val, vb) = text_or_b64(&v.bytes);
@@ -137,7 +223,7 @@ fn export_from(engine: &Arc<dyn Engine>, a: &ExportArgs) -> Result<u64, Exit> {
             serde_json::to_writer(&mut out, &line)
                 .map_err(|e| Exit::local(format!("writing the export: {e}")))?;
             out.write_all(b"\n").map_err(write_err)?;
-            n += 1;
+            done.exported += 1;
         }
         bar.inc(page.keys.len() as u64);
         match page.next_start_after {
@@ -155,7 +241,7 @@ fn export_from(engine: &Arc<dyn Engine>, a: &ExportArgs) -> Result<u64, Exit> {
             .map_err(|e| Exit::local(format!("syncing {}: {e}", p.display())))?;
     }
     bar.finish();
-    Ok(n)
+    Ok(done)
 }
 
 fn field(text: Option<String>, b64: Option<String>, name: &str) -> Result<Vec<u8>, String> {
@@ -206,17 +292,11 @@ struct Imported {
 /// [`exit::LOCKED`] while a server runs; [`exit::LOCAL`] for unreadable input, a malformed
 /// line (naming it) and engine errors.
 pub fn import(a: &ImportArgs) -> Result<(), Exit> {
-    let (reader, total): (Box<dyn Read>, u64) = match &a.input {
-        Some(p) if p.as_os_str() != "-" => {
-            let f =
-                File::open(p).map_err(|e| Exit::local(format!("opening {}: {e}", p.display())))?;
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            (Box::new(f), len)
-        }
-        _ => (Box::new(std::io::stdin().lock()), 0),
-    };
+    let now = UnixMillis::now();
+    let input = Input::new(a.input.as_deref())?;
+    validate(input.reader()?, now)?;
     let engine = open(&a.dir)?;
-    let result = import_into(&engine, BufReader::with_capacity(1 << 20, reader), total, a);
+    let result = import_into(&engine, input.reader()?, input.len(), now, a);
     close(&engine)?;
     let counts = result?;
     if a.dir.json {
@@ -231,17 +311,93 @@ pub fn import(a: &ImportArgs) -> Result<(), Exit> {
     ))
 }
 
+/// Where `import` reads from: a file (read once per pass) or standard input (held in memory).
+enum Input {
+    File(PathBuf, u64),
+    Stdin(Vec<u8>),
+}
+
+impl Input {
+    fn new(path: Option<&std::path::Path>) -> Result<Self, Exit> {
+        match path {
+            Some(p) if p.as_os_str() != "-" => {
+                let len = std::fs::metadata(p)
+                    .map_err(|e| Exit::local(format!("opening {}: {e}", p.display())))?
+                    .len();
+                Ok(Input::File(p.to_path_buf(), len))
+            }
+            _ => {
+                let mut buf = Vec::new();
+                std::io::stdin()
+                    .lock()
+                    .read_to_end(&mut buf)
+                    .map_err(|e| Exit::local(format!("reading standard input: {e}")))?;
+                Ok(Input::Stdin(buf))
+            }
+        }
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Input::File(_, n) => *n,
+            Input::Stdin(b) => b.len() as u64,
+        }
+    }
+
+    fn reader(&self) -> Result<Box<dyn BufRead + '_>, Exit> {
+        Ok(match self {
+            Input::File(p, _) => Box::new(BufReader::with_capacity(
+                1 << 20,
+                File::open(p).map_err(|e| Exit::local(format!("opening {}: {e}", p.display())))?,
+            )),
+            Input::Stdin(b) => Box::new(b.as_slice()),
+        })
+    }
+}
+
+/// Calls `f` with each non-blank line, its number and its length in bytes; returns the
+/// number of lines.
+fn each_line(
+    mut input: impl BufRead,
+    mut f: impl FnMut(u64, &str, usize) -> Result<(), Exit>,
+) -> Result<u64, Exit> {
+    let (mut buf, mut no) = (String::new(), 0u64);
+    loop {
+        buf.clear();
+        let n = input
+            .read_line(&mut buf)
+            .map_err(|e| Exit::local(format!("reading line {}: {e}", no + 1)))?;
+        if n == 0 {
+            return Ok(no);
+        }
+        no += 1;
+        let text = buf.trim();
+        if !text.is_empty() {
+            f(no, text, n)?;
+        }
+    }
+}
+
+/// The first pass: every line must parse; nothing is written.
+fn validate(input: impl BufRead, now: UnixMillis) -> Result<(), Exit> {
+    each_line(input, |no, text, _| {
+        parse_line(text, now)
+            .map(|_| ())
+            .map_err(|e| Exit::local(format!("line {no}: {e} (nothing was imported)")))
+    })
+    .map(|_| ())
+}
+
 fn import_into(
     engine: &Arc<dyn Engine>,
-    mut input: impl BufRead,
+    input: impl BufRead,
     total: u64,
+    now: UnixMillis,
     a: &ImportArgs,
 ) -> Result<Imported, Exit> {
     let mut bar = Progress::new("import", total, "bytes");
     let mut counts = Imported::default();
     let mut ops = Vec::new();
-    let mut buf = String::new();
-    let now = UnixMillis::now();
     let apply = |ops: &mut Vec<BatchOp>, counts: &mut Imported| -> Result<(), Exit> {
         if ops.is_empty() {
             return Ok(());
@@ -252,36 +408,31 @@ fn import_into(
             .map(|_| ())
             .map_err(|e| exit::from_engine(e, "writing a batch"))
     };
-    loop {
-        buf.clear();
-        let n = input
-            .read_line(&mut buf)
-            .map_err(|e| Exit::local(format!("reading line {}: {e}", counts.lines + 1)))?;
-        if n == 0 {
-            break;
-        }
-        counts.lines += 1;
+    let mut expired = 0u64;
+    let mut applied = Imported::default();
+    let lines = each_line(input, |no, text, n| {
         bar.inc(n as u64);
-        let text = buf.trim();
-        if text.is_empty() {
-            continue;
-        }
         match parse_line(text, now) {
             Ok(Some(op)) => ops.push(op),
-            Ok(None) => counts.expired_skipped += 1,
+            Ok(None) => expired += 1,
+            // Validated by the first pass; only an input file changed meanwhile gets here.
             Err(e) => {
-                apply(&mut ops, &mut counts)?;
                 return Err(Exit::local(format!(
-                    "line {}: {e} (the {} keys before it were imported)",
-                    counts.lines, counts.keys
+                    "line {no}: {e} (the input changed while importing; the {} keys before \
+                     it were imported)",
+                    applied.keys
                 )));
             }
         }
         if ops.len() as u64 >= a.batch_size {
-            apply(&mut ops, &mut counts)?;
+            apply(&mut ops, &mut applied)?;
         }
-    }
-    apply(&mut ops, &mut counts)?;
+        Ok(())
+    })?;
+    apply(&mut ops, &mut applied)?;
+    counts.keys = applied.keys;
+    counts.lines = lines;
+    counts.expired_skipped = expired;
     bar.finish();
     Ok(counts)
 }

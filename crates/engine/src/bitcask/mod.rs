@@ -221,6 +221,12 @@ impl Inner {
     }
 }
 
+/// True for the names of the files a bitcask store keeps in its directory (data and hint
+/// files), used to tell which engine a directory without a marker belongs to.
+pub fn owns_file_name(name: &str) -> bool {
+    FileId::parse(name, "data").is_some() || FileId::parse(name, "hint").is_some()
+}
+
 /// The bitcask engine. Cheap to share behind `Arc<dyn Engine>`.
 #[derive(Debug)]
 pub struct Bitcask {
@@ -244,6 +250,77 @@ impl Bitcask {
         opts.validate()?;
         let lock = DirLock::acquire(dir)?;
         let rec = recovery::recover(dir, opts.read_mode)?;
+        Self::from_recovered(dir, sync, opts, Some(lock), rec)
+    }
+
+    /// Opens the store in `dir` for reading only (see [`crate::open_read_only`], the public
+    /// way in, which also refuses every write): the lock is taken shared, recovery changes no
+    /// file, no active file is created and no background thread runs. The engine is marked
+    /// as refusing writes from the start, so `close` makes no final trim or sync.
+    ///
+    /// # Errors
+    /// As [`Bitcask::open`].
+    /// With `salvage`, recovery reads past damaged regions instead of stopping (see
+    /// [`recovery::recover_salvage`]); they count in `corrupt_records`.
+    pub(crate) fn open_read_only(dir: &Path, opts: &BitcaskOptions, salvage: bool) -> Result<Self> {
+        opts.validate()?;
+        let lock = DirLock::acquire_shared(dir)?;
+        let rec = if salvage {
+            recovery::recover_salvage(dir, opts.read_mode)?
+        } else {
+            recovery::recover_read_only(dir, opts.read_mode)?
+        };
+        let files: HashMap<u32, Arc<DataFile>> = rec.files.iter().cloned().collect();
+        let next_no = rec.files.len() as u32 + 1;
+        let (active_no, active, len) = match rec.files.last() {
+            Some((no, f)) if rec.last_is_active => (*no, f.clone(), rec.last_valid_len),
+            _ => {
+                // Nothing to append to and nothing will be: a placeholder (the directory's
+                // own handle, never read: no keydir entry points at it) outside the file
+                // table, so stats list only real files.
+                let file = std::fs::File::open(dir)
+                    .map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+                let id = FileId {
+                    major: rec.max_major + 1,
+                    minor: 0,
+                };
+                let f = Arc::new(DataFile::new(
+                    id,
+                    dir.to_path_buf(),
+                    file,
+                    ReadMode::Pread,
+                    false,
+                )?);
+                (next_no, f, 0)
+            }
+        };
+        let inner = Self::inner(
+            dir,
+            SyncPolicy::Never,
+            opts,
+            lock,
+            rec,
+            files,
+            active_no,
+            active,
+            len,
+            next_no + 1,
+        );
+        inner.poisoned.store(true, Ordering::Release);
+        *inner.poison_reason.lock() = Some(Error::ReadOnly.to_string());
+        Ok(Bitcask {
+            inner: Arc::new(inner),
+            background: Mutex::new(Background::default()),
+        })
+    }
+
+    fn from_recovered(
+        dir: &Path,
+        sync: SyncPolicy,
+        opts: &BitcaskOptions,
+        lock: Option<DirLock>,
+        rec: recovery::Recovered,
+    ) -> Result<Self> {
         let files: HashMap<u32, Arc<DataFile>> = rec.files.iter().cloned().collect();
         let mut next_no = rec.files.len() as u32 + 1;
         let (active_no, active, len) = match rec.files.last() {
@@ -262,7 +339,32 @@ impl Bitcask {
         };
         let mut files = files;
         files.insert(active_no, active.clone());
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Self::inner(
+            dir, sync, opts, lock, rec, files, active_no, active, len, next_no,
+        ));
+        let engine = Bitcask {
+            inner,
+            background: Mutex::new(Background::default()),
+        };
+        engine.start_background()?;
+        Ok(engine)
+    }
+
+    /// The shared state over a recovered store whose active file is `active`.
+    #[allow(clippy::too_many_arguments)]
+    fn inner(
+        dir: &Path,
+        sync: SyncPolicy,
+        opts: &BitcaskOptions,
+        lock: Option<DirLock>,
+        rec: recovery::Recovered,
+        files: HashMap<u32, Arc<DataFile>>,
+        active_no: u32,
+        active: Arc<DataFile>,
+        len: u64,
+        next_no: u32,
+    ) -> Inner {
+        Inner {
             dir: dir.to_path_buf(),
             opts: opts.clone(),
             sync,
@@ -288,20 +390,14 @@ impl Bitcask {
             closed: AtomicBool::new(false),
             bytes_written: AtomicU64::new(0),
             // A torn tail cut at start-up is a damaged record found.
-            corrupt_records: AtomicU64::new(rec.torn_tails),
+            corrupt_records: AtomicU64::new(rec.torn_tails + rec.damaged_regions),
             jobs: Mutex::new(JobStatus::default()),
             merge_running: job_lock(),
             snapshot_running: job_lock(),
             retire: Mutex::new(()),
             hint_threads: Mutex::new(Vec::new()),
-            lock: Mutex::new(Some(lock)),
-        });
-        let engine = Bitcask {
-            inner,
-            background: Mutex::new(Background::default()),
-        };
-        engine.start_background()?;
-        Ok(engine)
+            lock: Mutex::new(lock),
+        }
     }
 
     /// Starts the interval-sync and merge-policy threads.

@@ -7,6 +7,18 @@
 //! and of an interrupted hint write (`*.hint.tmp`) are removed first. A file shorter than its
 //! header (a crash while creating it) carries nothing and is removed. The last appended file
 //! becomes the active file again.
+//!
+//! A read-only recovery ([`recover_read_only`], for offline inspection) changes nothing: it
+//! skips leftovers and header-less files instead of removing them, scans the last file
+//! instead of removing its (stale) hint, and reads a torn tail's valid prefix without cutting
+//! the rest.
+//!
+//! A salvage recovery ([`recover_salvage`], for `export --skip-corrupt`) is a read-only one
+//! that also reads past damage: each data file without a good hint is walked with
+//! [`scan::survey`], which resyncs at the next valid record after bad bytes, and the damaged
+//! regions are counted instead of stopping start-up. (A value overwritten or deleted by a record
+//! inside a damaged region comes back in its older version: salvage is for getting data out,
+//! never for serving.)
 
 use hashbrown::HashMap;
 use std::fs::{self, OpenOptions};
@@ -14,7 +26,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::data_file::{DataFile, FILE_HEADER_LEN, FileId, ReadMode, sync_dir};
+use super::data_file::{
+    DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, ReadMode, sync_dir,
+};
 use super::hint;
 use super::keydir::{Keydir, Loc};
 use super::record::Kind;
@@ -41,6 +55,11 @@ pub struct Recovered {
     pub torn_bytes: u64,
     /// Torn tails cut (not counting unused zero-filled preallocation).
     pub torn_tails: u64,
+    /// Damaged regions read past by a salvage recovery (never by the others, which stop).
+    pub damaged_regions: u64,
+    /// Length of the valid prefix of the last appended file (what a read-write recovery
+    /// truncates it to), 0 when there is none.
+    pub last_valid_len: u64,
 }
 
 /// Lists the data files of `dir`, sorted by id, removing merge and hint leftovers.
@@ -48,6 +67,10 @@ pub struct Recovered {
 /// # Errors
 /// I/O errors.
 pub fn list_data_files(dir: &Path) -> Result<Vec<(FileId, PathBuf)>> {
+    list(dir, false)
+}
+
+fn list(dir: &Path, read_only: bool) -> Result<Vec<(FileId, PathBuf)>> {
     let mut out = Vec::new();
     let mut removed = false;
     for entry in fs::read_dir(dir).ctx(|| format!("listing {}", dir.display()))? {
@@ -55,6 +78,9 @@ pub fn list_data_files(dir: &Path) -> Result<Vec<(FileId, PathBuf)>> {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         if name.ends_with(".merging") || name.ends_with(".hint.tmp") {
+            if read_only {
+                continue;
+            }
             tracing::info!(
                 file = name,
                 "removing leftover of an interrupted merge or hint write"
@@ -78,8 +104,34 @@ pub fn list_data_files(dir: &Path) -> Result<Vec<(FileId, PathBuf)>> {
 /// [`Error::Corrupted`] for damage that is not a torn tail, [`Error::UnsupportedFormat`],
 /// I/O errors.
 pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
+    recover_with(dir, read_mode, false, false)
+}
+
+/// As [`recover`], changing no file (see the module docs); the last file is opened
+/// read-only.
+///
+/// # Errors
+/// As [`recover`].
+pub fn recover_read_only(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
+    recover_with(dir, read_mode, true, false)
+}
+
+/// As [`recover_read_only`], reading past damaged regions (see the module docs).
+///
+/// # Errors
+/// A bad file header, I/O errors.
+pub fn recover_salvage(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
+    recover_with(dir, read_mode, true, true)
+}
+
+fn recover_with(
+    dir: &Path,
+    read_mode: ReadMode,
+    read_only: bool,
+    salvage: bool,
+) -> Result<Recovered> {
     let started = Instant::now();
-    let listed = list_data_files(dir)?;
+    let listed = list(dir, read_only)?;
     let total_bytes: u64 = listed
         .iter()
         .filter_map(|(_, p)| fs::metadata(p).ok().map(|m| m.len()))
@@ -106,6 +158,8 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
     let (mut max_seq, mut base_seq, mut max_major, mut torn_total) = (0u64, 0u64, 0u32, 0u64);
     let (mut done_bytes, mut last_log) = (0u64, Instant::now());
     let mut torn_tails = 0u64;
+    let mut last_valid_len = 0u64;
+    let mut damaged_regions = 0u64;
     let now = UnixMillis::now().0;
     for (id, path) in listed {
         max_major = max_major.max(id.major);
@@ -113,6 +167,9 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
             .ctx(|| format!("stat {}", path.display()))?
             .len();
         if size < FILE_HEADER_LEN as u64 {
+            if read_only {
+                continue;
+            }
             tracing::info!(file = %path.display(), "removing a data file cut short while being created");
             fs::remove_file(&path).ctx(|| format!("removing {}", path.display()))?;
             hint::remove_for(dir, &id.hint_name());
@@ -141,23 +198,61 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
         };
         let is_last = Some(id) == last_appended;
         let hint_path = dir.join(id.hint_name());
-        if is_last {
+        if is_last && !read_only {
             // It will be appended to again: a hint of it would go stale.
             hint::remove_for(dir, &id.hint_name());
         }
-        let from_hint = hint::load(&hint_path, |e| {
-            max_seq = max_seq.max(e.seq);
-            apply(
-                e.kind,
-                e.key,
-                u64::from(e.offset),
-                u64::from(e.len),
-                e.expires_at,
-            );
-            Ok(())
-        })?;
+        let from_hint = if is_last && read_only {
+            None
+        } else {
+            hint::load(&hint_path, |e| {
+                max_seq = max_seq.max(e.seq);
+                apply(
+                    e.kind,
+                    e.key,
+                    u64::from(e.offset),
+                    u64::from(e.len),
+                    e.expires_at,
+                );
+                Ok(())
+            })?
+        };
         let header = match from_hint {
             Some(h) => h,
+            None if salvage => {
+                let bytes = fault::read(&path).ctx(|| format!("reading {}", path.display()))?;
+                let head = bytes
+                    .get(..FILE_HEADER_LEN)
+                    .ok_or_else(|| Error::corrupted(&path, 0, "shorter than a file header"))?;
+                let header = FileHeader::decode(head, DATA_MAGIC, &path)?;
+                let found = scan::survey(&bytes);
+                for r in &found.records {
+                    max_seq = max_seq.max(r.header.seq);
+                    apply(
+                        r.header.kind,
+                        r.key,
+                        r.at as u64,
+                        r.header.record_len(),
+                        r.header.expires_at,
+                    );
+                }
+                if is_last {
+                    last_valid_len = bytes.len() as u64;
+                }
+                for d in &found.damage {
+                    if d.at_end && is_last {
+                        // A torn tail, as a crash leaves it: not damage.
+                        last_valid_len = d.offset;
+                    } else {
+                        damaged_regions += 1;
+                        tracing::warn!(
+                            file = %path.display(), offset = d.offset, bytes = d.len,
+                            reason = %d.reason, "salvage: reading past a damaged region"
+                        );
+                    }
+                }
+                header
+            }
             None => {
                 let end = scan::scan(&path, is_last, |item| {
                     apply(
@@ -170,7 +265,12 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
                     Ok(())
                 })?;
                 max_seq = max_seq.max(end.max_seq);
-                if let Some((at, reason)) = end.torn_reason {
+                if is_last {
+                    last_valid_len = end.valid_len;
+                }
+                if read_only {
+                    // Left as it is; only the valid prefix was read.
+                } else if let Some((at, reason)) = end.torn_reason {
                     if end.zero_tail {
                         tracing::info!(
                             file = %path.display(), offset = at, bytes = end.torn_bytes,
@@ -205,7 +305,7 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
         base_seq = base_seq.max(header.base_seq);
         let file = OpenOptions::new()
             .read(true)
-            .write(is_last)
+            .write(is_last && !read_only)
             .open(&path)
             .ctx(|| format!("opening {}", path.display()))?;
         files.push((
@@ -240,5 +340,7 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
         max_major,
         torn_bytes: torn_total,
         torn_tails,
+        damaged_regions,
+        last_valid_len,
     })
 }

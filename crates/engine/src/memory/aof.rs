@@ -253,6 +253,18 @@ pub(crate) fn read_log(
     path: &Path,
     seq: u64,
     is_last: bool,
+    apply: impl FnMut(&LogOp<'_>),
+) -> Result<LogScan> {
+    read_log_with(path, seq, is_last, true, apply)
+}
+
+/// As [`read_log`]; with `cut` false a torn tail is reported but left in the file (a
+/// read-only open).
+pub(crate) fn read_log_with(
+    path: &Path,
+    seq: u64,
+    is_last: bool,
+    cut: bool,
     mut apply: impl FnMut(&LogOp<'_>),
 ) -> Result<LogScan> {
     let buf = fault::read(path).ctx(|| format!("reading {}", path.display()))?;
@@ -262,7 +274,9 @@ pub(crate) fn read_log(
         // after the restart that follows, a newer log exists, and an empty file must not
         // block the restart after that.)
         scan.torn_at = Some((0, "log header incomplete".into()));
-        truncate(path, 0)?;
+        if cut {
+            truncate(path, 0)?;
+        }
         return Ok(scan);
     }
     check_header(path, &buf, seq)?;
@@ -289,7 +303,9 @@ pub(crate) fn read_log(
                         format!("{reason}; valid records follow at offset {next}"),
                     ));
                 }
-                truncate(path, pos as u64)?;
+                if cut {
+                    truncate(path, pos as u64)?;
+                }
                 scan.torn_at = Some((pos as u64, reason));
                 break;
             }

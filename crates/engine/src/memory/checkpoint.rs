@@ -349,6 +349,21 @@ pub(crate) fn list_snapshots(dir: &Path) -> Result<Vec<SnapshotInfo>> {
     Ok(out)
 }
 
+/// The fixed bytes of a file of `len` bytes named `name`, holding no entry: the whole
+/// manifest, a log's header, a snapshot's header (44 bytes) and trailer (28 bytes).
+fn structure_bytes(name: &str, len: u64) -> u64 {
+    const SNAPSHOT_FIXED: u64 = 44 + 28;
+    if name == MANIFEST {
+        len
+    } else if super::aof::parse_log_name(name).is_some() {
+        len.min(aof::LOG_HEADER_LEN as u64)
+    } else if super::snapshot::parse_snap_name(name).is_some() {
+        len.min(SNAPSHOT_FIXED)
+    } else {
+        0
+    }
+}
+
 /// The engine's statistics.
 pub(crate) fn stats(inner: &Inner) -> Result<Stats> {
     let (mut keys, mut live, mut index) = (0u64, 0u64, 0u64);
@@ -389,9 +404,17 @@ pub(crate) fn stats(inner: &Inner) -> Result<Stats> {
         });
     }
     let disk_bytes: u64 = files.iter().map(|f| f.total_bytes).sum();
-    // What a rewrite would reclaim: everything the base and logs hold beyond the live data.
+    // What a rewrite would reclaim: everything the base and logs hold beyond the live data
+    // and beyond their fixed structure (the manifest, log headers, the base snapshot's header
+    // and trailer), which a store with no keys has too: it is not dead data.
     let needed: u64 = files.iter().map(|f| f.live_bytes).sum();
-    let dead = needed.saturating_sub(live) + files.iter().map(|f| f.dead_bytes).sum::<u64>();
+    let structure: u64 = files
+        .iter()
+        .filter(|f| f.live_bytes > 0)
+        .map(|f| structure_bytes(&f.name, f.total_bytes))
+        .sum();
+    let dead =
+        needed.saturating_sub(live + structure) + files.iter().map(|f| f.dead_bytes).sum::<u64>();
     let log_bytes = inner.log.as_ref().map_or(0, aof::LogWriter::appended);
     Ok(Stats {
         engine: EngineKind::Memory,

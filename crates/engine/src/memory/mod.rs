@@ -205,6 +205,14 @@ fn check_value(value: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// True for the names of the files a memory store keeps in its directory (manifest, logs,
+/// snapshots), used to tell which engine a directory without a marker belongs to.
+pub fn owns_file_name(name: &str) -> bool {
+    name == manifest::MANIFEST
+        || aof::parse_log_name(name).is_some()
+        || snapshot::parse_snap_name(name).is_some()
+}
+
 /// The memory engine. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct MemoryEngine {
     inner: Arc<Inner>,
@@ -232,7 +240,6 @@ impl MemoryEngine {
         let lock = DirLock::acquire(dir)?;
         let started = Instant::now();
         let rec = recovery::recover(dir, opts.shards)?;
-        let floor = UnixMillis::now().0.saturating_mul(1000);
         let mut log_seq = rec.log_seq;
         let log = if opts.aof {
             log_seq += 1;
@@ -244,7 +251,50 @@ impl MemoryEngine {
         tracing::info!(dir = %dir.display(), keys = rec.table.shards().iter().map(|s| s.read().len()).sum::<usize>(),
             log_records = rec.log_records, elapsed_ms = started.elapsed().as_millis() as u64,
             "memory engine recovered");
-        let inner = Arc::new(Inner {
+        let inner = Arc::new(Inner::new(dir, sync, opts, Some(lock), rec, log, log_seq));
+        let threads = background::spawn(&inner)?;
+        Ok(MemoryEngine {
+            inner,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// Opens the store in `dir` for reading only (see [`crate::open_read_only`], the public
+    /// way in, which also refuses every write): the lock is taken shared, recovery changes no
+    /// file (no manifest written, no log created, a torn tail left in place), and no
+    /// background thread runs. Nothing counts as dirty, so `close` takes no snapshot.
+    ///
+    /// # Errors
+    /// As [`MemoryEngine::open`].
+    pub(crate) fn open_read_only(dir: &Path, opts: &MemoryOptions) -> Result<Self> {
+        opts.validate()?;
+        let lock = DirLock::acquire_shared(dir)?;
+        let rec = recovery::recover_read_only(dir, opts.shards)?;
+        let log_seq = rec.log_seq;
+        let inner = Inner::new(dir, SyncPolicy::Never, opts, lock, rec, None, log_seq);
+        inner.dirty.store(0, Ordering::Release);
+        *inner.poisoned.lock() = Some(Error::ReadOnly.to_string());
+        Ok(MemoryEngine {
+            inner: Arc::new(inner),
+            threads: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl Inner {
+    /// The shared state over a recovered store appending to `log` (none: no AOF, or
+    /// read-only).
+    fn new(
+        dir: &Path,
+        sync: SyncPolicy,
+        opts: &MemoryOptions,
+        lock: Option<DirLock>,
+        rec: recovery::Recovered,
+        log: Option<LogWriter>,
+        log_seq: u64,
+    ) -> Inner {
+        let floor = UnixMillis::now().0.saturating_mul(1000);
+        Inner {
             dir: dir.to_path_buf(),
             sync,
             opts: opts.clone(),
@@ -270,16 +320,11 @@ impl MemoryEngine {
             closed: AtomicBool::new(false),
             stopping: Mutex::new(false),
             stop_cv: Condvar::new(),
-            lock: Mutex::new(Some(lock)),
+            lock: Mutex::new(lock),
             snapshot_bytes_written: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(rec.torn_tails),
             poisoned: Mutex::new(None),
-        });
-        let threads = background::spawn(&inner)?;
-        Ok(MemoryEngine {
-            inner,
-            threads: Mutex::new(threads),
-        })
+        }
     }
 }
 

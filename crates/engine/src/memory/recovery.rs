@@ -4,12 +4,17 @@
 //! names, replay the logs from `first_log` on (skipping records already in the base), cut a
 //! torn tail of the last log, and delete logs a finished rewrite left behind. Opening the
 //! writer and starting threads is the engine's job.
+//!
+//! A read-only recovery ([`recover_read_only`], for offline inspection) changes nothing: temp
+//! files and logs a rewrite left behind are skipped instead of removed, a missing manifest of
+//! an empty directory is assumed instead of written, and a torn tail is read up to its valid
+//! prefix and left in place.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::aof::{LogOp, parse_log_name, read_log};
+use super::aof::{LogOp, parse_log_name, read_log_with};
 use super::codec::sync_dir;
 use super::manifest::{MANIFEST, Manifest};
 use super::snapshot::{parse_snap_name, read_snapshot, snap_name};
@@ -74,8 +79,17 @@ fn file_len(p: &Path) -> u64 {
 
 /// Recovers the data set in `dir` into a table of `shards` shards.
 pub(crate) fn recover(dir: &Path, shards: usize) -> Result<Recovered> {
+    recover_with(dir, shards, false)
+}
+
+/// As [`recover`], changing no file (see the module docs).
+pub(crate) fn recover_read_only(dir: &Path, shards: usize) -> Result<Recovered> {
+    recover_with(dir, shards, true)
+}
+
+fn recover_with(dir: &Path, shards: usize, read_only: bool) -> Result<Recovered> {
     let files = list_files(dir)?;
-    for t in &files.temps {
+    for t in files.temps.iter().filter(|_| !read_only) {
         std::fs::remove_file(t).ctx(|| format!("removing leftover {}", t.display()))?;
     }
     let manifest = match Manifest::load(dir)? {
@@ -85,7 +99,9 @@ pub(crate) fn recover(dir: &Path, shards: usize) -> Result<Recovered> {
                 base: 0,
                 first_log: 1,
             };
-            m.store(dir)?;
+            if !read_only {
+                m.store(dir)?;
+            }
             m
         }
         None => {
@@ -142,6 +158,9 @@ pub(crate) fn recover(dir: &Path, shards: usize) -> Result<Recovered> {
         .or_else(|| files.logs.iter().next_back())
         .map(|(s, _)| *s);
     for (&seq, path) in &files.logs {
+        if seq < manifest.first_log && read_only {
+            continue;
+        }
         if seq < manifest.first_log {
             // Left behind by a rewrite that finished: its records are in the base.
             std::fs::remove_file(path).ctx(|| format!("removing {}", path.display()))?;
@@ -151,14 +170,19 @@ pub(crate) fn recover(dir: &Path, shards: usize) -> Result<Recovered> {
         rec.log_seq = rec.log_seq.max(seq);
         let t = &rec.table;
         let is_last = last_seq.is_some_and(|l| seq >= l);
-        let scan = read_log(path, seq, is_last, |op| {
+        let scan = read_log_with(path, seq, is_last, !read_only, |op| {
             if op.version() > base_version {
                 apply(t, op, now);
             }
         })?;
         if let Some((offset, reason)) = &scan.torn_at {
-            tracing::warn!(path = %path.display(), offset, reason = %reason,
-                "cut a torn tail off the last log (records after it were never acknowledged)");
+            if read_only {
+                tracing::info!(path = %path.display(), offset, reason = %reason,
+                    "torn tail of the last log left in place (read-only); the next start cuts it");
+            } else {
+                tracing::warn!(path = %path.display(), offset, reason = %reason,
+                    "cut a torn tail off the last log (records after it were never acknowledged)");
+            }
             rec.torn_tails += 1;
         }
         rec.last_version = rec.last_version.max(scan.max_version);
