@@ -15,11 +15,11 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::parse::{self, Args, ParseLimits};
-use super::reply::Reply;
 use super::session::{Session, Shared};
 use super::spec;
 use crate::shutdown::Shutdown;
+use hoardhaven_resp_proto::parse::{self, Args, ParseLimits};
+use hoardhaven_resp_proto::reply::Reply;
 
 /// Most commands run as one group (more wait for the next turn).
 const MAX_GROUP: usize = 1024;
@@ -96,7 +96,7 @@ pub async fn handle(
             let mut out = BytesMut::new();
             let proto = session
                 .as_ref()
-                .map_or(super::reply::Proto::Resp2, |s| s.proto);
+                .map_or(hoardhaven_resp_proto::Proto::Resp2, |s| s.proto);
             Reply::err(e.to_string().trim_start_matches("ERR ")).encode(proto, &mut out);
             let _ = stream.write_all(&out).await;
             break;

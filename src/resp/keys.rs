@@ -10,11 +10,11 @@
 use bytes::Bytes;
 
 use super::glob;
-use super::parse::Args;
-use super::reply::Reply;
 use super::session::{CmdResult, Session, Shared, db_prefix, int_arg, text};
 use super::strings::{Change, rmw};
 use crate::engine::{BatchOp, Precondition, UnixMillis};
+use hoardhaven_resp_proto::parse::Args;
+use hoardhaven_resp_proto::reply::Reply;
 
 /// Keys per engine page while walking the key space.
 const PAGE: usize = 1000;

@@ -1,17 +1,15 @@
 //! The Redis protocol door: a RESP2 / RESP3 listener over the same engine, tokens and limits
 //! as HTTP, for clients that already speak Redis (redis-cli, redis-benchmark, redis-py).
 //!
-//! Owns [`serve`] (the accept loop) and the modules under it: [`parse`] (the request parser,
-//! fuzzed), [`reply`] (reply encoding), [`spec`] (the command table), [`session`] (per
+//! Owns [`serve`] (the accept loop) and the modules under it: [`spec`] (the command table), [`session`] (per
 //! connection state and dispatch), [`conn`] (the read-run-write loop with pipelining), and the
-//! command groups [`strings`], [`keys`], [`txn`] and [`server`]. docs/redis.md lists every
+//! command groups [`strings`], [`keys`], [`txn`] and [`server`]. The wire format (the bounded
+//! request parser and the reply encoder) is the crate `hoardhaven-resp-proto`, fuzzed on its own. docs/redis.md lists every
 //! command and how it differs from Redis.
 
 pub mod conn;
 pub mod glob;
 pub mod keys;
-pub mod parse;
-pub mod reply;
 pub mod server;
 pub mod session;
 pub mod spec;
@@ -27,7 +25,7 @@ pub use session::Shared;
 
 /// Accepts RESP connections until shutdown; each runs in its own task.
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
-    let limits = parse::ParseLimits {
+    let limits = hoardhaven_resp_proto::ParseLimits {
         max_args: 2 * shared.limits.max_batch_ops + 16,
         max_bulk: shared
             .limits

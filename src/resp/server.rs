@@ -11,11 +11,11 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::parse::Args;
-use super::reply::{Proto, Reply};
 use super::session::{CmdResult, DATABASES, Session, Shared, int_arg, text, unix_secs};
 use super::spec::{self, COMMANDS};
 use crate::engine::{EngineKind, Error as EngineError};
+use hoardhaven_resp_proto::parse::Args;
+use hoardhaven_resp_proto::reply::{Proto, Reply};
 
 /// Runs the connection or server command `name`.
 pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResult {

@@ -19,12 +19,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::parse::Args;
-use super::reply::{Proto, Reply};
 use super::spec::{self, Group};
 use crate::engine::{Engine, Error as EngineError, Version};
 use crate::http::Limits;
 use crate::http::auth::{Auth, Role};
+use hoardhaven_resp_proto::parse::Args;
+use hoardhaven_resp_proto::reply::{Proto, Reply};
 
 /// Key prefix of database `n >= 1` (database 0 has none).
 pub const DB_PREFIX: &[u8] = b"\xFF\xFEdb";

@@ -8,10 +8,10 @@
 
 use bytes::Bytes;
 
-use super::parse::Args;
-use super::reply::{Reply, format_double};
 use super::session::{CmdResult, Session, Shared, int_arg, text};
 use crate::engine::{BatchOp, Error as EngineError, Precondition, PutOptions, UnixMillis, Value};
+use hoardhaven_resp_proto::parse::Args;
+use hoardhaven_resp_proto::reply::{Reply, format_double};
 
 /// What a read-modify-write decided.
 pub enum Change<T> {

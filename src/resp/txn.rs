@@ -9,11 +9,11 @@
 
 use bytes::Bytes;
 
-use super::parse::Args;
-use super::reply::Reply;
 use super::session::{CmdResult, Multi, Session, Shared, text};
 use super::strings::check_sizes;
 use crate::engine::{BatchOp, UnixMillis};
+use hoardhaven_resp_proto::parse::Args;
+use hoardhaven_resp_proto::reply::Reply;
 
 /// Runs the transaction command `name`.
 pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResult {
