@@ -10,18 +10,14 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
+use common::{bitcask_opts, open_bitcask};
 use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions};
 use hoardhaven::engine::{Engine, Precondition, PutOptions, SyncPolicy};
 
-fn opts() -> BitcaskOptions {
-    let mut o = BitcaskOptions {
-        max_file_size: 32 * 1024,
-        ..BitcaskOptions::default()
-    };
-    o.merge.check_interval = None;
-    o
-}
+const FILE_SIZE: u64 = 32 * 1024;
 
 /// Entry point of the child processes; does nothing in a normal test run.
 #[test]
@@ -34,15 +30,15 @@ fn child_process_entry() {
         "load" => child_load(&dir, false),
         "load-and-merge" => child_load(&dir, true),
         "merge" => {
-            let e = Bitcask::open(&dir, SyncPolicy::Never, &opts()).expect("open");
+            let e = open_bitcask(&dir, SyncPolicy::Never, FILE_SIZE);
             e.merge().expect("merge");
         }
         "snapshot" => {
-            let e = Bitcask::open(&dir, SyncPolicy::Never, &opts()).expect("open");
+            let e = open_bitcask(&dir, SyncPolicy::Never, FILE_SIZE);
             e.snapshot().expect("snapshot");
         }
         "rotate" => {
-            let e = Bitcask::open(&dir, SyncPolicy::Always, &opts()).expect("open");
+            let e = open_bitcask(&dir, SyncPolicy::Always, FILE_SIZE);
             for i in 0..10_000 {
                 e.put(
                     format!("r{i}").as_bytes(),
@@ -54,7 +50,7 @@ fn child_process_entry() {
             }
         }
         "trickle" => {
-            let e = Bitcask::open(&dir, SyncPolicy::Never, &opts()).expect("open");
+            let e = open_bitcask(&dir, SyncPolicy::Never, FILE_SIZE);
             e.put(
                 b"trickle",
                 Bytes::from_static(b"one small write"),
@@ -74,7 +70,7 @@ fn child_load(dir: &Path, merging: bool) {
     // Files large enough that rotation rarely flushes the append buffer for us.
     let o = BitcaskOptions {
         max_file_size: 1 << 20,
-        ..opts()
+        ..bitcask_opts(FILE_SIZE)
     };
     let e = Arc::new(Bitcask::open(dir, SyncPolicy::Always, &o).expect("open"));
     if merging {
@@ -216,7 +212,7 @@ fn check_acked(e: &Bitcask, acked: &Acked) {
 fn kill_9_under_sync_always_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = kill_under_load(dir.path(), "load", 3000);
-    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("reopen");
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     check_acked(&e, &model);
 }
 
@@ -224,7 +220,7 @@ fn kill_9_under_sync_always_loses_no_acknowledged_write() {
 fn kill_9_during_merges_under_write_load_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = kill_under_load(dir.path(), "load-and-merge", 4000);
-    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("reopen");
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     check_acked(&e, &model);
     // And a merge after the crash keeps it all.
     e.merge().expect("merge");
@@ -233,7 +229,7 @@ fn kill_9_during_merges_under_write_load_loses_nothing() {
 
 /// A store with overwrites, deletes and several files; returns the model of what it holds.
 fn prepare(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let e = Bitcask::open(dir, SyncPolicy::Never, &opts()).expect("open");
+    let e = open_bitcask(dir, SyncPolicy::Never, FILE_SIZE);
     let mut model = BTreeMap::new();
     for round in 0..4 {
         for i in 0..400 {
@@ -254,7 +250,7 @@ fn prepare(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 fn assert_model(dir: &Path, model: &BTreeMap<Vec<u8>, Vec<u8>>, what: &str) {
-    let e = Bitcask::open(dir, SyncPolicy::Never, &opts())
+    let e = Bitcask::open(dir, SyncPolicy::Never, &bitcask_opts(FILE_SIZE))
         .unwrap_or_else(|err| panic!("{what}: reopen: {err}"));
     let keys = e.list(b"", None, 100_000).expect("list").keys;
     assert_eq!(keys.len(), model.len(), "{what}: key count");
@@ -312,7 +308,7 @@ fn a_crash_while_taking_a_snapshot_loses_nothing() {
         .expect("run");
     assert!(!status.success(), "crash point reached");
     assert_model(dir.path(), &model, "snapshot:linked");
-    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("open");
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     assert!(
         e.snapshots().expect("list").is_empty(),
         "a half-made snapshot is not listed"
@@ -336,7 +332,7 @@ fn a_crash_during_rotation_loses_no_acknowledged_write() {
     let status = c.wait().expect("wait");
     assert!(!status.success(), "crash point reached");
     assert!(!acked.is_empty());
-    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("reopen");
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     for k in &acked {
         assert!(e.get(k.as_bytes()).expect("get").is_some(), "{k} lost");
     }
@@ -357,7 +353,7 @@ fn sync_never_hands_a_lone_small_write_to_the_os_soon() {
     std::thread::sleep(Duration::from_millis(500));
     c.kill().expect("kill -9");
     let _ = c.wait();
-    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("reopen");
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     assert!(
         e.get(b"trickle").expect("get").is_some(),
         "a write left in the buffer was lost"

@@ -3,8 +3,10 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
 use bytes::Bytes;
-use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions};
+use common::open_bitcask;
 use hoardhaven::engine::{BatchOp, Engine, Precondition, PutOptions, SyncPolicy};
 use proptest::prelude::*;
 
@@ -37,22 +39,13 @@ fn k(i: u8) -> Vec<u8> {
     format!("key/{i}").into_bytes()
 }
 
-fn open(dir: &std::path::Path) -> Bitcask {
-    let mut o = BitcaskOptions {
-        max_file_size: 4096,
-        ..BitcaskOptions::default()
-    };
-    o.merge.check_interval = None;
-    Bitcask::open(dir, SyncPolicy::Never, &o).expect("open")
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn bitcask_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut e = open(dir.path());
+        let mut e = open_bitcask(dir.path(), SyncPolicy::Never, 4096);
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for op in ops {
             match op {
@@ -92,7 +85,7 @@ proptest! {
                 Op::Reopen => {
                     e.close().expect("close");
                     drop(e);
-                    e = open(dir.path());
+                    e = open_bitcask(dir.path(), SyncPolicy::Never, 4096);
                 }
                 Op::Merge => { e.merge().expect("merge"); }
                 Op::Snapshot => { e.snapshot().expect("snapshot"); }

@@ -8,15 +8,15 @@
 //! was cut off: a torn tail), or as an error, never as other bytes. A read that meets a
 //! damaged record counts it in `Stats.corrupt_records`.
 
-mod support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use common::{copy_dir, open, scratch};
 use hoardhaven::Error;
 use hoardhaven::engine::{EngineKind, Precondition, PutOptions, SyncPolicy};
-use support::{copy_dir, open, scratch};
 
 /// Every value each key ever had (`None` = absent), in order.
 type History = BTreeMap<Vec<u8>, Vec<Option<Vec<u8>>>>;

@@ -10,16 +10,16 @@
 //!   fails leaves the table ahead of the log: it stays fail-stop (`Poisoned`) and takes writes
 //!   again after a restart, once space is back (docs/reliability.md).
 
-mod support;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
+use common::{ENGINES, State, diff, dump, open, scratch};
 use hoardhaven::Error;
 use hoardhaven::engine::fault::{self, Fault, Op, Plan};
 use hoardhaven::engine::{Engine, EngineKind, PutOptions, SyncPolicy};
-use support::{ENGINES, State, diff, dump, open, scratch};
 
 fn value(i: u32, len: usize) -> Vec<u8> {
     let mut v = format!("value-{i}-").into_bytes();
@@ -183,7 +183,7 @@ impl Drop for SmallFs {
     }
 }
 
-fn fill(dir: &Path, leave: u64) -> PathBuf {
+fn fill_filesystem(dir: &Path, leave: u64) -> PathBuf {
     let filler = dir.join("filler");
     let mut f = std::fs::File::create(&filler).expect("filler");
     let chunk = vec![7u8; 64 * 1024];
@@ -209,7 +209,7 @@ fn a_real_full_filesystem_is_survived_by_both_engines() {
                 .expect("put");
             state.insert(key, value(i, 500));
         }
-        let filler = fill(&fs.dir, 256 * 1024);
+        let filler = fill_filesystem(&fs.dir, 256 * 1024);
         let (_, err) = write_until_full(&*e, &mut state, 100, 500);
         assert!(
             matches!(err, Error::DiskFull { .. }),

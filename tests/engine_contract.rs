@@ -5,38 +5,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use bytes::Bytes;
+use common::{get, put};
 use hoardhaven::Error;
 use hoardhaven::engine::{
     self, BatchOp, Engine, EngineKind, EngineOptions, Precondition, PutOptions, SyncPolicy,
     UnixMillis, Version,
 };
 
+/// The suite's options: [`common::options`] with 64 KiB bitcask files and the memory
+/// engine's default background jobs (save points, sweeps, rewrites) left running.
 fn options(kind: EngineKind, dir: &std::path::Path, sync: SyncPolicy) -> EngineOptions {
-    let mut o = EngineOptions {
-        kind,
-        dir: dir.to_path_buf(),
-        sync,
-        ..EngineOptions::default()
-    };
-    // Small files so rotation happens in tests.
+    let d = EngineOptions::default();
+    let mut o = common::options(kind, dir, sync);
     o.bitcask.max_file_size = 64 * 1024;
-    o.bitcask.merge.check_interval = None;
+    o.memory = d.memory;
     o
 }
 
 fn open(kind: EngineKind, dir: &std::path::Path) -> Arc<dyn Engine> {
     engine::open(&options(kind, dir, SyncPolicy::Never)).expect("open")
-}
-
-fn put(e: &dyn Engine, k: &[u8], v: &[u8]) -> Version {
-    e.put(k, Bytes::copy_from_slice(v), PutOptions::default())
-        .expect("put")
-        .version
-}
-
-fn get(e: &dyn Engine, k: &[u8]) -> Option<Vec<u8>> {
-    e.get(k).expect("get").map(|v| v.bytes.to_vec())
 }
 
 fn put_get_delete_and_reopen(kind: EngineKind) {

@@ -11,16 +11,16 @@
 //! Failed fsyncs drop the bytes written since the file's last good fsync (see the seam's
 //! module doc), so acknowledging after a failed fsync would show up as a lost write.
 
-mod support;
+mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use common::{ENGINES, Step, diff, dump, open, run, scratch, workload};
 use hoardhaven::Error;
 use hoardhaven::engine::fault::{self, Fault, Op, Plan};
 use hoardhaven::engine::{EngineKind, PutOptions, SyncPolicy};
-use support::{ENGINES, Step, diff, dump, open, run, scratch, workload};
 
 /// Totals over a sweep, printed for the report.
 #[derive(Debug, Default)]
@@ -252,7 +252,7 @@ fn faults_during_recovery_never_open_a_wrong_store() {
         for ops in [&[Op::Read][..], &[Op::Write], &[Op::Sync], &[Op::Rename]] {
             for nth in 1..=12 {
                 let copy = scratch();
-                support::copy_dir(dir.path(), copy.path());
+                common::copy_dir(dir.path(), copy.path());
                 let armed = fault::arm(Plan::new(copy.path(), ops, nth));
                 if let Ok(e) = open(kind, copy.path(), SyncPolicy::Always) {
                     let got = dump(&*e);

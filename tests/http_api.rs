@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Server, enc, run_to_exit};
+use common::{Server, copy_dir, enc, run_to_exit};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use serde_json::{Value, json};
@@ -870,19 +870,6 @@ async fn snapshot_is_a_data_directory(engine: &str) {
         let t = Server::start_in(&copy, engine, &[]).await;
         assert_eq!(get(&t, "snap/1").await.text().await.expect("t"), "one");
         assert_eq!(get(&t, "%FFsnap").await.text().await.expect("t"), "two");
-    }
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let e = e.expect("entry");
-        let dst = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), dst).expect("copy");
-        }
     }
 }
 

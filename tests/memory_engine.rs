@@ -8,38 +8,13 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+mod common;
+
 use bytes::Bytes;
+use common::{get_str as get, memory_opts as opts, open_memory as open, put};
 use hoardhaven::engine::memory::{MemoryEngine, MemoryOptions};
 use hoardhaven::engine::{BatchOp, Engine, Precondition, PutOptions, UnixMillis, Version};
 use hoardhaven::{Error, SyncPolicy};
-
-fn opts() -> MemoryOptions {
-    MemoryOptions {
-        save_points: vec![],
-        shards: 8,
-        ..MemoryOptions::default()
-    }
-}
-
-fn open(dir: &Path, sync: SyncPolicy, o: &MemoryOptions) -> MemoryEngine {
-    MemoryEngine::open(dir, sync, o).expect("open")
-}
-
-fn put(e: &MemoryEngine, k: &str, v: &str) -> Version {
-    e.put(
-        k.as_bytes(),
-        Bytes::from(v.to_string()),
-        PutOptions::default(),
-    )
-    .expect("put")
-    .version
-}
-
-fn get(e: &MemoryEngine, k: &str) -> Option<String> {
-    e.get(k.as_bytes())
-        .expect("get")
-        .map(|v| String::from_utf8(v.bytes.to_vec()).expect("utf8"))
-}
 
 #[test]
 fn reopen_and_assert_with_every_sync_policy() {
@@ -491,7 +466,7 @@ fn child_main() {
         .unwrap_or(0);
     if mode == "crash-at" {
         for i in start..start + 300 {
-            put(&e, &format!("k{i}"), &format!("v{i}"));
+            put(&*e, &format!("k{i}"), &format!("v{i}"));
             println!("ack {i}");
         }
         let _ = e.merge();
@@ -517,7 +492,7 @@ fn child_main() {
             std::thread::spawn(move || {
                 let mut i = start + t;
                 loop {
-                    put(&e, &format!("k{i}"), &format!("v{i}"));
+                    put(&*e, &format!("k{i}"), &format!("v{i}"));
                     println!("ack {i}");
                     i += 4;
                 }

@@ -5,7 +5,7 @@
 //! leaked by many merges; a zero-length data file or an empty lock file blocking start-up;
 //! the clock stepping backwards.
 
-mod support;
+mod common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -13,24 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::{ENGINES, dump, get_str as get, open, put, scratch};
 use hoardhaven::engine::fault::{self, Op, Plan};
 use hoardhaven::engine::{EngineKind, Precondition, PutOptions, SyncPolicy, UnixMillis};
-use support::{ENGINES, dump, open, scratch};
-
-fn put(e: &dyn hoardhaven::Engine, k: &str, v: &str) {
-    e.put(
-        k.as_bytes(),
-        Bytes::copy_from_slice(v.as_bytes()),
-        PutOptions::default(),
-    )
-    .expect("put");
-}
-
-fn get(e: &dyn hoardhaven::Engine, k: &str) -> Option<String> {
-    e.get(k.as_bytes())
-        .expect("get")
-        .map(|v| String::from_utf8_lossy(&v.bytes).into_owned())
-}
 
 #[test]
 fn deleted_keys_stay_deleted_after_merges_and_restarts() {

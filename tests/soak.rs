@@ -9,7 +9,7 @@
 //! 32 MiB nor double from the first half of the run to its end, and RSS at the end may not pass twice the highest RSS seen in the
 //! first quarter plus 64 MiB (a leak grows without bound; a working set does not).
 
-mod support;
+mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{ENGINES, open, scratch, tree_bytes};
 use hoardhaven::engine::{BatchOp, EngineKind, Precondition, PutOptions, SyncPolicy};
-use support::{ENGINES, open, scratch};
 
 const THREADS: u64 = 3;
 const KEYS_PER_THREAD: u64 = 4000;
@@ -34,24 +34,6 @@ fn rss_bytes() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-/// Bytes on disk under `dir`, each inode once (snapshots hard-link the data files).
-fn dir_bytes(dir: &Path) -> u64 {
-    fn walk(dir: &Path, seen: &mut std::collections::HashSet<u64>) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return 0;
-        };
-        rd.flatten()
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => walk(&e.path(), seen),
-                Ok(m) if seen.insert(m.ino()) => m.len(),
-                _ => 0,
-            })
-            .sum()
-    }
-    walk(dir, &mut std::collections::HashSet::new())
 }
 
 fn value(t: u64, i: u64, n: u64) -> Vec<u8> {
@@ -149,7 +131,7 @@ fn soak(kind: EngineKind, secs: u64, out: Option<&Path>) {
         curve.push((
             started.elapsed().as_secs_f64(),
             rss_bytes(),
-            dir_bytes(dir.path()),
+            tree_bytes(dir.path()),
         ));
     }
     stop.store(true, Ordering::Release);
