@@ -155,19 +155,30 @@ struct SmallFs {
 }
 
 impl SmallFs {
+    /// Mounts it, or returns `None` after [`common::skip_unless_required`] (which fails the
+    /// test when `HOARDHAVEN_REQUIRE_TOOLS` is set).
     fn mount(size: &str) -> Option<SmallFs> {
-        let parent = tempfile::tempdir().ok()?;
+        let parent = tempfile::tempdir().expect("tempdir");
         let dir = parent.path().join("mnt");
-        std::fs::create_dir(&dir).ok()?;
-        let ok = Command::new("mount")
+        std::fs::create_dir(&dir).expect("mkdir mount point");
+        let why = match Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&dir)
             .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs here (needs root); disk-full on a real filesystem not tested"
-            );
+        {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(format!(
+                "{}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            common::skip_unless_required(&format!(
+                "cannot mount a tmpfs here (needs root): {why}; disk-full on a real filesystem \
+                 not tested"
+            ));
             return None;
         }
         Some(SmallFs {

@@ -961,11 +961,7 @@ fn external(
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            assert!(
-                std::env::var_os("HOARDHAVEN_REQUIRE_TOOLS").is_none(),
-                "{name} is required (HOARDHAVEN_REQUIRE_TOOLS is set): {e}"
-            );
-            eprintln!("note: {name} not installed; check skipped");
+            common::skip_unless_required(&format!("{name} is not installed ({e}); check skipped"));
             return None;
         }
     };

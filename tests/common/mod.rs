@@ -28,3 +28,19 @@ use hoardhaven::engine::EngineKind;
 
 /// Every engine, for the suites that run against each.
 pub const ENGINES: [EngineKind; 2] = [EngineKind::Bitcask, EngineKind::Memory];
+
+/// True when `HOARDHAVEN_REQUIRE_TOOLS` is set and not empty (as CI sets it): a missing tool,
+/// mount or privilege then fails the test instead of skipping it.
+pub fn tools_required() -> bool {
+    std::env::var_os("HOARDHAVEN_REQUIRE_TOOLS").is_some_and(|v| !v.is_empty())
+}
+
+/// Skips a check that needs something this machine lacks: prints `SKIPPED: {what}`, or panics
+/// when [`tools_required`] (a skipped check must not pass silently in CI).
+pub fn skip_unless_required(what: &str) {
+    assert!(
+        !tools_required(),
+        "{what}; required because HOARDHAVEN_REQUIRE_TOOLS is set"
+    );
+    eprintln!("SKIPPED: {what}");
+}
