@@ -166,15 +166,48 @@ fn concurrent_merge_calls_run_one_at_a_time_and_keep_the_data() {
             .expect("put");
         }
     }
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| e.merge())).collect();
-        for h in hs {
-            match h.join().expect("join") {
-                Ok(_) | Err(hoardhaven::Error::Busy("merge")) => {}
+    // Four merges released at once. However the threads are scheduled, the merges that ran
+    // (the others are refused `Busy`) must not overlap in time: each report's interval
+    // [started_at, started_at + duration] is disjoint from the others (1 ms of slack: the
+    // start is whole milliseconds, rounded down).
+    let before = e.jobs().merges_completed;
+    let gate = std::sync::Barrier::new(4);
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    gate.wait();
+                    e.merge()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| match h.join().expect("join") {
+                Ok(r) => Some(r),
+                Err(hoardhaven::Error::Busy("merge")) => None,
                 Err(other) => panic!("merge failed: {other}"),
-            }
-        }
+            })
+            .collect()
     });
+    assert!(!reports.is_empty(), "every merge was refused");
+    let span = |r: &hoardhaven::engine::MergeReport| {
+        let start = u128::from(r.started_at.0) * 1000;
+        (start, start + r.duration.as_micros())
+    };
+    for (i, a) in reports.iter().enumerate() {
+        for b in &reports[i + 1..] {
+            let ((a0, a1), (b0, b1)) = (span(a), span(b));
+            assert!(
+                a1 <= b0 + 1000 || b1 <= a0 + 1000,
+                "two merges ran at once: [{a0}, {a1}] and [{b0}, {b1}] µs"
+            );
+        }
+    }
+    assert_eq!(
+        e.jobs().merges_completed - before,
+        reports.len() as u64,
+        "merges counted"
+    );
     assert!(matches!(e.jobs().merge, JobState::Done(_)));
     for i in 0..500 {
         let got = e
