@@ -226,6 +226,7 @@ fn ttl_is_kept_across_reopen_merge_and_hints() {
     for kind in ENGINES {
         let dir = scratch();
         let far = UnixMillis::after(Duration::from_secs(3600));
+        let short_at = UnixMillis::after(Duration::from_millis(1));
         {
             let e = open(kind, dir.path(), SyncPolicy::Always).expect("open");
             for i in 0..50 {
@@ -243,14 +244,19 @@ fn ttl_is_kept_across_reopen_merge_and_hints() {
                 b"short",
                 Bytes::from_static(b"v"),
                 PutOptions {
-                    expires_at: Some(UnixMillis::after(Duration::from_millis(1))),
+                    expires_at: Some(short_at),
                     ..PutOptions::default()
                 },
             )
             .expect("put");
             e.merge().expect("merge");
         }
-        std::thread::sleep(Duration::from_millis(1100));
+        // Wait for the event, the clock passing the expiry (bitcask keeps whole seconds,
+        // rounded up), rather than for a fixed time.
+        let expired_by = short_at.0.div_ceil(1000) * 1000;
+        while UnixMillis::now().0 <= expired_by {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         for _ in 0..2 {
             let e = open(kind, dir.path(), SyncPolicy::Always).expect("reopen");
             for i in 0..50 {
