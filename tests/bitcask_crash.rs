@@ -2,26 +2,30 @@
 //! `HH_CHILD` set) is killed with SIGKILL under load, or aborts at an injected crash point
 //! (`HOARDHAVEN_CRASH_AT`) inside merge, snapshot and rotation. The parent then reopens the
 //! data directory and checks that nothing acknowledged was lost and nothing dead came back.
+//!
+//! A crash-point run counts only when the child died of SIGABRT after printing the hook's
+//! `crash point <name>: aborting` line: a panic or an error exit before the named step is a
+//! failure, not "the crash point was reached". Every wait on the child is for an event (a
+//! line, an exit, bytes in a file) and bounded, with a message saying what did not happen.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use bytes::Bytes;
+use common::{
+    KillOnDrop, Lines, NoLine, STEP_TIMEOUT, assert_aborted_at, bitcask_opts, data_files,
+    open_bitcask, wait_child,
+};
 use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions};
 use hoardhaven::engine::{Engine, Precondition, PutOptions, SyncPolicy};
 
-fn opts() -> BitcaskOptions {
-    let mut o = BitcaskOptions {
-        max_file_size: 32 * 1024,
-        ..BitcaskOptions::default()
-    };
-    o.merge.check_interval = None;
-    o
-}
+const FILE_SIZE: u64 = 32 * 1024;
 
 /// Entry point of the child processes; does nothing in a normal test run.
 #[test]
@@ -34,15 +38,15 @@ fn child_process_entry() {
         "load" => child_load(&dir, false),
         "load-and-merge" => child_load(&dir, true),
         "merge" => {
-            let e = Bitcask::open(&dir, SyncPolicy::Never, &opts()).expect("open");
+            let e = open_bitcask(&dir, SyncPolicy::Never, FILE_SIZE);
             e.merge().expect("merge");
         }
         "snapshot" => {
-            let e = Bitcask::open(&dir, SyncPolicy::Never, &opts()).expect("open");
+            let e = open_bitcask(&dir, SyncPolicy::Never, FILE_SIZE);
             e.snapshot().expect("snapshot");
         }
         "rotate" => {
-            let e = Bitcask::open(&dir, SyncPolicy::Always, &opts()).expect("open");
+            let e = open_bitcask(&dir, SyncPolicy::Always, FILE_SIZE);
             for i in 0..10_000 {
                 e.put(
                     format!("r{i}").as_bytes(),
@@ -54,7 +58,7 @@ fn child_process_entry() {
             }
         }
         "trickle" => {
-            let e = Bitcask::open(&dir, SyncPolicy::Never, &opts()).expect("open");
+            let e = open_bitcask(&dir, SyncPolicy::Never, FILE_SIZE);
             e.put(
                 b"trickle",
                 Bytes::from_static(b"one small write"),
@@ -62,7 +66,11 @@ fn child_process_entry() {
             )
             .expect("put");
             println!("ack trickle");
-            std::thread::sleep(Duration::from_secs(60));
+            // Never returns: only the flush tick can hand the write to the OS (dropping the
+            // store would flush it too). The parent kills this process.
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
         }
         other => panic!("unknown child mode {other}"),
     }
@@ -74,14 +82,18 @@ fn child_load(dir: &Path, merging: bool) {
     // Files large enough that rotation rarely flushes the append buffer for us.
     let o = BitcaskOptions {
         max_file_size: 1 << 20,
-        ..opts()
+        ..bitcask_opts(FILE_SIZE)
     };
     let e = Arc::new(Bitcask::open(dir, SyncPolicy::Always, &o).expect("open"));
     if merging {
         let m = e.clone();
         std::thread::spawn(move || {
             loop {
-                let _ = m.merge();
+                if let Err(err) = m.merge() {
+                    eprintln!("merge under load failed: {err}");
+                    std::process::exit(3);
+                }
+                writeln!(std::io::stdout().lock(), "merged").expect("stdout");
                 std::thread::sleep(Duration::from_millis(5));
             }
         });
@@ -129,11 +141,38 @@ fn child(mode: &str, dir: &Path, crash_at: Option<&str>) -> Command {
     .env("HH_DIR", dir)
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
+    c.env_remove("HOARDHAVEN_CRASH_AT");
     if let Some(p) = crash_at {
         c.env("HOARDHAVEN_CRASH_AT", p);
     }
     c
 }
+
+/// The crash hook's last words (`hoardhaven_engine::crash_point`).
+fn marker(point: &str) -> String {
+    format!("crash point {point}: aborting")
+}
+
+/// Runs `mode` with the crash point `point` armed; returns its exit, its stdout lines and its
+/// stderr once it has exited (bounded).
+fn run_to_crash(mode: &str, dir: &Path, point: &str) -> (ExitStatus, Vec<String>, String) {
+    let err_dir = tempfile::tempdir().expect("tempdir");
+    let err_path = err_dir.path().join("stderr");
+    let mut c = KillOnDrop(
+        child(mode, dir, Some(point))
+            .stderr(std::fs::File::create(&err_path).expect("stderr file"))
+            .spawn()
+            .expect("spawn"),
+    );
+    let lines = Lines::of(&mut c).rest(point);
+    let status = wait_child(&mut c, point);
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    (status, lines, stderr)
+}
+
+/// Longest a load child may take to reach its targets: generous, so that only a hang or a
+/// stuck writer reaches it on a loaded machine (no throughput is asserted).
+const LOAD_BOUND: Duration = Duration::from_secs(600);
 
 /// What the parent learnt from a load child: the last acknowledged state of each key, and
 /// each writer thread's last acknowledged step (its next op may have landed unacknowledged).
@@ -143,27 +182,39 @@ struct Acked {
     last_step: BTreeMap<u64, u64>,
 }
 
-/// Runs a load child, SIGKILLs it after `acks` acknowledged writes, then drains every line it
-/// printed before dying: those are all acknowledged.
-fn kill_under_load(dir: &Path, mode: &str, acks: usize) -> Acked {
-    let mut c = child(mode, dir, None).spawn().expect("spawn");
-    let mut out = BufReader::new(c.stdout.take().expect("stdout"));
+/// Runs a load child, SIGKILLs it once it has acknowledged `acks` writes and finished
+/// `merges` merges, then drains every complete line it printed before dying: those are all
+/// acknowledged.
+fn kill_under_load(dir: &Path, mode: &str, acks: usize, merges: usize) -> Acked {
+    let mut c = KillOnDrop(child(mode, dir, None).spawn().expect("spawn"));
+    let out = Lines::of(&mut c);
     let mut acked = Acked::default();
-    let mut n = 0;
+    let (mut n, mut merged) = (0, 0);
     let mut killed = false;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut line = Vec::new();
+    let deadline = Instant::now() + LOAD_BOUND;
     loop {
-        line.clear();
-        if out.read_until(b'\n', &mut line).expect("read") == 0 {
-            break;
-        }
-        if line.last() != Some(&b'\n') {
-            break; // a line cut by the kill: not an acknowledgement
-        }
-        let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+        let text = match out.next_before(if killed {
+            Instant::now() + STEP_TIMEOUT
+        } else {
+            deadline
+        }) {
+            Ok(t) => t,
+            Err(NoLine::Closed) => break,
+            Err(NoLine::Timeout) => {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!(
+                    "{mode}: after {n} acknowledged writes and {merged} merges the child was \
+                     silent until the bound ({LOAD_BOUND:?} in all, {STEP_TIMEOUT:?} after the kill)"
+                );
+            }
+        };
         let parts: Vec<&str> = text.split(' ').collect();
         let (key, value, thread, step) = match parts.as_slice() {
+            ["merged"] => {
+                merged += 1;
+                continue;
+            }
             ["put", k, v] => {
                 let (t, i) = v.split_once(':').expect("value t:i");
                 (
@@ -182,13 +233,20 @@ fn kill_under_load(dir: &Path, mode: &str, acks: usize) -> Acked {
         acked.state.insert(key, value);
         acked.last_step.insert(thread, step);
         n += 1;
-        if !killed && (n >= acks || Instant::now() > deadline) {
+        if !killed && n >= acks && merged >= merges {
             c.kill().expect("kill -9");
             killed = true;
         }
     }
-    let _ = c.wait();
-    assert!(n >= acks, "child acknowledged only {n} writes");
+    let status = wait_child(&mut c, mode);
+    assert!(
+        killed,
+        "{mode}: the child exited by itself ({status}) after {n} writes and {merged} merges"
+    );
+    assert!(
+        n >= acks && merged >= merges,
+        "{mode}: {n} writes, {merged} merges"
+    );
     acked
 }
 
@@ -215,16 +273,16 @@ fn check_acked(e: &Bitcask, acked: &Acked) {
 #[test]
 fn kill_9_under_sync_always_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let model = kill_under_load(dir.path(), "load", 3000);
-    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("reopen");
+    let model = kill_under_load(dir.path(), "load", 3000, 0);
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     check_acked(&e, &model);
 }
 
 #[test]
 fn kill_9_during_merges_under_write_load_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let model = kill_under_load(dir.path(), "load-and-merge", 4000);
-    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("reopen");
+    let model = kill_under_load(dir.path(), "load-and-merge", 4000, 3);
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     check_acked(&e, &model);
     // And a merge after the crash keeps it all.
     e.merge().expect("merge");
@@ -233,7 +291,7 @@ fn kill_9_during_merges_under_write_load_loses_nothing() {
 
 /// A store with overwrites, deletes and several files; returns the model of what it holds.
 fn prepare(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let e = Bitcask::open(dir, SyncPolicy::Never, &opts()).expect("open");
+    let e = open_bitcask(dir, SyncPolicy::Never, FILE_SIZE);
     let mut model = BTreeMap::new();
     for round in 0..4 {
         for i in 0..400 {
@@ -254,7 +312,7 @@ fn prepare(dir: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 fn assert_model(dir: &Path, model: &BTreeMap<Vec<u8>, Vec<u8>>, what: &str) {
-    let e = Bitcask::open(dir, SyncPolicy::Never, &opts())
+    let e = Bitcask::open(dir, SyncPolicy::Never, &bitcask_opts(FILE_SIZE))
         .unwrap_or_else(|err| panic!("{what}: reopen: {err}"));
     let keys = e.list(b"", None, 100_000).expect("list").keys;
     assert_eq!(keys.len(), model.len(), "{what}: key count");
@@ -292,13 +350,8 @@ fn a_crash_at_every_step_of_merge_loses_nothing() {
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let model = prepare(dir.path());
-        let status = child("merge", dir.path(), Some(point))
-            .status()
-            .expect("run child");
-        assert!(
-            !status.success(),
-            "{point}: the crash point was not reached"
-        );
+        let (status, _, stderr) = run_to_crash("merge", dir.path(), point);
+        assert_aborted_at(status, &stderr, &marker(point), point);
         assert_model(dir.path(), &model, point);
     }
 }
@@ -307,12 +360,11 @@ fn a_crash_at_every_step_of_merge_loses_nothing() {
 fn a_crash_while_taking_a_snapshot_loses_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let model = prepare(dir.path());
-    let status = child("snapshot", dir.path(), Some("snapshot:linked"))
-        .status()
-        .expect("run");
-    assert!(!status.success(), "crash point reached");
+    let point = "snapshot:linked";
+    let (status, _, stderr) = run_to_crash("snapshot", dir.path(), point);
+    assert_aborted_at(status, &stderr, &marker(point), point);
     assert_model(dir.path(), &model, "snapshot:linked");
-    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("open");
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     assert!(
         e.snapshots().expect("list").is_empty(),
         "a half-made snapshot is not listed"
@@ -324,19 +376,18 @@ fn a_crash_while_taking_a_snapshot_loses_nothing() {
 #[test]
 fn a_crash_during_rotation_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = child("rotate", dir.path(), Some("rotate:sealed"))
-        .spawn()
-        .expect("spawn");
-    let out = c.stdout.take().expect("stdout");
-    let acked: Vec<String> = BufReader::new(out)
-        .lines()
-        .map_while(Result::ok)
-        .filter_map(|l| l.strip_prefix("ack ").map(str::to_string))
+    let point = "rotate:sealed";
+    let (status, lines, stderr) = run_to_crash("rotate", dir.path(), point);
+    assert_aborted_at(status, &stderr, &marker(point), point);
+    let acked: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.split_once("ack ").map(|(_, k)| k.to_string()))
         .collect();
-    let status = c.wait().expect("wait");
-    assert!(!status.success(), "crash point reached");
-    assert!(!acked.is_empty());
-    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("reopen");
+    assert!(
+        !acked.is_empty(),
+        "no write acknowledged before the rotation"
+    );
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     for k in &acked {
         assert!(e.get(k.as_bytes()).expect("get").is_some(), "{k} lost");
     }
@@ -345,19 +396,33 @@ fn a_crash_during_rotation_loses_no_acknowledged_write() {
 #[test]
 fn sync_never_hands_a_lone_small_write_to_the_os_soon() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = child("trickle", dir.path(), None).spawn().expect("spawn");
-    let mut out = BufReader::new(c.stdout.take().expect("stdout"));
-    let mut line = String::new();
+    let mut c = KillOnDrop(child("trickle", dir.path(), None).spawn().expect("spawn"));
+    let out = Lines::of(&mut c);
     // libtest may print "test child_process_entry ... " on the same line first.
-    while !line.contains("ack trickle") {
-        line.clear();
-        assert!(out.read_line(&mut line).expect("read") > 0, "child died");
+    while !out
+        .next("waiting for the trickle write")
+        .expect("the child died before acknowledging")
+        .contains("ack trickle")
+    {}
+    // The event: the record's bytes are in the data file as the OS sees it (the page cache
+    // survives kill -9), which only the flush tick can bring about while the child sleeps.
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    let in_file = || {
+        data_files(dir.path())
+            .iter()
+            .any(|p| std::fs::read(p).is_ok_and(|b| b.windows(15).any(|w| w == b"one small write")))
+    };
+    while !in_file() {
+        if Instant::now() >= deadline {
+            panic!(
+                "a lone write under sync=never was not handed to the OS within {STEP_TIMEOUT:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    // Far longer than the 50 ms flush tick, far shorter than the child's sleep.
-    std::thread::sleep(Duration::from_millis(500));
     c.kill().expect("kill -9");
     let _ = c.wait();
-    let e = Bitcask::open(dir.path(), SyncPolicy::Never, &opts()).expect("reopen");
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     assert!(
         e.get(b"trickle").expect("get").is_some(),
         "a write left in the buffer was lost"

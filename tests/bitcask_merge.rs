@@ -2,40 +2,22 @@
 //! writes made during a merge survive it, snapshots hold exactly the data of their moment.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod common;
+
 use bytes::Bytes;
+use common::{bitcask_opts, dir_size, open_bitcask};
 use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions};
 use hoardhaven::engine::{Engine, JobState, Precondition, PutOptions, SyncPolicy};
 
-fn opts() -> BitcaskOptions {
-    let mut o = BitcaskOptions {
-        max_file_size: 64 * 1024,
-        ..BitcaskOptions::default()
-    };
-    o.merge.check_interval = None;
-    o
-}
-
-fn open(dir: &Path) -> Bitcask {
-    Bitcask::open(dir, SyncPolicy::Never, &opts()).expect("open")
-}
-
-fn dir_size(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .expect("read_dir")
-        .flatten()
-        .filter(|e| e.path().is_file())
-        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
-        .sum()
-}
+const FILE_SIZE: u64 = 64 * 1024;
 
 #[test]
 fn merge_reclaims_space_and_keeps_live_data_across_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = open(dir.path());
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     let big = Bytes::from(vec![b'x'; 500]);
     for _ in 0..10 {
         for i in 0..200 {
@@ -72,7 +54,7 @@ fn merge_reclaims_space_and_keeps_live_data_across_reopen() {
     );
     e.close().expect("close");
     drop(e);
-    let e = open(dir.path());
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     for i in 0..200 {
         let got = e
             .get(format!("k{i}").as_bytes())
@@ -85,7 +67,7 @@ fn merge_reclaims_space_and_keeps_live_data_across_reopen() {
 #[test]
 fn reads_during_merge_are_never_wrong_and_concurrent_writes_survive() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = Arc::new(open(dir.path()));
+    let e = Arc::new(open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE));
     // Stable keys: their value never changes, so any read must return exactly it.
     for i in 0..2000 {
         e.put(
@@ -167,13 +149,13 @@ fn reads_during_merge_are_never_wrong_and_concurrent_writes_survive() {
     check(&e);
     e.close().expect("close");
     drop(e);
-    check(&open(dir.path()));
+    check(&open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE));
 }
 
 #[test]
 fn concurrent_merge_calls_run_one_at_a_time_and_keep_the_data() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = Arc::new(open(dir.path()));
+    let e = Arc::new(open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE));
     for r in 0..20u8 {
         for i in 0..500 {
             e.put(
@@ -184,15 +166,48 @@ fn concurrent_merge_calls_run_one_at_a_time_and_keep_the_data() {
             .expect("put");
         }
     }
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| e.merge())).collect();
-        for h in hs {
-            match h.join().expect("join") {
-                Ok(_) | Err(hoardhaven::Error::Busy("merge")) => {}
+    // Four merges released at once. However the threads are scheduled, the merges that ran
+    // (the others are refused `Busy`) must not overlap in time: each report's interval
+    // [started_at, started_at + duration] is disjoint from the others (1 ms of slack: the
+    // start is whole milliseconds, rounded down).
+    let before = e.jobs().merges_completed;
+    let gate = std::sync::Barrier::new(4);
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    gate.wait();
+                    e.merge()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .filter_map(|h| match h.join().expect("join") {
+                Ok(r) => Some(r),
+                Err(hoardhaven::Error::Busy("merge")) => None,
                 Err(other) => panic!("merge failed: {other}"),
-            }
-        }
+            })
+            .collect()
     });
+    assert!(!reports.is_empty(), "every merge was refused");
+    let span = |r: &hoardhaven::engine::MergeReport| {
+        let start = u128::from(r.started_at.0) * 1000;
+        (start, start + r.duration.as_micros())
+    };
+    for (i, a) in reports.iter().enumerate() {
+        for b in &reports[i + 1..] {
+            let ((a0, a1), (b0, b1)) = (span(a), span(b));
+            assert!(
+                a1 <= b0 + 1000 || b1 <= a0 + 1000,
+                "two merges ran at once: [{a0}, {a1}] and [{b0}, {b1}] µs"
+            );
+        }
+    }
+    assert_eq!(
+        e.jobs().merges_completed - before,
+        reports.len() as u64,
+        "merges counted"
+    );
     assert!(matches!(e.jobs().merge, JobState::Done(_)));
     for i in 0..500 {
         let got = e
@@ -206,7 +221,7 @@ fn concurrent_merge_calls_run_one_at_a_time_and_keep_the_data() {
 #[test]
 fn snapshot_is_a_data_directory_holding_exactly_its_moment() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = open(dir.path());
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     let mut model = BTreeMap::new();
     for i in 0..1500 {
         let v = format!("v{i}");
@@ -244,7 +259,7 @@ fn snapshot_is_a_data_directory_holding_exactly_its_moment() {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].path, snap.path);
     {
-        let s = open(&snap.path);
+        let s = open_bitcask(&snap.path, SyncPolicy::Never, FILE_SIZE);
         let keys = s.list(b"", None, 10_000).expect("list").keys;
         assert_eq!(keys.len(), model.len());
         for (k, v) in &model {
@@ -279,7 +294,7 @@ fn old_snapshots_are_pruned() {
     let dir = tempfile::tempdir().expect("tempdir");
     let o = BitcaskOptions {
         snapshots_kept: 2,
-        ..opts()
+        ..bitcask_opts(FILE_SIZE)
     };
     let e = Bitcask::open(dir.path(), SyncPolicy::Never, &o).expect("open");
     let mut paths = Vec::new();
@@ -290,8 +305,8 @@ fn old_snapshots_are_pruned() {
             PutOptions::default(),
         )
         .expect("put");
+        // Back to back: snapshots in one millisecond are numbered, not clashing.
         paths.push(e.snapshot().expect("snapshot").path);
-        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     let kept: Vec<_> = e
         .snapshots()
@@ -306,7 +321,7 @@ fn old_snapshots_are_pruned() {
 #[test]
 fn expired_records_are_dropped_by_merge() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let e = open(dir.path());
+    let e = open_bitcask(dir.path(), SyncPolicy::Never, FILE_SIZE);
     let gone = PutOptions {
         expires_at: Some(hoardhaven::engine::UnixMillis(1000)),
         ..PutOptions::default()
@@ -334,7 +349,7 @@ fn no_hint_file_outlives_its_data_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let o = BitcaskOptions {
             max_file_size: 4096,
-            ..opts()
+            ..bitcask_opts(FILE_SIZE)
         };
         let e = Bitcask::open(dir.path(), SyncPolicy::Never, &o).expect("open");
         for i in 0..200 {

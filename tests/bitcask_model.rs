@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
 use bytes::Bytes;
-use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions};
-use hoardhaven::engine::{BatchOp, Engine, Precondition, PutOptions, SyncPolicy};
+use common::open_bitcask;
+use hoardhaven::Error;
+use hoardhaven::engine::{BatchOp, Engine, Precondition, PutOptions, SyncPolicy, Version};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -37,29 +40,24 @@ fn k(i: u8) -> Vec<u8> {
     format!("key/{i}").into_bytes()
 }
 
-fn open(dir: &std::path::Path) -> Bitcask {
-    let mut o = BitcaskOptions {
-        max_file_size: 4096,
-        ..BitcaskOptions::default()
-    };
-    o.merge.check_interval = None;
-    Bitcask::open(dir, SyncPolicy::Never, &o).expect("open")
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn bitcask_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..60)) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut e = open(dir.path());
+        let mut e = open_bitcask(dir.path(), SyncPolicy::Never, 4096);
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        // Every version each key was written with by `Put` / `CasPut` (all but the newest are
+        // stale), kept across reopen and merge.
+        let mut seen: BTreeMap<Vec<u8>, Vec<Version>> = BTreeMap::new();
         for op in ops {
             match op {
                 Op::Put(i, v) => {
                     let w = e.put(&k(i), Bytes::from(v.clone()), PutOptions::default()).expect("put");
                     prop_assert_eq!(w.created, !model.contains_key(&k(i)));
                     model.insert(k(i), v);
+                    seen.entry(k(i)).or_default().push(w.version);
                 }
                 Op::Delete(i) => {
                     let r = e.delete(&k(i), Precondition::None).expect("delete");
@@ -68,9 +66,22 @@ proptest! {
                 Op::CasPut(i, v) => {
                     let cur = e.head(&k(i)).expect("head").map(|m| m.version);
                     if let Some(ver) = cur {
+                        // A stale version (an older write of this key, else one below the
+                        // current) is refused and changes nothing.
+                        let stale = seen.get(&k(i))
+                            .and_then(|vs| vs.iter().rev().find(|x| **x != ver).copied())
+                            .unwrap_or(Version(ver.0 - 1));
+                        let opts = PutOptions { precondition: Precondition::IfVersion(stale), ..PutOptions::default() };
+                        let r = e.put(&k(i), Bytes::from_static(b"stale write"), opts);
+                        prop_assert!(
+                            matches!(r, Err(Error::PreconditionFailed { .. })),
+                            "key {} version {:?} (current {:?}): {:?}", i, stale, ver, r.map(|w| w.version)
+                        );
                         let opts = PutOptions { precondition: Precondition::IfVersion(ver), ..PutOptions::default() };
-                        e.put(&k(i), Bytes::from(v.clone()), opts).expect("cas with current version");
+                        let w = e.put(&k(i), Bytes::from(v.clone()), opts).expect("cas with current version");
+                        prop_assert!(w.version > ver);
                         model.insert(k(i), v);
+                        seen.entry(k(i)).or_default().push(w.version);
                     } else {
                         let opts = PutOptions { precondition: Precondition::IfExists, ..PutOptions::default() };
                         prop_assert!(e.put(&k(i), Bytes::from(v), opts).is_err());
@@ -92,7 +103,7 @@ proptest! {
                 Op::Reopen => {
                     e.close().expect("close");
                     drop(e);
-                    e = open(dir.path());
+                    e = open_bitcask(dir.path(), SyncPolicy::Never, 4096);
                 }
                 Op::Merge => { e.merge().expect("merge"); }
                 Op::Snapshot => { e.snapshot().expect("snapshot"); }

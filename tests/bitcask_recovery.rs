@@ -3,61 +3,26 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+mod common;
 
 use bytes::Bytes;
+use common::{bitcask_opts, check_filled, data_files, value};
 use hoardhaven::Error;
-use hoardhaven::engine::bitcask::{Bitcask, BitcaskOptions};
+use hoardhaven::engine::bitcask::Bitcask;
 use hoardhaven::engine::{Engine, PutOptions, SyncPolicy};
 
-fn opts() -> BitcaskOptions {
-    let mut o = BitcaskOptions {
-        max_file_size: 16 * 1024,
-        ..BitcaskOptions::default()
-    };
-    o.merge.check_interval = None;
-    o
-}
+const FILE_SIZE: u64 = 16 * 1024;
 
 fn open(dir: &Path) -> hoardhaven::Result<Bitcask> {
-    Bitcask::open(dir, SyncPolicy::Never, &opts())
-}
-
-fn value(i: usize) -> Vec<u8> {
-    format!("value-{i}-{}", "x".repeat(i % 50)).into_bytes()
+    Bitcask::open(dir, SyncPolicy::Never, &bitcask_opts(FILE_SIZE))
 }
 
 fn fill(dir: &Path, n: usize) {
     let e = open(dir).expect("open");
-    for i in 0..n {
-        e.put(
-            format!("key{i}").as_bytes(),
-            Bytes::from(value(i)),
-            PutOptions::default(),
-        )
-        .expect("put");
-    }
+    common::fill(&e, n);
     e.close().expect("close");
-}
-
-fn data_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .expect("read_dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "data"))
-        .collect();
-    v.sort();
-    v
-}
-
-fn check_all(e: &Bitcask, n: usize) {
-    for i in 0..n {
-        let got = e
-            .get(format!("key{i}").as_bytes())
-            .expect("get")
-            .map(|v| v.bytes.to_vec());
-        assert_eq!(got, Some(value(i)), "key{i}");
-    }
 }
 
 /// Offsets of the records in a data file (after its 32-byte header).
@@ -103,7 +68,7 @@ fn torn_tails_are_cut_and_everything_before_is_kept() {
         let good_len = fs::metadata(&last).expect("stat").len();
         damage(&last);
         let e = open(dir.path()).unwrap_or_else(|err| panic!("{name}: {err}"));
-        check_all(&e, 300);
+        check_filled(&e, 300);
         assert_eq!(
             fs::metadata(&last).expect("stat").len(),
             good_len,
@@ -117,7 +82,7 @@ fn torn_tails_are_cut_and_everything_before_is_kept() {
         .expect("put");
         e.close().expect("close");
         let e = open(dir.path()).expect("reopen");
-        check_all(&e, 300);
+        check_filled(&e, 300);
         assert_eq!(
             e.get(b"after").expect("get").map(|v| v.bytes),
             Some(Bytes::from_static(b"crash"))
@@ -137,7 +102,7 @@ fn a_record_cut_in_the_middle_is_dropped_alone() {
         .and_then(|f| f.set_len(len - 3))
         .expect("truncate");
     let e = open(dir.path()).expect("open");
-    check_all(&e, 49);
+    check_filled(&e, 49);
     assert_eq!(e.get(b"key49").expect("get"), None);
 }
 
@@ -319,7 +284,7 @@ fn empty_and_leftover_files_do_not_block_start_up() {
     .expect("merging");
     fs::write(dir.path().join("0000000001-00000.hint.tmp"), b"half a hint").expect("hint tmp");
     let e = open(dir.path()).expect("open");
-    check_all(&e, 10);
+    check_filled(&e, 10);
     assert!(!dir.path().join("0000000001-00001.data.merging").exists());
     assert!(!dir.path().join("0000000099-00000.data").exists());
 }
@@ -346,10 +311,10 @@ fn a_newer_format_is_refused_clearly() {
 fn mmap_and_pread_read_the_same() {
     let dir = tempfile::tempdir().expect("tempdir");
     fill(dir.path(), 500);
-    let mut o = opts();
+    let mut o = bitcask_opts(FILE_SIZE);
     o.read_mode = hoardhaven::engine::bitcask::ReadMode::Mmap;
     let e = Bitcask::open(dir.path(), SyncPolicy::Never, &o).expect("open");
-    check_all(&e, 500);
+    check_filled(&e, 500);
     for i in 500..800 {
         e.put(
             format!("key{i}").as_bytes(),
@@ -358,7 +323,7 @@ fn mmap_and_pread_read_the_same() {
         )
         .expect("put");
     }
-    check_all(&e, 800);
+    check_filled(&e, 800);
     e.merge().expect("merge");
-    check_all(&e, 800);
+    check_filled(&e, 800);
 }

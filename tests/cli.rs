@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use assert_cmd::Command;
-use common::{STEP_TIMEOUT, Server};
+use common::{STEP_TIMEOUT, Server, data_files};
 
 /// The binary with a clean environment and a bounded run time.
 fn hh() -> Command {
@@ -223,7 +223,8 @@ fn export_lines(dir: &Path, engine: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn export_import_round_trip_keeps_bytes_and_expiry() {
-    for engine in common::ENGINES {
+    for kind in common::ENGINES {
+        let engine = &*kind.to_string();
         let tmp = tempfile::tempdir().expect("tempdir");
         let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
         let src = tmp.path().join("in.jsonl");
@@ -268,8 +269,8 @@ fn export_import_round_trip_keeps_bytes_and_expiry() {
     }
 }
 
-/// Imports `n` keys of `size`-byte values into `dir` (bitcask).
-fn fill(dir: &Path, n: usize, size: usize, tag: char) {
+/// Imports `n` keys of `size`-byte values into `dir` (bitcask) with `hoardhaven import`.
+fn import_keys(dir: &Path, n: usize, size: usize, tag: char) {
     let v: String = std::iter::repeat_n(tag, size).collect();
     let lines: String = (0..n)
         .map(|i| format!("{{\"key\":\"key{i:05}\",\"value\":\"{v}\"}}\n"))
@@ -282,36 +283,17 @@ fn fill(dir: &Path, n: usize, size: usize, tag: char) {
     assert_eq!(code, 0, "{err}");
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .expect("read_dir")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
-        .sum()
-}
-
-fn data_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read_dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "data"))
-        .collect();
-    v.sort();
-    v
-}
-
 #[test]
 fn compact_shrinks_a_directory_and_info_reports() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("d");
-    fill(&dir, 200, 1000, 'a');
-    fill(&dir, 200, 1000, 'b'); // every key overwritten: half the bytes are dead
-    let before = dir_bytes(&dir);
+    import_keys(&dir, 200, 1000, 'a');
+    import_keys(&dir, 200, 1000, 'b'); // every key overwritten: half the bytes are dead
+    let before = common::dir_size(&dir);
     let (code, out, err) = offline(&["compact"], &dir);
     assert_eq!(code, 0, "{err}");
     assert!(lossy(&out).contains("compacted"), "{}", lossy(&out));
-    let after = dir_bytes(&dir);
+    let after = common::dir_size(&dir);
     assert!(after < before * 2 / 3, "{before} -> {after}");
     let (code, out, _) = offline(&["info", "--json"], &dir);
     assert_eq!(code, 0);
@@ -331,7 +313,7 @@ fn compact_shrinks_a_directory_and_info_reports() {
 fn check_finds_a_flipped_bit_and_refuses_to_cut_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("d");
-    fill(&dir, 50, 100, 'x');
+    import_keys(&dir, 50, 100, 'x');
     assert_eq!(offline(&["compact"], &dir).0, 0); // a sealed merge output with a hint
     let (code, out, err) = offline(&["check"], &dir);
     assert_eq!(code, 0, "{}{err}", lossy(&out));
@@ -363,7 +345,7 @@ fn check_finds_a_flipped_bit_and_refuses_to_cut_it() {
 fn check_reports_a_torn_tail_and_repair_cuts_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("d");
-    fill(&dir, 20, 10, 'y');
+    import_keys(&dir, 20, 10, 'y');
     let last = data_files(&dir).pop().expect("a data file");
     let good_len = std::fs::metadata(&last).expect("stat").len();
     // A crash mid-append: half a record header of garbage after the last record.

@@ -10,16 +10,16 @@
 //!   fails leaves the table ahead of the log: it stays fail-stop (`Poisoned`) and takes writes
 //!   again after a restart, once space is back (docs/reliability.md).
 
-mod support;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bytes::Bytes;
+use common::{ENGINES, State, diff, dump, open, scratch};
 use hoardhaven::Error;
 use hoardhaven::engine::fault::{self, Fault, Op, Plan};
 use hoardhaven::engine::{Engine, EngineKind, PutOptions, SyncPolicy};
-use support::{ENGINES, State, diff, dump, open, scratch};
 
 fn value(i: u32, len: usize) -> Vec<u8> {
     let mut v = format!("value-{i}-").into_bytes();
@@ -155,19 +155,30 @@ struct SmallFs {
 }
 
 impl SmallFs {
+    /// Mounts it, or returns `None` after [`common::skip_unless_required`] (which fails the
+    /// test when `HOARDHAVEN_REQUIRE_TOOLS` is set).
     fn mount(size: &str) -> Option<SmallFs> {
-        let parent = tempfile::tempdir().ok()?;
+        let parent = tempfile::tempdir().expect("tempdir");
         let dir = parent.path().join("mnt");
-        std::fs::create_dir(&dir).ok()?;
-        let ok = Command::new("mount")
+        std::fs::create_dir(&dir).expect("mkdir mount point");
+        let why = match Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
             .arg(&dir)
             .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            eprintln!(
-                "SKIPPED: cannot mount a tmpfs here (needs root); disk-full on a real filesystem not tested"
-            );
+        {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(format!(
+                "{}: {}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = why {
+            common::skip_unless_required(&format!(
+                "cannot mount a tmpfs here (needs root): {why}; disk-full on a real filesystem \
+                 not tested"
+            ));
             return None;
         }
         Some(SmallFs {
@@ -183,7 +194,7 @@ impl Drop for SmallFs {
     }
 }
 
-fn fill(dir: &Path, leave: u64) -> PathBuf {
+fn fill_filesystem(dir: &Path, leave: u64) -> PathBuf {
     let filler = dir.join("filler");
     let mut f = std::fs::File::create(&filler).expect("filler");
     let chunk = vec![7u8; 64 * 1024];
@@ -209,7 +220,7 @@ fn a_real_full_filesystem_is_survived_by_both_engines() {
                 .expect("put");
             state.insert(key, value(i, 500));
         }
-        let filler = fill(&fs.dir, 256 * 1024);
+        let filler = fill_filesystem(&fs.dir, 256 * 1024);
         let (_, err) = write_until_full(&*e, &mut state, 100, 500);
         assert!(
             matches!(err, Error::DiskFull { .. }),

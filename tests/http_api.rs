@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Server, enc, run_to_exit};
+use common::{Server, copy_dir, enc, run_to_exit};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use serde_json::{Value, json};
@@ -873,19 +873,6 @@ async fn snapshot_is_a_data_directory(engine: &str) {
     }
 }
 
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let e = e.expect("entry");
-        let dst = to.join(e.file_name());
-        if e.file_type().expect("type").is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else if e.file_name() != "LOCK" {
-            std::fs::copy(e.path(), dst).expect("copy");
-        }
-    }
-}
-
 async fn metrics_are_exposed(engine: &str) {
     let s = Server::start(engine, &[]).await;
     put(&s, "m", "v").await;
@@ -974,11 +961,7 @@ fn external(
     let mut child = match child {
         Ok(c) => c,
         Err(e) => {
-            assert!(
-                std::env::var_os("HOARDHAVEN_REQUIRE_TOOLS").is_none(),
-                "{name} is required (HOARDHAVEN_REQUIRE_TOOLS is set): {e}"
-            );
-            eprintln!("note: {name} not installed; check skipped");
+            common::skip_unless_required(&format!("{name} is not installed ({e}); check skipped"));
             return None;
         }
     };

@@ -3,43 +3,20 @@
 //! crash tests (the test binary re-executes itself as the child, see `child_main`).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+mod common;
+
 use bytes::Bytes;
+use common::{
+    KillOnDrop, Lines, assert_aborted_at, get_str as get, memory_opts as opts, open_memory as open,
+    put, wait_child,
+};
 use hoardhaven::engine::memory::{MemoryEngine, MemoryOptions};
 use hoardhaven::engine::{BatchOp, Engine, Precondition, PutOptions, UnixMillis, Version};
 use hoardhaven::{Error, SyncPolicy};
-
-fn opts() -> MemoryOptions {
-    MemoryOptions {
-        save_points: vec![],
-        shards: 8,
-        ..MemoryOptions::default()
-    }
-}
-
-fn open(dir: &Path, sync: SyncPolicy, o: &MemoryOptions) -> MemoryEngine {
-    MemoryEngine::open(dir, sync, o).expect("open")
-}
-
-fn put(e: &MemoryEngine, k: &str, v: &str) -> Version {
-    e.put(
-        k.as_bytes(),
-        Bytes::from(v.to_string()),
-        PutOptions::default(),
-    )
-    .expect("put")
-    .version
-}
-
-fn get(e: &MemoryEngine, k: &str) -> Option<String> {
-    e.get(k.as_bytes())
-        .expect("get")
-        .map(|v| String::from_utf8(v.bytes.to_vec()).expect("utf8"))
-}
 
 #[test]
 fn reopen_and_assert_with_every_sync_policy() {
@@ -58,13 +35,17 @@ fn reopen_and_assert_with_every_sync_policy() {
                 e.delete(format!("k{i}").as_bytes(), Precondition::None)
                     .expect("delete");
             }
-            put(&e, "k1", "again");
+            let last = put(&e, "k1", "again");
+            assert_eq!(e.stats().expect("stats").last_version, last, "{sync}");
             e.close().expect("close");
             assert!(matches!(e.get(b"k1"), Err(Error::Closed)));
-            e.stats().err();
+            assert!(
+                matches!(e.stats(), Err(Error::Closed)),
+                "{sync}: stats after close"
+            );
             put_err_closed(&e);
             e.close().expect("close is idempotent");
-            Version(0)
+            last
         };
         let e = open(dir.path(), sync, &opts());
         assert_eq!(get(&e, "k1").as_deref(), Some("again"));
@@ -72,7 +53,12 @@ fn reopen_and_assert_with_every_sync_policy() {
             let want = (i % 3 != 0).then(|| format!("v{i}"));
             assert_eq!(get(&e, &format!("k{i}")), want, "{sync} k{i}");
         }
-        assert!(e.stats().expect("stats").last_version > last);
+        assert!(e.stats().expect("stats").last_version >= last, "{sync}");
+        let next = put(&e, "after-reopen", "x");
+        assert!(
+            next > last,
+            "{sync}: version {next:?} after reopen not above {last:?}"
+        );
     }
 }
 
@@ -422,19 +408,55 @@ fn unknown_format_version_is_refused() {
     ));
 }
 
+/// A data directory holding only the memory snapshot `snap` as its base (a `MANIFEST` naming
+/// it, no log), so opening it loads exactly what that snapshot holds. Format of the manifest:
+/// `crates/engine/src/memory/manifest.rs`.
+fn restore_snapshot(snap: &Path, into: &Path) {
+    let name = snap
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let seq = name
+        .strip_prefix("snap-")
+        .and_then(|n| n.strip_suffix(".hhs"))
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("not a snapshot name: {name}"));
+    std::fs::create_dir_all(into).expect("mkdir");
+    std::fs::copy(snap, into.join(&name)).expect("copy snapshot");
+    let mut m = b"HHMEMMAN".to_vec();
+    m.extend_from_slice(&1u32.to_le_bytes());
+    m.extend_from_slice(&0u32.to_le_bytes());
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend_from_slice(&u64::MAX.to_le_bytes()); // no log to replay
+    let crc = crc32c::crc32c(&m);
+    m.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(into.join("MANIFEST"), m).expect("manifest");
+}
+
+/// Every snapshot taken while two writers run 4-key batches holds each writer's keys at one
+/// batch: a consistent cut. Each snapshot is restored on its own (not the final one `close`
+/// writes) and checked, and each is taken only after the writers made progress since the
+/// last, so every cut falls among running batches.
 #[test]
 fn snapshots_are_consistent_cuts_under_concurrent_batches() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Instant;
+    const SNAPSHOTS: usize = 8;
     let dir = tempfile::tempdir().expect("tmp");
     let o = MemoryOptions {
         aof: false,
         ..opts()
     };
     let e = Arc::new(open(dir.path(), SyncPolicy::Never, &o));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let writers: Vec<_> = (0..2)
         .map(|t| {
-            let e = e.clone();
+            let (e, stop, done) = (e.clone(), stop.clone(), done.clone());
             std::thread::spawn(move || {
-                for i in 0..3000u32 {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
                     let v = Bytes::from(format!("{t}-{i}"));
                     let ops = (0..4)
                         .map(|j| BatchOp::Put {
@@ -444,25 +466,42 @@ fn snapshots_are_consistent_cuts_under_concurrent_batches() {
                         })
                         .collect();
                     e.apply_batch(ops).expect("batch");
+                    i += 1;
+                    done[t].store(i, Ordering::Release);
                 }
             })
         })
         .collect();
-    let mut snaps = 0;
-    while snaps < 5 {
-        e.snapshot().expect("snapshot");
-        snaps += 1;
+    let copies = tempfile::tempdir().expect("tmp");
+    let mut seen = [0u64; 2];
+    for n in 0..SNAPSHOTS {
+        // Wait (bounded) until both writers have applied a batch since the last snapshot.
+        let deadline = Instant::now() + common::STEP_TIMEOUT;
+        while (0..2).any(|t| done[t].load(Ordering::Acquire) <= seen[t]) {
+            assert!(Instant::now() < deadline, "the writers made no progress");
+            std::thread::yield_now();
+        }
+        let r = e.snapshot().expect("snapshot");
+        seen = [0, 1].map(|t| done[t].load(Ordering::Acquire));
+        // Copy it at once: later snapshots prune old ones.
+        restore_snapshot(&r.path, &copies.path().join(format!("{n}")));
     }
+    stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().expect("join");
     }
-    // Re-open only from the last snapshot taken while batches were running: keys of one
-    // batch always agree.
     drop(e);
-    let e = open(dir.path(), SyncPolicy::Never, &o);
-    for t in 0..2 {
-        let vals: Vec<_> = (0..4).map(|j| get(&e, &format!("t{t}-{j}"))).collect();
-        assert!(vals.windows(2).all(|w| w[0] == w[1]), "{vals:?}");
+    for n in 0..SNAPSHOTS {
+        let d = copies.path().join(format!("{n}"));
+        let s = open(&d, SyncPolicy::Never, &o);
+        for t in 0..2 {
+            let vals: Vec<_> = (0..4).map(|j| get(&s, &format!("t{t}-{j}"))).collect();
+            assert!(vals[0].is_some(), "snapshot {n}: writer {t}'s keys missing");
+            assert!(
+                vals.windows(2).all(|w| w[0] == w[1]),
+                "snapshot {n} is not a consistent cut: {vals:?}"
+            );
+        }
     }
 }
 
@@ -490,12 +529,19 @@ fn child_main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     if mode == "crash-at" {
+        // The step hook logs through `tracing` before it aborts: let it reach stderr.
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init();
         for i in start..start + 300 {
-            put(&e, &format!("k{i}"), &format!("v{i}"));
+            put(&*e, &format!("k{i}"), &format!("v{i}"));
             println!("ack {i}");
         }
-        let _ = e.merge();
-        println!("merge finished");
+        match e.merge() {
+            Ok(_) => println!("merge finished"),
+            Err(err) => println!("merge failed: {err}"),
+        }
         std::process::exit(0);
     }
     // Load forever, acknowledging each key; "snapshot"/"merge" modes run that job in a loop.
@@ -503,11 +549,18 @@ fn child_main() {
         let e = e.clone();
         std::thread::spawn(move || {
             loop {
-                let _ = if mode == "snapshot" {
+                let r = if mode == "snapshot" {
                     e.snapshot().map(|_| ())
                 } else {
                     e.merge().map(|_| ())
                 };
+                match r {
+                    Ok(()) => println!("job done"),
+                    Err(err) => {
+                        eprintln!("{mode} failed: {err}");
+                        std::process::exit(3);
+                    }
+                }
             }
         });
     }
@@ -517,7 +570,7 @@ fn child_main() {
             std::thread::spawn(move || {
                 let mut i = start + t;
                 loop {
-                    put(&e, &format!("k{i}"), &format!("v{i}"));
+                    put(&*e, &format!("k{i}"), &format!("v{i}"));
                     println!("ack {i}");
                     i += 4;
                 }
@@ -529,35 +582,53 @@ fn child_main() {
     }
 }
 
-fn spawn_child(dir: &Path, mode: &str, crash_at: Option<&str>, start: u64) -> std::process::Child {
+fn spawn_child(
+    dir: &Path,
+    mode: &str,
+    crash_at: Option<&str>,
+    start: u64,
+    stderr: Stdio,
+) -> KillOnDrop {
     let mut c = Command::new(std::env::current_exe().expect("exe"));
     c.args(["--exact", "child_main", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, mode)
         .env("HH_MEM_DIR", dir)
         .env("HH_MEM_START", start.to_string())
+        .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(stderr);
     if let Some(step) = crash_at {
         c.env("HH_MEM_CRASH_AT", step);
     }
-    c.spawn().expect("spawn child")
+    KillOnDrop(c.spawn().expect("spawn child"))
 }
 
-/// Reads acknowledged keys from the child until `stop(acks)` says so or the child exits.
-fn read_acks(child: &mut std::process::Child, mut stop: impl FnMut(usize) -> bool) -> Vec<u64> {
-    let out = child.stdout.take().expect("stdout");
-    let mut acks = Vec::new();
-    for line in BufReader::new(out).lines() {
-        let Ok(line) = line else { break };
+/// What a child printed: acknowledged keys, finished background jobs, other lines.
+#[derive(Default)]
+struct Printed {
+    acks: Vec<u64>,
+    jobs: usize,
+    other: Vec<String>,
+}
+
+/// Reads the child's lines until `stop(&printed)` says so or the child exits; every line must
+/// come within `STEP_TIMEOUT` (a hung child fails the test, naming `what`).
+fn read_acks(lines: &Lines, what: &str, mut stop: impl FnMut(&Printed) -> bool) -> Printed {
+    let mut p = Printed::default();
+    while let Some(line) = lines.next(what) {
         // The harness may print its own text before the first line.
         if let Some((_, n)) = line.split_once("ack ") {
-            acks.push(n.trim().parse().expect("number"));
-            if stop(acks.len()) {
-                break;
-            }
+            p.acks.push(n.trim().parse().expect("number"));
+        } else if line.ends_with("job done") {
+            p.jobs += 1;
+        } else {
+            p.other.push(line);
+        }
+        if stop(&p) {
+            break;
         }
     }
-    acks
+    p
 }
 
 fn assert_acked_present(dir: &Path, acks: &[u64]) {
@@ -578,17 +649,24 @@ fn kill_9_loses_no_acknowledged_write() {
         let mut all = Vec::new();
         // Two crashes in a row: the second recovers from the first's files.
         for pass in 0..2u64 {
-            let mut child = spawn_child(dir.path(), mode, None, pass * 1_000_000);
+            let mut child = spawn_child(dir.path(), mode, None, pass * 1_000_000, Stdio::null());
             let target = 300 + 200 * round;
-            let acks = read_acks(&mut child, |n| n >= target);
+            // The snapshot / merge modes: the jobs must really run beside the writes.
+            let jobs = if mode == "load" { 0 } else { 2 };
+            let lines = Lines::of(&mut child);
+            let p = read_acks(&lines, mode, |p| p.acks.len() >= target && p.jobs >= jobs);
             child.kill().expect("SIGKILL");
             let _ = child.wait();
+            // Lines printed before the kill are acknowledged too.
+            let rest = read_acks(&lines, mode, |_| false);
             assert!(
-                acks.len() >= target,
-                "{mode}: child acknowledged only {}",
-                acks.len()
+                p.acks.len() >= target && p.jobs >= jobs,
+                "{mode}: the child exited after {} acknowledged writes and {} finished jobs",
+                p.acks.len(),
+                p.jobs
             );
-            all.extend(acks);
+            all.extend(p.acks);
+            all.extend(rest.acks);
             assert_acked_present(dir.path(), &all);
         }
     }
@@ -607,12 +685,26 @@ fn a_crash_at_each_step_of_a_log_rewrite_loses_nothing() {
         let dir = tempfile::tempdir().expect("tmp");
         let mut all = Vec::new();
         for pass in 0..2u64 {
-            let mut child = spawn_child(dir.path(), "crash-at", Some(step), pass * 1000);
-            let acks = read_acks(&mut child, |_| false);
-            let status = child.wait().expect("wait");
-            assert!(!status.success(), "{step}: the child should have aborted");
-            assert_eq!(acks.len(), 300, "{step}");
-            all.extend(acks);
+            let logs = tempfile::tempdir().expect("tmp");
+            let err_path = logs.path().join("stderr.log");
+            let err = std::fs::File::create(&err_path).expect("stderr file");
+            let mut child =
+                spawn_child(dir.path(), "crash-at", Some(step), pass * 1000, err.into());
+            let p = read_acks(&Lines::of(&mut child), step, |_| false);
+            let status = wait_child(&mut child, step);
+            let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+            assert_aborted_at(status, &stderr, "crash_at hook: aborting the process", step);
+            assert!(
+                stderr.contains(&format!("step=\"{step}\"")),
+                "{step}: the hook fired at another step: {stderr}"
+            );
+            assert!(
+                p.other.iter().all(|l| !l.contains("merge ")),
+                "{step}: {:?}",
+                p.other
+            );
+            assert_eq!(p.acks.len(), 300, "{step}");
+            all.extend(p.acks);
             assert_acked_present(dir.path(), &all);
         }
         let names: Vec<String> = std::fs::read_dir(dir.path())

@@ -9,7 +9,7 @@
 //! 32 MiB nor double from the first half of the run to its end, and RSS at the end may not pass twice the highest RSS seen in the
 //! first quarter plus 64 MiB (a leak grows without bound; a working set does not).
 
-mod support;
+mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::{ENGINES, open, scratch, tree_bytes};
 use hoardhaven::engine::{BatchOp, EngineKind, Precondition, PutOptions, SyncPolicy};
-use support::{ENGINES, open, scratch};
 
 const THREADS: u64 = 3;
 const KEYS_PER_THREAD: u64 = 4000;
@@ -34,24 +34,6 @@ fn rss_bytes() -> u64 {
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
         .map_or(0, |kb| kb * 1024)
-}
-
-/// Bytes on disk under `dir`, each inode once (snapshots hard-link the data files).
-fn dir_bytes(dir: &Path) -> u64 {
-    fn walk(dir: &Path, seen: &mut std::collections::HashSet<u64>) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return 0;
-        };
-        rd.flatten()
-            .map(|e| match e.metadata() {
-                Ok(m) if m.is_dir() => walk(&e.path(), seen),
-                Ok(m) if seen.insert(m.ino()) => m.len(),
-                _ => 0,
-            })
-            .sum()
-    }
-    walk(dir, &mut std::collections::HashSet::new())
 }
 
 fn value(t: u64, i: u64, n: u64) -> Vec<u8> {
@@ -121,35 +103,56 @@ fn soak(kind: EngineKind, secs: u64, out: Option<&Path>) {
     let e = open(kind, dir.path(), sync).expect("open");
     let stop = Arc::new(AtomicBool::new(false));
     let merges = Arc::new(AtomicU64::new(0));
+    let snapshots = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..THREADS)
         .map(|t| {
             let (e, stop) = (e.clone(), stop.clone());
             std::thread::spawn(move || writer(&e, t, &stop))
         })
         .collect();
+    // Merges and snapshots beside the writes; the jobs are the test's own (no background
+    // policy runs), so any error is a failure, returned from the thread.
     let jobs = {
-        let (e, stop, merges) = (e.clone(), stop.clone(), merges.clone());
-        std::thread::spawn(move || {
+        let (e, stop) = (e.clone(), stop.clone());
+        let (merges, snapshots) = (merges.clone(), snapshots.clone());
+        std::thread::spawn(move || -> Result<(), String> {
             let mut n = 0u64;
             while !stop.load(Ordering::Acquire) {
                 std::thread::sleep(Duration::from_millis(200));
                 if n % 3 == 2 {
-                    let _ = e.snapshot();
-                } else if e.merge().is_ok() {
-                    merges.fetch_add(1, Ordering::Relaxed);
+                    e.snapshot().map_err(|err| format!("snapshot: {err}"))?;
+                    snapshots.fetch_add(1, Ordering::Release);
+                } else {
+                    e.merge().map_err(|err| format!("merge: {err}"))?;
+                    merges.fetch_add(1, Ordering::Release);
                 }
                 n += 1;
             }
+            Ok(())
         })
     };
     let started = Instant::now();
     let mut curve = Vec::new();
-    while started.elapsed() < Duration::from_secs(secs) {
+    // Run for `secs`, and on until at least two merges and a snapshot have finished beside the
+    // writes (a loaded machine may need longer); bounded.
+    let jobs_ran = || merges.load(Ordering::Acquire) >= 2 && snapshots.load(Ordering::Acquire) >= 1;
+    let bound = Duration::from_secs(secs) + common::STEP_TIMEOUT;
+    while started.elapsed() < Duration::from_secs(secs) || !jobs_ran() {
+        if jobs.is_finished() {
+            break; // it failed: its error is reported below
+        }
+        assert!(
+            started.elapsed() < bound,
+            "{kind}: after {:?} only {} merges and {} snapshots had finished",
+            started.elapsed(),
+            merges.load(Ordering::Acquire),
+            snapshots.load(Ordering::Acquire),
+        );
         std::thread::sleep(Duration::from_millis(250));
         curve.push((
             started.elapsed().as_secs_f64(),
             rss_bytes(),
-            dir_bytes(dir.path()),
+            tree_bytes(dir.path()),
         ));
     }
     stop.store(true, Ordering::Release);
@@ -157,7 +160,10 @@ fn soak(kind: EngineKind, secs: u64, out: Option<&Path>) {
         .into_iter()
         .map(|w| w.join().expect("writer"))
         .collect();
-    jobs.join().expect("jobs");
+    if let Err(err) = jobs.join().expect("jobs") {
+        panic!("{kind}: a job failed during the soak: {err}");
+    }
+    assert!(jobs_ran(), "{kind}: the job thread stopped early");
     let stats = e.stats().expect("stats");
     e.close().expect("close");
     drop(e);
@@ -204,8 +210,9 @@ fn soak(kind: EngineKind, secs: u64, out: Option<&Path>) {
         "{kind}: RSS grew from {rss_early} to {rss_end}"
     );
     eprintln!(
-        "soak {kind}: {secs} s, {checked} keys checked, {} merges, disk end {} KiB (max {} KiB, live {} KiB), RSS early {} MiB end {} MiB",
+        "soak {kind}: {secs} s, {checked} keys checked, {} merges, {} snapshots, disk end {} KiB (max {} KiB, live {} KiB), RSS early {} MiB end {} MiB",
         merges.load(Ordering::Relaxed),
+        snapshots.load(Ordering::Relaxed),
         disk_end >> 10,
         disk_max >> 10,
         live >> 10,

@@ -1,242 +1,46 @@
-//! Test harness: the real `hoardhaven` binary on an ephemeral loopback port.
+//! The one helper module of the integration tests, included by each test file with
+//! `mod common;`:
 //!
-//! [`Server::start`] runs `hoardhaven serve --listen 127.0.0.1:0 --port-file F` over a
-//! temporary data directory, reads the bound address from the port file (written atomically
-//! once listening), then waits for `/readyz`. Every wait is bounded; the process is killed when
-//! the [`Server`] is dropped. Its stderr goes to a file, read back for error-message checks.
+//! - [`child`]: crash-test children, their output read with deadlines, and death at a crash
+//!   point checked by signal and marker;
+//! - [`server`]: the real `hoardhaven` binary on an ephemeral loopback port (HTTP, CLI,
+//!   security suites);
+//! - [`store`]: opening engines with test options, `put`/`get`/`fill`, dumps, diffs and
+//!   directory helpers (engine-level suites);
+//! - [`workload`]: the deterministic workload of the reliability suites, with a model of what
+//!   was acknowledged and what is in doubt.
+//!
+//! [`ENGINES`] is the one list of engines every suite runs against. Every wait here is bounded
+//! by [`STEP_TIMEOUT`] and polls for an event; none depends on how fast the machine is.
+#![allow(dead_code, unused_imports)]
 
-#![allow(dead_code)]
+pub mod child;
+pub mod server;
+pub mod store;
+pub mod workload;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::Duration;
+pub use child::*;
+pub use server::*;
+pub use store::*;
+pub use workload::*;
 
-use tempfile::TempDir;
+use hoardhaven::engine::EngineKind;
 
-/// Longest wait for any start-up or stop step. Generous: only a hang or a bug reaches it.
-pub const STEP_TIMEOUT: Duration = Duration::from_secs(60);
-const POLL: Duration = Duration::from_millis(20);
+/// Every engine, for the suites that run against each.
+pub const ENGINES: [EngineKind; 2] = [EngineKind::Bitcask, EngineKind::Memory];
 
-/// The engines the HTTP suite runs against.
-pub const ENGINES: &[&str] = &["bitcask", "memory"];
-
-/// A running server process.
-pub struct Server {
-    child: Option<Child>,
-    /// Bound address.
-    pub addr: SocketAddr,
-    /// `http://addr`.
-    pub base: String,
-    /// The data directory.
-    pub data_dir: PathBuf,
-    /// Scratch directory (port file, stderr log); also holds the data directory when the test
-    /// did not give one.
-    pub scratch: TempDir,
-    /// An HTTP client with a per-request timeout.
-    pub client: reqwest::Client,
+/// True when `HOARDHAVEN_REQUIRE_TOOLS` is set and not empty (as CI sets it): a missing tool,
+/// mount or privilege then fails the test instead of skipping it.
+pub fn tools_required() -> bool {
+    std::env::var_os("HOARDHAVEN_REQUIRE_TOOLS").is_some_and(|v| !v.is_empty())
 }
 
-/// The binary under test.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_hoardhaven")
-}
-
-/// A client with bounded requests.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(STEP_TIMEOUT)
-        .build()
-        .expect("reqwest client")
-}
-
-impl Server {
-    /// Starts a server with `engine` over a fresh data directory, with extra flags.
-    pub async fn start(engine: &str, extra: &[&str]) -> Server {
-        let scratch = tempfile::tempdir().expect("tempdir");
-        let data_dir = scratch.path().join("data");
-        Self::start_with(scratch, data_dir, engine, extra, &[]).await
-    }
-
-    /// Starts a server over an existing data directory.
-    pub async fn start_in(data_dir: &Path, engine: &str, extra: &[&str]) -> Server {
-        let scratch = tempfile::tempdir().expect("tempdir");
-        Self::start_with(scratch, data_dir.to_path_buf(), engine, extra, &[]).await
-    }
-
-    /// Starts a server with environment variables set.
-    pub async fn start_with(
-        scratch: TempDir,
-        data_dir: PathBuf,
-        engine: &str,
-        extra: &[&str],
-        env: &[(&str, &str)],
-    ) -> Server {
-        let mut child = spawn(scratch.path(), &data_dir, engine, extra, env);
-        let port_file = scratch.path().join("port");
-        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-        let addr: SocketAddr = loop {
-            if let Ok(s) = std::fs::read_to_string(&port_file)
-                && let Ok(a) = s.trim().parse()
-            {
-                break a;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "server exited early with {status}: {}",
-                    read_stderr(scratch.path())
-                );
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no port file after {STEP_TIMEOUT:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        };
-        let server = Server {
-            child: Some(child),
-            addr,
-            base: format!("http://{addr}"),
-            data_dir,
-            scratch,
-            client: client(),
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    /// The URL of `path` (which starts with `/`).
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    /// Polls `/readyz` until 200 (bounded).
-    pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-        loop {
-            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not ready after {STEP_TIMEOUT:?}: {}",
-                self.stderr()
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// What the server wrote to stderr so far.
-    pub fn stderr(&self) -> String {
-        read_stderr(self.scratch.path())
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the exit status. The data directory stays.
-    pub async fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        wait_exit(&mut child).await
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn spawn(
-    scratch: &Path,
-    data_dir: &Path,
-    engine: &str,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> Child {
-    let stderr = std::fs::File::create(scratch.join("stderr.log")).expect("stderr log");
-    let mut cmd = Command::new(binary());
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--engine", engine])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--port-file")
-        .arg(scratch.join("port"))
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOARDHAVEN_") {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("spawn hoardhaven")
-}
-
-fn read_stderr(scratch: &Path) -> String {
-    std::fs::read_to_string(scratch.join("stderr.log")).unwrap_or_default()
-}
-
-/// Waits (bounded) for a child to exit.
-pub async fn wait_exit(child: &mut Child) -> ExitStatus {
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        if let Some(s) = child.try_wait().expect("try_wait") {
-            return s;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {STEP_TIMEOUT:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Runs the binary to completion with these arguments and environment (bounded); returns the
-/// exit status and stderr.
-pub async fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let scratch = tempfile::tempdir().expect("tempdir");
-    let log = scratch.path().join("stderr.log");
-    let mut cmd = Command::new(binary());
-    cmd.args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOARDHAVEN_") {
-            cmd.env_remove(k);
-        }
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn");
-    let status = wait_exit(&mut child).await;
-    (status, std::fs::read_to_string(&log).unwrap_or_default())
-}
-
-/// Percent-encodes every byte that is not alphanumeric (for keys in paths).
-pub fn enc(key: &[u8]) -> String {
-    key.iter()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (*b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+/// Skips a check that needs something this machine lacks: prints `SKIPPED: {what}`, or panics
+/// when [`tools_required`] (a skipped check must not pass silently in CI).
+pub fn skip_unless_required(what: &str) {
+    assert!(
+        !tools_required(),
+        "{what}; required because HOARDHAVEN_REQUIRE_TOOLS is set"
+    );
+    eprintln!("SKIPPED: {what}");
 }

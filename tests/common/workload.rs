@@ -1,77 +1,12 @@
-//! Shared helpers of the reliability tests (faults, disk full, corruption, past bugs): engine
-//! options with small files and no background jobs, a scratch directory, a model of what the
-//! store must hold, and a deterministic workload that records what was acknowledged and
-//! what is in doubt.
-#![allow(dead_code)]
-
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+//! A deterministic workload for the reliability tests (faults, disk full): puts, overwrites,
+//! deletes, batches, reads, merges, snapshots and syncs, run against an engine while tracking
+//! what was acknowledged, what is in doubt and what reads served.
 
 use bytes::Bytes;
 use hoardhaven::Error;
-use hoardhaven::engine::{
-    self, BatchOp, Engine, EngineKind, EngineOptions, PutOptions, SyncPolicy,
-};
+use hoardhaven::engine::{BatchOp, Engine, PutOptions};
 
-/// Key -> value: what a store holds (or must hold).
-pub type State = BTreeMap<Vec<u8>, Vec<u8>>;
-
-/// Both engines, for tests that run against each.
-pub const ENGINES: [EngineKind; 2] = [EngineKind::Bitcask, EngineKind::Memory];
-
-/// A scratch directory, on tmpfs when there is one (fault tests need no real durability and
-/// run hundreds of fsyncs), else the default temp dir.
-pub fn scratch() -> tempfile::TempDir {
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(d) = tempfile::Builder::new().prefix("hh-rel-").tempdir_in(shm)
-    {
-        return d;
-    }
-    tempfile::tempdir().expect("tempdir")
-}
-
-/// Options with small bitcask files (rotation happens) and no background merge, snapshot or
-/// rewrite, so the workload's I/O happens in the calling thread, in a repeatable order.
-pub fn options(kind: EngineKind, dir: &Path, sync: SyncPolicy) -> EngineOptions {
-    let mut o = EngineOptions {
-        kind,
-        dir: dir.to_path_buf(),
-        sync,
-        ..EngineOptions::default()
-    };
-    o.bitcask.max_file_size = 4096;
-    o.bitcask.merge.check_interval = None;
-    o.memory.save_points = Vec::new();
-    o.memory.sweep_interval = Duration::from_secs(3600);
-    o.memory.rewrite_min_bytes = u64::MAX / 4;
-    o
-}
-
-/// Opens with [`options`].
-pub fn open(kind: EngineKind, dir: &Path, sync: SyncPolicy) -> hoardhaven::Result<Arc<dyn Engine>> {
-    engine::open(&options(kind, dir, sync))
-}
-
-/// Everything the store holds now, read through `list` and `get`.
-pub fn dump(e: &dyn Engine) -> hoardhaven::Result<State> {
-    let mut out = State::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = e.list(b"", after.as_deref(), 1000)?;
-        for k in &page.keys {
-            if let Some(v) = e.get(k)? {
-                out.insert(k.clone(), v.bytes.to_vec());
-            }
-        }
-        match page.next_start_after {
-            Some(n) => after = Some(n),
-            None => return Ok(out),
-        }
-    }
-}
+use super::State;
 
 /// One step of the workload.
 #[derive(Clone, Debug)]
@@ -259,33 +194,4 @@ pub fn run(e: &dyn Engine, steps: &[Step]) -> Outcome {
         }
     }
     out
-}
-
-/// Describes how `got` differs from `want`, for assertion messages.
-pub fn diff(want: &State, got: &State) -> String {
-    let mut d = Vec::new();
-    for (k, v) in want {
-        match got.get(k) {
-            None => d.push(format!("missing {}", String::from_utf8_lossy(k))),
-            Some(g) if g != v => d.push(format!("changed {}", String::from_utf8_lossy(k))),
-            _ => {}
-        }
-    }
-    for k in got.keys().filter(|k| !want.contains_key(*k)) {
-        d.push(format!("extra {}", String::from_utf8_lossy(k)));
-    }
-    d.join(", ")
-}
-
-/// Copies a data directory (files and sub-directories; the lock file too).
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("ls").flatten() {
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).expect("copy");
-        }
-    }
 }
