@@ -1,6 +1,6 @@
 //! The fuzz targets' seed corpus, `fuzz/seeds/<target>/`: small valid inputs written by the
 //! engines themselves (bitcask data and hint files and single records, memory-engine logs,
-//! snapshots, manifests and single log records), so that a short CI fuzzing run starts from
+//! snapshots, manifests and single log records) and RESP requests, so that a short CI fuzzing run starts from
 //! real formats instead of an empty corpus. `scripts/fuzz.sh` copies them into a scratch
 //! corpus; the committed seeds never grow.
 //!
@@ -171,6 +171,19 @@ fn generate() -> Seeds {
     {
         o.insert(format!("pattern-{i}"), seed);
     }
+
+    // resp_parse: requests as clients send them (multibulk, pipelined, inline, binary values).
+    let r = out.entry("resp_parse").or_default();
+    r.insert("get.resp".into(), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec());
+    r.insert(
+        "pipeline.resp".into(),
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nv\r\n\x00!\r\n*1\r\n$5\r\nMULTI\r\n*1\r\n$4\r\nEXEC\r\n"
+            .to_vec(),
+    );
+    r.insert(
+        "inline.resp".into(),
+        b"PING\r\nSET k \"a b\\n\" 'c d'\r\n\r\n".to_vec(),
+    );
     out
 }
 
@@ -227,6 +240,18 @@ fn check_seed(target: &str, path: &Path) {
             assert_eq!(len, bytes.len(), "{target}/{n}");
         }
         ("ops_model", _) => {}
+        ("resp_parse", "resp") => {
+            let limits = hoardhaven_resp_proto::ParseLimits::default();
+            let (mut at, mut commands) = (0, 0);
+            while at < bytes.len() {
+                let (_, used) = hoardhaven_resp_proto::parse::parse(&bytes[at..], &limits)
+                    .unwrap_or_else(|e| panic!("{target}/{n}: {e}"))
+                    .unwrap_or_else(|| panic!("{target}/{n}: incomplete at {at}"));
+                at += used;
+                commands += 1;
+            }
+            assert!(commands > 0, "{target}/{n}: no command");
+        }
         _ => panic!("{target}/{n}: no check for this seed"),
     }
 }
