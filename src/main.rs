@@ -10,7 +10,8 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             let msg = format!("{e:#}");
             if !msg.is_empty() {
-                eprintln!("hoardhaven: {msg}");
+                // Not eprintln!: it panics (exit 101) when stderr is a closed pipe.
+                hoardhaven::logging::line(&format!("hoardhaven: {msg}"));
             }
             std::process::ExitCode::from(hoardhaven::cli::exit::code_of(&e))
         }

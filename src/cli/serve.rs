@@ -3,13 +3,12 @@
 //! Owns the serve flags (every setting of [`crate::config::Settings`] has one), the set-up of
 //! `tracing` (human or JSON), and the tokio runtime that runs [`crate::server::run`].
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 
-use crate::config::{self, LogFormat, ServeConfig};
+use crate::config::{self, ServeConfig};
 use crate::shutdown::Shutdown;
 
 /// Flags of `serve`; each overrides the file and the environment.
@@ -228,27 +227,13 @@ impl ServeArgs {
     }
 }
 
-fn init_logging(cfg: &ServeConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = match cfg.log_format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-}
-
 /// Runs `hoardhaven serve` to the end.
 ///
 /// # Errors
 /// Configuration, binding, opening the engine, or the final sync.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = args.resolve()?;
-    init_logging(&cfg);
+    crate::logging::init(cfg.log_format, &cfg.log_level);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("hoardhaven")
