@@ -139,3 +139,37 @@ async fn stderr_closed_after_start_up_does_not_make_sigterm_ignored() {
     let addr = wait_port(&mut child, scratch.path()).await;
     serve_then_stop(child, addr).await;
 }
+
+/// Start-up that fails says why and never claims to be listening.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_is_not_logged_before_start_up_fails() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    // The data directory is a file.
+    let file = scratch.path().join("not-a-dir");
+    std::fs::write(&file, b"x").expect("write");
+    let file = file.to_str().expect("utf-8").to_owned();
+    let (status, err) = common::run_to_exit(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", &file],
+        &[],
+    )
+    .await;
+    assert!(!status.success(), "{status}: {err}");
+    assert!(!err.contains("listening on"), "{err}");
+    // The data directory is locked by a running server.
+    let s = common::Server::start("bitcask", &[]).await;
+    let dir = s.data_dir.to_str().expect("utf-8").to_owned();
+    let (status, err) = common::run_to_exit(
+        &["serve", "--listen", "127.0.0.1:0", "--data-dir", &dir],
+        &[],
+    )
+    .await;
+    assert!(!status.success(), "{status}: {err}");
+    assert!(err.contains("in use") || err.contains("lock"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+    // A start-up that succeeds does say it.
+    assert!(
+        s.stderr().contains("listening on http://"),
+        "{}",
+        s.stderr()
+    );
+}
