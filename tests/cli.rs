@@ -424,3 +424,146 @@ async fn offline_tools_refuse_a_directory_in_use() {
     assert_eq!(offline(&["info"], &missing).0, 7);
     assert!(!missing.exists());
 }
+
+/// A server over HTTPS with a self-signed certificate for `localhost` and `127.0.0.1`; returns
+/// it (killed on drop), its `https://` base URL and the certificate's path (the CA to trust).
+struct TlsServer {
+    child: std::process::Child,
+    base: String,
+    cert: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_server(extra: &[&str]) -> TlsServer {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("rcgen");
+    let cert = scratch.path().join("server.crt");
+    let key = scratch.path().join("server.key");
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    let port_file = scratch.path().join("port");
+    let mut cmd = std::process::Command::new(common::binary());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--engine", "memory"])
+        .arg("--data-dir")
+        .arg(scratch.path().join("data"))
+        .arg("--port-file")
+        .arg(&port_file)
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOARDHAVEN_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    let addr: std::net::SocketAddr = loop {
+        if let Ok(s) = std::fs::read_to_string(&port_file)
+            && let Ok(a) = s.trim().parse()
+        {
+            break a;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("TLS server exited early: {st}");
+        }
+        assert!(std::time::Instant::now() < deadline, "no port file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let s = TlsServer {
+        child,
+        base: format!("https://localhost:{}", addr.port()),
+        cert,
+        _scratch: scratch,
+    };
+    // Ready once a read of an absent key is "not found" (503 while the engine opens).
+    let ca = s.cert.to_str().expect("utf-8").to_owned();
+    loop {
+        let (code, _, err) = run(hh().args(["get", "--url", &s.base, "--ca-cert", &ca, "nope"]));
+        if code == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready: {err}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    s
+}
+
+/// A loopback port answering every connection with a plain HTTP 400 (as a plain server does
+/// to a TLS ClientHello); returns its `https://` URL and the listener's thread.
+fn tls_plain_port() -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("https://127.0.0.1:{}", l.local_addr().expect("addr").port());
+    let t = std::thread::spawn(move || {
+        if let Ok((mut c, _)) = l.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    (url, t)
+}
+
+#[test]
+fn the_client_speaks_tls_with_a_ca_file() {
+    let s = tls_server(&[]);
+    let ca = s.cert.to_str().expect("utf-8");
+    let with_ca = |args: &[&str]| run(hh().args(args).args(["--url", &s.base, "--ca-cert", ca]));
+    let (code, _, err) = with_ca(&["put", "k", "over tls"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = with_ca(&["get", "k"]);
+    assert_eq!((code, lossy(&out)), (0, "over tls".into()), "{err}");
+    // The CA from the environment; an IP address in the URL matches the certificate's IP.
+    let by_ip = s.base.replace("localhost", "127.0.0.1");
+    let (code, out, err) = run(hh()
+        .args(["get", "--url", &by_ip, "k"])
+        .env("HOARDHAVEN_CA_CERT", ca));
+    assert_eq!((code, lossy(&out)), (0, "over tls".into()), "{err}");
+    // Not trusted without the CA: unreachable (6), saying why.
+    let (code, _, err) = run(hh().args(["get", "--url", &s.base, "k"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("TLS") && err.contains("--ca-cert"), "{err}");
+    // Plain HTTP to the TLS port: said so.
+    let plain = s.base.replace("https://", "http://");
+    let (code, _, err) = run(hh().args(["get", "--url", &plain, "k"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("this port speaks TLS"), "{err}");
+    // https:// to a plain HTTP port: said so.
+    let plain_server = tls_plain_port();
+    let (code, _, err) = run(hh().args(["get", "--url", &plain_server.0, "--ca-cert", ca, "k"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("does not speak TLS"), "{err}");
+    drop(plain_server);
+    // bench over TLS.
+    let (code, out, err) = run(hh().args([
+        "bench",
+        "--url",
+        &s.base,
+        "--ca-cert",
+        ca,
+        "-c",
+        "2",
+        "-k",
+        "10",
+        "-n",
+        "20",
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(lossy(&out).contains("get"), "{}", lossy(&out));
+}

@@ -9,6 +9,8 @@
 //! NUL), so `hoardhaven get $'\xff'` reads the key 0xFF.
 
 pub mod conn;
+pub mod tls;
+pub mod wire;
 
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
@@ -18,8 +20,8 @@ use std::path::PathBuf;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
+use hyper::Method;
+use hyper::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use serde_json::{Value as Json, json};
 
 use crate::cli::exit::{self, Exit};
@@ -188,7 +190,7 @@ fn get(a: &GetArgs) -> Result<(), Exit> {
     }
     let etag = header(&resp, ETAG.as_str());
     let ttl = header(&resp, "x-ttl").and_then(|t| t.parse::<u64>().ok());
-    let value = body(resp)?;
+    let value = body(resp);
     if !a.conn.json {
         return out(&value);
     }
@@ -202,7 +204,7 @@ fn get(a: &GetArgs) -> Result<(), Exit> {
     out_json(&Json::Object(doc))
 }
 
-fn header(resp: &reqwest::blocking::Response, name: &str) -> Option<String> {
+fn header(resp: &wire::Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())
