@@ -187,6 +187,58 @@ fn unreachable_server_is_exit_6_and_token_flag_is_accepted() {
 }
 
 #[test]
+fn a_url_without_scheme_is_a_usage_error_and_bench_unreachable_is_6() {
+    let (code, _, err) = run(hh().args(["get", "--url", "127.0.0.1:8080", "k"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no scheme") && err.contains("http://127.0.0.1:8080"),
+        "{err}"
+    );
+    let (code, _, err) = run(hh().args(["bench", "--url", "127.0.0.1:8080", "-q"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no scheme"), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, _, err) = run(hh().args(["bench", "--url", &url, "-n", "10", "-c", "1", "-q"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_sends_the_token_and_names_a_401() {
+    let tokens = "admin:admin-token-0123456789abcdef";
+    let s = Server::start("memory", &["--auth-tokens", tokens]).await;
+    let bench = |extra: &[&str]| {
+        let mut c = hh();
+        c.args([
+            "bench", "--url", &s.base, "-c", "2", "-k", "10", "-n", "20", "-q",
+        ])
+        .args(extra);
+        run(&mut c)
+    };
+    let (code, _, err) = bench(&[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("401") && err.contains("token"), "{err}");
+    assert!(!err.contains("in a row"), "{err}");
+    let (code, out, err) = bench(&["--token", "admin-token-0123456789abcdef"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(lossy(&out).contains("put"), "{}", lossy(&out));
+    let (code, _, err) = run(hh()
+        .args([
+            "bench", "--url", &s.base, "-c", "1", "-k", "5", "-n", "5", "-q",
+        ])
+        .env("HOARDHAVEN_TOKEN", "admin-token-0123456789abcdef"));
+    assert_eq!(code, 0, "{err}");
+    // The client subcommands say 401 with the same hint.
+    let (code, _, err) = client(&s, &["get", "k"], None);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("401") && err.contains("--token"), "{err}");
+}
+
+#[test]
 fn completions_are_generated() {
     for shell in ["bash", "zsh", "fish"] {
         let (code, out, err) = run(hh().args(["completions", shell]));

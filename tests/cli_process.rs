@@ -163,7 +163,7 @@ async fn listening_is_not_logged_before_start_up_fails() {
         &[],
     )
     .await;
-    assert!(!status.success(), "{status}: {err}");
+    assert_eq!(status.code(), Some(8), "locked is exit 8: {err}");
     assert!(err.contains("in use") || err.contains("lock"), "{err}");
     assert!(!err.contains("listening on"), "{err}");
     // A start-up that succeeds does say it.
@@ -172,4 +172,32 @@ async fn listening_is_not_logged_before_start_up_fails() {
         "{}",
         s.stderr()
     );
+}
+
+/// Bad settings, from a flag, the environment or the file, are usage errors (exit 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_usage_errors() {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let data = scratch.path().join("d");
+    let data = data.to_str().expect("utf-8");
+    let bad_toml = scratch.path().join("bad.toml");
+    std::fs::write(&bad_toml, "engine = [unclosed\n").expect("write");
+    let bad_toml = bad_toml.to_str().expect("utf-8");
+    let missing = scratch.path().join("missing.toml");
+    let missing = missing.to_str().expect("utf-8");
+    type Env<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Vec<&str>, Env)> = vec![
+        (vec!["--engine", "nope"], vec![]),
+        (vec!["--sync", "sometimes"], vec![]),
+        (vec![], vec![("HOARDHAVEN_MAX_KEY_BYTES", "zero")]),
+        (vec!["--config", bad_toml], vec![]),
+        (vec!["--config", missing], vec![]),
+    ];
+    for (flags, env) in cases {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data];
+        args.extend(flags.iter().copied());
+        let (status, err) = common::run_to_exit(&args, &env).await;
+        assert_eq!(status.code(), Some(2), "{flags:?} {env:?}: {err}");
+        assert!(!err.is_empty(), "{flags:?}: says why");
+    }
 }
