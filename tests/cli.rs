@@ -166,6 +166,9 @@ async fn client_subcommands_and_exit_codes() {
         assert_eq!(doc["keys"], 4, "{doc}");
         // Usage errors: exit 2.
         assert_eq!(client(&s, &["get"], None).0, 2);
+        let (code, out, err) = client(&s, &["list", "--limit", "0"], None);
+        assert_eq!((code, out.is_empty()), (2, true), "{err}");
+        assert!(err.contains("--limit"), "{err}");
         assert_eq!(client(&s, &["put", "k", "v", "--ttl", "0"], None).0, 2);
     }
 }
@@ -238,6 +241,27 @@ async fn bench_sends_the_token_and_names_a_401() {
     assert!(err.contains("401") && err.contains("--token"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_tests_are_comma_separated_in_help_and_parsing() {
+    let (code, out, _) = run(hh().args(["bench", "--help"]));
+    assert_eq!(code, 0);
+    let help = lossy(&out);
+    assert!(
+        help.contains("comma-separated") && help.contains("[default: get,put,mixed]"),
+        "{help}"
+    );
+    let s = Server::start("memory", &[]).await;
+    let (code, out, err) = run(hh().args([
+        "bench", "--url", &s.base, "-t", "put,get", "-c", "1", "-k", "5", "-n", "5", "-q",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let table = lossy(&out);
+    assert!(
+        table.contains("put") && table.contains("get") && !table.contains("mixed"),
+        "{table}"
+    );
+}
+
 #[test]
 fn completions_are_generated() {
     for shell in ["bash", "zsh", "fish"] {
@@ -250,6 +274,50 @@ fn completions_are_generated() {
         );
     }
     assert_eq!(run(hh().args(["completions", "nosuchshell"])).0, 2);
+}
+
+/// Runs the binary with its stdout a pipe whose reader is already gone (`| head` that has
+/// read enough); returns (status, stderr).
+fn with_closed_stdout(args: &[&str]) -> (i32, String) {
+    use std::io::Read;
+    let mut c = std::process::Command::new(common::binary());
+    c.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOARDHAVEN_") {
+            c.env_remove(k);
+        }
+    }
+    let mut child = c.spawn().expect("spawn");
+    drop(child.stdout.take());
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait().expect("wait");
+    (status.code().unwrap_or(-1), err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_pipe_is_a_quiet_exit_0() {
+    let (code, err) = with_closed_stdout(&["completions", "bash"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let s = Server::start("memory", &[]).await;
+    assert_eq!(client(&s, &["put", "k", "value"], None).0, 0);
+    for args in [
+        vec!["get", "--url", &s.base, "k"],
+        vec!["list", "--url", &s.base],
+        vec!["stats", "--url", &s.base],
+        vec![
+            "bench", "--url", &s.base, "-c", "1", "-k", "5", "-n", "5", "-q",
+        ],
+    ] {
+        let (code, err) = with_closed_stdout(&args);
+        assert_eq!((code, err.as_str()), (0, ""), "{args:?}");
+    }
 }
 
 /// A JSON-lines file with text, binary and expiring values (and one already expired).

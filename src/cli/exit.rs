@@ -58,6 +58,23 @@ impl fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
+/// Writes `bytes` to stdout and flushes.
+///
+/// # Errors
+/// A closed pipe (`hoardhaven list | head`) is an [`Exit`] with status [`OK`] and no message:
+/// the reader has what it wanted, so the command stops quietly with 0 (not 141, the shell's
+/// status for death by SIGPIPE, so `set -o pipefail` scripts do not fail over `| head`). Any
+/// other write error is [`LOCAL`].
+pub fn stdout(bytes: &[u8]) -> Result<(), Exit> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(bytes).and_then(|()| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Exit::new(OK, "")),
+        Err(e) => Err(Exit::local(format!("writing stdout: {e}"))),
+    }
+}
+
 /// The exit status for an error: the [`Exit`] code when there is one; [`USAGE`] for a setting
 /// that fails to parse or validate (`config::SettingError`, the `config` crate's
 /// `ConfigError`); [`LOCKED`] for a data directory in use; else 1.

@@ -159,15 +159,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("starting the client runtime")?;
     let report = rt.block_on(measure(&args))?;
     let json_to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    // Not print!: it panics on a closed stdout. A closed pipe is a quiet exit 0.
     if json_to_stdout {
-        eprint!("{}", report.to_text());
+        crate::logging::line(report.to_text().trim_end_matches('\n'));
     } else {
-        print!("{}", report.to_text());
+        exit::stdout(report.to_text().as_bytes())?;
     }
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
         if json_to_stdout {
-            println!("{json}");
+            exit::stdout(format!("{json}\n").as_bytes())?;
         } else {
             std::fs::write(path, json + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;

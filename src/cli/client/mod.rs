@@ -13,7 +13,7 @@ pub mod tls;
 pub mod wire;
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -101,8 +101,8 @@ pub struct ListArgs {
     /// Only keys starting with these bytes
     #[arg(long, default_value = "")]
     prefix: OsString,
-    /// Stop after this many keys (default: all)
-    #[arg(long)]
+    /// Stop after this many keys, at least 1 (default: all)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
 }
 
@@ -157,14 +157,9 @@ fn bytes_of(s: &OsStr) -> &[u8] {
     s.as_bytes()
 }
 
-/// Writes to stdout; a closed pipe (`| head`) is not an error worth a status.
+/// Writes to stdout; a closed pipe (`| head`) stops the command quietly with status 0.
 fn out(bytes: &[u8]) -> Result<(), Exit> {
-    let mut o = std::io::stdout().lock();
-    match o.write_all(bytes).and_then(|()| o.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Exit::local(format!("writing stdout: {e}"))),
-    }
+    exit::stdout(bytes)
 }
 
 fn out_json(v: &Json) -> Result<(), Exit> {
