@@ -155,6 +155,9 @@ async fn listening_is_not_logged_before_start_up_fails() {
     .await;
     assert!(!status.success(), "{status}: {err}");
     assert!(!err.contains("listening on"), "{err}");
+    // The cause is said once (it was `File exists (os error 17): File exists (os error 17)`).
+    let last = err.lines().last().unwrap_or_default();
+    assert_eq!(last.matches("os error").count(), 1, "{err}");
     // The data directory is locked by a running server.
     let s = common::Server::start("bitcask", &[]).await;
     let dir = s.data_dir.to_str().expect("utf-8").to_owned();
