@@ -663,6 +663,9 @@ fn the_client_speaks_tls_with_a_ca_file() {
     let (code, _, err) = run(hh().args(["get", "--url", &plain, "k"]));
     assert_eq!(code, 6, "{err}");
     assert!(err.contains("this port speaks TLS"), "{err}");
+    let (code, _, err) = run(hh().args(["bench", "--url", &plain, "-c", "1", "-n", "5", "-q"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("this port speaks TLS"), "{err}");
     // https:// to a plain HTTP port: said so.
     let plain_server = tls_plain_port();
     let (code, _, err) = run(hh().args(["get", "--url", &plain_server.0, "--ca-cert", ca, "k"]));

@@ -8,7 +8,7 @@
 //! succeed with the same token); a long run of other failures ends it naming the last one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::anyhow;
@@ -24,6 +24,7 @@ use tokio_rustls::TlsConnector;
 
 use super::report::new_histogram;
 use super::workload::{Rng, Test, Workload};
+use crate::cli::client::wire::{Sniff, speaks_tls};
 use crate::cli::exit::{self, Exit};
 
 /// How a phase picks keys.
@@ -69,6 +70,8 @@ pub struct Outcome {
     pub errors: u64,
     /// Wall-clock length of the phase.
     pub elapsed: Duration,
+    /// The last failure, when there was one: the exit status it maps to and what it was.
+    pub last_error: Option<(u8, String)>,
 }
 
 type Sender = SendRequest<Full<Bytes>>;
@@ -100,7 +103,8 @@ impl Dialer {
         }
     }
 
-    async fn connect(&self) -> Result<Sender, Exit> {
+    /// A connection; for plain HTTP also the cell saying what the server sent first.
+    async fn connect(&self) -> Result<(Sender, Option<Arc<AtomicU16>>), Exit> {
         let unreachable = |what: &str, e: &dyn std::fmt::Display| {
             Exit::new(exit::UNREACHABLE, format!("{what} {}: {e}", self.addr))
         };
@@ -108,17 +112,21 @@ impl Dialer {
             .await
             .map_err(|e| unreachable("cannot connect to", &e))?;
         let _ = stream.set_nodelay(true);
-        let sender = match &self.tls {
-            None => handshake(stream).await,
+        let (sender, first) = match &self.tls {
+            None => {
+                let (io, first) = Sniff::new(stream);
+                (handshake(io).await, Some(first))
+            }
             Some((connector, name)) => {
                 let tls = connector
                     .connect(name.clone(), stream)
                     .await
                     .map_err(|e| unreachable("TLS handshake failed with", &e))?;
-                handshake(tls).await
+                (handshake(tls).await, None)
             }
         };
-        sender.map_err(|e| unreachable("HTTP handshake failed with", &e))
+        let sender = sender.map_err(|e| unreachable("HTTP handshake failed with", &e))?;
+        Ok((sender, first))
     }
 }
 
@@ -154,12 +162,13 @@ async fn worker(
     seed: u64,
     deadline: Instant,
     live: Arc<Live>,
-) -> anyhow::Result<(Histogram<u64>, u64)> {
+) -> anyhow::Result<(Histogram<u64>, u64, Option<(u8, String)>)> {
     let mut hist = new_histogram()?;
     let mut errors = 0u64;
     let mut failures = 0u32;
     let mut rng = Rng::new(seed);
-    let mut sender = dialer.connect().await?;
+    let mut last_error = None;
+    let (mut sender, mut first) = dialer.connect().await?;
     let budget = match phase.order {
         KeyOrder::EachOnce => Some(wl.keys),
         KeyOrder::Random => phase.requests,
@@ -227,15 +236,26 @@ async fn worker(
             )
             .into());
         }
+        if matches!(failure, Failure::Transport(_)) && first.as_deref().is_some_and(speaks_tls) {
+            live.abort.store(true, Ordering::Relaxed);
+            return Err(Exit::new(
+                exit::UNREACHABLE,
+                format!(
+                    "{}: this port speaks TLS: use https:// (and --ca-cert FILE for a private CA)",
+                    dialer.addr
+                ),
+            )
+            .into());
+        }
         errors += 1;
         failures += 1;
+        let (code, last) = match &failure {
+            Failure::Status(s) if s.is_server_error() => (exit::SERVER, s.to_string()),
+            Failure::Status(s) => (exit::REFUSED, s.to_string()),
+            Failure::Transport(e) => (exit::UNREACHABLE, e.clone()),
+        };
         if failures >= MAX_CONSECUTIVE_FAILURES {
             live.abort.store(true, Ordering::Relaxed);
-            let (code, last) = match &failure {
-                Failure::Status(s) if s.is_server_error() => (exit::SERVER, s.to_string()),
-                Failure::Status(s) => (exit::REFUSED, s.to_string()),
-                Failure::Transport(e) => (exit::UNREACHABLE, e.clone()),
-            };
             return Err(Exit::new(
                 code,
                 format!(
@@ -245,14 +265,16 @@ async fn worker(
             )
             .into());
         }
+        last_error = Some((code, last));
         if sender.is_closed() {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            if let Ok(s) = dialer.connect().await {
+            if let Ok((s, f)) = dialer.connect().await {
                 sender = s;
+                first = f;
             }
         }
     }
-    Ok((hist, errors))
+    Ok((hist, errors, last_error))
 }
 
 /// Runs one phase to its end and merges what the workers measured.
@@ -284,13 +306,17 @@ pub async fn run_phase(
     }
     let mut hist = new_histogram()?;
     let mut errors = 0u64;
+    let mut last_error = None;
     let mut first_error = None;
     for h in handles {
         match h.await {
-            Ok(Ok((wh, we))) => {
+            Ok(Ok((wh, we, wl))) => {
                 hist.add(&wh)
                     .map_err(|e| anyhow!("merging histograms: {e}"))?;
                 errors += we;
+                if wl.is_some() {
+                    last_error = wl;
+                }
             }
             Ok(Err(e)) => {
                 live.abort.store(true, Ordering::Relaxed);
@@ -308,5 +334,6 @@ pub async fn run_phase(
         hist,
         errors,
         elapsed: start.elapsed(),
+        last_error,
     })
 }

@@ -235,7 +235,15 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         };
         let o = run_with_progress(args, &wl, &addr, phase, "preload", Some(args.keys)).await?;
         if o.errors > 0 {
-            bail!("{} of {} preload puts failed", o.errors, args.keys);
+            let (code, last) = o.last_error.unwrap_or((1, "unknown".into()));
+            return Err(Exit::new(
+                code,
+                format!(
+                    "{} of {} preload puts failed (last: {last})",
+                    o.errors, args.keys
+                ),
+            )
+            .into());
         }
     }
     // With `--rounds R` each test runs R slices of duration/R (requests/R), the tests taking

@@ -322,8 +322,7 @@ impl Wire {
 
     /// A hyper failure, said better when the server answered in TLS to plain HTTP.
     fn classify(&self, e: &hyper::Error) -> WireError {
-        let first = self.first.load(Ordering::Relaxed);
-        if self.tls.is_none() && (first == 0x15 || first == 0x16) {
+        if self.tls.is_none() && speaks_tls(&self.first) {
             return WireError::SpeaksTls;
         }
         WireError::Http(error_chain(e))
@@ -403,10 +402,31 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A stream that remembers the first byte it read (to recognise a TLS answer).
-struct Sniff<S> {
+/// A stream that remembers the first byte it read (to recognise a TLS answer); `bench` uses it
+/// too.
+pub(crate) struct Sniff<S> {
     inner: S,
     first: Arc<AtomicU16>,
+}
+
+impl<S> Sniff<S> {
+    /// Wraps `inner`; the cell returned tells [`speaks_tls`] what came back.
+    pub(crate) fn new(inner: S) -> (Self, Arc<AtomicU16>) {
+        let first = Arc::new(AtomicU16::new(NOTHING));
+        (
+            Sniff {
+                inner,
+                first: Arc::clone(&first),
+            },
+            first,
+        )
+    }
+}
+
+/// Whether the first byte a server sent on a plain connection starts a TLS record (0x15
+/// alert, 0x16 handshake): the port speaks TLS.
+pub(crate) fn speaks_tls(first: &AtomicU16) -> bool {
+    matches!(first.load(Ordering::Relaxed), 0x15 | 0x16)
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
@@ -418,6 +438,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &r
+            && self.first.load(Ordering::Relaxed) == NOTHING
             && let Some(&b) = buf.filled().get(before)
         {
             let _ = self.first.compare_exchange(
