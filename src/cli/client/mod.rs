@@ -9,6 +9,7 @@
 //! NUL), so `hoardhaven get $'\xff'` reads the key 0xFF.
 
 pub mod conn;
+mod sniff;
 pub mod tls;
 pub mod wire;
 

@@ -11,10 +11,8 @@
 use std::cell::RefCell;
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,15 +22,14 @@ use hyper::header::{AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+pub(crate) use super::sniff::{NOTHING, Sniff, speaks_tls};
+
 /// Longest wait for the TCP connection (and the TLS handshake) to be made.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// No byte received yet on the connection.
-const NOTHING: u16 = u16::MAX;
 
 /// A server's base URL: `http://` or `https://`, a host, a port, and an optional path prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -341,10 +338,7 @@ impl Wire {
         match &self.tls {
             None => {
                 self.first.store(NOTHING, Ordering::Relaxed);
-                let io = Sniff {
-                    inner: tcp,
-                    first: Arc::clone(&self.first),
-                };
+                let io = Sniff::sharing(tcp, Arc::clone(&self.first));
                 handshake(io).await.map_err(|e| self.classify(&e))
             }
             Some((connector, name)) => {
@@ -400,74 +394,6 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-/// A stream that remembers the first byte it read (to recognise a TLS answer); `bench` uses it
-/// too.
-pub(crate) struct Sniff<S> {
-    inner: S,
-    first: Arc<AtomicU16>,
-}
-
-impl<S> Sniff<S> {
-    /// Wraps `inner`; the cell returned tells [`speaks_tls`] what came back.
-    pub(crate) fn new(inner: S) -> (Self, Arc<AtomicU16>) {
-        let first = Arc::new(AtomicU16::new(NOTHING));
-        (
-            Sniff {
-                inner,
-                first: Arc::clone(&first),
-            },
-            first,
-        )
-    }
-}
-
-/// Whether the first byte a server sent on a plain connection starts a TLS record (0x15
-/// alert, 0x16 handshake): the port speaks TLS.
-pub(crate) fn speaks_tls(first: &AtomicU16) -> bool {
-    matches!(first.load(Ordering::Relaxed), 0x15 | 0x16)
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Sniff<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &r
-            && self.first.load(Ordering::Relaxed) == NOTHING
-            && let Some(&b) = buf.filled().get(before)
-        {
-            let _ = self.first.compare_exchange(
-                NOTHING,
-                u16::from(b),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Sniff<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
