@@ -20,6 +20,7 @@
 //! - [`transport`]: the accept loop: TCP, optional TLS, HTTP/1.1 with a header-read timeout
 //!   and a cap on the request head. [`tls`]: rustls (ring) and the reloadable certificate.
 //!   [`reload`]: certificate and token reload on SIGHUP or file change.
+//! - [`logging`]: the `tracing` subscriber; a failed log write is dropped, never fatal.
 //! - [`shutdown`]: the stop latch triggered by SIGTERM / Ctrl-C.
 //! - [`cli`]: the command line (`serve`, the default subcommand; `bench`).
 //! - [`loadgen`]: the load tool behind `hoardhaven bench` (an HTTP client; no storage code).
@@ -31,6 +32,7 @@ pub mod config;
 pub mod exec;
 pub mod http;
 pub mod loadgen;
+pub mod logging;
 pub mod reload;
 pub mod resp;
 pub mod server;

@@ -4,7 +4,9 @@
 //! recovers), opens the engine on a blocking thread, then serves until SIGTERM / Ctrl-C: stop
 //! accepting, let in-flight requests finish (up to the grace period), then `Engine::close`
 //! (final sync, directory lock released). A failure to open, such as a data directory locked
-//! by another process, stops the server and is returned to the caller.
+//! by another process, stops the server and is returned to the caller. `listening on` is
+//! logged only once the socket is bound and the engine is open, so it never precedes such a
+//! failure.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,8 +43,9 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let sec = &cfg.security;
     let scheme = if sec.tls.is_some() { "https" } else { "http" };
-    tracing::info!(%addr, engine = %cfg.engine.kind, dir = %cfg.engine.dir.display(),
-        sync = %cfg.engine.sync, auth = sec.auth.enabled(), "listening on {scheme}://{addr}");
+    // Not "listening on" yet: opening the engine can still fail (a file where the directory
+    // should be, no permission, locked by another process). Meanwhile /healthz answers.
+    tracing::info!(%addr, dir = %cfg.engine.dir.display(), "bound; opening the engine");
     if !sec.auth.enabled() && !addr.ip().to_canonical().is_loopback() {
         tracing::warn!(%addr, "serving WITHOUT authentication on a non-loopback address (allow_unauthenticated_remote)");
     }
@@ -133,6 +136,10 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
             return Err(anyhow::Error::new(e));
         }
     };
+    // Logged before /readyz turns 200, so whoever sees ready can also find this line.
+    tracing::info!(%addr, engine = %cfg.engine.kind, dir = %cfg.engine.dir.display(),
+        sync = %cfg.engine.sync, auth = sec.auth.enabled(),
+        "listening on {scheme}://{addr}; ready: engine open");
     state.set_engine(Arc::clone(&engine));
     if let Some(l) = resp_listener {
         let resp_addr = l.local_addr().context("reading the RESP address")?;
@@ -145,7 +152,6 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         tracing::info!(addr = %resp_addr, "Redis protocol listening on {resp_addr}");
         tokio::spawn(crate::resp::serve(l, shared, shutdown.clone()));
     }
-    tracing::info!("ready: engine open");
 
     shutdown.wait().await;
     let mut serve = serve;

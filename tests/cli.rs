@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use common::{STEP_TIMEOUT, Server, data_files};
@@ -166,6 +166,9 @@ async fn client_subcommands_and_exit_codes() {
         assert_eq!(doc["keys"], 4, "{doc}");
         // Usage errors: exit 2.
         assert_eq!(client(&s, &["get"], None).0, 2);
+        let (code, out, err) = client(&s, &["list", "--limit", "0"], None);
+        assert_eq!((code, out.is_empty()), (2, true), "{err}");
+        assert!(err.contains("--limit"), "{err}");
         assert_eq!(client(&s, &["put", "k", "v", "--ttl", "0"], None).0, 2);
     }
 }
@@ -187,6 +190,79 @@ fn unreachable_server_is_exit_6_and_token_flag_is_accepted() {
 }
 
 #[test]
+fn a_url_without_scheme_is_a_usage_error_and_bench_unreachable_is_6() {
+    let (code, _, err) = run(hh().args(["get", "--url", "127.0.0.1:8080", "k"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("no scheme") && err.contains("http://127.0.0.1:8080"),
+        "{err}"
+    );
+    let (code, _, err) = run(hh().args(["bench", "--url", "127.0.0.1:8080", "-q"]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no scheme"), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, _, err) = run(hh().args(["bench", "--url", &url, "-n", "10", "-c", "1", "-q"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_sends_the_token_and_names_a_401() {
+    let tokens = "admin:admin-token-0123456789abcdef";
+    let s = Server::start("memory", &["--auth-tokens", tokens]).await;
+    let bench = |extra: &[&str]| {
+        let mut c = hh();
+        c.args([
+            "bench", "--url", &s.base, "-c", "2", "-k", "10", "-n", "20", "-q",
+        ])
+        .args(extra);
+        run(&mut c)
+    };
+    let (code, _, err) = bench(&[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("401") && err.contains("token"), "{err}");
+    assert!(!err.contains("in a row"), "{err}");
+    let (code, out, err) = bench(&["--token", "admin-token-0123456789abcdef"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(lossy(&out).contains("put"), "{}", lossy(&out));
+    let (code, _, err) = run(hh()
+        .args([
+            "bench", "--url", &s.base, "-c", "1", "-k", "5", "-n", "5", "-q",
+        ])
+        .env("HOARDHAVEN_TOKEN", "admin-token-0123456789abcdef"));
+    assert_eq!(code, 0, "{err}");
+    // The client subcommands say 401 with the same hint.
+    let (code, _, err) = client(&s, &["get", "k"], None);
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("401") && err.contains("--token"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_tests_are_comma_separated_in_help_and_parsing() {
+    let (code, out, _) = run(hh().args(["bench", "--help"]));
+    assert_eq!(code, 0);
+    let help = lossy(&out);
+    assert!(
+        help.contains("comma-separated") && help.contains("[default: get,put,mixed]"),
+        "{help}"
+    );
+    let s = Server::start("memory", &[]).await;
+    let (code, out, err) = run(hh().args([
+        "bench", "--url", &s.base, "-t", "put,get", "-c", "1", "-k", "5", "-n", "5", "-q",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let table = lossy(&out);
+    assert!(
+        table.contains("put") && table.contains("get") && !table.contains("mixed"),
+        "{table}"
+    );
+}
+
+#[test]
 fn completions_are_generated() {
     for shell in ["bash", "zsh", "fish"] {
         let (code, out, err) = run(hh().args(["completions", shell]));
@@ -198,6 +274,50 @@ fn completions_are_generated() {
         );
     }
     assert_eq!(run(hh().args(["completions", "nosuchshell"])).0, 2);
+}
+
+/// Runs the binary with its stdout a pipe whose reader is already gone (`| head` that has
+/// read enough); returns (status, stderr).
+fn with_closed_stdout(args: &[&str]) -> (i32, String) {
+    use std::io::Read;
+    let mut c = std::process::Command::new(common::binary());
+    c.args(args)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOARDHAVEN_") {
+            c.env_remove(k);
+        }
+    }
+    let mut child = c.spawn().expect("spawn");
+    drop(child.stdout.take());
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    let status = child.wait().expect("wait");
+    (status.code().unwrap_or(-1), err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_pipe_is_a_quiet_exit_0() {
+    let (code, err) = with_closed_stdout(&["completions", "bash"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let s = Server::start("memory", &[]).await;
+    assert_eq!(client(&s, &["put", "k", "value"], None).0, 0);
+    for args in [
+        vec!["get", "--url", &s.base, "k"],
+        vec!["list", "--url", &s.base],
+        vec!["stats", "--url", &s.base],
+        vec![
+            "bench", "--url", &s.base, "-c", "1", "-k", "5", "-n", "5", "-q",
+        ],
+    ] {
+        let (code, err) = with_closed_stdout(&args);
+        assert_eq!((code, err.as_str()), (0, ""), "{args:?}");
+    }
 }
 
 /// A JSON-lines file with text, binary and expiring values (and one already expired).
@@ -405,4 +525,150 @@ async fn offline_tools_refuse_a_directory_in_use() {
     let missing = s.scratch.path().join("nope");
     assert_eq!(offline(&["info"], &missing).0, 7);
     assert!(!missing.exists());
+}
+
+/// A server over HTTPS with a self-signed certificate for `localhost` and `127.0.0.1`; returns
+/// it (killed on drop), its `https://` base URL and the certificate's path (the CA to trust).
+struct TlsServer {
+    child: std::process::Child,
+    base: String,
+    cert: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_server(extra: &[&str]) -> TlsServer {
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+        .expect("rcgen");
+    let cert = scratch.path().join("server.crt");
+    let key = scratch.path().join("server.key");
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    let port_file = scratch.path().join("port");
+    let mut cmd = std::process::Command::new(common::binary());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--engine", "memory"])
+        .arg("--data-dir")
+        .arg(scratch.path().join("data"))
+        .arg("--port-file")
+        .arg(&port_file)
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .args(extra)
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOARDHAVEN_") {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn");
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    let addr: std::net::SocketAddr = loop {
+        if let Ok(s) = std::fs::read_to_string(&port_file)
+            && let Ok(a) = s.trim().parse()
+        {
+            break a;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("TLS server exited early: {st}");
+        }
+        assert!(std::time::Instant::now() < deadline, "no port file");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let s = TlsServer {
+        child,
+        base: format!("https://localhost:{}", addr.port()),
+        cert,
+        _scratch: scratch,
+    };
+    // Ready once a read of an absent key is "not found" (503 while the engine opens).
+    let ca = s.cert.to_str().expect("utf-8").to_owned();
+    loop {
+        let (code, _, err) = run(hh().args(["get", "--url", &s.base, "--ca-cert", &ca, "nope"]));
+        if code == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready: {err}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    s
+}
+
+/// A loopback port answering every connection with a plain HTTP 400 (as a plain server does
+/// to a TLS ClientHello); returns its `https://` URL and the listener's thread.
+fn tls_plain_port() -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("https://127.0.0.1:{}", l.local_addr().expect("addr").port());
+    let t = std::thread::spawn(move || {
+        if let Ok((mut c, _)) = l.accept() {
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    (url, t)
+}
+
+#[test]
+fn the_client_speaks_tls_with_a_ca_file() {
+    let s = tls_server(&[]);
+    let ca = s.cert.to_str().expect("utf-8");
+    let with_ca = |args: &[&str]| run(hh().args(args).args(["--url", &s.base, "--ca-cert", ca]));
+    let (code, _, err) = with_ca(&["put", "k", "over tls"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = with_ca(&["get", "k"]);
+    assert_eq!((code, lossy(&out)), (0, "over tls".into()), "{err}");
+    // The CA from the environment; an IP address in the URL matches the certificate's IP.
+    let by_ip = s.base.replace("localhost", "127.0.0.1");
+    let (code, out, err) = run(hh()
+        .args(["get", "--url", &by_ip, "k"])
+        .env("HOARDHAVEN_CA_CERT", ca));
+    assert_eq!((code, lossy(&out)), (0, "over tls".into()), "{err}");
+    // Not trusted without the CA: unreachable (6), saying why.
+    let (code, _, err) = run(hh().args(["get", "--url", &s.base, "k"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("TLS") && err.contains("--ca-cert"), "{err}");
+    // Plain HTTP to the TLS port: said so.
+    let plain = s.base.replace("https://", "http://");
+    let (code, _, err) = run(hh().args(["get", "--url", &plain, "k"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("this port speaks TLS"), "{err}");
+    let (code, _, err) = run(hh().args(["bench", "--url", &plain, "-c", "1", "-n", "5", "-q"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("this port speaks TLS"), "{err}");
+    // https:// to a plain HTTP port: said so.
+    let plain_server = tls_plain_port();
+    let (code, _, err) = run(hh().args(["get", "--url", &plain_server.0, "--ca-cert", ca, "k"]));
+    assert_eq!(code, 6, "{err}");
+    assert!(err.contains("does not speak TLS"), "{err}");
+    drop(plain_server);
+    // bench over TLS.
+    let (code, out, err) = run(hh().args([
+        "bench",
+        "--url",
+        &s.base,
+        "--ca-cert",
+        ca,
+        "-c",
+        "2",
+        "-k",
+        "10",
+        "-n",
+        "20",
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(lossy(&out).contains("get"), "{}", lossy(&out));
 }

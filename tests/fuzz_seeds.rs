@@ -174,7 +174,10 @@ fn generate() -> Seeds {
 
     // resp_parse: requests as clients send them (multibulk, pipelined, inline, binary values).
     let r = out.entry("resp_parse").or_default();
-    r.insert("get.resp".into(), b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec());
+    r.insert(
+        "get.resp".into(),
+        b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec(),
+    );
     r.insert(
         "pipeline.resp".into(),
         b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nv\r\n\x00!\r\n*1\r\n$5\r\nMULTI\r\n*1\r\n$4\r\nEXEC\r\n"

@@ -1,8 +1,9 @@
 //! Exit statuses of the client and offline subcommands, and the error that carries one.
 //!
 //! Scripts branch on these numbers, so they are fixed here in one place and listed in the
-//! README. `main` turns an [`Exit`] found in an error into its status; any other error (from
-//! `serve`, say) keeps the historical status 1.
+//! README. `main` turns an error into its status with [`code_of`]: an [`Exit`] carries its
+//! own; a bad setting of `serve` (file, environment or flag) is a usage error; a data
+//! directory locked by another process is [`LOCKED`]; anything else is 1.
 
 use std::fmt;
 
@@ -57,9 +58,40 @@ impl fmt::Display for Exit {
 
 impl std::error::Error for Exit {}
 
-/// The exit status for an error: the [`Exit`] code when there is one, else 1.
+/// Writes `bytes` to stdout and flushes.
+///
+/// # Errors
+/// A closed pipe (`hoardhaven list | head`) is an [`Exit`] with status [`OK`] and no message:
+/// the reader has what it wanted, so the command stops quietly with 0 (not 141, the shell's
+/// status for death by SIGPIPE, so `set -o pipefail` scripts do not fail over `| head`). Any
+/// other write error is [`LOCAL`].
+pub fn stdout(bytes: &[u8]) -> Result<(), Exit> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(bytes).and_then(|()| o.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Exit::new(OK, "")),
+        Err(e) => Err(Exit::local(format!("writing stdout: {e}"))),
+    }
+}
+
+/// The exit status for an error: the [`Exit`] code when there is one; [`USAGE`] for a setting
+/// that fails to parse or validate (`config::SettingError`, `config::LoadError`, the `config`
+/// crate's `ConfigError`); [`LOCKED`] for a data directory in use; else 1.
 pub fn code_of(e: &anyhow::Error) -> u8 {
-    e.downcast_ref::<Exit>().map_or(1, |x| x.code)
+    if let Some(x) = e.downcast_ref::<Exit>() {
+        return x.code;
+    }
+    if e.downcast_ref::<crate::config::SettingError>().is_some()
+        || e.downcast_ref::<crate::config::LoadError>().is_some()
+        || e.downcast_ref::<::config::ConfigError>().is_some()
+    {
+        return USAGE;
+    }
+    if let Some(crate::Error::Locked(_)) = e.downcast_ref::<crate::Error>() {
+        return LOCKED;
+    }
+    1
 }
 
 /// Maps an engine error met offline: a locked directory gets [`LOCKED`], everything else
@@ -74,5 +106,24 @@ pub fn from_engine(e: crate::Error, doing: &str) -> Exit {
             ),
         ),
         other => Exit::local(format!("{doing}: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn setting_errors_are_usage_errors_even_under_context() {
+        let file = ::config::ConfigError::NotFound("listen".into());
+        let e = Err::<(), _>(file).context("reading the configuration");
+        assert_eq!(e.map_err(|e| code_of(&e)), Err(USAGE));
+        let exit = anyhow::Error::new(Exit::new(CONFLICT, "x"));
+        assert_eq!(code_of(&exit), CONFLICT);
+        assert_eq!(code_of(&anyhow::anyhow!("other")), 1);
+        let unknown =
+            anyhow::Error::new(crate::config::LoadError::UnknownEnv("HOARDHAVEN_X".into()));
+        assert_eq!(code_of(&unknown), USAGE);
     }
 }

@@ -27,25 +27,39 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use driver::{KeyOrder, Live, Phase};
+use crate::cli::client::tls as client_tls;
+use crate::cli::client::wire::Base;
+use crate::cli::exit::{self, Exit};
+use driver::{Dialer, KeyOrder, Live, Phase};
 pub use report::{Report, TestResult};
 pub use workload::{Target, Test, Workload};
 
 /// Flags of `hoardhaven bench`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Base URL of the server (plain HTTP).
+    /// Base URL of the server: http://HOST:PORT or https://HOST:PORT.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// Send `Authorization: Bearer <TOKEN>` with every request.
+    #[arg(long, env = "HOARDHAVEN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Trust only the CA certificates in this PEM file for https:// (default: the system's).
+    #[arg(long, env = "HOARDHAVEN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// The server's API: hoardhaven, or etcd's v3 HTTP JSON gateway.
     #[arg(long, value_enum, default_value_t = Target::Hoardhaven)]
     pub target: Target,
     /// Concurrent connections (one request in flight on each).
     #[arg(short = 'c', long, default_value_t = 50)]
     pub connections: usize,
-    /// Tests to run after the healthz baseline, comma separated.
-    #[arg(short = 't', long = "tests", value_enum, value_delimiter = ',',
-          default_values_t = [Test::Get, Test::Put, Test::Mixed])]
+    /// Tests to run after the healthz baseline, comma-separated: `-t get,put` (or `-t get -t put`).
+    #[arg(
+        short = 't',
+        long = "tests",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "get,put,mixed"
+    )]
     pub tests: Vec<Test>,
     /// Number of distinct keys.
     #[arg(short = 'k', long, default_value_t = 10_000)]
@@ -145,15 +159,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("starting the client runtime")?;
     let report = rt.block_on(measure(&args))?;
     let json_to_stdout = args.json.as_deref().is_some_and(|p| p.as_os_str() == "-");
+    // Not print!: it panics on a closed stdout. A closed pipe is a quiet exit 0.
     if json_to_stdout {
-        eprint!("{}", report.to_text());
+        crate::logging::line(report.to_text().trim_end_matches('\n'));
     } else {
-        print!("{}", report.to_text());
+        exit::stdout(report.to_text().as_bytes())?;
     }
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report)?;
         if json_to_stdout {
-            println!("{json}");
+            exit::stdout(format!("{json}\n").as_bytes())?;
         } else {
             std::fs::write(path, json + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;
@@ -162,19 +177,22 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Checks the flags and returns the `host:port` to connect to.
-fn authority(args: &BenchArgs) -> anyhow::Result<String> {
-    let uri: hyper::Uri = args
-        .url
-        .parse()
-        .with_context(|| format!("bad --url `{}`", args.url))?;
-    if uri.scheme_str().is_some_and(|s| s != "http") {
-        bail!("only plain http:// URLs are supported, got `{}`", args.url);
+/// Checks `--url` (and `--ca-cert` for https) and returns how to reach the server and the
+/// `host:port` for the `Host` header.
+///
+/// # Errors
+/// A usage error ([`exit::USAGE`]) for a URL without http:// or https://, a local one
+/// ([`exit::LOCAL`]) for a CA file that cannot be used.
+fn dialer(args: &BenchArgs) -> anyhow::Result<(Dialer, String)> {
+    let base = Base::parse(&args.url).map_err(|m| Exit::new(exit::USAGE, m))?;
+    let host = base.host.trim_start_matches('[').trim_end_matches(']');
+    let mut d = Dialer::plain(format!("{host}:{}", base.port));
+    if base.https {
+        let connector = client_tls::connector(args.ca_cert.as_deref()).map_err(Exit::local)?;
+        let name = client_tls::server_name(&base.host).map_err(|m| Exit::new(exit::USAGE, m))?;
+        d.tls = Some((connector, name));
     }
-    let host = uri
-        .host()
-        .ok_or_else(|| anyhow!("--url `{}` has no host", args.url))?;
-    Ok(format!("{host}:{}", uri.port_u16().unwrap_or(80)))
+    Ok((d, base.authority()))
 }
 
 /// Runs the baseline, the preload and every test; returns the report.
@@ -188,15 +206,19 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
     if !(0.0..=1.0).contains(&args.read_ratio) {
         bail!("--read-ratio must be between 0 and 1");
     }
-    let addr: Arc<str> = authority(args)?.into();
-    let wl = Arc::new(Workload::new(
+    let (dialer, authority) = dialer(args)?;
+    let addr = Arc::new(dialer);
+    let wl = Workload::new(
         args.target,
-        addr.to_string(),
+        authority,
         args.keys,
         args.key_size,
         args.value_size,
         args.read_ratio,
-    ));
+    )
+    .with_token(args.token.as_deref())
+    .map_err(|m| Exit::new(exit::USAGE, m))?;
+    let wl = Arc::new(wl);
     let mut tests = Vec::new();
     if !args.no_baseline {
         tests.push(Test::Healthz);
@@ -213,7 +235,15 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         };
         let o = run_with_progress(args, &wl, &addr, phase, "preload", Some(args.keys)).await?;
         if o.errors > 0 {
-            bail!("{} of {} preload puts failed", o.errors, args.keys);
+            let (code, last) = o.last_error.unwrap_or((1, "unknown".into()));
+            return Err(Exit::new(
+                code,
+                format!(
+                    "{} of {} preload puts failed (last: {last})",
+                    o.errors, args.keys
+                ),
+            )
+            .into());
         }
     }
     // With `--rounds R` each test runs R slices of duration/R (requests/R), the tests taking
@@ -277,7 +307,7 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
 async fn run_with_progress(
     args: &BenchArgs,
     wl: &Arc<Workload>,
-    addr: &Arc<str>,
+    addr: &Arc<Dialer>,
     phase: Phase,
     name: &str,
     total: Option<u64>,
@@ -340,12 +370,13 @@ mod tests {
     fn defaults_and_authority() -> anyhow::Result<()> {
         let a = BenchArgs::default();
         assert_eq!(a.connections, 50);
-        assert_eq!(authority(&a)?, "127.0.0.1:8080");
+        assert_eq!(dialer(&a)?.1, "127.0.0.1:8080");
         let b = BenchArgs {
-            url: "https://x:1".into(),
+            url: "127.0.0.1:1".into(),
             ..BenchArgs::default()
         };
-        assert!(authority(&b).is_err());
+        let e = dialer(&b).err().map(|e| crate::cli::exit::code_of(&e));
+        assert_eq!(e, Some(exit::USAGE));
         Ok(())
     }
 }

@@ -33,6 +33,17 @@ pub enum Op {
     Put,
 }
 
+impl Op {
+    /// The name used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Op::Health => "a health check",
+            Op::Get => "a get",
+            Op::Put => "a put",
+        }
+    }
+}
+
 /// A test of a run: which operations it sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -102,6 +113,8 @@ pub struct Workload {
     value_b64: String,
     /// Fraction of reads in the `mixed` test.
     pub read_ratio: f64,
+    /// `Authorization: Bearer <token>` sent with every request, when set.
+    pub auth: Option<hyper::header::HeaderValue>,
 }
 
 impl Workload {
@@ -127,7 +140,26 @@ impl Workload {
             value: Bytes::from(value),
             value_b64,
             read_ratio,
+            auth: None,
         }
+    }
+
+    /// Sends `Authorization: Bearer <token>` with every request (a token that is not a valid
+    /// header value is refused).
+    ///
+    /// # Errors
+    /// When the token holds bytes a header cannot carry.
+    pub fn with_token(mut self, token: Option<&str>) -> Result<Self, String> {
+        self.auth = match token.filter(|t| !t.is_empty()) {
+            None => None,
+            Some(t) => {
+                let mut v = hyper::header::HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|_| "--token holds bytes an HTTP header cannot carry".to_owned())?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
+        Ok(self)
     }
 
     /// The `i`-th key: `k` then `i` zero-padded to `key_size - 1` digits (longer if needed).
@@ -157,7 +189,10 @@ impl Workload {
     /// # Errors
     /// Only if the request cannot be assembled (a malformed authority).
     pub fn request(&self, op: Op, i: u64) -> Result<Request<Full<Bytes>>, hyper::http::Error> {
-        let b = Request::builder().header(hyper::header::HOST, &self.authority);
+        let mut b = Request::builder().header(hyper::header::HOST, &self.authority);
+        if let Some(a) = &self.auth {
+            b = b.header(hyper::header::AUTHORIZATION, a.clone());
+        }
         match (self.target, op) {
             (Target::Hoardhaven, Op::Health) => b
                 .method(Method::GET)

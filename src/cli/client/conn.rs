@@ -1,18 +1,19 @@
-//! The HTTP side of the client subcommands: URL building, the bearer token, and the mapping of
-//! responses and transport failures to exit statuses.
+//! The HTTP side of the client subcommands: URL building, the bearer token, TLS trust, and the
+//! mapping of responses and transport failures to exit statuses.
 //!
-//! Owns [`Conn`]: one blocking `reqwest` client per invocation (a CLI makes one or a few
-//! requests, so a blocking client is simpler than a runtime and costs nothing measurable).
+//! Owns [`ConnArgs`] and [`Conn`]: one blocking client per invocation ([`super::wire`]; a CLI
+//! makes one or a few requests, so blocking calls are simpler and cost nothing measurable).
 //! Keys are byte strings: every byte outside the URL's unreserved set is percent-encoded, so
 //! `a/b`, spaces, `%` and non-UTF-8 bytes all reach the server as the same bytes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use hyper::{Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
-use reqwest::StatusCode;
-use reqwest::blocking::{Client, RequestBuilder, Response};
 
+use super::wire::{Base, Request, Response, Wire, WireError};
 use crate::cli::exit::{self, Exit};
 
 /// Bytes left as they are in a key path segment: RFC 3986 unreserved characters.
@@ -25,12 +26,15 @@ const KEY_SET: &AsciiSet = &NON_ALPHANUMERIC
 /// Connection flags shared by every client subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct ConnArgs {
-    /// Server URL
+    /// Server URL: http://HOST:PORT or https://HOST:PORT
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
     /// Send `Authorization: Bearer <TOKEN>`
     #[arg(long, env = "HOARDHAVEN_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Trust only the CA certificates in this PEM file for https:// (default: the system's)
+    #[arg(long, env = "HOARDHAVEN_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Print JSON instead of raw output
     #[arg(long)]
     pub json: bool,
@@ -42,8 +46,7 @@ pub struct ConnArgs {
 /// A connection to one server.
 #[derive(Debug)]
 pub struct Conn {
-    client: Client,
-    base: String,
+    wire: Wire,
     token: Option<String>,
 }
 
@@ -56,37 +59,31 @@ impl Conn {
     /// A client for `args.url`; `long` disables the answer timeout (jobs with `--wait`).
     ///
     /// # Errors
-    /// [`exit::UNREACHABLE`] when the HTTP client cannot be built.
+    /// [`exit::USAGE`] for a URL without `http://` / `https://`; [`exit::LOCAL`] when the
+    /// `--ca-cert` file cannot be used.
     pub fn new(args: &ConnArgs, long: bool) -> Result<Self, Exit> {
-        let mut b = Client::builder().connect_timeout(Duration::from_secs(10));
-        b = if long || args.timeout == 0 {
-            b.timeout(None)
-        } else {
-            b.timeout(Duration::from_secs(args.timeout))
-        };
-        let client = b
-            .build()
-            .map_err(|e| Exit::new(exit::UNREACHABLE, format!("HTTP client: {e}")))?;
+        let base = Base::parse(&args.url).map_err(|m| Exit::new(exit::USAGE, m))?;
+        let timeout = (!long && args.timeout > 0).then(|| Duration::from_secs(args.timeout));
+        let wire = Wire::new(base, args.ca_cert.as_deref(), timeout).map_err(Exit::local)?;
         Ok(Conn {
-            client,
-            base: args.url.trim_end_matches('/').to_owned(),
+            wire,
             token: args.token.clone().filter(|t| !t.is_empty()),
         })
     }
 
     /// The URL of the single-key route for `key`.
     pub fn key_url(&self, key: &[u8]) -> String {
-        format!("{}/kv/{}", self.base, encode_key(key))
+        format!("{}/kv/{}", self.wire.base().url, encode_key(key))
     }
 
     /// The URL of `path` (starting with `/`).
     pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("{}{}", self.wire.base().url, path)
     }
 
     /// A request with the bearer token attached when one was given.
-    pub fn request(&self, method: reqwest::Method, url: &str) -> RequestBuilder {
-        let r = self.client.request(method, url);
+    pub fn request(&self, method: Method, url: &str) -> Request {
+        let r = Request::new(method, url);
         match &self.token {
             Some(t) => r.bearer_auth(t),
             None => r,
@@ -97,40 +94,22 @@ impl Conn {
     ///
     /// # Errors
     /// When the server cannot be reached or does not answer in time.
-    pub fn send(&self, req: RequestBuilder) -> Result<Response, Exit> {
-        req.send().map_err(|e| {
-            let what = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "cannot connect"
-            } else {
-                "request failed"
+    pub fn send(&self, req: Request) -> Result<Response, Exit> {
+        self.wire.send(req).map_err(|e| {
+            let code = match e {
+                WireError::Build(_) => exit::USAGE,
+                _ => exit::UNREACHABLE,
             };
-            Exit::new(
-                exit::UNREACHABLE,
-                format!("{what}: {} ({})", self.base, error_chain(&e)),
-            )
+            Exit::new(code, format!("{}: {e}", self.wire.base().url))
         })
     }
-}
-
-/// The error and its sources on one line.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Turns a non-success response into an [`Exit`] with the status's code and the problem
 /// document's detail (RFC 9457) when the server sent one.
 pub fn failure(resp: Response) -> Exit {
     let status = resp.status();
-    let body = resp.text().unwrap_or_default();
+    let body = resp.text();
     let detail = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| {
@@ -142,6 +121,7 @@ pub fn failure(resp: Response) -> Exit {
     let code = match status {
         StatusCode::NOT_FOUND => exit::NOT_FOUND,
         StatusCode::PRECONDITION_FAILED | StatusCode::CONFLICT => exit::CONFLICT,
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => exit::REFUSED,
         s if s.is_client_error() => exit::REFUSED,
         _ => exit::SERVER,
     };
@@ -150,16 +130,15 @@ pub fn failure(resp: Response) -> Exit {
         message.push_str(": ");
         message.push_str(&detail);
     }
+    if status == StatusCode::UNAUTHORIZED {
+        message.push_str(" (check the token: --token or HOARDHAVEN_TOKEN)");
+    }
     Exit::new(code, message)
 }
 
-/// Reads a success response's body.
-///
-/// # Errors
-/// [`exit::UNREACHABLE`] when the body cannot be read.
-pub fn body(resp: Response) -> Result<bytes::Bytes, Exit> {
+/// A success response's body (already read by [`Conn::send`]).
+pub fn body(resp: Response) -> bytes::Bytes {
     resp.bytes()
-        .map_err(|e| Exit::new(exit::UNREACHABLE, format!("reading the answer: {e}")))
 }
 
 /// Reads a success response's body as JSON.
@@ -167,7 +146,7 @@ pub fn body(resp: Response) -> Result<bytes::Bytes, Exit> {
 /// # Errors
 /// [`exit::SERVER`] when it is not JSON.
 pub fn json(resp: Response) -> Result<serde_json::Value, Exit> {
-    let b = body(resp)?;
+    let b = body(resp);
     serde_json::from_slice(&b).map_err(|e| {
         Exit::new(
             exit::SERVER,

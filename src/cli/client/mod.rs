@@ -9,17 +9,20 @@
 //! NUL), so `hoardhaven get $'\xff'` reads the key 0xFF.
 
 pub mod conn;
+mod sniff;
+pub mod tls;
+pub mod wire;
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
+use hyper::Method;
+use hyper::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
 use serde_json::{Value as Json, json};
 
 use crate::cli::exit::{self, Exit};
@@ -99,8 +102,8 @@ pub struct ListArgs {
     /// Only keys starting with these bytes
     #[arg(long, default_value = "")]
     prefix: OsString,
-    /// Stop after this many keys (default: all)
-    #[arg(long)]
+    /// Stop after this many keys, at least 1 (default: all)
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
 }
 
@@ -155,14 +158,9 @@ fn bytes_of(s: &OsStr) -> &[u8] {
     s.as_bytes()
 }
 
-/// Writes to stdout; a closed pipe (`| head`) is not an error worth a status.
+/// Writes to stdout; a closed pipe (`| head`) stops the command quietly with status 0.
 fn out(bytes: &[u8]) -> Result<(), Exit> {
-    let mut o = std::io::stdout().lock();
-    match o.write_all(bytes).and_then(|()| o.flush()) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Exit::local(format!("writing stdout: {e}"))),
-    }
+    exit::stdout(bytes)
 }
 
 fn out_json(v: &Json) -> Result<(), Exit> {
@@ -188,7 +186,7 @@ fn get(a: &GetArgs) -> Result<(), Exit> {
     }
     let etag = header(&resp, ETAG.as_str());
     let ttl = header(&resp, "x-ttl").and_then(|t| t.parse::<u64>().ok());
-    let value = body(resp)?;
+    let value = body(resp);
     if !a.conn.json {
         return out(&value);
     }
@@ -202,7 +200,7 @@ fn get(a: &GetArgs) -> Result<(), Exit> {
     out_json(&Json::Object(doc))
 }
 
-fn header(resp: &reqwest::blocking::Response, name: &str) -> Option<String> {
+fn header(resp: &wire::Response, name: &str) -> Option<String> {
     resp.headers()
         .get(name)
         .and_then(|v| v.to_str().ok())

@@ -1,0 +1,105 @@
+//! TLS for the client side (the client subcommands and `bench`): which certificates are
+//! trusted, and the connector that wraps a TCP stream.
+//!
+//! Owns [`connector`]. With `--ca-cert FILE` (or `HOARDHAVEN_CA_CERT`) only the certificates in
+//! that PEM file are trusted: the usual set-up for a private CA or a self-signed test
+//! certificate. Without it the system's trust store is used (`rustls-native-certs`: the
+//! `SSL_CERT_FILE` / `SSL_CERT_DIR` variables, else the distribution's bundle). rustls with
+//! the `ring` provider, like the server ([`crate::tls`]), set on the configuration itself so no
+//! process-wide default provider is needed. ALPN offers `http/1.1` only.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio_rustls::TlsConnector;
+
+/// The trusted roots: those in `ca` when given, else the system's.
+///
+/// # Errors
+/// A message naming the file (unreadable, no certificate, a certificate rustls refuses), or
+/// saying that the system holds no usable root.
+pub fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(file) => {
+            let certs = CertificateDer::pem_file_iter(file)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("--ca-cert {}: {e}", file.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "--ca-cert {}: no PEM certificate in it",
+                    file.display()
+                ));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("--ca-cert {}: {e}", file.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(
+                    "no trusted certificate in the system's store; give the server's CA with --ca-cert FILE"
+                        .into(),
+                );
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// A TLS connector trusting [`roots`]`(ca)`.
+///
+/// # Errors
+/// As [`roots`], or when rustls refuses the protocol versions (it does not).
+pub fn connector(ca: Option<&Path>) -> Result<TlsConnector, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS set-up: {e}"))?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsConnector::from(Arc::new(cfg)))
+}
+
+/// The name the server's certificate must carry: a DNS name or an IP address (`[::1]` without
+/// its brackets).
+///
+/// # Errors
+/// When `host` is neither.
+pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(bare.to_owned()).map_err(|e| format!("`{host}` as a TLS name: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_or_empty_ca_file_is_named() {
+        let dir = std::env::temp_dir();
+        let missing = dir.join("hoardhaven-no-such-ca.pem");
+        let e = roots(Some(&missing)).err().unwrap_or_default();
+        assert!(e.contains("hoardhaven-no-such-ca.pem"), "{e}");
+        let empty = dir.join(format!("hoardhaven-empty-ca-{}.pem", std::process::id()));
+        assert!(std::fs::write(&empty, b"not pem\n").is_ok());
+        let e = roots(Some(&empty)).err().unwrap_or_default();
+        let _ = std::fs::remove_file(&empty);
+        assert!(e.contains("no PEM certificate"), "{e}");
+    }
+
+    #[test]
+    fn names_are_dns_or_ip() {
+        assert!(server_name("localhost").is_ok());
+        assert!(server_name("127.0.0.1").is_ok());
+        assert!(server_name("[::1]").is_ok());
+    }
+}
