@@ -64,9 +64,6 @@ fn batch_op(i: usize, op: BatchOpDto, limits: &Limits) -> Result<BatchOp, ApiErr
                     limits.max_value_bytes
                 ))));
             }
-            if op.ttl == Some(0) {
-                return Err(at(ApiError::BadRequest("`ttl` must be >= 1".into())));
-            }
             Ok(BatchOp::Put {
                 key,
                 value,

@@ -19,6 +19,7 @@ pub mod bulk;
 pub mod conditional;
 pub mod dto;
 pub mod error;
+pub mod extract;
 pub mod guard;
 pub mod keys;
 pub mod kv;
@@ -104,12 +105,18 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
         .merge(api)
         .merge(ops)
         .split_for_parts();
-    let mut doc = openapi::finish(&doc, &limits);
-    auth::describe(
-        &mut doc,
-        opts.auth.is_some(),
-        opts.metrics_open,
-        opts.docs_open,
+    let security = auth::SecurityDoc {
+        enforced: opts.auth.is_some(),
+        metrics_open: opts.metrics_open,
+        docs_open: opts.docs_open,
+    };
+    let doc = openapi::finish(
+        &doc,
+        &[
+            &openapi::PathTemplates,
+            &openapi::LimitsDoc(limits),
+            &security,
+        ],
     );
     state.set_openapi_json(openapi::to_bytes(&doc));
 
@@ -165,6 +172,7 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
                     REQUEST_ID,
                 )))
                 .layer(axum::middleware::from_fn(metrics::track))
+                .layer(axum::middleware::from_fn(error::log_errors))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal("a handler panicked".into()).into_response()
                 })),
