@@ -39,9 +39,9 @@ impl TagSet {
 }
 
 /// The entity-tag list `If-Match` / `If-None-Match` take, as an OpenAPI `pattern`: `*`, or
-/// one or more quoted tags (optionally `W/`) separated by commas, spaces around them allowed.
-/// [`parse_header`] accepts exactly this language.
-pub const ETAG_LIST_PATTERN: &str = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#;
+/// quoted tags (optionally `W/`) separated by commas, spaces around them allowed, or nothing
+/// (an empty list, which matches no version). [`parse_header`] accepts exactly this language.
+pub const ETAG_LIST_PATTERN: &str = r#"^[ ]*(\*|((W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)?)[ ]*$"#;
 
 /// Reads and parses one conditional header; `Ok(None)` when absent.
 ///
@@ -68,14 +68,15 @@ pub fn tag_set(headers: &HeaderMap, name: HeaderName) -> Result<Option<TagSet>, 
 /// Parses one header value of the [`ETAG_LIST_PATTERN`] language.
 ///
 /// # Errors
-/// A message saying what is not an entity tag (an empty value, an empty item, a bad byte).
+/// A message saying what is not an entity tag (an empty item, a bad byte, no quotes).
 pub fn parse_header(s: &str) -> Result<TagSet, String> {
     let s = s.trim_matches(' ');
     if s == "*" {
         return Ok(TagSet::Any);
     }
     if s.is_empty() {
-        return Err("an empty value is not an entity-tag list (expected \"...\" or *)".into());
+        // An empty list (RFC 9110 §5.6.1: empty elements do not count): it matches nothing.
+        return Ok(TagSet::Tags(Vec::new()));
     }
     let mut out = Vec::new();
     for item in s.split(',').map(|i| i.trim_matches(' ')) {
@@ -264,8 +265,6 @@ mod tests {
             "42",
             "\"4\"2\"",
             "W/42",
-            "",
-            " ",
             "null",
             "\"1\",",
             ",\"1\"",
@@ -276,6 +275,8 @@ mod tests {
             assert!(parse_header(bad).is_err(), "{bad:?}");
         }
         for good in [
+            "",
+            "  ",
             "*",
             " * ",
             "\"\"",

@@ -73,7 +73,7 @@ pub struct ListQuery {
     #[serde(default, deserialize_with = "bytes_param")]
     pub prefix: Option<Vec<u8>>,
     /// Page size: default 100, larger values are clamped to `max_list_limit`.
-    #[param(minimum = 1, maximum = 18446744073709551615_u64)]
+    #[param(minimum = 1, maximum = 9223372036854775807_u64)]
     #[serde(default, deserialize_with = "positive")]
     pub limit: Option<u64>,
     /// `next_cursor` of the previous page (opaque); empty = from the start.
@@ -113,9 +113,16 @@ fn ttl_secs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     check_ttl(n).map(Some).map_err(de::Error::custom)
 }
 
+/// Largest `limit` the document declares (`int64`); anything larger than `max_list_limit`
+/// is clamped to it anyway.
+pub const MAX_LIMIT_PARAM: u64 = i64::MAX as u64;
+
 fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     match u64::deserialize(d)? {
         0 => Err(de::Error::custom("`limit` must be a whole number >= 1")),
+        n if n > MAX_LIMIT_PARAM => Err(de::Error::custom(format!(
+            "`limit` must be at most {MAX_LIMIT_PARAM} (larger pages are clamped to `max_list_limit` anyway)"
+        ))),
         n => Ok(Some(n)),
     }
 }
@@ -250,6 +257,8 @@ mod tests {
         assert_eq!(l.limit, Some(955_362_820_247_976_017));
         assert_eq!(l.cursor.as_deref(), Some(&b""[..]));
         assert!(parse::<ListQuery>("limit=955362820247976017920").is_err());
+        assert!(parse::<ListQuery>("limit=9223372036854775807").is_ok());
+        assert!(parse::<ListQuery>("limit=9223372036854775808").is_err());
         let w: WaitQuery = parse("wait=true").expect("wait");
         assert_eq!(w.wait, Some(true));
         for bad in ["wait=", "wait=1", "wait=yes"] {

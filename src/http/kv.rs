@@ -57,7 +57,7 @@ pub fn expiry(ttl: Option<u64>) -> Option<UnixMillis> {
         TtlQuery,
         WriteConditions,
     ),
-    request_body(content = inline(RawValue), content_type = "application/octet-stream", description = "The value: any bytes, empty allowed, at most `max_value_bytes`."),
+    request_body(content = inline(RawValue), content_type = "application/octet-stream", description = "The value: any bytes, at most `max_value_bytes`; no body (or an empty one) stores the empty value."),
     responses(
         (status = 201, description = "Created: the key was absent.", headers(("ETag" = String, description = "The new version, quoted."))),
         (status = 200, description = "Replaced an existing value.", headers(("ETag" = String, description = "The new version, quoted."))),

@@ -39,12 +39,18 @@ values.",
 )]
 pub struct ApiDoc;
 
-/// Renames the catch-all `{*key}` template of axum to OpenAPI's `{key}`.
+/// Renames the catch-all `{*key}` template of axum to OpenAPI's `{key}`, and marks the body
+/// of `PUT /kv/{key}` optional (no body stores the empty value; utoipa marks every body it
+/// derives required).
 pub struct PathTemplates;
 
 impl Modify for PathTemplates {
     fn modify(&self, doc: &mut OpenApiDoc) {
-        if let Some(item) = doc.paths.paths.remove("/kv/{*key}") {
+        if let Some(mut item) = doc.paths.paths.remove("/kv/{*key}") {
+            if let Some(RefOr::T(body)) = item.put.as_mut().and_then(|op| op.request_body.as_mut())
+            {
+                body.required = Some(utoipa::openapi::Required::False);
+            }
             doc.paths.paths.insert("/kv/{key}".into(), item);
         }
     }
