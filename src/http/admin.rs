@@ -104,6 +104,7 @@ async fn start(state: AppState, kind: JobKind, query: WaitQuery) -> Result<Respo
         (status = 200, description = "Finished (with `?wait=true`).", body = MergeStatus),
         (status = 400, description = "Bad query parameter.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A merge is already running.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "With `?wait=true`: the merge met a record failing its checksum (type `corrupted`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "Disk full.", body = Problem, content_type = "application/problem+json"),
     )
@@ -187,7 +188,9 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<StatsDto>, ApiE
         .call(CallKind::Read, |e| Ok((e.stats()?, e.snapshots()?)))
         .await?;
     metrics::record_engine(&s);
-    Ok(Json(StatsDto::new(&s, &kept)))
+    Ok(Json(
+        StatsDto::new(&s, &kept).with_corrupt_reads(state.corrupt_reads()),
+    ))
 }
 
 /// Prometheus metrics.
@@ -225,23 +228,30 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
+        corrupt_reads: None,
     })
 }
 
 /// Readiness: recovered and accepting writes.
+///
+/// A store where a read met damaged data stays ready (200, `status: damaged`): the other keys
+/// are served, and taking the only replica out of rotation would turn one bad record into a
+/// full outage. Alert on `hoardhaven_corrupt_reads_total` instead.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "ops",
     responses(
-        (status = 200, description = "Ready.", body = Health),
+        (status = 200, description = "Ready (`ready`), or serving with damaged records found by reads (`damaged`).", body = Health),
         (status = 503, description = "Starting (recovering), stopping, or refusing writes.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     if state.is_ready() {
+        let n = state.corrupt_reads();
         Ok(Json(Health {
-            status: "ready".into(),
+            status: if n > 0 { "damaged" } else { "ready" }.into(),
+            corrupt_reads: (n > 0).then_some(n),
         }))
     } else {
         Err(ApiError::NotReady)

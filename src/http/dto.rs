@@ -304,9 +304,13 @@ pub struct ListResponse {
 /// Answer of `/healthz` and `/readyz`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok` or `ready`.
+    /// `ok` (`/healthz`), `ready`, or `damaged` (`/readyz`: serving, but a read met a record
+    /// failing its checksum since start; see `corrupt_reads`).
     #[schema(example = "ready")]
     pub status: String,
+    /// `/readyz`: reads answered `corrupted` since start (absent when 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt_reads: Option<u64>,
 }
 
 /// The state of a background job.
@@ -456,8 +460,14 @@ pub struct StatsDto {
     pub sync: String,
     /// Bytes appended since the server started.
     pub bytes_written: u64,
-    /// Corrupt records found since the server started.
+    /// Corrupt records found since the server started (torn tails cut at start-up, and
+    /// damaged records met by reads).
     pub corrupt_records: u64,
+    /// Requests answered `corrupted` since the server started: a stored record failed its
+    /// checksum when read. Non-zero means the store is damaged (see `damaged`).
+    pub corrupt_reads: u64,
+    /// True once a read met damaged data: restore the damaged keys (docs/operations.md).
+    pub damaged: bool,
     /// Highest version written.
     pub last_version: u64,
     /// Current or last merge.
@@ -580,6 +590,13 @@ pub fn snapshot_status(j: &JobStatus, kept: &[SnapshotInfo]) -> SnapshotStatus {
 }
 
 impl StatsDto {
+    /// Adds what the server counted: reads that met damaged data since start.
+    pub fn with_corrupt_reads(mut self, n: u64) -> Self {
+        self.corrupt_reads = n;
+        self.damaged = n > 0;
+        self
+    }
+
     /// Builds the stats document from the engine's stats and its list of snapshots.
     pub fn new(s: &Stats, kept: &[SnapshotInfo]) -> Self {
         StatsDto {
@@ -594,6 +611,8 @@ impl StatsDto {
             sync: s.sync.to_string(),
             bytes_written: s.bytes_written,
             corrupt_records: s.corrupt_records,
+            corrupt_reads: 0,
+            damaged: false,
             last_version: s.last_version.0,
             merge: merge_status(&s.jobs),
             snapshot: snapshot_status(&s.jobs, kept),

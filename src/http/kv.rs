@@ -121,6 +121,7 @@ pub async fn put_key(
         (status = 400, description = "Malformed key or header.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Absent or expired.", body = Problem, content_type = "application/problem+json"),
         (status = 414, description = "Key over `max_key_bytes`.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The stored record failed its checksum (type `corrupted`): it is not served; see docs/operations.md.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -162,6 +163,7 @@ pub async fn get_key(
         (status = 400, description = "Malformed key or header (no body: HEAD)."),
         (status = 404, description = "Absent or expired (no body)."),
         (status = 414, description = "Key over `max_key_bytes` (no body: HEAD)."),
+        (status = 500, description = "The stored record failed its checksum (no body: HEAD)."),
         (status = 503, description = "Starting, stopping or shedding load (no body: HEAD)."),
     )
 )]

@@ -43,6 +43,8 @@ pub const ENGINE_FRAGMENTATION: &str = "hoardhaven_engine_fragmentation_ratio";
 pub const ENGINE_BYTES_WRITTEN: &str = "hoardhaven_engine_written_bytes_total";
 /// Corrupt records found since start.
 pub const ENGINE_CORRUPT: &str = "hoardhaven_engine_corrupt_records_total";
+/// Requests whose engine call met a record failing its checksum, since start.
+pub const CORRUPT_READS: &str = "hoardhaven_corrupt_reads_total";
 /// Merges (log rewrites) finished since start.
 pub const ENGINE_MERGES: &str = "hoardhaven_engine_merges_total";
 /// Snapshots finished since start.
@@ -147,6 +149,10 @@ fn describe() {
         ENGINE_CORRUPT,
         "Records found corrupt (failed checksum) since the server started."
     );
+    describe_counter!(
+        CORRUPT_READS,
+        "Reads that met a stored record failing its checksum (answered 500 corrupted) since start."
+    );
     describe_counter!(ENGINE_MERGES, "Merges (log rewrites) finished since start.");
     describe_counter!(ENGINE_SNAPSHOTS, "Snapshots finished since start.");
     describe_gauge!(
@@ -191,6 +197,11 @@ pub fn record_engine(s: &Stats) {
     if let JobState::Done(r) = &s.jobs.snapshot {
         gauge!(ENGINE_SNAPSHOT_LAST_DURATION).set(r.duration.as_secs_f64());
     }
+}
+
+/// Counts one read that met damaged data.
+pub fn record_corrupt_read() {
+    counter!(CORRUPT_READS).increment(1);
 }
 
 /// Sets the readiness gauge.
