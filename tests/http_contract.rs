@@ -227,3 +227,53 @@ async fn damaged_record_is_a_corrupted_problem() {
         "the log names file and offset: {log}"
     );
 }
+
+/// The `/mget` answer for a found and an absent key is the same in the README, in the OpenAPI
+/// document's example and in what the server sends (ETag values aside).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mget_readme_openapi_and_server_agree() {
+    let s = Server::start("memory", &[]).await;
+    let r = s
+        .client
+        .put(s.url("/kv/a"))
+        .body("1")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+    let mut live: Value = s
+        .client
+        .post(s.url("/mget"))
+        .json(&json!({"keys": ["a", "c"]}))
+        .send()
+        .await
+        .expect("mget")
+        .json()
+        .await
+        .expect("json");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let example: String = readme
+        .lines()
+        .skip_while(|l| !l.contains("Many reads at once"))
+        .skip(1)
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim())
+        .filter(|l| l.starts_with('{'))
+        .collect();
+    let mut readme_answer: Value = serde_json::from_str(&example)
+        .unwrap_or_else(|e| panic!("README's mget answer is JSON ({e}): {example}"));
+    let doc = json_of(&s, "/openapi.json").await;
+    let mut doc_example = doc
+        .pointer("/components/schemas/MgetResponse/example")
+        .cloned()
+        .expect("MgetResponse has an example");
+    for v in [&mut live, &mut readme_answer, &mut doc_example] {
+        if let Some(tag) = v.pointer_mut("/values/0/etag") {
+            assert!(tag.as_str().is_some_and(|t| t.starts_with('"')), "{tag}");
+            *tag = json!("ETAG");
+        }
+    }
+    assert_eq!(live, readme_answer, "README vs server");
+    assert_eq!(live, doc_example, "OpenAPI example vs server");
+}

@@ -169,8 +169,12 @@ pub struct MgetValue {
     pub etag: Option<String>,
 }
 
-/// `POST /mget` answer.
+/// `POST /mget` answer: every requested key gets an entry, found or not.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"values": [
+    {"key": "a", "found": true, "value": "1", "etag": "\"7\""},
+    {"key": "c", "found": false, "value": null}
+]}))]
 pub struct MgetResponse {
     /// One entry per requested key, in request order.
     pub values: Vec<MgetValue>,
