@@ -377,3 +377,53 @@ async fn early_refusals_reach_the_client() {
         failures.first()
     );
 }
+
+/// Every series a dashboard or an `absent()` alert uses is in the first scrape of a fresh
+/// server, at zero where nothing happened yet, for both engines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_exported_from_start() {
+    for engine in common::ENGINES {
+        let s = Server::start(engine, &["--sync", "never"]).await;
+        let body = text_of(&s, "/metrics").await;
+        let has = |series: &str| {
+            body.lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(series))
+        };
+        for (series, zero) in [
+            ("hoardhaven_engine_merges_total ", true),
+            ("hoardhaven_engine_snapshots_total ", true),
+            ("hoardhaven_engine_corrupt_records_total ", true),
+            ("hoardhaven_corrupt_reads_total ", true),
+            ("hoardhaven_engine_written_bytes_total ", true),
+            ("hoardhaven_engine_merge_last_duration_seconds ", true),
+            ("hoardhaven_engine_snapshot_last_duration_seconds ", true),
+            ("hoardhaven_engine_merge_running ", true),
+            ("hoardhaven_engine_snapshot_running ", true),
+            ("hoardhaven_engine_fsync_duration_seconds_count ", true),
+            (
+                "hoardhaven_engine_fsync_duration_seconds_bucket{le=\"+Inf\"} ",
+                true,
+            ),
+            (
+                "hoardhaven_http_requests_total{method=\"POST\",route=\"/admin/merge\",status=\"200\"} ",
+                true,
+            ),
+            (
+                "hoardhaven_http_request_duration_seconds_count{method=\"POST\",route=\"/batch\"} ",
+                true,
+            ),
+            ("hoardhaven_http_requests_in_flight ", false),
+            ("hoardhaven_ready ", false),
+            ("hoardhaven_engine_keys ", true),
+            ("hoardhaven_engine_fragmentation_ratio ", false),
+        ] {
+            assert!(has(series), "{engine}: `{series}` missing:\n{body}");
+            if zero {
+                assert!(
+                    body.lines().any(|l| l == format!("{series}0")),
+                    "{engine}: `{series}` is not 0:\n{body}"
+                );
+            }
+        }
+    }
+}

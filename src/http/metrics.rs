@@ -95,6 +95,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 }
             };
             describe();
+            export_from_start();
             Some(handle)
         })
         .clone()
@@ -172,6 +173,48 @@ fn describe() {
         Unit::Seconds,
         "Latency of the engine's fsync / fdatasync calls."
     );
+}
+
+/// Registers the series that would otherwise appear only at their first event, at zero: the
+/// counters of rare events, the last job durations (0 until a job finishes), the fsync
+/// histogram (no observations yet). Dashboards then show 0, not "No data", and `absent()`
+/// alerts do not fire on a healthy fresh server. The engine gauges are set at every scrape
+/// once the store is open; the per-request series (labelled by route and status) appear with
+/// the first request.
+fn export_from_start() {
+    for c in [
+        ENGINE_BYTES_WRITTEN,
+        ENGINE_CORRUPT,
+        CORRUPT_READS,
+        ENGINE_MERGES,
+        ENGINE_SNAPSHOTS,
+    ] {
+        counter!(c).absolute(0);
+    }
+    for g in [
+        READY,
+        HTTP_IN_FLIGHT,
+        ENGINE_MERGE_RUNNING,
+        ENGINE_SNAPSHOT_RUNNING,
+        ENGINE_MERGE_LAST_DURATION,
+        ENGINE_SNAPSHOT_LAST_DURATION,
+    ] {
+        gauge!(g).set(0.0);
+    }
+    // Registering is enough: the exporter renders a registered histogram with zero counts.
+    let _ = metrics::histogram!(ENGINE_FSYNC_DURATION);
+}
+
+/// Registers the per-request series of every documented route at zero (answered `200` zero
+/// times, no latency observed), so request-rate and latency panels show 0 from the first
+/// scrape. `routes` are (method, matched route template) pairs.
+pub fn export_routes<'a>(routes: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    for (method, route) in routes {
+        let (m, r) = (method.to_ascii_uppercase(), route.to_owned());
+        counter!(HTTP_REQUESTS, "method" => m.clone(), "route" => r.clone(), "status" => "200")
+            .absolute(0);
+        let _ = metrics::histogram!(HTTP_DURATION, "method" => m, "route" => r);
+    }
 }
 
 /// Sets the engine gauges and counters from a stats snapshot.

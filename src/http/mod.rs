@@ -105,6 +105,18 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
         .merge(api)
         .merge(ops)
         .split_for_parts();
+    metrics::export_routes(doc.paths.paths.iter().flat_map(|(path, item)| {
+        [
+            ("get", item.get.is_some()),
+            ("put", item.put.is_some()),
+            ("post", item.post.is_some()),
+            ("delete", item.delete.is_some()),
+            ("head", item.head.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, served)| *served)
+        .map(move |(m, _)| (m, path.as_str()))
+    }));
     let security = auth::SecurityDoc {
         enforced: opts.auth.is_some(),
         metrics_open: opts.metrics_open,
