@@ -226,6 +226,14 @@ async fn damaged_record_is_a_corrupted_problem() {
             .any(|l| l.contains("corrupt") && l.contains(&name) && l.contains("offset")),
         "the log names file and offset: {log}"
     );
+    // The one error-logging middleware logs the 500 at error, with its problem type.
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("request failed")
+            && l.contains("corrupted")
+            && l.contains(&name)),
+        "the failed request is logged: {log}"
+    );
 }
 
 /// The `/mget` answer for a found and an absent key is the same in the README, in the OpenAPI

@@ -7,10 +7,12 @@
 //! [`guard`]; no storage logic anywhere here.
 //!
 //! Layout: [`kv`] single keys and listing, [`bulk`] batch and mget, [`admin`] jobs, stats,
-//! probes and metrics, [`dto`] JSON shapes, [`body`] limited bodies, [`keys`] byte keys from
-//! raw paths, [`conditional`] ETag preconditions, [`metrics`] metric names and recording,
-//! [`openapi`] the document, [`error`] the one `IntoResponse` for failures, [`auth`] bearer
-//! tokens and roles, [`guard`] head limits, request timeout and CORS.
+//! probes and metrics, [`dto`] JSON shapes, [`body`] limited bodies, [`extract`] the typed
+//! extractors (key, query structs that also document themselves), [`keys`] byte keys from raw
+//! paths, [`conditional`] ETag preconditions (and their extractors), [`metrics`] metric names
+//! and recording, [`openapi`] the document, [`error`] the one `IntoResponse` for failures and
+//! the one error-logging middleware, [`auth`] bearer tokens and roles, [`guard`] head limits,
+//! request timeout and CORS.
 
 pub mod admin;
 pub mod auth;
