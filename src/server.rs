@@ -54,7 +54,6 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let transport = Transport {
         header_read_timeout: sec.header_read_timeout,
         max_head_bytes: sec.head.max_uri_bytes + sec.head.max_header_bytes + 1024,
-        linger: true,
         tls: match &certs {
             Some(c) => Some(tls::acceptor(Arc::clone(c))?),
             None => None,

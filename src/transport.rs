@@ -42,9 +42,6 @@ pub struct Transport {
     pub max_head_bytes: usize,
     /// TLS, when configured.
     pub tls: Option<TlsAcceptor>,
-    /// Lingering close after a connection ends (on by default; off only to show what it
-    /// prevents, in tests).
-    pub linger: bool,
 }
 
 /// Longest time a closed connection's input is drained.
@@ -55,16 +52,12 @@ pub const LINGER_BYTES: usize = 4 << 20;
 /// A TCP stream that, when dropped, drains its input before closing (see the module doc).
 pub struct Lingering {
     inner: Option<TcpStream>,
-    linger: bool,
 }
 
 impl Lingering {
-    /// Wraps `tcp`; with `linger` false it closes at once like a bare stream.
-    pub fn new(tcp: TcpStream, linger: bool) -> Self {
-        Lingering {
-            inner: Some(tcp),
-            linger,
-        }
+    /// Wraps `tcp`.
+    pub fn new(tcp: TcpStream) -> Self {
+        Lingering { inner: Some(tcp) }
     }
 
     fn stream(&mut self) -> io::Result<&mut TcpStream> {
@@ -79,9 +72,6 @@ impl Drop for Lingering {
         let Some(tcp) = self.inner.take() else {
             return;
         };
-        if !self.linger {
-            return;
-        }
         // No runtime (the process is exiting): close at once.
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(drain(tcp));
@@ -202,7 +192,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-        let tcp = Lingering::new(tcp, transport.linger);
+        let tcp = Lingering::new(tcp);
         let watcher = graceful.watcher();
         let service = TowerToHyperService::new(app.clone());
         let http = http.clone();

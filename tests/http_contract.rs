@@ -325,10 +325,11 @@ fn oversize_exchange(addr: std::net::SocketAddr, request: &[u8]) -> Result<Strin
 /// Early refusals reach a client that writes its whole oversize request before reading: a
 /// 100 KB path (431 from the head cap) and an oversize header field.
 ///
-/// 10,000 tries, as the issue asks. With the drain disabled, 4-8 in 2,000 tries (0.2-0.4 %)
-/// ended in a broken pipe here, so 10,000 tries expect 20-40 failures and pass by chance with
-/// a probability below e^-20; they take about 15 s in a debug build on 2 cores (one loopback
-/// connection and 100 KB each).
+/// 10,000 tries, as the issue asks. With the drain disabled (the mutation: `Lingering`'s drop
+/// closes at once), 19-25 of 10,000 ended in a broken pipe here (4-8 of 2,000 in shorter
+/// runs), so a pass by chance is below e^-19; they take 12-20 s in a debug build on 2 busy
+/// cores (one loopback connection and 100 KB each). Fewer tries (2,000) passed the mutation
+/// now and then, which is why the count is not lower.
 const TRIES: usize = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
