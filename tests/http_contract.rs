@@ -328,8 +328,8 @@ fn oversize_exchange(addr: std::net::SocketAddr, request: &[u8]) -> Result<Strin
 /// 10,000 tries, as the issue asks. With the drain disabled (the mutation: `Lingering`'s drop
 /// closes at once), 19-25 of 10,000 ended in a broken pipe here (4-8 of 2,000 in shorter
 /// runs), so a pass by chance is below e^-19; they take 12-20 s in a debug build on 2 busy
-/// cores (one loopback connection and 100 KB each). Fewer tries (2,000) passed the mutation
-/// now and then, which is why the count is not lower.
+/// cores (one loopback connection and 100 KB each). At that rate 2,000 tries would pass the
+/// mutation about once in 50 runs, which is why the count is not lower.
 const TRIES: usize = 10_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

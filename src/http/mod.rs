@@ -7,7 +7,8 @@
 //! [`guard`]; no storage logic anywhere here.
 //!
 //! Layout: [`kv`] single keys and listing, [`bulk`] batch and mget, [`admin`] jobs, stats,
-//! probes and metrics, [`dto`] JSON shapes, [`body`] limited bodies, [`extract`] the typed
+//! probes and metrics, [`dto`] JSON answers, [`requests`] JSON request bodies and their
+//! schemas, [`body`] limited bodies, [`extract`] the typed
 //! extractors (key, query structs that also document themselves), [`keys`] byte keys from raw
 //! paths, [`conditional`] ETag preconditions (and their extractors), [`metrics`] metric names
 //! and recording, [`openapi`] the document, [`error`] the one `IntoResponse` for failures and
@@ -27,6 +28,7 @@ pub mod keys;
 pub mod kv;
 pub mod metrics;
 pub mod openapi;
+pub mod requests;
 pub mod state;
 
 use std::sync::Arc;
