@@ -39,60 +39,71 @@ async fn text_of(s: &Server, path: &str) -> String {
         .expect("text")
 }
 
+async fn put(s: &Server, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    s.client
+        .put(s.url(path))
+        .body(body)
+        .send()
+        .await
+        .expect("put")
+}
+
+async fn post(s: &Server, path: &str, body: &Value) -> reqwest::Response {
+    s.client
+        .post(s.url(path))
+        .json(body)
+        .send()
+        .await
+        .expect("post")
+}
+
+async fn get(s: &Server, path: &str) -> reqwest::Response {
+    s.client.get(s.url(path)).send().await.expect("get")
+}
+
+/// A 400 whose detail names the TTL cap.
+async fn names_the_cap(r: reqwest::Response) {
+    let p = problem(r, 400).await;
+    let detail = p["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("3155760000"), "names the limit: {p}");
+}
+
 /// TTLs above 100 years (3155760000 s) are refused with a 400 naming the limit, in the query
 /// and in batch operations; the cap itself and a whole number written as a float are taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ttl_is_capped_at_100_years() {
     let s = Server::start("memory", &[]).await;
     for bad in ["ttl=18446744073709551615", "ttl=3155760001"] {
-        let r = s
-            .client
-            .put(s.url(&format!("/kv/k?{bad}")))
-            .body("x")
-            .send()
-            .await
-            .expect("put");
-        let p = problem(r, 400).await;
-        let detail = p["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains("3155760000"), "names the limit: {p}");
+        let r = put(&s, &format!("/kv/k?{bad}"), "x").await;
+        names_the_cap(r).await;
     }
-    let r = s
-        .client
-        .put(s.url("/kv/k?ttl=3155760000"))
-        .body("x")
-        .send()
-        .await
-        .expect("put");
+    let r = put(&s, "/kv/k?ttl=3155760000", "x").await;
     assert_eq!(r.status(), 201);
     for ttl in [
         json!(18446744073709551615_u64),
         json!(3155760001_u64),
         json!(1e300),
     ] {
-        let r = s
-            .client
-            .post(s.url("/batch"))
-            .json(&json!({"ops": [{"op": "put", "key": "b", "value": "v", "ttl": ttl}]}))
-            .send()
-            .await
-            .expect("batch");
-        let p = problem(r, 400).await;
-        let detail = p["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains("3155760000"), "names the limit: {p}");
+        let r = post(
+            &s,
+            "/batch",
+            &json!({"ops": [{"op": "put", "key": "b", "value": "v", "ttl": ttl}]}),
+        )
+        .await;
+        names_the_cap(r).await;
     }
-    let r = s
-        .client
-        .post(s.url("/batch"))
-        .json(&json!({"ops": [{"op": "put", "key": "b", "value": "v", "ttl": 12625.0}]}))
-        .send()
-        .await
-        .expect("batch");
+    let r = post(
+        &s,
+        "/batch",
+        &json!({"ops": [{"op": "put", "key": "b", "value": "v", "ttl": 12625.0}]}),
+    )
+    .await;
     assert_eq!(
         r.status(),
         200,
         "a whole float is an integer in JSON Schema"
     );
-    let r = s.client.get(s.url("/kv/b")).send().await.expect("get");
+    let r = get(&s, "/kv/b").await;
     assert!(r.headers().get("x-ttl").is_some());
     let doc = json_of(&s, "/openapi.json").await;
     let ttl = doc
@@ -124,13 +135,7 @@ async fn damaged_record_is_a_corrupted_problem() {
     let s = Server::start("bitcask", &["--bitcask-max-file-size", "4096"]).await;
     for i in 0..60 {
         let value = format!("value-{i:03}-{}", "x".repeat(200));
-        let r = s
-            .client
-            .put(s.url(&format!("/kv/key-{i:03}")))
-            .body(value)
-            .send()
-            .await
-            .expect("put");
+        let r = put(&s, &format!("/kv/key-{i:03}"), value).await;
         assert_eq!(r.status(), 201);
     }
     let dir = s.data_dir.clone();
@@ -148,12 +153,7 @@ async fn damaged_record_is_a_corrupted_problem() {
 
     let t = Server::start_in(&dir, "bitcask", &[]).await;
     assert_eq!(json_of(&t, "/readyz").await["status"], "ready");
-    let r = t
-        .client
-        .get(t.url("/kv/key-000"))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&t, "/kv/key-000").await;
     let p = problem(r, 500).await;
     assert_eq!(p["type"], "urn:hoardhaven:problem:corrupted", "{p}");
     assert!(
@@ -163,12 +163,7 @@ async fn damaged_record_is_a_corrupted_problem() {
             .contains("checksum"),
         "{p}"
     );
-    let r = t
-        .client
-        .get(t.url("/kv/key-059"))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&t, "/kv/key-059").await;
     assert_eq!(r.status(), 200, "undamaged keys still read");
 
     let metrics = text_of(&t, "/metrics").await;
@@ -199,20 +194,9 @@ async fn damaged_record_is_a_corrupted_problem() {
     let merge = json_of(&t, "/admin/merge").await;
     assert_eq!(merge["state"], "failed", "{merge}");
     // Rewriting the damaged key stores a good record.
-    let r = t
-        .client
-        .put(t.url("/kv/key-000"))
-        .body("fresh")
-        .send()
-        .await
-        .expect("put");
+    let r = put(&t, "/kv/key-000", "fresh").await;
     assert_eq!(r.status(), 200, "the key still exists in the index");
-    let r = t
-        .client
-        .get(t.url("/kv/key-000"))
-        .send()
-        .await
-        .expect("get");
+    let r = get(&t, "/kv/key-000").await;
     assert_eq!(r.text().await.expect("text"), "fresh");
 
     let name = file
@@ -241,21 +225,10 @@ async fn damaged_record_is_a_corrupted_problem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mget_readme_openapi_and_server_agree() {
     let s = Server::start("memory", &[]).await;
-    let r = s
-        .client
-        .put(s.url("/kv/a"))
-        .body("1")
-        .send()
-        .await
-        .expect("put");
+    let r = put(&s, "/kv/a", "1").await;
     assert_eq!(r.status(), 201);
-    let mut live: Value = s
-        .client
-        .post(s.url("/mget"))
-        .json(&json!({"keys": ["a", "c"]}))
-        .send()
+    let mut live: Value = post(&s, "/mget", &json!({"keys": ["a", "c"]}))
         .await
-        .expect("mget")
         .json()
         .await
         .expect("json");
