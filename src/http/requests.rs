@@ -187,3 +187,30 @@ pub struct BatchRequest {
     /// The operations, applied in order. At most `max_batch_ops` of them.
     pub ops: Vec<BatchOpDto>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(v: serde_json::Value) -> Result<BatchOpDto, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn batch_ops_take_what_their_schema_says() {
+        let ok = op(serde_json::json!({"op": "put", "key": "k", "value": "v", "ttl": 12625.0}));
+        assert_eq!(ok.map(|o| o.ttl), Ok(Some(12625)));
+        for bad in [
+            serde_json::json!({"op": "put", "key": null, "key_base64": "YQ==", "value": "v"}),
+            serde_json::json!({"op": "put", "key": "k", "value": null, "value_base64": "YQ=="}),
+            serde_json::json!({"op": "put", "key": "k", "value": "v", "ttl": 1.5}),
+            serde_json::json!({"op": "put", "key": "k", "value": "v", "ttl": 0}),
+            serde_json::json!({"op": "put", "key": "k", "value": "v", "ttl": 3155760001_u64}),
+            serde_json::json!({"op": "put", "key": "k", "value": "v", "extra": 1}),
+        ] {
+            assert!(op(bad.clone()).is_err(), "{bad}");
+        }
+        let key: Result<MgetKey, _> = serde_json::from_value(serde_json::json!({"key": null}));
+        assert!(key.is_err());
+    }
+}
