@@ -46,7 +46,8 @@ for engine in $engines; do
     # A generous per-request timeout: a loaded CI machine must not turn into a "runtime error".
     # One worker: with two, hypothesis's lambda-source cache (not thread-safe) raised "AST
     # constructor recursion depth mismatch" inside schemathesis now and then.
-    st run "http://127.0.0.1:$port/openapi.json" --checks all --request-timeout 60 \
+    st --config-file scripts/schemathesis.toml \
+        run "http://127.0.0.1:$port/openapi.json" --checks all --request-timeout 60 \
         ${HH_ST_EXCLUDE:+--exclude-checks "$HH_ST_EXCLUDE"} \
         --max-time "$secs" --wait-for-schema 60 --workers 1 >"$out" 2>&1
     rc=$?

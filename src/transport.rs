@@ -7,8 +7,19 @@
 //! header-read timeout passes. The same timeout closes keep-alive connections left idle
 //! between requests. On stop, the listener is dropped at once and open connections finish
 //! their current request, then close.
+//!
+//! Lingering close: every connection's socket is wrapped in a [`Lingering`] stream. When
+//! hyper lets go of it (after an early refusal such as 431, 414, 413 or 400, when the client
+//! may still be sending the request it refused), the write side is shut (FIN) and the input
+//! is read and discarded for at most [`LINGER_TIME`] or [`LINGER_BYTES`], until the client
+//! closes. Closing a socket with unread input makes the kernel send a reset, which can destroy
+//! the answer before the client reads it; draining first is what nginx's `lingering_close`
+//! does.
 
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -16,7 +27,8 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 /// Connection-level settings.
@@ -30,6 +42,111 @@ pub struct Transport {
     pub max_head_bytes: usize,
     /// TLS, when configured.
     pub tls: Option<TlsAcceptor>,
+}
+
+/// Longest time a closed connection's input is drained.
+pub const LINGER_TIME: Duration = Duration::from_secs(2);
+/// Most bytes drained from a closed connection's input before it is reset anyway.
+pub const LINGER_BYTES: usize = 4 << 20;
+
+/// A TCP stream that, when dropped, drains its input before closing (see the module doc).
+pub struct Lingering {
+    inner: Option<TcpStream>,
+}
+
+impl Lingering {
+    /// Wraps `tcp`.
+    pub fn new(tcp: TcpStream) -> Self {
+        Lingering { inner: Some(tcp) }
+    }
+
+    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(tcp) = self.inner.take() else {
+            return;
+        };
+        // No runtime (the process is exiting): close at once.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(drain(tcp));
+        }
+    }
+}
+
+/// Shuts the write side (the answer is sent, then FIN), then reads and discards until the
+/// client closes, [`LINGER_TIME`] passes or [`LINGER_BYTES`] were read.
+async fn drain(mut tcp: TcpStream) {
+    let _ = tcp.shutdown().await;
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut read = 0usize;
+    while read < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => read += n,
+            _ => break, // EOF, error or time up
+        }
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_read(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.as_ref().is_some_and(|s| s.is_write_vectored())
+    }
 }
 
 /// Accept errors that concern one connection, not the listener.
@@ -75,6 +192,7 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
+        let tcp = Lingering::new(tcp);
         let watcher = graceful.watcher();
         let service = TowerToHyperService::new(app.clone());
         let http = http.clone();

@@ -7,34 +7,14 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::dto::{Health, MergeStatus, SnapshotStatus, StatsDto, merge_status, snapshot_status};
 use super::error::{ApiError, Problem};
-use super::keys::parse_query;
+use super::extract::{Query, WaitQuery};
 use super::metrics;
 use super::state::{AppState, CallKind};
-
-/// Parses `?wait=true|false` (also `1`/`0`); nothing else is accepted.
-fn wait_param(uri: &Uri) -> Result<bool, ApiError> {
-    let mut wait = false;
-    for (name, value) in parse_query(uri.query())? {
-        match (name.as_str(), value.as_slice()) {
-            ("wait", b"true" | b"1" | b"") => wait = true,
-            ("wait", b"false" | b"0") => wait = false,
-            ("wait", _) => {
-                return Err(ApiError::BadRequest("`wait` must be true or false".into()));
-            }
-            (other, _) => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}` (this route takes `wait`)"
-                )));
-            }
-        }
-    }
-    Ok(wait)
-}
 
 /// A background job the admin API starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,8 +55,8 @@ async fn status_doc(state: &AppState, kind: JobKind) -> Result<serde_json::Value
 
 /// Starts a job (or runs it to the end under `wait`). The engine claims the job and marks it
 /// running before `start_*` returns, so the status answered here is the engine's own.
-async fn start(state: AppState, kind: JobKind, uri: Uri) -> Result<Response, ApiError> {
-    let wait = wait_param(&uri)?;
+async fn start(state: AppState, kind: JobKind, query: WaitQuery) -> Result<Response, ApiError> {
+    let wait = query.wait.unwrap_or(false);
     let engine = state.engine_handle().ok_or(ApiError::NotReady)?;
     // On a blocking thread: starting claims a lock, and `wait` blocks until the job ends.
     tokio::task::spawn_blocking(move || -> crate::Result<()> {
@@ -117,19 +97,23 @@ async fn start(state: AppState, kind: JobKind, uri: Uri) -> Result<Response, Api
     post,
     path = "/admin/merge",
     tag = "admin",
-    params(("wait" = Option<bool>, Query, description = "Run to the end and answer 200 with the result.")),
+    params(WaitQuery),
     responses(
         (status = 202, description = "Started; poll `GET /admin/merge`.", body = MergeStatus,
             headers(("Location" = String, description = "Where to poll: /admin/merge."))),
         (status = 200, description = "Finished (with `?wait=true`).", body = MergeStatus),
         (status = 400, description = "Bad query parameter.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A merge is already running.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "With `?wait=true`: the merge met a record failing its checksum (type `corrupted`).", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
         (status = 507, description = "Disk full.", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn start_merge(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
-    start(state, JobKind::Merge, uri).await
+pub async fn start_merge(
+    State(state): State<AppState>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    start(state, JobKind::Merge, query).await
 }
 
 /// State of the current or last merge.
@@ -152,7 +136,7 @@ pub async fn merge_state(State(state): State<AppState>) -> Result<Json<MergeStat
     post,
     path = "/admin/snapshot",
     tag = "admin",
-    params(("wait" = Option<bool>, Query, description = "Run to the end and answer 200 with the result.")),
+    params(WaitQuery),
     responses(
         (status = 202, description = "Started; poll `GET /admin/snapshot`.", body = SnapshotStatus,
             headers(("Location" = String, description = "Where to poll: /admin/snapshot."))),
@@ -163,8 +147,11 @@ pub async fn merge_state(State(state): State<AppState>) -> Result<Json<MergeStat
         (status = 507, description = "Disk full.", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn start_snapshot(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
-    start(state, JobKind::Snapshot, uri).await
+pub async fn start_snapshot(
+    State(state): State<AppState>,
+    Query(query): Query<WaitQuery>,
+) -> Result<Response, ApiError> {
+    start(state, JobKind::Snapshot, query).await
 }
 
 /// State of the current or last snapshot, and the snapshots kept.
@@ -201,7 +188,9 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<StatsDto>, ApiE
         .call(CallKind::Read, |e| Ok((e.stats()?, e.snapshots()?)))
         .await?;
     metrics::record_engine(&s);
-    Ok(Json(StatsDto::new(&s, &kept)))
+    Ok(Json(
+        StatsDto::new(&s, &kept).with_corrupt_reads(state.corrupt_reads()),
+    ))
 }
 
 /// Prometheus metrics.
@@ -239,23 +228,30 @@ pub async fn prometheus(State(state): State<AppState>) -> Response {
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
+        corrupt_reads: None,
     })
 }
 
 /// Readiness: recovered and accepting writes.
+///
+/// A store where a read met damaged data stays ready (200, `status: damaged`): the other keys
+/// are served, and taking the only replica out of rotation would turn one bad record into a
+/// full outage. Alert on `hoardhaven_corrupt_reads_total` instead.
 #[utoipa::path(
     get,
     path = "/readyz",
     tag = "ops",
     responses(
-        (status = 200, description = "Ready.", body = Health),
+        (status = 200, description = "Ready (`ready`), or serving with damaged records found by reads (`damaged`).", body = Health),
         (status = 503, description = "Starting (recovering), stopping, or refusing writes.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     if state.is_ready() {
+        let n = state.corrupt_reads();
         Ok(Json(Health {
-            status: "ready".into(),
+            status: if n > 0 { "damaged" } else { "ready" }.into(),
+            corrupt_reads: (n > 0).then_some(n),
         }))
     } else {
         Err(ApiError::NotReady)

@@ -338,47 +338,56 @@ pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) ->
 /// Roles are given as the scopes of the `bearer` requirement (OpenAPI 3.1 allows role names
 /// there for non-OAuth schemes); open endpoints get an empty requirement list. When the server
 /// has no tokens (`enforced` false), each requirement also lists `{}`: no token is needed.
-pub fn describe(doc: &mut serde_json::Value, enforced: bool, metrics_open: bool, docs_open: bool) {
-    use serde_json::{Value, json};
-    let scheme = json!({
-        "type": "http",
-        "scheme": "bearer",
-        "description": "A token from `auth.tokens` or `auth.token_file`, sent as \
+pub struct SecurityDoc {
+    /// The server has tokens configured.
+    pub enforced: bool,
+    /// `/metrics` needs no token.
+    pub metrics_open: bool,
+    /// `/openapi.json` and `/docs` need no token.
+    pub docs_open: bool,
+}
+
+impl utoipa::Modify for SecurityDoc {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            Http, HttpAuthScheme, SecurityRequirement, SecurityScheme,
+        };
+        let scheme = Http::builder()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "A token from `auth.tokens` or `auth.token_file`, sent as \
     `Authorization: Bearer <token>`, when the server has tokens configured (otherwise no token is \
     needed, and the server listens on loopback only unless `allow_unauthenticated_remote` is set). \
     Roles, given as the scopes of each operation's requirement: `read` (GET/HEAD of keys, listing, \
     mget), `write` (read + PUT, DELETE, batch), `admin` (everything, `/admin/*`). 401 with \
-    `WWW-Authenticate: Bearer` when the token is missing or unknown, 403 when its role is too small."
-    });
-    if let Some(root) = doc.as_object_mut() {
-        let components = root.entry("components").or_insert_with(|| json!({}));
-        if let Some(c) = components.as_object_mut() {
-            let schemes = c.entry("securitySchemes").or_insert_with(|| json!({}));
-            if let Some(s) = schemes.as_object_mut() {
-                s.insert("bearer".into(), scheme);
+    `WWW-Authenticate: Bearer` when the token is missing or unknown, 403 when its role is too small.",
+            ))
+            .build();
+        doc.components
+            .get_or_insert_with(Default::default)
+            .security_schemes
+            .insert("bearer".into(), SecurityScheme::Http(scheme).into());
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let ops = [
+                (Method::GET, &mut item.get),
+                (Method::PUT, &mut item.put),
+                (Method::POST, &mut item.post),
+                (Method::DELETE, &mut item.delete),
+                (Method::HEAD, &mut item.head),
+                (Method::PATCH, &mut item.patch),
+                (Method::OPTIONS, &mut item.options),
+            ];
+            for (m, op) in ops {
+                let Some(op) = op.as_mut() else {
+                    continue;
+                };
+                let needs = |role: Role| SecurityRequirement::new("bearer", [role.name()]);
+                op.security = Some(match access(&m, path, self.metrics_open, self.docs_open) {
+                    Access::Open => Vec::new(),
+                    Access::Needs(role) if self.enforced => vec![needs(role)],
+                    Access::Needs(role) => vec![needs(role), SecurityRequirement::default()],
+                });
             }
-        }
-    }
-    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
-        return;
-    };
-    for (path, item) in paths.iter_mut() {
-        let Some(ops) = item.as_object_mut() else {
-            continue;
-        };
-        for (method, op) in ops.iter_mut() {
-            let Ok(m) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
-                continue;
-            };
-            let Some(op) = op.as_object_mut() else {
-                continue;
-            };
-            let security = match access(&m, path, metrics_open, docs_open) {
-                Access::Open => json!([]),
-                Access::Needs(role) if enforced => json!([{ "bearer": [role.name()] }]),
-                Access::Needs(role) => json!([{ "bearer": [role.name()] }, {}]),
-            };
-            op.insert("security".into(), security);
         }
     }
 }

@@ -64,9 +64,6 @@ fn batch_op(i: usize, op: BatchOpDto, limits: &Limits) -> Result<BatchOp, ApiErr
                     limits.max_value_bytes
                 ))));
             }
-            if op.ttl == Some(0) {
-                return Err(at(ApiError::BadRequest("`ttl` must be >= 1".into())));
-            }
             Ok(BatchOp::Put {
                 key,
                 value,
@@ -141,6 +138,7 @@ pub async fn batch(
         (status = 400, description = "Malformed JSON or key.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Too many keys, or a body or key over its limit.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Content-Type is not application/json.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "A stored record failed its checksum (type `corrupted`); see docs/operations.md.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
     )
 )]

@@ -1,14 +1,16 @@
 //! The JSON shapes of the API, with their OpenAPI schemas.
 //!
-//! Owns every request and response body type and the conversions between them and the engine's
-//! types (keys and values as UTF-8 text with a `*_base64` twin for bytes that are not UTF-8).
-//! Holds no HTTP semantics: handlers in `kv.rs` and `admin.rs` decide what to send.
+//! Owns every response body type and the conversions between them and the engine's types
+//! (keys and values as UTF-8 text with a `*_base64` twin for bytes that are not UTF-8), and
+//! re-exports the request bodies of `requests.rs`. Holds no HTTP semantics: handlers in
+//! `kv.rs`, `bulk.rs` and `admin.rs` decide what to send.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::keys::{b64, unb64};
+pub use super::requests::{BatchOpDto, BatchRequest, KeyArg, MgetKey, MgetRequest};
 use crate::engine::{
     FileStats, JobState, JobStatus, MergeReport, SnapshotInfo, SnapshotReport, Stats,
 };
@@ -60,24 +62,6 @@ impl KeyRef {
     }
 }
 
-/// One entry of an `mget` request: a plain string key, or an object with `key` / `key_base64`.
-#[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(untagged)]
-pub enum MgetKey {
-    /// A UTF-8 key.
-    Text(String),
-    /// A key given as `{"key": ...}` or `{"key_base64": ...}`.
-    Ref(KeyRef),
-}
-
-/// `POST /mget` request.
-#[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MgetRequest {
-    /// Keys to read, answered in this order. At most `max_batch_ops` of them.
-    pub keys: Vec<MgetKey>,
-}
-
 /// One value of an `mget` answer.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct MgetValue {
@@ -96,8 +80,12 @@ pub struct MgetValue {
     pub etag: Option<String>,
 }
 
-/// `POST /mget` answer.
+/// `POST /mget` answer: every requested key gets an entry, found or not.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"values": [
+    {"key": "a", "found": true, "value": "1", "etag": "\"7\""},
+    {"key": "c", "found": false, "value": null}
+]}))]
 pub struct MgetResponse {
     /// One entry per requested key, in request order.
     pub values: Vec<MgetValue>,
@@ -111,38 +99,6 @@ pub enum OpKind {
     Put,
     /// Remove a key (no error when absent).
     Delete,
-}
-
-/// One operation of `POST /batch`.
-#[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchOpDto {
-    /// `put` or `delete`.
-    pub op: OpKind,
-    /// The key as UTF-8 text (or use `key_base64`).
-    #[serde(default)]
-    pub key: Option<String>,
-    /// The key's bytes in standard base64.
-    #[serde(default)]
-    pub key_base64: Option<String>,
-    /// For `put`: the value as UTF-8 text (or use `value_base64`).
-    #[serde(default)]
-    pub value: Option<String>,
-    /// For `put`: the value's bytes in standard base64.
-    #[serde(default)]
-    pub value_base64: Option<String>,
-    /// For `put`: seconds until the value expires.
-    #[serde(default)]
-    #[schema(minimum = 1)]
-    pub ttl: Option<u64>,
-}
-
-/// `POST /batch` request: applied all-or-nothing, also across a crash.
-#[derive(Clone, Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchRequest {
-    /// The operations, applied in order. At most `max_batch_ops` of them.
-    pub ops: Vec<BatchOpDto>,
 }
 
 /// Result of one batch operation.
@@ -179,9 +135,13 @@ pub struct ListResponse {
 /// Answer of `/healthz` and `/readyz`.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
-    /// `ok` or `ready`.
+    /// `ok` (`/healthz`), `ready`, or `damaged` (`/readyz`: serving, but a read met a record
+    /// failing its checksum since start; see `corrupt_reads`).
     #[schema(example = "ready")]
     pub status: String,
+    /// `/readyz`: reads answered `corrupted` since start (absent when 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupt_reads: Option<u64>,
 }
 
 /// The state of a background job.
@@ -331,8 +291,14 @@ pub struct StatsDto {
     pub sync: String,
     /// Bytes appended since the server started.
     pub bytes_written: u64,
-    /// Corrupt records found since the server started.
+    /// Corrupt records found since the server started (torn tails cut at start-up, and
+    /// damaged records met by reads).
     pub corrupt_records: u64,
+    /// Requests answered `corrupted` since the server started: a stored record failed its
+    /// checksum when read. Non-zero means the store is damaged (see `damaged`).
+    pub corrupt_reads: u64,
+    /// True once a read met damaged data: restore the damaged keys (docs/operations.md).
+    pub damaged: bool,
     /// Highest version written.
     pub last_version: u64,
     /// Current or last merge.
@@ -455,6 +421,13 @@ pub fn snapshot_status(j: &JobStatus, kept: &[SnapshotInfo]) -> SnapshotStatus {
 }
 
 impl StatsDto {
+    /// Adds what the server counted: reads that met damaged data since start.
+    pub fn with_corrupt_reads(mut self, n: u64) -> Self {
+        self.corrupt_reads = n;
+        self.damaged = n > 0;
+        self
+    }
+
     /// Builds the stats document from the engine's stats and its list of snapshots.
     pub fn new(s: &Stats, kept: &[SnapshotInfo]) -> Self {
         StatsDto {
@@ -469,6 +442,8 @@ impl StatsDto {
             sync: s.sync.to_string(),
             bytes_written: s.bytes_written,
             corrupt_records: s.corrupt_records,
+            corrupt_reads: 0,
+            damaged: false,
             last_version: s.last_version.0,
             merge: merge_status(&s.jobs),
             snapshot: snapshot_status(&s.jobs, kept),

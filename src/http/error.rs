@@ -3,10 +3,14 @@
 //! Owns [`ApiError`] (everything a handler can fail with: the library [`Error`] plus the
 //! HTTP-level refusals such as a missing JSON content type) and its single `IntoResponse`,
 //! which renders an RFC 9457 `application/problem+json` document. Internal details (I/O
-//! errors, corrupt files) are logged here with `tracing` and never sent to the client.
-//! Nothing else in the crate decides an HTTP status for an error.
+//! errors, corrupt files) are never sent to the client: the response carries them in a
+//! [`ErrorDetail`] extension, and the one logging middleware [`log_errors`] writes them to the
+//! log (5xx at error, others at debug). Nothing else in the crate decides an HTTP status for
+//! an error.
 
+use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -108,7 +112,7 @@ impl From<Error> for ApiError {
 }
 
 impl ApiError {
-    /// Status, problem slug and client-facing detail; logs what the client must not see.
+    /// Status, problem slug and client-facing detail.
     fn parts(&self) -> (StatusCode, &'static str, Option<String>) {
         use StatusCode as S;
         match self {
@@ -149,14 +153,11 @@ impl ApiError {
                 "overloaded",
                 Some("too many requests in flight; retry shortly".into()),
             ),
-            ApiError::Internal(m) => {
-                tracing::error!(error = %m, "internal error");
-                (
-                    S::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    Some("internal error; details are in the server log".into()),
-                )
-            }
+            ApiError::Internal(_) => (
+                S::INTERNAL_SERVER_ERROR,
+                "internal",
+                Some("internal error; details are in the server log".into()),
+            ),
             ApiError::Unauthorized { invalid } => (
                 S::UNAUTHORIZED,
                 "unauthorized",
@@ -211,41 +212,43 @@ fn engine_parts(e: &Error) -> (StatusCode, &'static str, Option<String>) {
         Error::ValueTooLarge { .. } => (S::PAYLOAD_TOO_LARGE, "too-large", Some(e.to_string())),
         Error::BatchTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "too-large", Some(e.to_string())),
         Error::Busy(_) => (S::CONFLICT, "job-running", Some(e.to_string())),
-        Error::DiskFull { context } => {
-            tracing::error!(%context, "disk full; write refused");
-            (
-                S::INSUFFICIENT_STORAGE,
-                "disk-full",
-                Some("the disk is full; the write was not made".into()),
-            )
-        }
-        Error::Poisoned(reason) => {
-            tracing::error!(%reason, "engine refuses writes");
-            (
-                S::SERVICE_UNAVAILABLE,
-                "write-refused",
-                Some("writes are refused after an earlier I/O failure; restart needed".into()),
-            )
-        }
+        Error::DiskFull { .. } => (
+            S::INSUFFICIENT_STORAGE,
+            "disk-full",
+            Some("the disk is full; the write was not made".into()),
+        ),
+        Error::Poisoned(_) => (
+            S::SERVICE_UNAVAILABLE,
+            "write-refused",
+            Some("writes are refused after an earlier I/O failure; restart needed".into()),
+        ),
+        // 500, not 503: retrying will not help (the bytes on disk are bad until restored
+        // from a snapshot or backup), and the fault is the server's, not the request's. The
+        // type says what it is; file and offset go to the log, not to the client.
+        Error::Corrupted { .. } => (
+            S::INTERNAL_SERVER_ERROR,
+            "corrupted",
+            Some(
+                "the stored record failed its checksum and is not served; the server log \
+                 names the file and offset (see docs/operations.md, damage and corruption)"
+                    .into(),
+            ),
+        ),
         Error::Closed => (
             S::SERVICE_UNAVAILABLE,
             "not-ready",
             Some("the store is shutting down".into()),
         ),
         Error::Io { .. }
-        | Error::Corrupted { .. }
         | Error::Locked(_)
         | Error::UnsupportedFormat { .. }
         | Error::InvalidConfig { .. }
         | Error::ReadOnly
-        | Error::WrongEngine { .. } => {
-            tracing::error!(error = %e, "internal error");
-            (
-                S::INTERNAL_SERVER_ERROR,
-                "internal",
-                Some("internal error; details are in the server log".into()),
-            )
-        }
+        | Error::WrongEngine { .. } => (
+            S::INTERNAL_SERVER_ERROR,
+            "internal",
+            Some("internal error; details are in the server log".into()),
+        ),
     }
 }
 
@@ -260,6 +263,10 @@ impl IntoResponse for ApiError {
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
+        resp.extensions_mut().insert(ErrorDetail {
+            kind: slug,
+            detail: self.log_detail(),
+        });
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match &self {
@@ -297,6 +304,43 @@ impl IntoResponse for ApiError {
         }
         resp
     }
+}
+
+impl ApiError {
+    /// What the log says about this failure (may name files; never sent to the client).
+    fn log_detail(&self) -> String {
+        match self {
+            ApiError::Engine(e) => e.to_string(),
+            ApiError::Internal(m) | ApiError::BadRequest(m) | ApiError::PayloadTooLarge(m) => {
+                m.clone()
+            }
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// What a failed response carries for the log: the problem type and the internal detail.
+#[derive(Clone, Debug)]
+pub struct ErrorDetail {
+    /// The problem slug (`corrupted`, `internal`, ...).
+    pub kind: &'static str,
+    /// The full error, which the client does not see.
+    pub detail: String,
+}
+
+/// The one place failures are logged: 5xx at error, other refusals at debug. It runs inside
+/// the request span, which names the method, path and request id.
+pub async fn log_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    if let Some(e) = resp.extensions().get::<ErrorDetail>() {
+        let status = resp.status().as_u16();
+        if resp.status().is_server_error() {
+            tracing::error!(status, kind = e.kind, error = %e.detail, "request failed");
+        } else {
+            tracing::debug!(status, kind = e.kind, error = %e.detail, "request refused");
+        }
+    }
+    resp
 }
 
 /// The strong ETag of a version: the decimal sequence number in quotes.

@@ -139,7 +139,12 @@ pub fn b64(bytes: &[u8]) -> String {
 /// # Errors
 /// 400 naming the field when it is not standard base64.
 pub fn unb64(s: &str, field: &str) -> Result<Vec<u8>, ApiError> {
-    STANDARD
+    // Lenient about unused trailing bits (`QR==` is `A`), as the document's pattern is.
+    const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+    );
+    LENIENT
         .decode(s)
         .map_err(|e| ApiError::BadRequest(format!("`{field}` is not valid base64: {e}")))
 }

@@ -9,14 +9,15 @@ use std::time::Duration;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::body::read_limited;
-use super::conditional::{self, TagSet, WriteCondition};
+use super::conditional::{IfNoneMatch, WriteConditions};
 use super::dto::{KeyRef, ListResponse, RawValue};
 use super::error::{ApiError, Problem, etag};
-use super::keys::{decode_cursor, encode_cursor, key_from_path, parse_query};
+use super::extract::{Key, ListQuery, Query, TtlQuery};
+use super::keys::{decode_cursor, encode_cursor};
 use super::state::{AppState, CallKind};
 use crate::engine::{Meta, PutOptions, UnixMillis};
 
@@ -41,36 +42,6 @@ fn meta_headers(meta: &Meta) -> HeaderMap {
     h
 }
 
-/// `If-None-Match` on a read: true when the client's copy is current (answer 304).
-fn not_modified(headers: &HeaderMap, meta: &Meta) -> Result<bool, ApiError> {
-    Ok(conditional::tag_set(headers, header::IF_NONE_MATCH)?
-        .is_some_and(|t: TagSet| t.matches(Some(meta.version))))
-}
-
-fn ttl_param(query: Option<&str>) -> Result<Option<u64>, ApiError> {
-    let mut ttl = None;
-    for (name, value) in parse_query(query)? {
-        match name.as_str() {
-            "ttl" => {
-                let secs = std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| {
-                        ApiError::BadRequest("`ttl` must be a whole number of seconds >= 1".into())
-                    })?;
-                ttl = Some(secs);
-            }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}` (this route takes `ttl`)"
-                )));
-            }
-        }
-    }
-    Ok(ttl)
-}
-
 /// Expiry instant of a TTL in seconds.
 pub fn expiry(ttl: Option<u64>) -> Option<UnixMillis> {
     ttl.map(|s| UnixMillis::after(Duration::from_secs(s)))
@@ -83,11 +54,10 @@ pub fn expiry(ttl: Option<u64>) -> Option<UnixMillis> {
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key, percent-encoded; `/` is allowed and part of the key (`/kv/a/b` is the key `a/b`), `%FF` is the byte 0xFF."),
-        ("ttl" = Option<u64>, Query, minimum = 1, description = "Seconds until the value expires."),
-        ("If-Match" = Option<String>, Header, pattern = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#, description = "Compare-and-set: write only if the current ETag is one of these (`*` = the key exists)."),
-        ("If-None-Match" = Option<String>, Header, pattern = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#, description = "`*` = create only: write only if the key is absent."),
+        TtlQuery,
+        WriteConditions,
     ),
-    request_body(content = inline(RawValue), content_type = "application/octet-stream", description = "The value: any bytes, empty allowed, at most `max_value_bytes`."),
+    request_body(content = inline(RawValue), content_type = "application/octet-stream", description = "The value: any bytes, at most `max_value_bytes`; no body (or an empty one) stores the empty value."),
     responses(
         (status = 201, description = "Created: the key was absent.", headers(("ETag" = String, description = "The new version, quoted."))),
         (status = 200, description = "Replaced an existing value.", headers(("ETag" = String, description = "The new version, quoted."))),
@@ -101,28 +71,18 @@ pub fn expiry(ttl: Option<u64>) -> Option<UnixMillis> {
 )]
 pub async fn put_key(
     State(state): State<AppState>,
-    uri: Uri,
+    Key(key): Key,
+    Query(query): Query<TtlQuery>,
+    cond: WriteConditions,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let limits = *state.limits();
-    let key = key_from_path(uri.path(), limits.max_key_bytes)?;
-    let ttl = ttl_param(uri.query())?;
-    let cond = conditional::write_condition(&headers)?;
     let value = read_limited(&headers, body, limits.max_value_bytes, "the value").await?;
-    let expires_at = expiry(ttl);
+    let expires_at = expiry(query.ttl);
     let written = state
         .call(CallKind::Write, move |e| {
-            let precondition = match cond {
-                WriteCondition::Direct(p) => p,
-                WriteCondition::NeedsCurrent {
-                    if_match,
-                    if_none_match,
-                } => {
-                    let current = e.head(&key)?.map(|m| m.version);
-                    conditional::pin(if_match.as_ref(), if_none_match.as_ref(), current)?
-                }
-            };
+            let precondition = cond.precondition(e, &key)?;
             e.put(
                 &key,
                 value,
@@ -152,7 +112,7 @@ pub async fn put_key(
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key, percent-encoded (see PUT)."),
-        ("If-None-Match" = Option<String>, Header, pattern = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#, description = "ETags the client holds: 304 when one is current."),
+        IfNoneMatch,
     ),
     responses(
         (status = 200, description = "The value's bytes.", body = inline(RawValue), content_type = "application/octet-stream",
@@ -161,21 +121,21 @@ pub async fn put_key(
         (status = 400, description = "Malformed key or header.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Absent or expired.", body = Problem, content_type = "application/problem+json"),
         (status = 414, description = "Key over `max_key_bytes`.", body = Problem, content_type = "application/problem+json"),
+        (status = 500, description = "The stored record failed its checksum (type `corrupted`): it is not served; see docs/operations.md.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_key(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
+    Key(key): Key,
+    cond: IfNoneMatch,
 ) -> Result<Response, ApiError> {
-    let key = key_from_path(uri.path(), state.limits().max_key_bytes)?;
     let value = state
         .call(CallKind::Read, move |e| e.get(&key))
         .await?
         .ok_or(ApiError::NotFound)?;
     let mut h = meta_headers(&value.meta);
-    if not_modified(&headers, &value.meta)? {
+    if cond.not_modified(&value.meta) {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
     h.insert(
@@ -192,7 +152,7 @@ pub async fn get_key(
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key, percent-encoded (see PUT)."),
-        ("If-None-Match" = Option<String>, Header, pattern = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#, description = "ETags the client holds: 304 when one is current."),
+        IfNoneMatch,
     ),
     responses(
         (status = 200, description = "Present.", headers(
@@ -203,21 +163,21 @@ pub async fn get_key(
         (status = 400, description = "Malformed key or header (no body: HEAD)."),
         (status = 404, description = "Absent or expired (no body)."),
         (status = 414, description = "Key over `max_key_bytes` (no body: HEAD)."),
+        (status = 500, description = "The stored record failed its checksum (no body: HEAD)."),
         (status = 503, description = "Starting, stopping or shedding load (no body: HEAD)."),
     )
 )]
 pub async fn head_key(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
+    Key(key): Key,
+    cond: IfNoneMatch,
 ) -> Result<Response, ApiError> {
-    let key = key_from_path(uri.path(), state.limits().max_key_bytes)?;
     let meta = state
         .call(CallKind::Read, move |e| e.head(&key))
         .await?
         .ok_or(ApiError::NotFound)?;
     let mut h = meta_headers(&meta);
-    if not_modified(&headers, &meta)? {
+    if cond.not_modified(&meta) {
         return Ok((StatusCode::NOT_MODIFIED, h).into_response());
     }
     h.insert(
@@ -235,7 +195,7 @@ pub async fn head_key(
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key, percent-encoded (see PUT)."),
-        ("If-Match" = Option<String>, Header, pattern = r#"^[ ]*(\*|(W/)?"[\x21\x23-\x2B\x2D-\x7E]*"([ ]*,[ ]*(W/)?"[\x21\x23-\x2B\x2D-\x7E]*")*)[ ]*$"#, description = "Delete only if the current ETag is one of these (`*` = exists)."),
+        WriteConditions,
     ),
     responses(
         (status = 204, description = "Deleted."),
@@ -249,23 +209,12 @@ pub async fn head_key(
 )]
 pub async fn delete_key(
     State(state): State<AppState>,
-    uri: Uri,
-    headers: HeaderMap,
+    Key(key): Key,
+    cond: WriteConditions,
 ) -> Result<Response, ApiError> {
-    let key = key_from_path(uri.path(), state.limits().max_key_bytes)?;
-    let cond = conditional::write_condition(&headers)?;
     let deleted = state
         .call(CallKind::Write, move |e| {
-            let precondition = match cond {
-                WriteCondition::Direct(p) => p,
-                WriteCondition::NeedsCurrent {
-                    if_match,
-                    if_none_match,
-                } => {
-                    let current = e.head(&key)?.map(|m| m.version);
-                    conditional::pin(if_match.as_ref(), if_none_match.as_ref(), current)?
-                }
-            };
+            let precondition = cond.precondition(e, &key)?;
             e.delete(&key, precondition)
         })
         .await?;
@@ -280,11 +229,7 @@ pub async fn delete_key(
     get,
     path = "/kv",
     tag = "kv",
-    params(
-        ("prefix" = Option<String>, Query, description = "Only keys starting with these bytes (percent-encoded; `+` is a space)."),
-        ("limit" = Option<usize>, Query, minimum = 1, description = "Page size: default 100, larger values are clamped to `max_list_limit`."),
-        ("cursor" = Option<String>, Query, pattern = r#"^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$"#, description = "`next_cursor` of the previous page (opaque); empty = from the start."),
-    ),
+    params(ListQuery),
     responses(
         (status = 200, description = "One page of keys.", body = ListResponse),
         (status = 400, description = "Malformed parameter.", body = Problem, content_type = "application/problem+json"),
@@ -293,34 +238,21 @@ pub async fn delete_key(
 )]
 pub async fn list_keys(
     State(state): State<AppState>,
-    uri: Uri,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<ListResponse>, ApiError> {
     let max = state.limits().max_list_limit;
-    let mut prefix = Vec::new();
-    let mut limit = DEFAULT_LIST_LIMIT.min(max);
-    let mut start_after = None;
-    for (name, value) in parse_query(uri.query())? {
-        match name.as_str() {
-            "prefix" => prefix = value,
-            "limit" => {
-                let n = std::str::from_utf8(&value)
-                    .ok()
-                    .and_then(|s| s.parse::<usize>().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        ApiError::BadRequest("`limit` must be a whole number >= 1".into())
-                    })?;
-                limit = n.min(max);
-            }
-            "cursor" if value.is_empty() => start_after = None,
-            "cursor" => start_after = Some(decode_cursor(&value)?),
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}` (this route takes `prefix`, `limit`, `cursor`)"
-                )));
-            }
-        }
-    }
+    let prefix = query.prefix.unwrap_or_default();
+    let limit = query
+        .limit
+        .map_or(DEFAULT_LIST_LIMIT, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        })
+        .min(max);
+    let start_after = match query.cursor {
+        None => None,
+        Some(c) if c.is_empty() => None,
+        Some(c) => Some(decode_cursor(&c)?),
+    };
     let page = state
         .call(CallKind::Read, move |e| {
             e.list(&prefix, start_after.as_deref(), limit)

@@ -43,6 +43,8 @@ pub const ENGINE_FRAGMENTATION: &str = "hoardhaven_engine_fragmentation_ratio";
 pub const ENGINE_BYTES_WRITTEN: &str = "hoardhaven_engine_written_bytes_total";
 /// Corrupt records found since start.
 pub const ENGINE_CORRUPT: &str = "hoardhaven_engine_corrupt_records_total";
+/// Requests whose engine call met a record failing its checksum, since start.
+pub const CORRUPT_READS: &str = "hoardhaven_corrupt_reads_total";
 /// Merges (log rewrites) finished since start.
 pub const ENGINE_MERGES: &str = "hoardhaven_engine_merges_total";
 /// Snapshots finished since start.
@@ -93,6 +95,7 @@ pub fn install() -> Option<PrometheusHandle> {
                 }
             };
             describe();
+            export_from_start();
             Some(handle)
         })
         .clone()
@@ -147,6 +150,10 @@ fn describe() {
         ENGINE_CORRUPT,
         "Records found corrupt (failed checksum) since the server started."
     );
+    describe_counter!(
+        CORRUPT_READS,
+        "Reads that met a stored record failing its checksum (answered 500 corrupted) since start."
+    );
     describe_counter!(ENGINE_MERGES, "Merges (log rewrites) finished since start.");
     describe_counter!(ENGINE_SNAPSHOTS, "Snapshots finished since start.");
     describe_gauge!(
@@ -166,6 +173,48 @@ fn describe() {
         Unit::Seconds,
         "Latency of the engine's fsync / fdatasync calls."
     );
+}
+
+/// Registers the series that would otherwise appear only at their first event, at zero: the
+/// counters of rare events, the last job durations (0 until a job finishes), the fsync
+/// histogram (no observations yet). Dashboards then show 0, not "No data", and `absent()`
+/// alerts do not fire on a healthy fresh server. The engine gauges are set at every scrape
+/// once the store is open; the per-request series (labelled by route and status) appear with
+/// the first request.
+fn export_from_start() {
+    for c in [
+        ENGINE_BYTES_WRITTEN,
+        ENGINE_CORRUPT,
+        CORRUPT_READS,
+        ENGINE_MERGES,
+        ENGINE_SNAPSHOTS,
+    ] {
+        counter!(c).absolute(0);
+    }
+    for g in [
+        READY,
+        HTTP_IN_FLIGHT,
+        ENGINE_MERGE_RUNNING,
+        ENGINE_SNAPSHOT_RUNNING,
+        ENGINE_MERGE_LAST_DURATION,
+        ENGINE_SNAPSHOT_LAST_DURATION,
+    ] {
+        gauge!(g).set(0.0);
+    }
+    // Registering is enough: the exporter renders a registered histogram with zero counts.
+    let _ = metrics::histogram!(ENGINE_FSYNC_DURATION);
+}
+
+/// Registers the per-request series of every documented route at zero (answered `200` zero
+/// times, no latency observed), so request-rate and latency panels show 0 from the first
+/// scrape. `routes` are (method, matched route template) pairs.
+pub fn export_routes<'a>(routes: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    for (method, route) in routes {
+        let (m, r) = (method.to_ascii_uppercase(), route.to_owned());
+        counter!(HTTP_REQUESTS, "method" => m.clone(), "route" => r.clone(), "status" => "200")
+            .absolute(0);
+        let _ = metrics::histogram!(HTTP_DURATION, "method" => m, "route" => r);
+    }
 }
 
 /// Sets the engine gauges and counters from a stats snapshot.
@@ -191,6 +240,11 @@ pub fn record_engine(s: &Stats) {
     if let JobState::Done(r) = &s.jobs.snapshot {
         gauge!(ENGINE_SNAPSHOT_LAST_DURATION).set(r.duration.as_secs_f64());
     }
+}
+
+/// Counts one read that met damaged data.
+pub fn record_corrupt_read() {
+    counter!(CORRUPT_READS).increment(1);
 }
 
 /// Sets the readiness gauge.

@@ -7,10 +7,13 @@
 //! [`guard`]; no storage logic anywhere here.
 //!
 //! Layout: [`kv`] single keys and listing, [`bulk`] batch and mget, [`admin`] jobs, stats,
-//! probes and metrics, [`dto`] JSON shapes, [`body`] limited bodies, [`keys`] byte keys from
-//! raw paths, [`conditional`] ETag preconditions, [`metrics`] metric names and recording,
-//! [`openapi`] the document, [`error`] the one `IntoResponse` for failures, [`auth`] bearer
-//! tokens and roles, [`guard`] head limits, request timeout and CORS.
+//! probes and metrics, [`dto`] JSON answers, [`requests`] JSON request bodies and their
+//! schemas, [`body`] limited bodies, [`extract`] the typed
+//! extractors (key, query structs that also document themselves), [`keys`] byte keys from raw
+//! paths, [`conditional`] ETag preconditions (and their extractors), [`metrics`] metric names
+//! and recording, [`openapi`] the document, [`error`] the one `IntoResponse` for failures and
+//! the one error-logging middleware, [`auth`] bearer tokens and roles, [`guard`] head limits,
+//! request timeout and CORS.
 
 pub mod admin;
 pub mod auth;
@@ -19,11 +22,13 @@ pub mod bulk;
 pub mod conditional;
 pub mod dto;
 pub mod error;
+pub mod extract;
 pub mod guard;
 pub mod keys;
 pub mod kv;
 pub mod metrics;
 pub mod openapi;
+pub mod requests;
 pub mod state;
 
 use std::sync::Arc;
@@ -104,12 +109,30 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
         .merge(api)
         .merge(ops)
         .split_for_parts();
-    let mut doc = openapi::finish(&doc, &limits);
-    auth::describe(
-        &mut doc,
-        opts.auth.is_some(),
-        opts.metrics_open,
-        opts.docs_open,
+    metrics::export_routes(doc.paths.paths.iter().flat_map(|(path, item)| {
+        [
+            ("get", item.get.is_some()),
+            ("put", item.put.is_some()),
+            ("post", item.post.is_some()),
+            ("delete", item.delete.is_some()),
+            ("head", item.head.is_some()),
+        ]
+        .into_iter()
+        .filter(|(_, served)| *served)
+        .map(move |(m, _)| (m, path.as_str()))
+    }));
+    let security = auth::SecurityDoc {
+        enforced: opts.auth.is_some(),
+        metrics_open: opts.metrics_open,
+        docs_open: opts.docs_open,
+    };
+    let doc = openapi::finish(
+        &doc,
+        &[
+            &openapi::PathTemplates,
+            &openapi::LimitsDoc(limits),
+            &security,
+        ],
     );
     state.set_openapi_json(openapi::to_bytes(&doc));
 
@@ -165,6 +188,7 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
                     REQUEST_ID,
                 )))
                 .layer(axum::middleware::from_fn(metrics::track))
+                .layer(axum::middleware::from_fn(error::log_errors))
                 .layer(CatchPanicLayer::custom(|_| {
                     ApiError::Internal("a handler panicked".into()).into_response()
                 })),

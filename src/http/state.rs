@@ -2,10 +2,10 @@
 //!
 //! Owns [`AppState`]: the engine handle once it is open, readiness, limits, the metrics handle,
 //! and [`AppState::call`], which runs an engine call where [`crate::exec::Exec`] says and maps
-//! its errors for HTTP. Background jobs are the engine's own (`Engine::start_merge`); no job
+//! its errors for HTTP, counting the calls that met damaged data. Background jobs are the engine's own (`Engine::start_merge`); no job
 //! state lives here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -60,6 +60,7 @@ struct Inner {
     engine: OnceLock<Arc<dyn Engine>>,
     stopping: AtomicBool,
     poisoned: AtomicBool,
+    corrupt_reads: AtomicU64,
     limits: Limits,
     exec: Exec,
     metrics: Option<PrometheusHandle>,
@@ -86,6 +87,7 @@ impl AppState {
             engine: OnceLock::new(),
             stopping: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
+            corrupt_reads: AtomicU64::new(0),
             limits,
             exec,
             metrics,
@@ -129,6 +131,12 @@ impl AppState {
             && !self.0.poisoned.load(Ordering::SeqCst)
     }
 
+    /// Engine calls that met a record failing its checksum since the server started. Any
+    /// such call means the store holds damaged data (see docs/operations.md).
+    pub fn corrupt_reads(&self) -> u64 {
+        self.0.corrupt_reads.load(Ordering::Relaxed)
+    }
+
     /// The configured limits.
     pub fn limits(&self) -> &Limits {
         &self.0.limits
@@ -159,9 +167,16 @@ impl AppState {
     {
         let engine = self.engine_handle().ok_or(ApiError::NotReady)?;
         let result = self.0.exec.run(kind, move || f(&*engine)).await?;
-        if let Err(Error::Poisoned(_)) = &result {
-            self.0.poisoned.store(true, Ordering::SeqCst);
-            super::metrics::record_ready(false);
+        match &result {
+            Err(Error::Poisoned(_)) => {
+                self.0.poisoned.store(true, Ordering::SeqCst);
+                super::metrics::record_ready(false);
+            }
+            Err(Error::Corrupted { .. }) => {
+                self.0.corrupt_reads.fetch_add(1, Ordering::Relaxed);
+                super::metrics::record_corrupt_read();
+            }
+            _ => {}
         }
         result.map_err(ApiError::from)
     }
