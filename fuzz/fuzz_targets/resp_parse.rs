@@ -26,6 +26,7 @@ fuzz_target!(|input: &[u8]| {
         max_args: 64,
         max_bulk: 1024,
         max_inline: 512,
+        max_request: 4096,
     };
     let (whole, _) = all(input, &limits);
     // Fed in two parts, the commands complete in the first part are a prefix of the whole.

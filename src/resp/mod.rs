@@ -33,6 +33,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdow
             .max(shared.limits.max_key_bytes)
             + 1024,
         max_inline: 64 * 1024,
+        max_request: shared
+            .limits
+            .max_body_bytes
+            .max(shared.limits.max_value_bytes + 64 * 1024),
     };
     loop {
         tokio::select! {

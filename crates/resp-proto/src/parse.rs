@@ -24,6 +24,22 @@ pub struct ParseLimits {
     pub max_bulk: usize,
     /// Longest inline command line in bytes.
     pub max_inline: usize,
+    /// Most bytes of one whole command (all its arguments together).
+    pub max_request: usize,
+}
+
+impl ParseLimits {
+    /// The caps for a connection that has not authenticated yet (as Redis: a few small
+    /// arguments are all AUTH and HELLO need), so an anonymous client cannot make the server
+    /// buffer much.
+    pub fn unauthenticated() -> Self {
+        ParseLimits {
+            max_args: 10,
+            max_bulk: 16 * 1024,
+            max_inline: 16 * 1024,
+            max_request: 64 * 1024,
+        }
+    }
 }
 
 impl Default for ParseLimits {
@@ -32,6 +48,7 @@ impl Default for ParseLimits {
             max_args: 2 * 1000 + 16,
             max_bulk: 1024 * 1024,
             max_inline: 64 * 1024,
+            max_request: 16 * 1024 * 1024,
         }
     }
 }
@@ -55,6 +72,12 @@ pub enum ProtocolError {
     BulkTooLong {
         /// Announced.
         got: u64,
+        /// Allowed.
+        max: usize,
+    },
+    /// A whole command larger than allowed.
+    #[error("Protocol error: request of more than {max} bytes")]
+    RequestTooLarge {
         /// Allowed.
         max: usize,
     },
@@ -128,8 +151,9 @@ fn multibulk(buf: &[u8], limits: &ParseLimits) -> Result<Option<(Args, usize)>, 
             max: limits.max_args,
         });
     }
-    // Bounded by max_args, checked above; grows with the input actually received.
-    let mut args = Vec::with_capacity((n as usize).min(64));
+    // Positions first, bytes copied only once the whole command is here: a command that
+    // arrives in many reads is re-scanned (headers only), never re-copied.
+    let mut ranges = Vec::with_capacity((n as usize).min(64));
     for _ in 0..n {
         let Some(&first) = buf.get(pos) else {
             return Ok(None);
@@ -154,15 +178,24 @@ fn multibulk(buf: &[u8], limits: &ParseLimits) -> Result<Option<(Args, usize)>, 
         }
         let start = end + 2;
         let stop = start + len as usize;
+        if stop + 2 > limits.max_request {
+            return Err(ProtocolError::RequestTooLarge {
+                max: limits.max_request,
+            });
+        }
         if buf.len() < stop + 2 {
             return Ok(None);
         }
         if &buf[stop..stop + 2] != b"\r\n" {
             return Err(ProtocolError::Unterminated);
         }
-        args.push(Bytes::copy_from_slice(&buf[start..stop]));
+        ranges.push(start..stop);
         pos = stop + 2;
     }
+    let args = ranges
+        .into_iter()
+        .map(|r| Bytes::copy_from_slice(&buf[r]))
+        .collect();
     Ok(Some((args, pos)))
 }
 
@@ -341,6 +374,16 @@ mod tests {
         );
         let long = vec![b'a'; 70 * 1024];
         assert_eq!(one(&long), Err(ProtocolError::InlineTooLong));
+        let small = ParseLimits {
+            max_request: 100,
+            ..ParseLimits::default()
+        };
+        let many = b"*3\r\n$40\r\n0123456789012345678901234567890123456789\r\n$40\r\n";
+        assert_eq!(
+            parse(many, &small),
+            Err(ProtocolError::RequestTooLarge { max: 100 }),
+            "refused from the headers, before the bytes arrive"
+        );
         let header = [b"*".as_slice(), &[b'9'; 40]].concat();
         assert_eq!(one(&header), Err(ProtocolError::BadLength("multibulk")));
     }
