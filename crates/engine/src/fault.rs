@@ -254,6 +254,7 @@ pub fn write_all_at(file: &File, buf: &[u8], offset: u64, path: &Path) -> io::Re
         return file.write_all_at(buf, offset);
     }
     gate(Op::Write, path);
+    let _p = power_guard(path);
     power_write(file, path, offset, buf.len() as u64);
     let (v, st) = decide(Op::Write, path);
     note_write(&st, path, offset);
@@ -280,6 +281,7 @@ pub fn write_all(file: &mut File, buf: &[u8], path: &Path) -> io::Result<()> {
         return file.write_all(buf);
     }
     gate(Op::Write, path);
+    let _p = power_guard(path);
     let pos = file.stream_position()?;
     power_write(file, path, pos, buf.len() as u64);
     let (v, st) = decide(Op::Write, path);
@@ -300,6 +302,7 @@ pub fn set_len(file: &File, len: u64, path: &Path) -> io::Result<()> {
         return file.set_len(len);
     }
     gate(Op::Write, path);
+    let _p = power_guard(path);
     power_write(file, path, len, 0);
     let (v, st) = decide(Op::Write, path);
     let shrinks = file.metadata().is_ok_and(|m| m.len() >= len);
@@ -327,6 +330,8 @@ fn sync_with(file: &File, path: &Path, data_only: bool) -> io::Result<()> {
         return run();
     }
     gate(Op::Sync, path);
+    // Held over the fsync: no write under the directory runs while it is made durable.
+    let _p = power_guard(path);
     let pending = power_before_sync(file, path);
     let (v, st) = decide(Op::Sync, path);
     match v {
@@ -357,13 +362,13 @@ pub fn sync_all(file: &File, path: &Path) -> io::Result<()> {
 
 /// `std::fs::rename`.
 pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    if armed() {
-        gate(Op::Rename, to);
-        power_call(to);
+    if !armed() {
+        return std::fs::rename(from, to);
     }
-    if armed()
-        && let (Verdict::Fail(f, _), _) = decide(Op::Rename, to)
-    {
+    gate(Op::Rename, to);
+    let _p = power_guard(to);
+    power_call(to);
+    if let (Verdict::Fail(f, _), _) = decide(Op::Rename, to) {
         return Err(os_error(f));
     }
     std::fs::rename(from, to)
@@ -371,13 +376,13 @@ pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
 
 /// `std::fs::hard_link` (counted as a rename).
 pub fn hard_link(from: &Path, to: &Path) -> io::Result<()> {
-    if armed() {
-        gate(Op::Rename, to);
-        power_call(to);
+    if !armed() {
+        return std::fs::hard_link(from, to);
     }
-    if armed()
-        && let (Verdict::Fail(f, _), _) = decide(Op::Rename, to)
-    {
+    gate(Op::Rename, to);
+    let _p = power_guard(to);
+    power_call(to);
+    if let (Verdict::Fail(f, _), _) = decide(Op::Rename, to) {
         return Err(os_error(f));
     }
     std::fs::hard_link(from, to)
@@ -553,6 +558,18 @@ type PowerShared = (Arc<Mutex<Power>>, Arc<std::sync::atomic::AtomicBool>);
 
 static POWER: Mutex<Vec<PowerShared>> = Mutex::new(Vec::new());
 
+/// Serializes the file calls under tracked directories, each held over the whole call
+/// (write, fsync, rename): what an fsync reads as durable is then exactly what was written
+/// before it, and no write lands between reading its ranges and the fsync.
+static POWER_CALL: Mutex<()> = Mutex::new(());
+
+fn power_guard(path: &Path) -> Option<MutexGuard<'static, ()>> {
+    let tracked = lock(&POWER)
+        .iter()
+        .any(|(s, _)| path.starts_with(&lock(s).root));
+    tracked.then(|| lock(&POWER_CALL))
+}
+
 fn scan_dir(dir: &Path) -> io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir)? {
@@ -620,6 +637,7 @@ impl PowerLoss {
     /// # Errors
     /// I/O errors writing `dest`.
     pub fn cut_now(&self, dest: &Path) -> io::Result<()> {
+        let _p = lock(&POWER_CALL);
         self.cut.store(true, Ordering::SeqCst);
         let mut p = lock(&self.state);
         p.cuts += 1;
@@ -825,6 +843,7 @@ impl Write for Writer {
             return Ok(n);
         }
         gate(Op::Write, &self.path);
+        let _p = power_guard(&self.path);
         power_write(&self.file, &self.path, self.pos, buf.len() as u64);
         let (v, st) = decide(Op::Write, &self.path);
         note_write(&st, &self.path, self.pos);

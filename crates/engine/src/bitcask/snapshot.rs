@@ -68,6 +68,9 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
     let clock = Instant::now();
     let root = snapshots_dir(&inner.dir);
     fs::create_dir_all(&root).ctx(|| format!("creating {}", root.display()))?;
+    // The `snapshots` entry must be durable in the data directory too, or a power cut after
+    // the first snapshot loses every snapshot (found by tests/power_loss.rs).
+    sync_dir(&inner.dir)?;
     remove_leftovers(&root)?;
     let _retire = inner.retire.lock();
     let (files, last_seq, next_major, keys): (Vec<Arc<DataFile>>, u64, u32, u64) = {
