@@ -290,3 +290,108 @@ fn bitcask_survives_power_cuts_at_random_points() {
 fn memory_survives_power_cuts_at_random_points() {
     sweep(EngineKind::Memory);
 }
+
+/// Everything in `e`, key by key.
+fn dump(e: &dyn Engine) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = e.list(b"", after.as_deref(), 500).expect("list");
+        for k in &page.keys {
+            let v = e.get(k).expect("get").expect("listed key readable");
+            out.insert(k.clone(), v.bytes.to_vec());
+        }
+        match page.next_start_after {
+            Some(k) => after = Some(k),
+            None => return out,
+        }
+    }
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        if e.file_type().expect("type").is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+        }
+    }
+}
+
+/// A power cut at every write, fsync, rename and link of a snapshot and then a merge
+/// (bitcask) or a snapshot and then a log rewrite (memory), over a store holding overwrites
+/// and deletes: the cut is exactly the store (nothing lost, nothing dead back), and every
+/// bitcask snapshot listed in it restores to the store too.
+fn cut_at_every_call_of_the_jobs(kind: EngineKind) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let prepared = tmp.path().join("prepared");
+    let model = {
+        let e = open(kind, &prepared, SyncPolicy::Always);
+        for i in 0..400u64 {
+            let k = format!("k{:03}", (i * 7) % 120).into_bytes();
+            if i % 5 == 4 {
+                e.delete(&k, Precondition::None).expect("delete");
+            } else {
+                e.put(&k, Bytes::from(value(&k, i, 60)), PutOptions::default())
+                    .expect("put");
+            }
+        }
+        let m = dump(&*e);
+        e.close().expect("close");
+        m
+    };
+    let mut n = 1u64;
+    loop {
+        let what = format!("{kind}: power cut at call {n} of open, snapshot, merge, close");
+        let run = tmp.path().join(format!("run-{n}"));
+        let root = run.join("data");
+        let cut = run.join("cut");
+        copy_tree(&prepared, &root);
+        let power = fault::track_power(&root).expect("track");
+        power.cut_at(n, &cut);
+        let e = open(kind, &root, SyncPolicy::Always);
+        e.snapshot().expect("snapshot");
+        e.merge().expect("merge");
+        e.close().expect("close");
+        drop(e);
+        let calls = power.calls();
+        let reached = power.has_cut();
+        drop(power);
+        if !reached {
+            assert!(n > 10, "{kind}: only {calls} calls");
+            eprintln!("{kind}: cut at each of {} calls", n - 1);
+            return;
+        }
+        let r = hoardhaven::engine::open(&claims_support::options(kind, &cut, SyncPolicy::Always))
+            .unwrap_or_else(|err| panic!("{what}: does not open: {err}"));
+        assert!(dump(&*r) == model, "{what}: the store is not what it was");
+        if kind == EngineKind::Bitcask {
+            for s in r.snapshots().expect("snapshots") {
+                let to = run.join("restore");
+                copy_tree(&s.path, &to);
+                let s = open(kind, &to, SyncPolicy::Always);
+                assert!(
+                    dump(&*s) == model,
+                    "{what}: a listed snapshot restores wrong"
+                );
+                s.close().expect("close");
+                std::fs::remove_dir_all(&to).expect("clean");
+            }
+        }
+        r.close().expect("close");
+        std::fs::remove_dir_all(&run).expect("clean");
+        n += 1;
+    }
+}
+
+#[test]
+fn bitcask_survives_a_power_cut_at_every_call_of_snapshot_and_merge() {
+    cut_at_every_call_of_the_jobs(EngineKind::Bitcask);
+}
+
+#[test]
+fn memory_survives_a_power_cut_at_every_call_of_snapshot_and_rewrite() {
+    cut_at_every_call_of_the_jobs(EngineKind::Memory);
+}
