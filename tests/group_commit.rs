@@ -57,8 +57,13 @@ fn concurrent_durable_writers_share_fsyncs() {
                     for r in 0..ROUNDS {
                         start.wait();
                         let k = key(t, r);
-                        e.put(&k, Bytes::from(value(&k, r, 40)), PutOptions::default())
-                            .expect("durable put");
+                        // Sequence 100.. so every record has the size measured above.
+                        e.put(
+                            &k,
+                            Bytes::from(value(&k, 100 + r, 40)),
+                            PutOptions::default(),
+                        )
+                        .expect("durable put");
                         end.wait();
                     }
                 })
