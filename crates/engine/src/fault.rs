@@ -29,6 +29,24 @@
 //! of them began), as Linux may do with dirty pages whose writeback failed, even though a
 //! later fsync then succeeds. An engine that retried the fsync and acknowledged would then
 //! acknowledge lost writes; the engines instead refuse writes after a failed fsync.
+//!
+//! # The power-loss model ([`track_power`])
+//! A SIGKILL keeps the page cache, so it cannot tell whether an fsync happened; a power cut
+//! can. A [`PowerLoss`] tracker keeps, for every file under its directory, the bytes that were
+//! on disk at its last successful fsync (keyed by inode, so renames and hard links share them),
+//! and, for every directory, the entries it had at its last successful fsync. A *cut* writes
+//! that durable state to another directory: every byte written since a file's last fsync is
+//! forgotten (also overwrites of preallocated space, which read back as what was there), and
+//! every create, rename, link or removal not followed by an fsync of its directory is undone.
+//! A file whose entry survives but that was never fsynced is empty. The engine keeps running
+//! after a cut (the cut is a copy), so one run can be cut at any chosen call
+//! ([`PowerLoss::cut_at`]: the Nth write, fsync, rename or link under the directory, before it
+//! runs). The model is stricter than most filesystems (ext4 `data=ordered` often keeps more),
+//! never looser than POSIX.
+//!
+//! # Holding calls ([`hold`])
+//! A [`Hold`] makes every matching call block until it is opened, so a test can line up
+//! concurrent writers behind one fsync (group commit) without waiting on time.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -36,7 +54,7 @@ use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 /// A kind of file operation the injector counts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -143,8 +161,9 @@ impl Armed {
 impl Drop for Armed {
     fn drop(&mut self) {
         let mut plans = lock(&PLANS);
+        let before = plans.len();
         plans.retain(|p| !Arc::ptr_eq(p, &self.state));
-        ARMED.store(plans.len(), Ordering::Release);
+        ARMED.fetch_sub(before - plans.len(), Ordering::AcqRel);
     }
 }
 
@@ -159,7 +178,7 @@ pub fn arm(plan: Plan) -> Armed {
     }));
     let mut plans = lock(&PLANS);
     plans.push(state.clone());
-    ARMED.store(plans.len(), Ordering::Release);
+    ARMED.fetch_add(1, Ordering::AcqRel);
     Armed { state }
 }
 
@@ -234,6 +253,9 @@ pub fn write_all_at(file: &File, buf: &[u8], offset: u64, path: &Path) -> io::Re
     if !armed() {
         return file.write_all_at(buf, offset);
     }
+    gate(Op::Write, path);
+    let _p = power_guard(path);
+    power_write(file, path, offset, buf.len() as u64);
     let (v, st) = decide(Op::Write, path);
     note_write(&st, path, offset);
     let inside = file
@@ -258,8 +280,11 @@ pub fn write_all(file: &mut File, buf: &[u8], path: &Path) -> io::Result<()> {
     if !armed() {
         return file.write_all(buf);
     }
-    let (v, st) = decide(Op::Write, path);
+    gate(Op::Write, path);
+    let _p = power_guard(path);
     let pos = file.stream_position()?;
+    power_write(file, path, pos, buf.len() as u64);
+    let (v, st) = decide(Op::Write, path);
     note_write(&st, path, pos);
     match v {
         Verdict::Go => file.write_all(buf),
@@ -276,6 +301,9 @@ pub fn set_len(file: &File, len: u64, path: &Path) -> io::Result<()> {
     if !armed() {
         return file.set_len(len);
     }
+    gate(Op::Write, path);
+    let _p = power_guard(path);
+    power_write(file, path, len, 0);
     let (v, st) = decide(Op::Write, path);
     let shrinks = file.metadata().is_ok_and(|m| m.len() >= len);
     match v {
@@ -301,11 +329,16 @@ fn sync_with(file: &File, path: &Path, data_only: bool) -> io::Result<()> {
     if !armed() {
         return run();
     }
+    gate(Op::Sync, path);
+    // Held over the fsync: no write under the directory runs while it is made durable.
+    let _p = power_guard(path);
+    let pending = power_before_sync(file, path);
     let (v, st) = decide(Op::Sync, path);
     match v {
         Verdict::Go => {
             run()?;
             synced(&st, path);
+            power_after_sync(pending);
             Ok(())
         }
         Verdict::Fail(f, lose) => {
@@ -329,9 +362,13 @@ pub fn sync_all(file: &File, path: &Path) -> io::Result<()> {
 
 /// `std::fs::rename`.
 pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
-    if armed()
-        && let (Verdict::Fail(f, _), _) = decide(Op::Rename, to)
-    {
+    if !armed() {
+        return std::fs::rename(from, to);
+    }
+    gate(Op::Rename, to);
+    let _p = power_guard(to);
+    power_call(to);
+    if let (Verdict::Fail(f, _), _) = decide(Op::Rename, to) {
         return Err(os_error(f));
     }
     std::fs::rename(from, to)
@@ -339,9 +376,13 @@ pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
 
 /// `std::fs::hard_link` (counted as a rename).
 pub fn hard_link(from: &Path, to: &Path) -> io::Result<()> {
-    if armed()
-        && let (Verdict::Fail(f, _), _) = decide(Op::Rename, to)
-    {
+    if !armed() {
+        return std::fs::hard_link(from, to);
+    }
+    gate(Op::Rename, to);
+    let _p = power_guard(to);
+    power_call(to);
+    if let (Verdict::Fail(f, _), _) = decide(Op::Rename, to) {
         return Err(os_error(f));
     }
     std::fs::hard_link(from, to)
@@ -366,6 +407,403 @@ pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64, path: &Path) -> i
 pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     check_read(path)?;
     std::fs::read(path)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Holding calls.
+
+#[derive(Debug)]
+struct HoldState {
+    dir: PathBuf,
+    op: Op,
+    inner: Mutex<HoldInner>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct HoldInner {
+    open: bool,
+    blocked: u64,
+    passed: u64,
+}
+
+static HOLDS: Mutex<Vec<Arc<HoldState>>> = Mutex::new(Vec::new());
+
+/// Calls of one kind under one directory, held until opened; released and disarmed when
+/// dropped. See [`hold`].
+#[derive(Debug)]
+pub struct Hold {
+    state: Arc<HoldState>,
+}
+
+/// Holds every `op` call on files under `dir` (closed from the start) until [`Hold::open`].
+pub fn hold(dir: &Path, op: Op) -> Hold {
+    let state = Arc::new(HoldState {
+        dir: dir.to_path_buf(),
+        op,
+        inner: Mutex::new(HoldInner::default()),
+        cv: Condvar::new(),
+    });
+    lock(&HOLDS).push(state.clone());
+    ARMED.fetch_add(1, Ordering::AcqRel);
+    Hold { state }
+}
+
+impl Hold {
+    /// Lets held and later calls through.
+    pub fn open(&self) {
+        lock(&self.state.inner).open = true;
+        self.state.cv.notify_all();
+    }
+
+    /// Holds later calls again.
+    pub fn close(&self) {
+        lock(&self.state.inner).open = false;
+    }
+
+    /// Calls blocked right now.
+    pub fn blocked(&self) -> u64 {
+        lock(&self.state.inner).blocked
+    }
+
+    /// Calls that went through so far.
+    pub fn passed(&self) -> u64 {
+        lock(&self.state.inner).passed
+    }
+
+    /// Blocks until at least `n` calls are held (an event, not a timeout).
+    pub fn wait_blocked(&self, n: u64) {
+        let mut g = lock(&self.state.inner);
+        while g.blocked < n {
+            g = self.state.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.open();
+        let mut holds = lock(&HOLDS);
+        let before = holds.len();
+        holds.retain(|h| !Arc::ptr_eq(h, &self.state));
+        ARMED.fetch_sub(before - holds.len(), Ordering::AcqRel);
+    }
+}
+
+fn gate(op: Op, path: &Path) {
+    let holds: Vec<Arc<HoldState>> = lock(&HOLDS)
+        .iter()
+        .filter(|h| h.op == op && path.starts_with(&h.dir))
+        .cloned()
+        .collect();
+    for h in holds {
+        let mut g = lock(&h.inner);
+        if !g.open {
+            g.blocked += 1;
+            h.cv.notify_all();
+            while !g.open {
+                g = h.cv.wait(g).unwrap_or_else(|p| p.into_inner());
+            }
+            g.blocked -= 1;
+        }
+        g.passed += 1;
+        h.cv.notify_all();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The power-loss model.
+
+/// Identity of a file or directory: inode number and birth time (ext4 reuses inode numbers).
+type FileKey = (u64, u128);
+
+fn key_of(m: &std::fs::Metadata) -> FileKey {
+    use std::os::unix::fs::MetadataExt;
+    let born = m
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    (m.ino(), born)
+}
+
+/// One entry of a directory: name, identity, whether it is a directory.
+type Entry = (std::ffi::OsString, FileKey, bool);
+
+#[derive(Debug)]
+struct Power {
+    root: PathBuf,
+    root_key: FileKey,
+    /// Durable bytes of each file.
+    images: HashMap<FileKey, Vec<u8>>,
+    /// Durable entries of each directory.
+    dirs: HashMap<FileKey, Vec<Entry>>,
+    /// Byte ranges written since each file's last fsync (`len` 0 = only its size changed).
+    dirty: HashMap<FileKey, Vec<(u64, u64)>>,
+    calls: u64,
+    cut_at: u64,
+    dest: Option<PathBuf>,
+    cuts: u64,
+    error: Option<String>,
+}
+
+/// A power-loss tracker over one directory; disarmed when dropped. See [`track_power`].
+#[derive(Debug)]
+pub struct PowerLoss {
+    state: Arc<Mutex<Power>>,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+type PowerShared = (Arc<Mutex<Power>>, Arc<std::sync::atomic::AtomicBool>);
+
+static POWER: Mutex<Vec<PowerShared>> = Mutex::new(Vec::new());
+
+/// Serializes the file calls under tracked directories, each held over the whole call
+/// (write, fsync, rename): what an fsync reads as durable is then exactly what was written
+/// before it, and no write lands between reading its ranges and the fsync.
+static POWER_CALL: Mutex<()> = Mutex::new(());
+
+fn power_guard(path: &Path) -> Option<MutexGuard<'static, ()>> {
+    let tracked = lock(&POWER)
+        .iter()
+        .any(|(s, _)| path.starts_with(&lock(s).root));
+    tracked.then(|| lock(&POWER_CALL))
+}
+
+fn scan_dir(dir: &Path) -> io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        // An entry removed meanwhile is simply not there.
+        if let Ok(m) = std::fs::symlink_metadata(e.path()) {
+            out.push((e.file_name(), key_of(&m), m.is_dir()));
+        }
+    }
+    Ok(out)
+}
+
+fn scan_tree(p: &mut Power, dir: &Path, key: FileKey) -> io::Result<()> {
+    let entries = scan_dir(dir)?;
+    for (name, k, is_dir) in &entries {
+        let path = dir.join(name);
+        if *is_dir {
+            scan_tree(p, &path, *k)?;
+        } else {
+            p.images.insert(*k, std::fs::read(&path)?);
+        }
+    }
+    p.dirs.insert(key, entries);
+    Ok(())
+}
+
+/// Starts tracking what a power cut would leave of `root` (which must exist; everything in
+/// it now counts as durable).
+///
+/// # Errors
+/// I/O errors reading `root`.
+pub fn track_power(root: &Path) -> io::Result<PowerLoss> {
+    let root_key = key_of(&std::fs::metadata(root)?);
+    let mut p = Power {
+        root: root.to_path_buf(),
+        root_key,
+        images: HashMap::new(),
+        dirs: HashMap::new(),
+        dirty: HashMap::new(),
+        calls: 0,
+        cut_at: 0,
+        dest: None,
+        cuts: 0,
+        error: None,
+    };
+    scan_tree(&mut p, root, root_key)?;
+    let state = Arc::new(Mutex::new(p));
+    let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    lock(&POWER).push((state.clone(), cut.clone()));
+    ARMED.fetch_add(1, Ordering::AcqRel);
+    Ok(PowerLoss { state, cut })
+}
+
+impl PowerLoss {
+    /// Cuts the power just before the `n`th (1-based) write, fsync, rename or link under the
+    /// tracked directory: its durable state is written to `dest` (which must be outside it).
+    pub fn cut_at(&self, n: u64, dest: &Path) {
+        let mut p = lock(&self.state);
+        p.cut_at = n;
+        p.dest = Some(dest.to_path_buf());
+    }
+
+    /// Cuts the power now (see [`PowerLoss::cut_at`]).
+    ///
+    /// # Errors
+    /// I/O errors writing `dest`.
+    pub fn cut_now(&self, dest: &Path) -> io::Result<()> {
+        let _p = lock(&POWER_CALL);
+        self.cut.store(true, Ordering::SeqCst);
+        let mut p = lock(&self.state);
+        p.cuts += 1;
+        materialize(&p, p.root_key, dest)
+    }
+
+    /// True once a cut has begun: a write acknowledged before this first reads `true` is in
+    /// the cut.
+    pub fn has_cut(&self) -> bool {
+        self.cut.load(Ordering::SeqCst)
+    }
+
+    /// Writes, fsyncs, renames and links counted so far.
+    pub fn calls(&self) -> u64 {
+        lock(&self.state).calls
+    }
+
+    /// Cuts made, or the error met writing one.
+    ///
+    /// # Errors
+    /// The message of a failed cut.
+    pub fn cuts(&self) -> Result<u64, String> {
+        let p = lock(&self.state);
+        match &p.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(p.cuts),
+        }
+    }
+}
+
+impl Drop for PowerLoss {
+    fn drop(&mut self) {
+        let mut all = lock(&POWER);
+        let before = all.len();
+        all.retain(|(s, _)| !Arc::ptr_eq(s, &self.state));
+        ARMED.fetch_sub(before - all.len(), Ordering::AcqRel);
+    }
+}
+
+fn materialize(p: &Power, dir: FileKey, dest: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(dest)?;
+    for (name, k, is_dir) in p.dirs.get(&dir).map(Vec::as_slice).unwrap_or(&[]) {
+        let to = dest.join(name);
+        if *is_dir {
+            materialize(p, *k, &to)?;
+        } else {
+            std::fs::write(&to, p.images.get(k).map(Vec::as_slice).unwrap_or(&[]))?;
+        }
+    }
+    Ok(())
+}
+
+/// The trackers whose directory holds `path`.
+fn trackers(path: &Path) -> Vec<PowerShared> {
+    lock(&POWER)
+        .iter()
+        .filter(|(s, _)| path.starts_with(&lock(s).root))
+        .cloned()
+        .collect()
+}
+
+/// Counts one call; cuts when it is the chosen one.
+fn count_call(p: &mut Power, cut: &std::sync::atomic::AtomicBool) {
+    p.calls += 1;
+    if p.calls == p.cut_at
+        && let Some(dest) = p.dest.clone()
+    {
+        cut.store(true, Ordering::SeqCst);
+        p.cuts += 1;
+        if let Err(e) = materialize(p, p.root_key, &dest) {
+            p.error = Some(format!("cut into {}: {e}", dest.display()));
+        }
+    }
+}
+
+fn power_call(path: &Path) {
+    for (s, cut) in trackers(path) {
+        count_call(&mut lock(&s), &cut);
+    }
+}
+
+fn power_write(file: &File, path: &Path, offset: u64, len: u64) {
+    let ts = trackers(path);
+    if ts.is_empty() {
+        return;
+    }
+    let Ok(m) = file.metadata() else { return };
+    let k = key_of(&m);
+    for (s, cut) in ts {
+        let mut p = lock(&s);
+        count_call(&mut p, &cut);
+        p.dirty.entry(k).or_default().push((offset, len));
+    }
+}
+
+/// What an fsync will make durable, read before it runs.
+enum Pending {
+    File(Vec<PowerShared>, FileKey, u64, Vec<(u64, Vec<u8>)>),
+    Dir(Vec<PowerShared>, FileKey, Vec<Entry>),
+    Nothing,
+}
+
+fn power_before_sync(file: &File, path: &Path) -> Pending {
+    use std::os::fd::AsRawFd;
+    let ts = trackers(path);
+    if ts.is_empty() {
+        return Pending::Nothing;
+    }
+    for (s, cut) in &ts {
+        count_call(&mut lock(s), cut);
+    }
+    let Ok(m) = file.metadata() else {
+        return Pending::Nothing;
+    };
+    let k = key_of(&m);
+    if m.is_dir() {
+        return match scan_dir(path) {
+            Ok(entries) => Pending::Dir(ts, k, entries),
+            Err(_) => Pending::Nothing,
+        };
+    }
+    let mut ranges = Vec::new();
+    for (s, _) in &ts {
+        if let Some(r) = lock(s).dirty.remove(&k) {
+            ranges.extend(r);
+        }
+    }
+    // Read through the descriptor: the file may have been renamed or opened write-only.
+    let Ok(r) = File::open(format!("/proc/self/fd/{}", file.as_raw_fd())) else {
+        return Pending::Nothing;
+    };
+    let len = r.metadata().map_or(m.len(), |m| m.len());
+    let mut parts = Vec::new();
+    for (off, n) in ranges {
+        let end = (off + n).min(len);
+        if off >= end {
+            continue;
+        }
+        let mut buf = vec![0u8; (end - off) as usize];
+        if r.read_exact_at(&mut buf, off).is_ok() {
+            parts.push((off, buf));
+        }
+    }
+    Pending::File(ts, k, len, parts)
+}
+
+fn power_after_sync(pending: Pending) {
+    match pending {
+        Pending::Nothing => {}
+        Pending::Dir(ts, k, entries) => {
+            for (s, _) in ts {
+                lock(&s).dirs.insert(k, entries.clone());
+            }
+        }
+        Pending::File(ts, k, len, parts) => {
+            for (s, _) in ts {
+                let mut p = lock(&s);
+                let img = p.images.entry(k).or_default();
+                img.resize(len as usize, 0);
+                for (off, bytes) in &parts {
+                    let off = *off as usize;
+                    img[off..off + bytes.len()].copy_from_slice(bytes);
+                }
+            }
+        }
+    }
 }
 
 /// A sequential writer (under a `BufWriter`) whose writes go through the seam.
@@ -404,6 +842,9 @@ impl Write for Writer {
             self.pos += n as u64;
             return Ok(n);
         }
+        gate(Op::Write, &self.path);
+        let _p = power_guard(&self.path);
+        power_write(&self.file, &self.path, self.pos, buf.len() as u64);
         let (v, st) = decide(Op::Write, &self.path);
         note_write(&st, &self.path, self.pos);
         let n = match v {
@@ -489,5 +930,50 @@ mod tests {
         let e = write_all_at(&f, b"abcd", 7, &p).expect_err("short");
         assert!(crate::error::is_disk_full(&e));
         assert_eq!(std::fs::read(&p).expect("read"), b"durableab");
+    }
+    #[test]
+    fn a_power_cut_forgets_unsynced_bytes_and_unsynced_directory_entries() {
+        let d = tempfile::tempdir().expect("tmp");
+        let root = d.path().join("root");
+        std::fs::create_dir(&root).expect("mkdir");
+        std::fs::write(root.join("old"), b"before").expect("write");
+        let power = track_power(&root).expect("track");
+        let a = root.join("a");
+        let fa = File::create(&a).expect("create");
+        write_all_at(&fa, b"synced", 0, &a).expect("w");
+        sync_data(&fa, &a).expect("sync");
+        let dir = File::open(&root).expect("open dir");
+        sync_all(&dir, &root).expect("dir sync");
+        write_all_at(&fa, b"+lost", 6, &a).expect("w");
+        write_all_at(&fa, b"S", 0, &a).expect("overwrite, not synced");
+        let b = root.join("b");
+        let fb = File::create(&b).expect("create");
+        write_all_at(&fb, b"never linked durably", 0, &b).expect("w");
+        sync_data(&fb, &b).expect("sync");
+        rename(&root.join("old"), &root.join("new")).expect("rename, no dir sync");
+        let cut = d.path().join("cut");
+        power.cut_now(&cut).expect("cut");
+        assert_eq!(std::fs::read(cut.join("a")).expect("a"), b"synced");
+        assert!(
+            !cut.join("b").exists(),
+            "an entry never fsynced in its directory"
+        );
+        assert_eq!(std::fs::read(cut.join("old")).expect("old"), b"before");
+        assert!(
+            !cut.join("new").exists(),
+            "a rename not followed by a directory fsync"
+        );
+        sync_all(&dir, &root).expect("dir sync");
+        let cut2 = d.path().join("cut2");
+        power.cut_at(power.calls() + 2, &cut2);
+        write_all_at(&fb, b"N", 0, &b).expect("first call after arming the cut");
+        write_all_at(&fb, b"X", 1, &b).expect("the cut happens before this one");
+        sync_data(&fb, &b).expect("sync after the cut");
+        assert_eq!(power.cuts(), Ok(2));
+        assert_eq!(
+            std::fs::read(cut2.join("b")).expect("b"),
+            b"never linked durably"
+        );
+        assert_eq!(std::fs::read(cut2.join("new")).expect("new"), b"before");
     }
 }

@@ -68,6 +68,10 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
     let clock = Instant::now();
     let root = snapshots_dir(&inner.dir);
     fs::create_dir_all(&root).ctx(|| format!("creating {}", root.display()))?;
+    // The `snapshots` entry must be durable in the data directory too, or a power cut after
+    // the first snapshot loses every snapshot (found by tests/power_loss.rs).
+    sync_dir(&inner.dir)?;
+    crash_point("snapshot:root-created");
     remove_leftovers(&root)?;
     let _retire = inner.retire.lock();
     let (files, last_seq, next_major, keys): (Vec<Arc<DataFile>>, u64, u32, u64) = {
@@ -92,6 +96,7 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
             inner.keydir.len() as u64,
         )
     };
+    crash_point("snapshot:rotated");
     // Two snapshots in one millisecond with no write between would get the same name (found
     // by fuzzing: the second failed to rename onto the first). Names increase strictly within
     // a process; the loop below guards against a name left by another process.
@@ -105,6 +110,7 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
     }
     let tmp = root.join(format!(".tmp-{name}"));
     fs::create_dir_all(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+    crash_point("snapshot:tmp-created");
     let mut bytes = 0u64;
     for f in &files {
         fault::sync_all(f.file(), &f.path).ctx(|| format!("fsync {}", f.path.display()))?;
@@ -116,18 +122,23 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
             fault::hard_link(&hint, &tmp.join(f.id.hint_name()))
                 .ctx(|| format!("linking {}", hint.display()))?;
         }
+        crash_point("snapshot:linked-one");
     }
     let own = FileId {
         major: next_major,
         minor: 0,
     };
     drop(writer::create_data_file(&tmp, own, last_seq + 1)?);
+    crash_point("snapshot:own-file");
     sync_dir(&tmp)?;
     crash_point("snapshot:linked");
     let path = root.join(&name);
     fault::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
+    crash_point("snapshot:renamed");
     sync_dir(&root)?;
+    crash_point("snapshot:published");
     prune(&root, inner.opts.snapshots_kept)?;
+    crash_point("snapshot:pruned");
     Ok(SnapshotReport {
         started_at,
         duration: clock.elapsed(),

@@ -1,0 +1,289 @@
+//! 507 on a full disk and 503 after a failed write, end to end over HTTP, on both engines.
+//!
+//! The server here is the real router (`hoardhaven::http::router`) on a real TCP socket in
+//! this process, so the engine's fault seam can fail its writes: ENOSPC on every write that
+//! needs new space (a full disk), or EIO on an fsync. What a client sees:
+//!
+//! - full disk: `507 disk-full`; reads go on; bitcask takes writes again once space is
+//!   back, the memory engine refuses later writes with `503 write-refused` (fail-stop);
+//! - failed fsync: the write fails (`500`, in doubt), every later write gets
+//!   `503 write-refused`, reads go on, `/readyz` says not ready (a balancer stops sending).
+//!
+//! `a_real_full_tmpfs_answers_507` runs the real binary on a small tmpfs the test mounts (as
+//! root; skipped with a message otherwise, failing instead under `HOARDHAVEN_REQUIRE_TOOLS`).
+
+mod claims_support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use claims_support::{ENGINES, open, wait_until};
+use hoardhaven::engine::fault::{self, Fault, Op, Plan};
+use hoardhaven::engine::{Engine, EngineKind, SyncPolicy};
+use hoardhaven::http::{AppState, Limits};
+
+async fn serve(engine: Arc<dyn Engine>) -> String {
+    let app = hoardhaven::http::router(AppState::with_engine(engine, Limits::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.expect("serve");
+    });
+    format!("http://{addr}")
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    async fn put(&self, key: &str, value: &'static [u8]) -> (u16, String) {
+        let r = self
+            .http
+            .put(format!("{}/kv/{key}", self.base))
+            .body(value)
+            .send()
+            .await
+            .expect("put");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    }
+
+    async fn get(&self, key: &str) -> (u16, Vec<u8>) {
+        let r = self
+            .http
+            .get(format!("{}/kv/{key}", self.base))
+            .send()
+            .await
+            .expect("get");
+        (r.status().as_u16(), r.bytes().await.expect("body").to_vec())
+    }
+
+    async fn ready(&self) -> u16 {
+        self.http
+            .get(format!("{}/readyz", self.base))
+            .send()
+            .await
+            .expect("readyz")
+            .status()
+            .as_u16()
+    }
+}
+
+fn client(base: String) -> Client {
+    Client {
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(60))
+            .build()
+            .expect("client"),
+        base,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_answers_507_and_reads_go_on() {
+    for kind in ENGINES {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let e = open(kind, &dir, SyncPolicy::Always);
+        let c = client(serve(e.clone()).await);
+        assert_eq!(
+            c.put("kept", b"before the disk filled").await.0,
+            201,
+            "{kind}"
+        );
+        // Bitcask preallocates its active file: fill that, so the next write needs space.
+        e.sync().expect("sync");
+        let mut plan = Plan::new(&dir, &[Op::Write], 1);
+        plan.fault = Fault::Error(28);
+        plan.sticky = true;
+        let full = fault::arm(plan);
+        let mut status = 0;
+        let mut body = String::new();
+        for i in 0..2000 {
+            (status, body) = c.put(&format!("fill-{i}"), &[b'x'; 4096]).await;
+            if status != 201 {
+                break;
+            }
+        }
+        assert!(full.fired() > 0, "{kind}: no write met the full disk");
+        assert_eq!(status, 507, "{kind}: {body}");
+        assert!(body.contains("disk-full"), "{kind}: {body}");
+        assert_eq!(
+            c.get("kept").await,
+            (200, b"before the disk filled".to_vec()),
+            "{kind}"
+        );
+        full.heal();
+        let (status, body) = c.put("after", b"space is back").await;
+        match kind {
+            EngineKind::Bitcask => {
+                assert_eq!(
+                    status, 201,
+                    "{kind}: writes again once space is back: {body}"
+                );
+                assert_eq!(c.ready().await, 200, "{kind}");
+            }
+            EngineKind::Memory => {
+                assert_eq!(
+                    status, 503,
+                    "{kind}: fail-stop after a failed log write: {body}"
+                );
+                assert!(body.contains("write-refused"), "{kind}: {body}");
+                assert_eq!(c.ready().await, 503, "{kind}");
+            }
+        }
+        assert_eq!(c.get("kept").await.0, 200, "{kind}: reads go on");
+        drop(full);
+        let _ = e.close();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_answers_500_then_503_for_every_write() {
+    for kind in ENGINES {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let e = open(kind, &dir, SyncPolicy::Always);
+        let c = client(serve(e.clone()).await);
+        assert_eq!(c.put("kept", b"durable").await.0, 201, "{kind}");
+        let broken = fault::arm(Plan::new(&dir, &[Op::Sync], 1));
+        let (status, body) = c.put("in-doubt", b"its fsync fails").await;
+        assert_eq!(broken.fired(), 1, "{kind}: the fsync failed");
+        assert_eq!(status, 500, "{kind}: {body}");
+        assert_eq!(c.ready().await, 200, "{kind}: not yet known to refuse");
+        for key in ["next", "and-the-next"] {
+            let (status, body) = c.put(key, b"refused").await;
+            assert_eq!(status, 503, "{kind}: {key}: {body}");
+            assert!(body.contains("write-refused"), "{kind}: {body}");
+        }
+        assert_eq!(c.get("kept").await, (200, b"durable".to_vec()), "{kind}");
+        assert_eq!(
+            c.get("next").await.0,
+            404,
+            "{kind}: a refused write never appears"
+        );
+        assert_eq!(c.ready().await, 503, "{kind}: /readyz reports the refusal");
+        drop(broken);
+        let _ = e.close();
+    }
+}
+
+/// A tmpfs of `size` mounted for the test; unmounted on drop.
+struct SmallFs {
+    dir: std::path::PathBuf,
+    _parent: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> Option<SmallFs> {
+        let parent = tempfile::tempdir().expect("tempdir");
+        let dir = parent.path().join("mnt");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            assert!(
+                std::env::var_os("HOARDHAVEN_REQUIRE_TOOLS").is_none(),
+                "cannot mount a tmpfs (needs root) and HOARDHAVEN_REQUIRE_TOOLS is set"
+            );
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(SmallFs {
+            dir,
+            _parent: parent,
+        })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+fn fill(dir: &Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(dir.join("filler")).expect("filler");
+    let chunk = vec![7u8; 64 * 1024];
+    while f.write_all(&chunk).is_ok() {}
+}
+
+#[test]
+fn a_real_full_tmpfs_answers_507() {
+    let Some(fs) = SmallFs::mount("4m") else {
+        return;
+    };
+    let data = fs.dir.join("data");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let port_file = scratch.path().join("port");
+    let log = scratch.path().join("stderr.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hoardhaven"))
+        .arg("serve")
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--engine",
+            "bitcask",
+            "--sync",
+            "always",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--port-file")
+        .arg(&port_file)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    let http = reqwest::blocking::Client::new();
+    let mut base = String::new();
+    wait_until("server ready", || {
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "server exited: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let Ok(a) = std::fs::read_to_string(&port_file) else {
+            return false;
+        };
+        base = format!("http://{}", a.trim());
+        http.get(format!("{base}/readyz"))
+            .send()
+            .is_ok_and(|r| r.status().is_success())
+    });
+    let put = |k: &str, v: Vec<u8>| {
+        let r = http
+            .put(format!("{base}/kv/{k}"))
+            .body(v)
+            .send()
+            .expect("put");
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    assert_eq!(put("kept", b"before".to_vec()).0, 201);
+    fill(&fs.dir);
+    let mut last = (0, String::new());
+    for i in 0..2000 {
+        last = put(&format!("fill-{i}"), vec![b'y'; 64 * 1024]);
+        if last.0 != 201 {
+            break;
+        }
+    }
+    assert_eq!(last.0, 507, "{}", last.1);
+    assert!(last.1.contains("disk-full"), "{}", last.1);
+    let r = http.get(format!("{base}/kv/kept")).send().expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    std::fs::remove_file(fs.dir.join("filler")).expect("free space");
+    assert_eq!(put("after", b"space is back".to_vec()).0, 201);
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
