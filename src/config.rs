@@ -406,7 +406,8 @@ fn engine_setting(section: &str, e: crate::Error) -> SettingError {
                 "merge.min_fragmentation" => "merge_min_fragmentation",
                 "merge.window" => "merge_window",
                 "merge.check_interval" => "merge_interval_secs",
-                "flush_interval/sweep_interval" => "flush_interval_ms",
+                "flush_interval" => "flush_interval_ms",
+                "sweep_interval" => "sweep_interval_ms",
                 other => other,
             };
             bad(&format!("{section}.{field}"), reason)
@@ -760,12 +761,23 @@ pub fn command() -> clap::Command {
 /// environment variable.
 pub fn layered(mut settings: Settings, matches: &ArgMatches) -> Result<Settings, LoadError> {
     let cmd = command();
-    check_env(&cmd, std::env::vars().map(|(k, _)| k))?;
+    // vars_os: a non-UTF-8 variable elsewhere in the environment must not panic here.
+    check_env(
+        &cmd,
+        std::env::vars_os().filter_map(|(k, _)| k.into_string().ok()),
+    )?;
     let Some(path) = settings.config.clone() else {
         return Ok(settings);
     };
     let mut file_args = Vec::new();
     for (key, value) in read_file(&path)? {
+        if key == "config" {
+            return Err(LoadError::BadValue {
+                path: path.clone(),
+                key,
+                message: "`config` cannot be set inside the configuration file".into(),
+            });
+        }
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_id().as_str() == key && key != "config")

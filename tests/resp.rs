@@ -418,3 +418,122 @@ fn tokens_and_roles_apply() {
     let mut c = c.get_connection().expect("HELLO 3 AUTH");
     let _: () = c.set("k", "v").expect("admin writes");
 }
+
+#[test]
+fn an_http_request_to_the_resp_port_runs_nothing() {
+    let s = Server::start("bitcask", &["--sync", "never"]);
+    // What a web page's fetch() to this port sends: the body would be a command.
+    let got = hostile(
+        &s,
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n\r\nSET pwned 1\r\n",
+    );
+    assert!(!got.contains("+OK"), "nothing ran: {got:?}");
+    let mut c = s.client(false);
+    assert_eq!(c.get::<_, Option<String>>("pwned").expect("get"), None);
+}
+
+#[test]
+fn refusals_inside_multi_abort_and_anonymous_requests_are_small() {
+    let tokens = "read:rrrrrrrrrrrrrrrrrrrr,write:wwwwwwwwwwwwwwwwwwww";
+    let s = Server::start("memory", &["--auth-tokens", tokens]);
+    // Before AUTH, a command may hold at most 10 arguments.
+    let mut big = b"*11\r\n".to_vec();
+    for _ in 0..11 {
+        big.extend_from_slice(b"$1\r\nx\r\n");
+    }
+    let got = hostile(&s, &big);
+    assert!(got.contains("too many arguments"), "{got:?}");
+    // A NOPERM at queue time makes EXEC abort: nothing of the transaction is applied.
+    let mut raw = s.raw();
+    raw.write_all(
+        b"AUTH rrrrrrrrrrrrrrrrrrrr\r\nMULTI\r\nSET a 1\r\nEXEC\r\nAUTH wwwwwwwwwwwwwwwwwwww\r\nMULTI\r\nAUTH x\r\nEXEC\r\nGET a\r\n",
+    )
+    .expect("send");
+    let mut reader = BufReader::new(raw);
+    let mut line = || {
+        let mut l = String::new();
+        reader.read_line(&mut l).expect("reply");
+        l
+    };
+    assert_eq!(line(), "+OK\r\n");
+    assert_eq!(line(), "+OK\r\n", "MULTI");
+    assert!(line().starts_with("-NOPERM"));
+    assert!(
+        line().starts_with("-EXECABORT"),
+        "a refused command aborts EXEC"
+    );
+    assert_eq!(line(), "+OK\r\n", "AUTH as writer");
+    assert_eq!(line(), "+OK\r\n", "MULTI");
+    assert!(line().starts_with("-ERR AUTH inside MULTI"));
+    assert!(line().starts_with("-EXECABORT"));
+    assert_eq!(line(), "$-1\r\n", "a was never set");
+}
+
+#[test]
+fn scan_cursors_work_across_connections_and_options_follow_redis() {
+    let s = Server::start("bitcask", &["--sync", "never"]);
+    let mut a = s.client(false);
+    for i in 0..30 {
+        let _: () = a.set(format!("s{i:02}"), i).expect("set");
+    }
+    // A client library may continue a scan on another pooled connection.
+    let (mut cursor, mut seen): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(7)
+        .query(&mut a)
+        .expect("scan");
+    let mut b = s.client(true);
+    while cursor != 0 {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(7)
+            .query(&mut b)
+            .expect("scan on another connection");
+        seen.extend(keys);
+        cursor = next;
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        (0..30).map(|i| format!("s{i:02}")).collect::<Vec<_>>()
+    );
+    // EXPIRE flags as Redis: XX GT together, GT LT refused, unknown options named.
+    let _: () = a.set_ex("e", "v", 100).expect("setex");
+    let ok: i64 = redis::cmd("EXPIRE")
+        .arg("e")
+        .arg(200)
+        .arg("XX")
+        .arg("GT")
+        .query(&mut a)
+        .expect("xx gt");
+    assert_eq!(ok, 1);
+    let e: RedisResult<i64> = redis::cmd("EXPIRE")
+        .arg("e")
+        .arg(5)
+        .arg("GT")
+        .arg("LT")
+        .query(&mut a);
+    assert!(format!("{:?}", e.expect_err("gt lt")).contains("GT and LT"));
+    let e: RedisResult<i64> = redis::cmd("EXPIRE")
+        .arg("e")
+        .arg(5)
+        .arg("FOO")
+        .query(&mut a);
+    assert!(format!("{:?}", e.expect_err("foo")).contains("Unsupported option FOO"));
+    // INCRBYFLOAT prints as Redis does; integers are read as Redis reads them.
+    let _: String = redis::cmd("INCRBYFLOAT")
+        .arg("f")
+        .arg("0.1")
+        .query(&mut a)
+        .expect("f");
+    let f: String = redis::cmd("INCRBYFLOAT")
+        .arg("f")
+        .arg("0.2")
+        .query(&mut a)
+        .expect("f");
+    assert_eq!(f, "0.3");
+    let e: RedisResult<i64> = redis::cmd("INCRBY").arg("n").arg("+5").query(&mut a);
+    assert!(e.is_err(), "+5 is not an integer to Redis");
+}

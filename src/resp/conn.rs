@@ -1,28 +1,65 @@
 //! One RESP connection: read, parse every complete command, run them, write all replies at once.
 //!
-//! Owns [`handle`]. Pipelined commands that arrive in one read are run as one group and their
-//! replies leave in one write, in order. A group with a write runs on tokio's blocking pool
-//! (a durable write waits for fdatasync); a group of reads runs on the connection's task. A
-//! protocol error gets its `-ERR Protocol error` reply and the connection is closed, as Redis
-//! does. Memory per connection is bounded: the read buffer by the parser's caps (one argument
-//! of at most the value limit), the reply buffer by one group; a client that never reads its
-//! replies stops being read from (the write blocks), so it cannot make the server buffer more.
+//! Owns [`handle`]. Pipelined commands that arrive in one read run as one group and their
+//! replies leave in one write, in order. A group runs on tokio's blocking pool unless every
+//! command in it is a cheap point read (a durable write waits for fdatasync; KEYS, SCAN, MGET,
+//! EXEC and INFO can take long). A protocol error gets its `-ERR Protocol error` reply and the
+//! connection is closed, as Redis does.
+//!
+//! Memory per connection is bounded: input by the parser's caps (tight ones until the client
+//! has authenticated, as Redis does), output by [`OUT_CAP`]: once a group's replies pass it,
+//! they are written before the next command runs. A client that never reads its replies stops
+//! being read from (the write blocks). An HTTP request sent to this port (a browser tricked
+//! into it: `POST` or `Host:` as a command) closes the connection before anything runs.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
+use hoardhaven_resp_proto::parse::{self, Args, ParseLimits};
+use hoardhaven_resp_proto::{Proto, Reply};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::session::{Session, Shared};
-use super::spec;
 use crate::shutdown::Shutdown;
-use hoardhaven_resp_proto::parse::{self, Args, ParseLimits};
-use hoardhaven_resp_proto::reply::Reply;
 
-/// Most commands run as one group (more wait for the next turn).
+/// Most commands parsed ahead into one group.
 const MAX_GROUP: usize = 1024;
+
+/// Reply bytes buffered before they are written out (the group pauses there).
+pub const OUT_CAP: usize = 8 * 1024 * 1024;
+
+/// Commands cheap enough to run on the connection's async task: point reads of one key and
+/// connection bookkeeping. Everything else goes to the blocking pool.
+const INLINE: &[&str] = &[
+    "get", "exists", "ttl", "pttl", "type", "strlen", "ping", "echo", "select", "time", "lastsave",
+    "quit",
+];
+
+/// Unregisters the client however the connection ends (a panic in a command included).
+struct Registration {
+    shared: Arc<Shared>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.shared.clients.lock().remove(&self.id);
+        metrics::gauge!("hoardhaven_resp_connected_clients").decrement(1.0);
+    }
+}
+
+/// Whether `args` is the first line of an HTTP request (cross-protocol scripting).
+fn is_http(args: &Args) -> bool {
+    args[0].eq_ignore_ascii_case(b"POST") || args[0].eq_ignore_ascii_case(b"HOST:")
+}
+
+fn runs_inline(args: &Args) -> bool {
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    INLINE.contains(&name.as_str())
+}
 
 /// Serves one connection until the client leaves, QUIT, a protocol error or shutdown.
 pub async fn handle(
@@ -33,19 +70,39 @@ pub async fn handle(
     shutdown: Shutdown,
 ) {
     let _ = stream.set_nodelay(true);
-    let mut session = Some(Session::join(&shared, peer));
+    let first = Session::join(&shared, peer);
+    metrics::gauge!("hoardhaven_resp_connected_clients").increment(1.0);
+    let _registration = Registration {
+        shared: Arc::clone(&shared),
+        id: first.id,
+    };
+    let mut session = Some(first);
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
-    metrics::gauge!("hoardhaven_resp_connected_clients").increment(1.0);
-    'conn: loop {
-        let mut group: Vec<Args> = Vec::new();
+    let mut pending: VecDeque<Args> = VecDeque::new();
+    loop {
+        let authenticated = session.as_ref().is_some_and(|s| s.role.is_some());
+        let caps = if authenticated {
+            limits
+        } else {
+            ParseLimits::unauthenticated()
+        };
         let mut fatal = None;
-        while group.len() < MAX_GROUP {
-            match parse::parse(&input, &limits) {
+        while pending.len() < MAX_GROUP {
+            match parse::parse(&input, &caps) {
                 Ok(Some((args, used))) => {
                     input.advance(used);
-                    if !args.is_empty() {
-                        group.push(args);
+                    if args.is_empty() {
+                        continue;
+                    }
+                    if is_http(&args) {
+                        tracing::warn!(%peer, "an HTTP request reached the RESP port; closing (possible cross-protocol attack)");
+                        return;
+                    }
+                    pending.push_back(args);
+                    if !authenticated {
+                        // The caps change once AUTH succeeds: parse the rest afterwards.
+                        break;
                     }
                 }
                 Ok(None) => break,
@@ -55,33 +112,32 @@ pub async fn handle(
                 }
             }
         }
-        if !group.is_empty() {
+        if !pending.is_empty() {
             let Some(mut s) = session.take() else { break };
-            let writes = group.iter().any(|a| {
-                spec::lookup(&String::from_utf8_lossy(&a[0]).to_ascii_uppercase())
-                    .is_some_and(|c| c.write)
-            }) || s.multi.is_some();
+            let inline = pending.iter().all(runs_inline) && s.multi.is_none();
             let sh = Arc::clone(&shared);
             let mut out = std::mem::take(&mut output);
+            let mut group = std::mem::take(&mut pending);
             let run = move || {
-                for args in group {
+                while let Some(args) = group.pop_front() {
                     let reply = s.execute(&sh, args);
                     reply.encode(s.proto, &mut out);
-                    if s.quit {
+                    if s.quit || out.len() >= OUT_CAP {
                         break;
                     }
                 }
-                (s, out)
+                (s, out, group)
             };
-            let (s, out) = if writes {
+            let (s, out, rest) = if inline {
+                run()
+            } else {
                 match tokio::task::spawn_blocking(run).await {
                     Ok(r) => r,
                     Err(_) => break,
                 }
-            } else {
-                run()
             };
             output = out;
+            pending = rest;
             let quit = s.quit;
             session = Some(s);
             if stream.write_all(&output).await.is_err() {
@@ -91,36 +147,28 @@ pub async fn handle(
             if quit {
                 break;
             }
+            if !pending.is_empty() {
+                continue;
+            }
         }
         if let Some(e) = fatal {
             let mut out = BytesMut::new();
-            let proto = session
-                .as_ref()
-                .map_or(hoardhaven_resp_proto::Proto::Resp2, |s| s.proto);
+            let proto = session.as_ref().map_or(Proto::Resp2, |s| s.proto);
             Reply::err(e.to_string().trim_start_matches("ERR ")).encode(proto, &mut out);
             let _ = stream.write_all(&out).await;
             break;
         }
-        if !input.is_empty() && group_was_full(&input, &limits) {
+        if matches!(parse::parse(&input, &caps), Ok(Some(_)) | Err(_)) {
             continue;
         }
         input.reserve(16 * 1024);
         tokio::select! {
             n = stream.read_buf(&mut input) => match n {
-                Ok(0) | Err(_) => break 'conn,
+                Ok(0) | Err(_) => break,
                 Ok(_) => {}
             },
-            () = shutdown.wait() => break 'conn,
+            () = shutdown.wait() => break,
         }
     }
     let _ = stream.shutdown().await;
-    if let Some(s) = session {
-        s.leave(&shared);
-    }
-    metrics::gauge!("hoardhaven_resp_connected_clients").decrement(1.0);
-}
-
-/// Whether a complete command is still waiting in `input` (the group stopped at its cap).
-fn group_was_full(input: &[u8], limits: &ParseLimits) -> bool {
-    matches!(parse::parse(input, limits), Ok(Some(_)) | Err(_))
 }

@@ -64,7 +64,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             let n = match name {
                 "ttl" => (left + 500) / 1000,
                 "pttl" => left,
-                "expiretime" => at.0 / 1000,
+                "expiretime" => (at.0 + 500) / 1000,
                 _ => at.0,
             };
             Ok(Reply::Int(i64::try_from(n).unwrap_or(i64::MAX)))
@@ -103,23 +103,25 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                 return Ok(Reply::err("syntax error"));
             }
             let all = name == "flushall";
-            let mut keys = Vec::new();
-            let mut after: Option<Vec<u8>> = None;
             let prefix = if all { Vec::new() } else { db_prefix(s.db) };
+            let page_size = shared.limits.max_batch_ops.clamp(1, PAGE);
+            // Page by page: list, delete that page, go on after its last key.
+            let mut after: Option<Vec<u8>> = None;
             loop {
-                let page = shared.engine.list(&prefix, after.as_deref(), PAGE)?;
-                keys.extend(page.keys.into_iter().filter(|k| all || s.owns(k)));
+                let page = shared.engine.list(&prefix, after.as_deref(), page_size)?;
+                let ops: Vec<BatchOp> = page
+                    .keys
+                    .iter()
+                    .filter(|k| all || s.owns(k))
+                    .map(|k| BatchOp::Delete { key: k.clone() })
+                    .collect();
+                if !ops.is_empty() {
+                    shared.engine.apply_batch(ops)?;
+                }
                 match page.next_start_after {
                     Some(n) => after = Some(n),
                     None => break,
                 }
-            }
-            for chunk in keys.chunks(shared.limits.max_batch_ops.max(1)) {
-                let ops = chunk
-                    .iter()
-                    .map(|k| BatchOp::Delete { key: k.clone() })
-                    .collect();
-                shared.engine.apply_batch(ops)?;
             }
             Ok(Reply::OK)
         }
@@ -245,7 +247,7 @@ fn scan(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
     let after = if cursor == 0 {
         None
     } else {
-        match s.scans.remove(&cursor) {
+        match shared.cursors.lock().take(cursor, s.db) {
             Some(k) => Some(k),
             None => return Ok(Reply::err("invalid cursor")),
         }
@@ -258,16 +260,7 @@ fn scan(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
     })?;
     let next_cursor = match next {
         None => 0,
-        Some(last) => {
-            // Cursors are per connection; keep a bounded number (abandoned scans age out).
-            if s.scans.len() >= 1024 {
-                s.scans.clear();
-            }
-            let id = s.next_cursor;
-            s.next_cursor += 1;
-            s.scans.insert(id, last);
-            id
-        }
+        Some(last) => shared.cursors.lock().open(s.db, last),
     };
     Ok(Reply::Array(vec![
         Reply::Bulk(Bytes::from(next_cursor.to_string())),
@@ -276,15 +269,25 @@ fn scan(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
 }
 
 fn expire(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResult {
-    let mut flag = None;
+    let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for a in &args[3..] {
-        let f = text(a).to_ascii_uppercase();
-        if !matches!(f.as_str(), "NX" | "XX" | "GT" | "LT") || flag.is_some() {
-            return Ok(Reply::err(
-                "NX and XX, GT or LT options at the same time are not compatible",
-            ));
+        match text(a).to_ascii_uppercase().as_str() {
+            "NX" => nx = true,
+            "XX" => xx = true,
+            "GT" => gt = true,
+            "LT" => lt = true,
+            other => return Ok(Reply::err(format!("Unsupported option {other}"))),
         }
-        flag = Some(f);
+    }
+    if nx && (xx || gt || lt) {
+        return Ok(Reply::err(
+            "NX and XX, GT or LT options at the same time are not compatible",
+        ));
+    }
+    if gt && lt {
+        return Ok(Reply::err(
+            "GT and LT options at the same time are not compatible",
+        ));
     }
     let n = match int_arg(&args[2]) {
         Ok(n) => n,
@@ -308,13 +311,11 @@ fn expire(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResul
             return Ok(Change::Keep(Reply::Int(0)));
         };
         let old = v.meta.expires_at.map(|e| e.0 as i64);
-        let allowed = match flag.as_deref() {
-            Some("NX") => old.is_none(),
-            Some("XX") => old.is_some(),
-            Some("GT") => old.is_some_and(|o| at_ms > o),
-            Some("LT") => old.is_none_or(|o| at_ms < o),
-            _ => true,
-        };
+        // No TTL counts as an infinite one for GT and LT (Redis).
+        let allowed = (!nx || old.is_none())
+            && (!xx || old.is_some())
+            && (!gt || old.is_some_and(|o| at_ms > o))
+            && (!lt || old.is_none_or(|o| at_ms < o));
         if !allowed {
             return Ok(Change::Keep(Reply::Int(0)));
         }

@@ -41,8 +41,8 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             s.db = 0;
             s.multi = None;
             s.watched.clear();
-            s.scans.clear();
             s.name.clear();
+            s.token = None;
             s.update_info(shared, |c| {
                 c.resp = 2;
                 c.db = 0;
@@ -113,6 +113,7 @@ fn auth(s: &mut Session, shared: &Shared, token: &Bytes) -> Reply {
     match a.role_of(token) {
         Some(role) => {
             s.role = Some(role);
+            s.token = Some(token.clone());
             Reply::OK
         }
         None => {
@@ -134,6 +135,7 @@ fn hello(s: &mut Session, shared: &Shared, args: &Args) -> Reply {
         }
         i = 2;
     }
+    let mut name = None;
     while i < args.len() {
         match text(&args[i]).to_ascii_uppercase().as_str() {
             "AUTH" if i + 2 < args.len() => {
@@ -144,7 +146,10 @@ fn hello(s: &mut Session, shared: &Shared, args: &Args) -> Reply {
                 i += 3;
             }
             "SETNAME" if i + 1 < args.len() => {
-                set_name(s, shared, &args[i + 1]);
+                if !valid_name(&args[i + 1]) {
+                    return bad_name();
+                }
+                name = Some(args[i + 1].clone());
                 i += 2;
             }
             _ => return Reply::err("syntax error in HELLO"),
@@ -152,6 +157,9 @@ fn hello(s: &mut Session, shared: &Shared, args: &Args) -> Reply {
     }
     if s.role.is_none() {
         return Reply::Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into());
+    }
+    if let Some(n) = name {
+        set_name(s, shared, &n);
     }
     s.proto = proto;
     let resp = if proto == Proto::Resp3 { 3 } else { 2 };
@@ -169,6 +177,16 @@ fn hello(s: &mut Session, shared: &Shared, args: &Args) -> Reply {
         (b("role"), b("master")),
         (b("modules"), Reply::Array(Vec::new())),
     ])
+}
+
+/// Client names and library infos: printable ASCII without spaces (as Redis), so they cannot
+/// forge rows of CLIENT LIST.
+fn valid_name(name: &[u8]) -> bool {
+    name.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
+fn bad_name() -> Reply {
+    Reply::err("Client names cannot contain spaces, newlines or special characters.")
 }
 
 fn set_name(s: &mut Session, shared: &Shared, name: &Bytes) {
@@ -198,6 +216,11 @@ fn client(s: &mut Session, shared: &Shared, args: &Args) -> Reply {
         }
         "ID" => Reply::Int(i64::try_from(s.id).unwrap_or(0)),
         "SETINFO" if args.len() == 4 => {
+            if !valid_name(&args[3]) {
+                return Reply::err(
+                    "lib-name and lib-ver cannot contain spaces, newlines or special characters.",
+                );
+            }
             let value = text(&args[3]).into_owned();
             match text(&args[2]).to_ascii_lowercase().as_str() {
                 "lib-name" => s.update_info(shared, |c| c.lib_name = value),
@@ -231,7 +254,7 @@ fn client(s: &mut Session, shared: &Shared, args: &Args) -> Reply {
             }
             Reply::bulk(out)
         }
-        "KILL" | "PAUSE" | "UNPAUSE" | "REPLY" | "NO-EVICT" | "NO-TOUCH" | "TRACKING" => Reply::OK,
+        "NO-EVICT" | "NO-TOUCH" => Reply::OK,
         other => Reply::err(format!(
             "unknown subcommand '{}'. Try CLIENT HELP.",
             other.to_ascii_lowercase()
@@ -385,7 +408,8 @@ fn command(args: &Args) -> Reply {
 
 fn config(shared: &Shared, args: &Args) -> Reply {
     match text(&args[1]).to_ascii_uppercase().as_str() {
-        "GET" if args.len() >= 3 => {
+        "GET" if args.len() < 3 => Reply::err("wrong number of arguments for 'config|get' command"),
+        "GET" => {
             let sync = shared
                 .engine
                 .stats()

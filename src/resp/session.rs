@@ -54,6 +54,58 @@ pub struct Shared {
     pub last_save: AtomicU64,
     /// Commands served since start.
     pub commands: AtomicU64,
+    /// SCAN cursors of every connection (a client library may continue a scan on another
+    /// pooled connection).
+    pub cursors: Mutex<Cursors>,
+}
+
+/// Open SCAN cursors: random ids naming where a scan stands, oldest dropped past a bound.
+#[derive(Debug, Default)]
+pub struct Cursors {
+    by_id: HashMap<u64, (u32, Vec<u8>)>,
+    order: std::collections::VecDeque<u64>,
+}
+
+/// Most open SCAN cursors kept (an abandoned scan costs one entry until it ages out).
+const MAX_CURSORS: usize = 100_000;
+
+impl Cursors {
+    /// Records that a scan of database `db` stopped after the stored key `last`; returns the
+    /// cursor to hand out (never 0, which means "done").
+    pub fn open(&mut self, db: u32, last: Vec<u8>) -> u64 {
+        let mut id = 0;
+        while id == 0 || self.by_id.contains_key(&id) {
+            id = random_u63();
+        }
+        if self.order.len() >= MAX_CURSORS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.by_id.remove(&old);
+        }
+        self.by_id.insert(id, (db, last));
+        self.order.push_back(id);
+        id
+    }
+
+    /// Takes the position of cursor `id` if it was opened for database `db`.
+    pub fn take(&mut self, id: u64, db: u32) -> Option<Vec<u8>> {
+        match self.by_id.get(&id) {
+            Some((d, _)) if *d == db => self.by_id.remove(&id).map(|(_, k)| k),
+            _ => None,
+        }
+    }
+}
+
+/// A random number below 2^63 (cursors are signed in some clients).
+fn random_u63() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish() >> 1
 }
 
 /// A connected client, for CLIENT LIST and INFO.
@@ -95,16 +147,15 @@ pub struct Session {
     pub db: u32,
     /// The role authenticated, `None` before AUTH when authentication is on.
     pub role: Option<Role>,
+    /// The token AUTH accepted: its role is looked up again before every command, so a token
+    /// removed from the token file (SIGHUP) stops working on open connections too.
+    pub token: Option<Bytes>,
     /// CLIENT SETNAME.
     pub name: String,
     /// MULTI in progress.
     pub multi: Option<Multi>,
     /// WATCHed keys (stored form) with the version seen.
     pub watched: Vec<(Vec<u8>, Option<Version>)>,
-    /// SCAN cursors: id -> last stored key returned.
-    pub scans: HashMap<u64, Vec<u8>>,
-    /// Next SCAN cursor id.
-    pub next_cursor: u64,
     /// QUIT was sent: close after the reply.
     pub quit: bool,
 }
@@ -137,6 +188,7 @@ impl Shared {
             next_id: AtomicU64::new(1),
             last_save: AtomicU64::new(unix_secs()),
             commands: AtomicU64::new(0),
+            cursors: Mutex::new(Cursors::default()),
         }
     }
 }
@@ -173,11 +225,10 @@ impl Session {
             } else {
                 Some(Role::Admin)
             },
+            token: None,
             name: String::new(),
             multi: None,
             watched: Vec::new(),
-            scans: HashMap::new(),
-            next_cursor: 1,
             quit: false,
         }
     }
@@ -187,11 +238,6 @@ impl Session {
         if let Some(c) = shared.clients.lock().get_mut(&self.id) {
             f(c);
         }
-    }
-
-    /// Unregisters the connection.
-    pub fn leave(&self, shared: &Shared) {
-        shared.clients.lock().remove(&self.id);
     }
 
     /// The stored form of a client's key in the selected database.
@@ -257,25 +303,40 @@ impl Session {
                 )),
             );
         }
-        match self.role {
-            None if !spec.no_auth => {
-                return (
-                    spec.label,
-                    Reply::Error("NOAUTH Authentication required.".into()),
-                );
+        if let (Some(auth), Some(token)) = (&shared.auth, &self.token) {
+            self.role = auth.role_of(token);
+            if self.role.is_none() {
+                self.token = None;
             }
-            Some(role) if role < spec.role => {
-                return (
-                    spec.label,
-                    Reply::Error(format!(
-                        "NOPERM this token's role ({}) may not run '{}' (needs {})",
-                        role.name(),
-                        spec.label,
-                        spec.role.name()
-                    )),
-                );
+        }
+        if self.multi.is_some() && matches!(spec.label, "auth" | "hello") {
+            if let Some(m) = &mut self.multi {
+                m.poisoned = true;
             }
-            _ => {}
+            return (
+                spec.label,
+                Reply::err(format!(
+                    "{} inside MULTI is not allowed",
+                    spec.label.to_ascii_uppercase()
+                )),
+            );
+        }
+        let refused = match self.role {
+            None if !spec.no_auth => Some(Reply::Error("NOAUTH Authentication required.".into())),
+            Some(role) if role < spec.role => Some(Reply::Error(format!(
+                "NOPERM this token's role ({}) may not run '{}' (needs {})",
+                role.name(),
+                spec.label,
+                spec.role.name()
+            ))),
+            _ => None,
+        };
+        if let Some(r) = refused {
+            // As Redis: a refused command inside MULTI makes EXEC abort.
+            if let Some(m) = &mut self.multi {
+                m.poisoned = true;
+            }
+            return (spec.label, r);
         }
         if self.multi.is_some() && !spec.in_multi_direct {
             if let Some(m) = &mut self.multi {
@@ -356,10 +417,21 @@ pub fn text(b: &Bytes) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(b)
 }
 
-/// An integer argument, or Redis's error text.
+/// An integer argument as Redis's `string2ll` reads it (no `+`, no leading zeros, no spaces),
+/// or Redis's error text.
 pub fn int_arg(b: &Bytes) -> Result<i64, Reply> {
-    std::str::from_utf8(b)
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or_else(|| Reply::err("value is not an integer or out of range"))
+    strict_int(b).ok_or_else(|| Reply::err("value is not an integer or out of range"))
+}
+
+/// `string2ll`: an optional `-`, then digits without leading zeros (`0` itself allowed).
+pub fn strict_int(b: &[u8]) -> Option<i64> {
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    let canonical = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits == b"0" || digits[0] != b'0')
+        && !(b.starts_with(b"-") && digits == b"0");
+    if !canonical || b.len() > 20 {
+        return None;
+    }
+    std::str::from_utf8(b).ok()?.parse().ok()
 }

@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use super::session::{CmdResult, Session, Shared, int_arg, text};
+use super::session::{CmdResult, Session, Shared, int_arg, strict_int, text};
 use crate::engine::{BatchOp, Error as EngineError, Precondition, PutOptions, UnixMillis, Value};
 use hoardhaven_resp_proto::parse::Args;
 use hoardhaven_resp_proto::reply::{Reply, format_double};
@@ -22,6 +22,9 @@ pub enum Change<T> {
     /// Remove the key; answer `T`.
     Delete(T),
 }
+
+/// Largest MGET reply (the values' bytes): one command may not make the server buffer more.
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 /// Most attempts of one read-modify-write before giving up (only under a storm of writers on
 /// one key).
@@ -107,7 +110,7 @@ enum Expiry {
 }
 
 /// Converts a relative or absolute time argument to an expiry instant.
-fn expiry_from(unit: &str, arg: &Bytes, cmd: &str) -> Result<UnixMillis, Reply> {
+pub(super) fn expiry_from(unit: &str, arg: &Bytes, cmd: &str) -> Result<UnixMillis, Reply> {
     let invalid = || Reply::err(format!("invalid expire time in '{cmd}' command"));
     let n = int_arg(arg)?;
     if n <= 0 {
@@ -192,9 +195,18 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
         }
         "mget" => {
             let mut out = Vec::with_capacity(args.len() - 1);
+            let mut bytes = 0usize;
             for k in &args[1..] {
                 out.push(match shared.engine.get(&s.key(k))? {
-                    Some(v) => Reply::Bulk(v.bytes),
+                    Some(v) => {
+                        bytes += v.bytes.len();
+                        if bytes > MAX_REPLY_BYTES {
+                            return Ok(Reply::err(format!(
+                                "MGET reply larger than {MAX_REPLY_BYTES} bytes; ask for fewer keys"
+                            )));
+                        }
+                        Reply::Bulk(v.bytes)
+                    }
                     None => Reply::Nil,
                 });
             }
@@ -261,10 +273,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             let key = s.key(&args[1]);
             let r = rmw(shared, &key, |cur| {
                 let now = match cur {
-                    Some(v) => std::str::from_utf8(&v.bytes)
-                        .ok()
-                        .filter(|t| !t.starts_with('+') && !t.is_empty() && t.len() <= 20)
-                        .and_then(|t| t.parse::<i64>().ok())
+                    Some(v) => strict_int(&v.bytes)
                         .ok_or_else(|| Reply::err("value is not an integer or out of range"))?,
                     None => 0,
                 };
@@ -482,6 +491,14 @@ fn setrange(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
     };
     let patch = args[3].clone();
     let max = shared.limits.max_value_bytes;
+    if patch.is_empty() {
+        // Nothing to write: the current length, whatever the offset (Redis).
+        let len = shared
+            .engine
+            .head(&s.key(&args[1]))?
+            .map_or(0, |m| m.value_len);
+        return Ok(Reply::Int(i64::try_from(len).unwrap_or(i64::MAX)));
+    }
     if offset.saturating_add(patch.len()) > max {
         return Ok(Reply::err(format!(
             "string exceeds maximum allowed size ({max} bytes)"
@@ -521,6 +538,17 @@ mod tests {
         assert_eq!(range(&v, 5, 2), "");
         assert_eq!(parse_float(b"10.5"), Some(10.5));
         assert_eq!(parse_float(b" 1"), None);
+        assert_eq!(strict_int(b"-12"), Some(-12));
+        for bad in [
+            &b"+5"[..],
+            b"01",
+            b"-0",
+            b"",
+            b"1 ",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(strict_int(bad), None, "{bad:?}");
+        }
         assert_eq!(parse_float(b"abc"), None);
     }
 }

@@ -171,12 +171,11 @@ fn as_batch(s: &Session, shared: &Shared, queued: &[Args]) -> Option<(Vec<BatchO
     (ops.len() <= shared.limits.max_batch_ops && !ops.is_empty()).then_some((ops, planned))
 }
 
+/// An EX / PX expiry as SET checks it (positive, within 100 years); `None` sends the
+/// transaction down the one-by-one path, where SET answers the error itself.
 fn relative(unit: &str, n: &Bytes) -> Option<UnixMillis> {
-    let n: u64 = text(n).parse().ok().filter(|n| *n > 0)?;
-    let ms = match unit {
-        "EX" => n.checked_mul(1000)?,
-        "PX" => n,
-        _ => return None,
-    };
-    Some(UnixMillis(UnixMillis::now().0.checked_add(ms)?))
+    if !matches!(unit, "EX" | "PX") {
+        return None;
+    }
+    super::strings::expiry_from(unit, n, "set").ok()
 }

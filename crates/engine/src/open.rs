@@ -157,16 +157,17 @@ fn check_owner(dir: &Path, wanted: EngineKind) -> Result<Option<EngineKind>> {
 
 /// Writes the `ENGINE` marker for `kind` into `dir` (format in the module docs).
 fn write_marker(dir: &Path, kind: EngineKind) -> Result<()> {
-    use std::io::Write;
     let tmp = dir.join(format!("{MARKER}.tmp"));
     let path = dir.join(MARKER);
+    // Through the fs seam like every other durable write, so fault injection and the
+    // power-loss model see it.
     std::fs::File::create(&tmp)
         .and_then(|mut f| {
-            f.write_all(format!("{MARKER_PREFIX}{kind}\n").as_bytes())?;
-            f.sync_all()
+            crate::fault::write_all(&mut f, format!("{MARKER_PREFIX}{kind}\n").as_bytes(), &tmp)?;
+            crate::fault::sync_all(&f, &tmp)
         })
         .ctx(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
+    crate::fault::rename(&tmp, &path).ctx(|| format!("renaming {}", tmp.display()))?;
     bitcask::data_file::sync_dir(dir)
 }
 

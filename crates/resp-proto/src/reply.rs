@@ -121,14 +121,22 @@ impl Reply {
     }
 }
 
-/// A double as Redis prints it: shortest round-trip form, `inf` / `-inf`.
+/// A double as Redis prints it: fixed notation, no trailing zeros, `inf` / `-inf`. Redis
+/// computes in `long double`, where 0.1 + 0.2 prints as `0.3`; in `f64` that sum is
+/// 0.30000000000000004, so a value within a few ulps of its 15-digit rounding prints as that
+/// rounding.
 pub fn format_double(d: f64) -> String {
     if d.is_infinite() {
-        if d > 0.0 { "inf" } else { "-inf" }.to_owned()
-    } else {
-        let s = format!("{d}");
-        s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
+        return if d > 0.0 { "inf" } else { "-inf" }.to_owned();
     }
+    let rounded: f64 = format!("{d:.14e}").parse().unwrap_or(d);
+    let v = if (rounded - d).abs() <= d.abs() * 4.0 * f64::EPSILON {
+        rounded
+    } else {
+        d
+    };
+    let s = format!("{v}");
+    s.strip_suffix(".0").map(str::to_owned).unwrap_or(s)
 }
 
 fn line(out: &mut BytesMut, tag: u8, body: &[u8]) {
@@ -162,5 +170,10 @@ mod tests {
         assert_eq!(enc(&Reply::Double(1.5), Proto::Resp3), b",1.5\r\n");
         assert_eq!(enc(&Reply::Double(3.0), Proto::Resp2), b"$1\r\n3\r\n");
         assert_eq!(enc(&Reply::err("a\r\nb"), Proto::Resp2), b"-ERR a  b\r\n");
+        assert_eq!(format_double(0.1 + 0.2), "0.3");
+        assert_eq!(format_double(10.5), "10.5");
+        assert_eq!(format_double(1e21), "1000000000000000000000");
+        assert_eq!(format_double(1.2345678901234567), "1.2345678901234567");
+        assert_eq!(format_double(-3.0), "-3");
     }
 }

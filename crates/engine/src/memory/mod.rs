@@ -138,8 +138,11 @@ impl MemoryOptions {
         if self.snapshots_kept == 0 {
             return bad("snapshots_kept", "must be at least 1");
         }
-        if self.flush_interval.is_zero() || self.sweep_interval.is_zero() {
-            return bad("flush_interval/sweep_interval", "must be positive");
+        if self.flush_interval.is_zero() {
+            return bad("flush_interval", "must be positive");
+        }
+        if self.sweep_interval.is_zero() {
+            return bad("sweep_interval", "must be positive");
         }
         if self.max_batch_bytes > MAX_RECORD / 2 {
             return bad("max_batch_bytes", "must be below 2 GiB");
