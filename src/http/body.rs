@@ -94,7 +94,8 @@ fn is_json(headers: &HeaderMap) -> bool {
 ///
 /// # Errors
 /// 415 without a JSON content type; 413 over the limit; 400 when the JSON does not parse or
-/// does not have the expected shape (the parser's message, with line and column, is sent).
+/// does not have the expected shape, or is not a JSON object (the parser's message, with line
+/// and column, is sent).
 pub async fn read_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
@@ -104,7 +105,12 @@ pub async fn read_json<T: DeserializeOwned>(
         return Err(ApiError::UnsupportedMediaType);
     }
     let bytes = read_limited(headers, body, limit, "the JSON body").await?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("invalid JSON: {e}")))
+    let bad = |e: serde_json::Error| ApiError::BadRequest(format!("invalid JSON: {e}"));
+    // Every JSON body of this API is an object; a derived struct would also take an array.
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = super::requests::map_only(&mut de).map_err(bad)?;
+    de.end().map_err(bad)?;
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -136,5 +142,11 @@ mod tests {
         );
         let r: Result<serde_json::Value, _> = read_json(&h, Body::from("{"), 10).await;
         assert!(matches!(r, Err(ApiError::BadRequest(_))));
+        for not_object in ["[[]]", "[]", "1", "\"x\"", "{} {}"] {
+            let r: Result<serde_json::Value, _> = read_json(&h, Body::from(not_object), 10).await;
+            assert!(matches!(r, Err(ApiError::BadRequest(_))), "{not_object}");
+        }
+        let r: Result<serde_json::Value, _> = read_json(&h, Body::from(" {} "), 10).await;
+        assert!(r.is_ok());
     }
 }

@@ -103,7 +103,7 @@ pub async fn batch(
         .ops
         .into_iter()
         .enumerate()
-        .map(|(i, op)| batch_op(i, op, &limits))
+        .map(|(i, op)| batch_op(i, op.0, &limits))
         .collect::<Result<Vec<_>, _>>()?;
     let results = if ops.is_empty() {
         Vec::new()

@@ -48,7 +48,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
         );
         T::deserialize(map)
             .map(Query)
-            .map_err(|e: de::value::Error| ApiError::BadRequest(e.to_string()))
+            .map_err(|e: de::value::Error| ApiError::BadRequest(format!("query string: {e}")))
     }
 }
 

@@ -7,7 +7,10 @@
 //! derive cannot express these combinations, so [`MgetKey`] and [`BatchOpDto`] write their
 //! schemas by hand next to their fields. Answers live in `dto.rs`.
 
-use serde::Deserialize;
+use std::marker::PhantomData;
+
+use serde::de::{MapAccess, Visitor, value::MapAccessDeserializer};
+use serde::{Deserialize, Deserializer};
 use utoipa::ToSchema;
 
 use super::dto::{KeyRef, OpKind};
@@ -21,7 +24,7 @@ pub enum MgetKey {
     /// A UTF-8 key.
     Text(String),
     /// A key given as `{"key": ...}` or `{"key_base64": ...}`.
-    Ref(KeyArg),
+    Ref(Obj<KeyArg>),
 }
 
 /// A key in a request body: exactly one of `key` and `key_base64`, neither `null`.
@@ -48,6 +51,42 @@ impl KeyArg {
         }
         .to_bytes()
     }
+}
+
+/// A `T` read only from a JSON object. Derived structs also take the array form
+/// (`["put", "k"]` for a batch op, `[[]]` for a request), which the document does not allow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Obj<T>(pub T);
+
+impl<T> std::ops::Deref for Obj<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Obj<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        map_only(d).map(Obj)
+    }
+}
+
+/// Deserializes a `T` from a map only (see [`Obj`]).
+///
+/// # Errors
+/// The deserializer's error for anything but an object, or `T`'s own.
+pub fn map_only<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    struct Only<T>(PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> Visitor<'de> for Only<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(MapAccessDeserializer::new(map))
+        }
+    }
+    d.deserialize_map(Only(PhantomData))
 }
 
 /// A field that may be left out but, when given, is not `null` (the document says so).
@@ -185,7 +224,8 @@ impl ToSchema for BatchOpDto {}
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// The operations, applied in order. At most `max_batch_ops` of them.
-    pub ops: Vec<BatchOpDto>,
+    #[schema(value_type = Vec<BatchOpDto>)]
+    pub ops: Vec<Obj<BatchOpDto>>,
 }
 
 #[cfg(test)]
@@ -212,5 +252,14 @@ mod tests {
         }
         let key: Result<MgetKey, _> = serde_json::from_value(serde_json::json!({"key": null}));
         assert!(key.is_err());
+        // Array forms of objects, which derived structs would take.
+        let key: Result<MgetKey, _> = serde_json::from_value(serde_json::json!(["k"]));
+        assert!(key.is_err());
+        let op: Result<Obj<BatchOpDto>, _> =
+            serde_json::from_value(serde_json::json!(["delete", "k"]));
+        assert!(op.is_err());
+        let op: Result<Obj<BatchOpDto>, _> =
+            serde_json::from_value(serde_json::json!({"op": "delete", "key": "k"}));
+        assert!(op.is_ok());
     }
 }
