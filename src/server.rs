@@ -143,6 +143,7 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     state.set_engine(Arc::clone(&engine));
     if let Some(l) = resp_listener {
         let resp_addr = l.local_addr().context("reading the RESP address")?;
+        state.set_resp_addr(resp_addr);
         let shared = Arc::new(crate::resp::Shared::new(
             Arc::clone(&engine),
             auth.clone(),

@@ -15,6 +15,7 @@ const ENGINES: [&str; 2] = ["bitcask", "memory"];
 struct Server {
     child: Child,
     resp: String,
+    http: String,
     _dir: Option<tempfile::TempDir>,
     data: std::path::PathBuf,
 }
@@ -29,6 +30,8 @@ impl Server {
     }
 
     fn start_in(data: &std::path::Path, engine: &str, extra: &[&str]) -> Server {
+        let port_file = data.with_extension("port");
+        let _ = std::fs::remove_file(&port_file);
         let mut child = Command::new(env!("CARGO_BIN_EXE_hoardhaven"))
             .args([
                 "serve",
@@ -39,6 +42,8 @@ impl Server {
             ])
             .args(["--engine", engine, "--data-dir"])
             .arg(data)
+            .arg("--port-file")
+            .arg(&port_file)
             .args(["--log-format", "human", "--log-level", "info"])
             .args(extra)
             .env_remove("RUST_LOG")
@@ -64,9 +69,15 @@ impl Server {
         let resp = rx
             .recv_timeout(Duration::from_secs(120))
             .expect("the server logs its RESP address");
+        // The port file is written before the RESP line is logged.
+        let http = std::fs::read_to_string(&port_file)
+            .expect("port file")
+            .trim()
+            .to_owned();
         Server {
             child,
             resp,
+            http,
             _dir: None,
             data: data.to_owned(),
         }
@@ -199,6 +210,15 @@ fn strings_keys_and_expiry_on_both_protocols() {
 #[test]
 fn pipelining_keeps_order_and_databases_are_separate() {
     let s = Server::start("bitcask", &["--sync", "never"]);
+    let stats: serde_json::Value = reqwest::blocking::get(format!("http://{}/admin/stats", s.http))
+        .expect("stats")
+        .json()
+        .expect("json");
+    assert_eq!(
+        stats["resp_listen"],
+        s.resp.as_str(),
+        "the RESP port is in /admin/stats"
+    );
     let mut c = s.client(false);
     let mut p = redis::pipe();
     for i in 0..2000 {

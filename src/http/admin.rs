@@ -189,7 +189,9 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<StatsDto>, ApiE
         .await?;
     metrics::record_engine(&s);
     Ok(Json(
-        StatsDto::new(&s, &kept).with_corrupt_reads(state.corrupt_reads()),
+        StatsDto::new(&s, &kept)
+            .with_corrupt_reads(state.corrupt_reads())
+            .with_resp_listen(state.resp_addr()),
     ))
 }
 

@@ -299,6 +299,9 @@ pub struct StatsDto {
     pub corrupt_reads: u64,
     /// True once a read met damaged data: restore the damaged keys (docs/operations.md).
     pub damaged: bool,
+    /// Where the Redis protocol listener listens (`host:port`), when `resp_listen` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resp_listen: Option<String>,
     /// Highest version written.
     pub last_version: u64,
     /// Current or last merge.
@@ -428,6 +431,12 @@ impl StatsDto {
         self
     }
 
+    /// Adds the Redis protocol listener's address.
+    pub fn with_resp_listen(mut self, addr: Option<std::net::SocketAddr>) -> Self {
+        self.resp_listen = addr.map(|a| a.to_string());
+        self
+    }
+
     /// Builds the stats document from the engine's stats and its list of snapshots.
     pub fn new(s: &Stats, kept: &[SnapshotInfo]) -> Self {
         StatsDto {
@@ -444,6 +453,7 @@ impl StatsDto {
             corrupt_records: s.corrupt_records,
             corrupt_reads: 0,
             damaged: false,
+            resp_listen: None,
             last_version: s.last_version.0,
             merge: merge_status(&s.jobs),
             snapshot: snapshot_status(&s.jobs, kept),

@@ -61,6 +61,7 @@ struct Inner {
     stopping: AtomicBool,
     poisoned: AtomicBool,
     corrupt_reads: AtomicU64,
+    resp_addr: OnceLock<std::net::SocketAddr>,
     limits: Limits,
     exec: Exec,
     metrics: Option<PrometheusHandle>,
@@ -88,6 +89,7 @@ impl AppState {
             stopping: AtomicBool::new(false),
             poisoned: AtomicBool::new(false),
             corrupt_reads: AtomicU64::new(0),
+            resp_addr: OnceLock::new(),
             limits,
             exec,
             metrics,
@@ -135,6 +137,16 @@ impl AppState {
     /// such call means the store holds damaged data (see docs/operations.md).
     pub fn corrupt_reads(&self) -> u64 {
         self.0.corrupt_reads.load(Ordering::Relaxed)
+    }
+
+    /// Records where the Redis protocol listener listens (shown in `/admin/stats`).
+    pub fn set_resp_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.0.resp_addr.set(addr);
+    }
+
+    /// The Redis protocol listener's address, when it is on.
+    pub fn resp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.0.resp_addr.get().copied()
     }
 
     /// The configured limits.
