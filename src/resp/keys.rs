@@ -10,7 +10,7 @@
 use bytes::Bytes;
 
 use super::glob;
-use super::session::{CmdResult, Session, Shared, db_prefix, int_arg, text};
+use super::session::{CmdResult, Session, Shared, db_prefix, int_arg, random_u63, text};
 use super::strings::{Change, rmw};
 use crate::engine::{BatchOp, Precondition, UnixMillis};
 use hoardhaven_resp_proto::parse::Args;
@@ -128,7 +128,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
         "randomkey" => {
             let prefix = db_prefix(s.db);
             let mut seed = [0u8; 8];
-            seed.copy_from_slice(&rand_u64().to_be_bytes());
+            seed.copy_from_slice(&random_u63().to_be_bytes());
             let start = [prefix.as_slice(), &seed].concat();
             let mut found = None;
             for after in [Some(start.as_slice()), None] {
@@ -169,17 +169,6 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
         }
         other => Ok(Reply::err(format!("'{other}' is not a keyspace command"))),
     }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    h.finish()
 }
 
 /// Visits the selected database's keys matching `pattern` in key order, strictly after the

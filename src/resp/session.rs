@@ -97,7 +97,7 @@ impl Cursors {
 }
 
 /// A random number below 2^63 (cursors are signed in some clients).
-fn random_u63() -> u64 {
+pub fn random_u63() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -344,27 +344,47 @@ fn range(v: &Bytes, start: i64, end: i64) -> Bytes {
     v.slice(a as usize..=b as usize)
 }
 
-fn set(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
-    let (mut nx, mut xx, mut get) = (false, false, false);
+/// The expiry options of SET and GETEX from `args[from..]` (EX, PX, EXAT, PXAT, KEEPTTL,
+/// PERSIST; at most one), and the other words, upper-cased, for the caller to check.
+fn options(args: &Args, from: usize, cmd: &str) -> Result<(Expiry, Vec<String>), Reply> {
     let mut expiry = Expiry::Unset;
-    let mut i = 3;
+    let mut flags = Vec::new();
+    let mut i = from;
     while i < args.len() {
         let opt = text(&args[i]).to_ascii_uppercase();
         match opt.as_str() {
+            "KEEPTTL" if expiry == Expiry::Unset => expiry = Expiry::Keep,
+            "PERSIST" if expiry == Expiry::Unset => expiry = Expiry::Persist,
+            "EX" | "PX" | "EXAT" | "PXAT" if expiry == Expiry::Unset && i + 1 < args.len() => {
+                expiry = Expiry::At(expiry_from(&opt, &args[i + 1], cmd)?);
+                i += 1;
+            }
+            "KEEPTTL" | "PERSIST" | "EX" | "PX" | "EXAT" | "PXAT" => {
+                return Err(Reply::err("syntax error"));
+            }
+            _ => flags.push(opt),
+        }
+        i += 1;
+    }
+    Ok((expiry, flags))
+}
+
+fn set(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
+    let (expiry, flags) = match options(args, 3, "set") {
+        Ok(o) => o,
+        Err(r) => return Ok(r),
+    };
+    let (mut nx, mut xx, mut get) = (false, false, false);
+    for f in flags {
+        match f.as_str() {
             "NX" if !xx => nx = true,
             "XX" if !nx => xx = true,
             "GET" => get = true,
-            "KEEPTTL" if expiry == Expiry::Unset => expiry = Expiry::Keep,
-            "EX" | "PX" | "EXAT" | "PXAT" if expiry == Expiry::Unset && i + 1 < args.len() => {
-                match expiry_from(&opt, &args[i + 1], "set") {
-                    Ok(at) => expiry = Expiry::At(at),
-                    Err(r) => return Ok(r),
-                }
-                i += 1;
-            }
             _ => return Ok(Reply::err("syntax error")),
         }
-        i += 1;
+    }
+    if expiry == Expiry::Persist {
+        return Ok(Reply::err("syntax error"));
     }
     if let Err(r) = check_sizes(shared, &args[1], Some(&args[2])) {
         return Ok(r);
@@ -410,23 +430,11 @@ fn set(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
 }
 
 fn getex(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
-    let mut expiry = Expiry::Unset;
-    let mut i = 2;
-    while i < args.len() {
-        let opt = text(&args[i]).to_ascii_uppercase();
-        match opt.as_str() {
-            "PERSIST" if expiry == Expiry::Unset => expiry = Expiry::Persist,
-            "EX" | "PX" | "EXAT" | "PXAT" if expiry == Expiry::Unset && i + 1 < args.len() => {
-                match expiry_from(&opt, &args[i + 1], "getex") {
-                    Ok(at) => expiry = Expiry::At(at),
-                    Err(r) => return Ok(r),
-                }
-                i += 1;
-            }
-            _ => return Ok(Reply::err("syntax error")),
-        }
-        i += 1;
-    }
+    let expiry = match options(args, 2, "getex") {
+        Ok((e, flags)) if flags.is_empty() && e != Expiry::Keep => e,
+        Ok(_) => return Ok(Reply::err("syntax error")),
+        Err(r) => return Ok(r),
+    };
     let key = s.key(&args[1]);
     let r = rmw(shared, &key, |cur| {
         let Some(v) = cur else {
