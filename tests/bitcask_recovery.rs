@@ -272,6 +272,31 @@ fn hints_and_scans_rebuild_the_same_keydir() {
 }
 
 #[test]
+fn a_sealed_file_cut_below_its_header_is_refused_not_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fill(dir.path(), 2000);
+    let files = data_files(dir.path());
+    assert!(files.len() >= 3, "several files: {files:?}");
+    // The first sealed file, with or without its hint: its records were acknowledged once.
+    for keep_hint in [true, false] {
+        let copy = tempfile::tempdir().expect("tempdir");
+        common::copy_dir(dir.path(), copy.path());
+        let sealed = copy.path().join(files[0].file_name().expect("name"));
+        fs::write(&sealed, b"HHDF").expect("cut below the header");
+        if !keep_hint {
+            let _ = fs::remove_file(sealed.with_extension("hint"));
+        }
+        match open(copy.path()) {
+            Err(Error::Corrupted { file, .. }) => assert_eq!(file, sealed),
+            Err(other) => panic!("expected a corruption error, got {other}"),
+            Ok(_) => {
+                panic!("a sealed file cut short was dropped silently (hint kept: {keep_hint})")
+            }
+        }
+    }
+}
+
+#[test]
 fn empty_and_leftover_files_do_not_block_start_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     fill(dir.path(), 10);

@@ -4,8 +4,9 @@
 //! location, a tombstone or an expired put removes it. A file's hint is used when a valid one
 //! exists; otherwise the data file is scanned (and only the last appended file may have a torn
 //! tail, which is truncated with a warning). Leftovers of an interrupted merge (`*.merging`)
-//! and of an interrupted hint write (`*.hint.tmp`) are removed first. A file shorter than its
-//! header (a crash while creating it) carries nothing and is removed. The last appended file
+//! and of an interrupted hint write (`*.hint.tmp`) are removed first. The newest appended file
+//! shorter than its header (a crash while creating it) carries nothing and is removed; any
+//! other file that short (sealed, or with a hint) is damage and refused. The last appended file
 //! becomes the active file again.
 //!
 //! A read-only recovery ([`recover_read_only`], for offline inspection) changes nothing: it
@@ -167,6 +168,18 @@ fn recover_with(
             .ctx(|| format!("stat {}", path.display()))?
             .len();
         if size < FILE_HEADER_LEN as u64 {
+            // Only the newest appended file can be cut short by a crash while it was created.
+            // A sealed file (one with a hint, or any file before the last) was complete once:
+            // its records are lost, which must be said, never taken for a leftover.
+            let sealed = Some(id) != last_appended || dir.join(id.hint_name()).exists();
+            if sealed {
+                return Err(Error::corrupted(
+                    &path,
+                    0,
+                    "a sealed data file is shorter than its header (its records are lost): \
+                     restore it from a snapshot or backup (docs/operations.md)",
+                ));
+            }
             if read_only {
                 continue;
             }
