@@ -73,6 +73,16 @@ pub fn rmw<T>(
     Ok(Err(Reply::err("too much contention on one key; retry")))
 }
 
+/// Stores `v` with the expiry the key had (APPEND, SETRANGE) and answers its new length.
+fn put_keeping_ttl(v: Vec<u8>, cur: Option<&Value>) -> Change<Reply> {
+    let len = i64::try_from(v.len()).unwrap_or(i64::MAX);
+    Change::Put(
+        Bytes::from(v),
+        cur.and_then(|c| c.meta.expires_at),
+        Reply::Int(len),
+    )
+}
+
 /// Refuses keys and values over the configured limits, with Redis-like texts.
 pub fn check_sizes(shared: &Shared, key: &[u8], value: Option<&[u8]>) -> Result<(), Reply> {
     if key.is_empty() {
@@ -228,12 +238,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                         "string exceeds maximum allowed size ({max} bytes)"
                     )));
                 }
-                let len = v.len() as i64;
-                Ok(Change::Put(
-                    Bytes::from(v),
-                    cur.and_then(|c| c.meta.expires_at),
-                    Reply::Int(len),
-                ))
+                Ok(put_keeping_ttl(v, cur))
             })?;
             Ok(r.unwrap_or_else(|e| e))
         }
@@ -522,12 +527,7 @@ fn setrange(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
             v.resize(offset + patch.len(), 0);
         }
         v[offset..offset + patch.len()].copy_from_slice(&patch);
-        let len = v.len() as i64;
-        Ok(Change::Put(
-            Bytes::from(v),
-            cur.and_then(|c| c.meta.expires_at),
-            Reply::Int(len),
-        ))
+        Ok(put_keeping_ttl(v, cur))
     })?;
     Ok(r.unwrap_or_else(|e| e))
 }
