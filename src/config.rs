@@ -1071,6 +1071,18 @@ mod tests {
     }
 
     #[test]
+    fn help_names_every_environment_variable() {
+        let help = command().render_long_help().to_string();
+        for r in rows() {
+            assert!(
+                help.contains(&format!("[env: {}", r.env)),
+                "{} missing from --help",
+                r.env
+            );
+        }
+    }
+
+    #[test]
     fn unknown_environment_variables_are_refused() {
         let cmd = command();
         let vars = |v: &[&str]| {

@@ -203,4 +203,12 @@ async fn bad_settings_are_usage_errors() {
         assert_eq!(status.code(), Some(2), "{flags:?} {env:?}: {err}");
         assert!(!err.is_empty(), "{flags:?}: says why");
     }
+    // `serve` is the default subcommand and takes its flags without being named: the value is
+    // what is refused, not the flag.
+    let (status, err) = common::run_to_exit(&["--engine", "rocks", "--data-dir", data], &[]).await;
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("invalid value 'rocks'") && !err.contains("unexpected argument"),
+        "{err}"
+    );
 }
