@@ -375,13 +375,13 @@ mod tests {
         let long = vec![b'a'; 70 * 1024];
         assert_eq!(one(&long), Err(ProtocolError::InlineTooLong));
         let small = ParseLimits {
-            max_request: 100,
+            max_request: 60,
             ..ParseLimits::default()
         };
         let many = b"*3\r\n$40\r\n0123456789012345678901234567890123456789\r\n$40\r\n";
         assert_eq!(
             parse(many, &small),
-            Err(ProtocolError::RequestTooLarge { max: 100 }),
+            Err(ProtocolError::RequestTooLarge { max: 60 }),
             "refused from the headers, before the bytes arrive"
         );
         let header = [b"*".as_slice(), &[b'9'; 40]].concat();
