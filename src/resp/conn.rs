@@ -38,6 +38,28 @@ const INLINE: &[&str] = &[
     "quit",
 ];
 
+/// Single-key writes: inline too when writes do not wait for fdatasync (`sync` is not
+/// `always`), so a sync=never SET costs no thread hop.
+const INLINE_UNLESS_DURABLE: &[&str] = &[
+    "set",
+    "setnx",
+    "setex",
+    "psetex",
+    "getset",
+    "getdel",
+    "del",
+    "unlink",
+    "incr",
+    "decr",
+    "incrby",
+    "decrby",
+    "incrbyfloat",
+    "append",
+    "expire",
+    "pexpire",
+    "persist",
+];
+
 /// Unregisters the client however the connection ends (a panic in a command included).
 struct Registration {
     shared: Arc<Shared>,
@@ -56,9 +78,12 @@ fn is_http(args: &Args) -> bool {
     args[0].eq_ignore_ascii_case(b"POST") || args[0].eq_ignore_ascii_case(b"HOST:")
 }
 
-fn runs_inline(args: &Args) -> bool {
-    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    INLINE.contains(&name.as_str())
+fn runs_inline(args: &Args, durable_writes: bool) -> bool {
+    let Some((_, spec)) = super::spec::lookup_bytes(&args[0]) else {
+        return true; // answered "unknown command" at once
+    };
+    INLINE.contains(&spec.label)
+        || (!durable_writes && args.len() <= 16 && INLINE_UNLESS_DURABLE.contains(&spec.label))
 }
 
 /// Serves one connection until the client leaves, QUIT, a protocol error or shutdown.
@@ -114,7 +139,10 @@ pub async fn handle(
         }
         if !pending.is_empty() {
             let Some(mut s) = session.take() else { break };
-            let inline = pending.iter().all(runs_inline) && s.multi.is_none();
+            let inline = pending
+                .iter()
+                .all(|a| runs_inline(a, shared.durable_writes))
+                && s.multi.is_none();
             let sh = Arc::clone(&shared);
             let mut out = std::mem::take(&mut output);
             let mut group = std::mem::take(&mut pending);

@@ -40,6 +40,8 @@ pub struct Shared {
     pub auth: Option<Arc<Auth>>,
     /// Key, value and batch limits (as on HTTP).
     pub limits: Limits,
+    /// Whether a write waits for fdatasync before it is acknowledged (`sync=always`).
+    pub durable_writes: bool,
     /// The RESP listener's address.
     pub addr: SocketAddr,
     /// When the server started.
@@ -54,9 +56,33 @@ pub struct Shared {
     pub last_save: AtomicU64,
     /// Commands served since start.
     pub commands: AtomicU64,
+    /// Metric handles per command (index in the command table; the last is `unknown`),
+    /// registered once: a labelled `counter!` per call costs a registry lookup.
+    pub metrics: Vec<CommandMetrics>,
     /// SCAN cursors of every connection (a client library may continue a scan on another
     /// pooled connection).
     pub cursors: Mutex<Cursors>,
+}
+
+/// The metric series of one command.
+#[derive(Debug)]
+pub struct CommandMetrics {
+    /// `hoardhaven_resp_commands_total{command}`.
+    pub calls: metrics::Counter,
+    /// `hoardhaven_resp_errors_total{command}`.
+    pub errors: metrics::Counter,
+    /// `hoardhaven_resp_command_duration_seconds{command}`.
+    pub duration: metrics::Histogram,
+}
+
+impl CommandMetrics {
+    fn new(label: &'static str) -> Self {
+        CommandMetrics {
+            calls: metrics::counter!("hoardhaven_resp_commands_total", "command" => label),
+            errors: metrics::counter!("hoardhaven_resp_errors_total", "command" => label),
+            duration: metrics::histogram!("hoardhaven_resp_command_duration_seconds", "command" => label),
+        }
+    }
 }
 
 /// Open SCAN cursors: random ids naming where a scan stands, oldest dropped past a bound.
@@ -177,10 +203,14 @@ impl Shared {
         limits: Limits,
         addr: SocketAddr,
     ) -> Self {
+        let durable_writes = engine
+            .stats()
+            .map_or(true, |s| s.sync == crate::engine::SyncPolicy::Always);
         Shared {
             engine,
             auth,
             limits,
+            durable_writes,
             addr,
             started: Instant::now(),
             txn: Mutex::new(()),
@@ -189,6 +219,12 @@ impl Shared {
             last_save: AtomicU64::new(unix_secs()),
             commands: AtomicU64::new(0),
             cursors: Mutex::new(Cursors::default()),
+            metrics: spec::COMMANDS
+                .iter()
+                .map(|c| c.label)
+                .chain(["unknown"])
+                .map(CommandMetrics::new)
+                .collect(),
         }
     }
 }
@@ -259,49 +295,49 @@ impl Session {
     /// Runs one command and returns its reply.
     pub fn execute(&mut self, shared: &Shared, args: Args) -> Reply {
         shared.commands.fetch_add(1, Ordering::Relaxed);
-        let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
         let started = Instant::now();
-        let (label, reply) = self.dispatch(shared, &name, args);
-        metrics::counter!("hoardhaven_resp_commands_total", "command" => label).increment(1);
-        metrics::histogram!("hoardhaven_resp_command_duration_seconds", "command" => label)
-            .record(started.elapsed().as_secs_f64());
+        let found = spec::lookup_bytes(&args[0]);
+        let reply = self.dispatch(shared, found.map(|(_, s)| s), args);
+        let m = &shared.metrics[found.map_or(spec::COMMANDS.len(), |(i, _)| i)];
+        m.calls.increment(1);
+        m.duration.record(started.elapsed().as_secs_f64());
         if reply.is_error() {
-            metrics::counter!("hoardhaven_resp_errors_total", "command" => label).increment(1);
+            m.errors.increment(1);
         }
         reply
     }
 
-    fn dispatch(&mut self, shared: &Shared, name: &str, args: Args) -> (&'static str, Reply) {
-        let Some(spec) = spec::lookup(name) else {
+    fn dispatch(
+        &mut self,
+        shared: &Shared,
+        spec: Option<&'static spec::Spec>,
+        args: Args,
+    ) -> Reply {
+        let Some(spec) = spec else {
             if let Some(m) = &mut self.multi {
                 m.poisoned = true;
             }
-            return ("unknown", unknown_command(name, &args));
+            let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+            return unknown_command(&name, &args);
         };
         if !spec.arity_ok(args.len()) {
             if spec.label == "exec" {
                 // As Redis: a refused EXEC discards the transaction.
                 self.multi = None;
                 self.watched.clear();
-                return (
-                    spec.label,
-                    Reply::Error(
-                        "EXECABORT Transaction discarded because of previous errors: wrong \
-                         number of arguments for 'exec' command"
-                            .into(),
-                    ),
+                return Reply::Error(
+                    "EXECABORT Transaction discarded because of previous errors: wrong \
+                     number of arguments for 'exec' command"
+                        .into(),
                 );
             }
             if let Some(m) = &mut self.multi {
                 m.poisoned = true;
             }
-            return (
-                spec.label,
-                Reply::err(format!(
-                    "wrong number of arguments for '{}' command",
-                    spec.label
-                )),
-            );
+            return Reply::err(format!(
+                "wrong number of arguments for '{}' command",
+                spec.label
+            ));
         }
         if let (Some(auth), Some(token)) = (&shared.auth, &self.token) {
             self.role = auth.role_of(token);
@@ -313,13 +349,10 @@ impl Session {
             if let Some(m) = &mut self.multi {
                 m.poisoned = true;
             }
-            return (
-                spec.label,
-                Reply::err(format!(
-                    "{} inside MULTI is not allowed",
-                    spec.label.to_ascii_uppercase()
-                )),
-            );
+            return Reply::err(format!(
+                "{} inside MULTI is not allowed",
+                spec.label.to_ascii_uppercase()
+            ));
         }
         let refused = match self.role {
             None if !spec.no_auth => Some(Reply::Error("NOAUTH Authentication required.".into())),
@@ -336,13 +369,13 @@ impl Session {
             if let Some(m) = &mut self.multi {
                 m.poisoned = true;
             }
-            return (spec.label, r);
+            return r;
         }
         if self.multi.is_some() && !spec.in_multi_direct {
             if let Some(m) = &mut self.multi {
                 m.queued.push(args);
             }
-            return (spec.label, Reply::Simple("QUEUED"));
+            return Reply::Simple("QUEUED");
         }
         let reply = match spec.group {
             Group::Strings => super::strings::run(self, shared, spec.label, &args),
@@ -350,7 +383,7 @@ impl Session {
             Group::Server => super::server::run(self, shared, spec.label, &args),
             Group::Txn => super::txn::run(self, shared, spec.label, &args),
         };
-        (spec.label, reply.unwrap_or_else(engine_error))
+        reply.unwrap_or_else(engine_error)
     }
 }
 

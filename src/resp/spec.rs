@@ -212,11 +212,31 @@ pub const OTHER_TYPES: &[&str] = &[
     "GEOADD",
 ];
 
-/// The command named `upper` (upper-case), if hoardhaven has it.
+/// The command named `upper` (any case), if hoardhaven has it.
 pub fn lookup(upper: &str) -> Option<&'static Spec> {
-    COMMANDS
-        .iter()
-        .find(|s| s.label.eq_ignore_ascii_case(upper))
+    lookup_bytes(upper.as_bytes()).map(|(_, s)| s)
+}
+
+/// The command named `name` (any case) and its index in [`COMMANDS`]: a hash lookup, no
+/// allocation (it runs once per command).
+pub fn lookup_bytes(name: &[u8]) -> Option<(usize, &'static Spec)> {
+    static INDEX: std::sync::LazyLock<std::collections::HashMap<&'static str, usize>> =
+        std::sync::LazyLock::new(|| {
+            COMMANDS
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.label, i))
+                .collect()
+        });
+    if name.len() > 16 {
+        return None;
+    }
+    let mut buf = [0u8; 16];
+    let lower = &mut buf[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    let i = *INDEX.get(std::str::from_utf8(lower).ok()?)?;
+    Some((i, &COMMANDS[i]))
 }
 
 #[cfg(test)]
