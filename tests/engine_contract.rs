@@ -296,6 +296,47 @@ fn batches_are_atomic_and_ordered(kind: EngineKind) {
     assert_eq!(get(&*e, b"gone"), None);
 }
 
+fn checked_batches_apply_only_when_every_check_holds(kind: EngineKind) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = open(kind, dir.path());
+    let v = put(&*e, b"watched", b"1");
+    let put_op = |k: &[u8], val: &'static [u8]| BatchOp::Put {
+        key: k.to_vec(),
+        value: Bytes::from_static(val),
+        expires_at: None,
+    };
+    // Every check holds: applied (a checked key need not be written).
+    let checks = [
+        (b"watched".to_vec(), Precondition::IfVersion(v)),
+        (b"absent".to_vec(), Precondition::IfAbsent),
+    ];
+    e.apply_batch_checked(&checks, vec![put_op(b"out", b"a")])
+        .expect("checks hold");
+    assert_eq!(get(&*e, b"out").as_deref(), Some(&b"a"[..]));
+    // A write in between makes the version check fail: nothing applied, the current named.
+    let v2 = put(&*e, b"watched", b"2");
+    match e.apply_batch_checked(&checks, vec![put_op(b"out", b"b"), put_op(b"new", b"c")]) {
+        Err(Error::PreconditionFailed { current }) => assert_eq!(current, Some(v2)),
+        other => panic!("expected a failed precondition, got {other:?}"),
+    }
+    assert_eq!(
+        get(&*e, b"out").as_deref(),
+        Some(&b"a"[..]),
+        "nothing applied"
+    );
+    assert_eq!(get(&*e, b"new"), None, "nothing applied");
+    // IfAbsent on a present key fails too; checks alone (no ops) are checked.
+    let present = [(b"out".to_vec(), Precondition::IfAbsent)];
+    assert!(matches!(
+        e.apply_batch_checked(&present, Vec::new()),
+        Err(Error::PreconditionFailed { .. })
+    ));
+    assert!(
+        e.apply_batch_checked(&[(b"out".to_vec(), Precondition::IfExists)], Vec::new())
+            .is_ok()
+    );
+}
+
 fn listing_pages_in_order(kind: EngineKind) {
     let dir = tempfile::tempdir().expect("tempdir");
     let e = open(kind, dir.path());
@@ -424,6 +465,7 @@ macro_rules! contract {
             #[test] fn concurrent_cas_has_one_winner_per_version() { super::concurrent_cas_has_one_winner_per_version($kind) }
             #[test] fn expiry() { super::expiry($kind) }
             #[test] fn batches_are_atomic_and_ordered() { super::batches_are_atomic_and_ordered($kind) }
+            #[test] fn checked_batches_apply_only_when_every_check_holds() { super::checked_batches_apply_only_when_every_check_holds($kind) }
             #[test] fn listing_pages_in_order() { super::listing_pages_in_order($kind) }
             #[test] fn versions_increase_across_reopen_and_merge() { super::versions_increase_across_reopen_and_merge($kind) }
             #[test] fn merge_keeps_everything_live() { super::merge_keeps_everything_live($kind) }

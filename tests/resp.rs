@@ -557,3 +557,48 @@ fn scan_cursors_work_across_connections_and_options_follow_redis() {
     let e: RedisResult<i64> = redis::cmd("INCRBY").arg("n").arg("+5").query(&mut a);
     assert!(e.is_err(), "+5 is not an integer to Redis");
 }
+
+#[test]
+fn msetnx_and_rename_are_checked_batches_and_work_inside_multi() {
+    for engine in ENGINES {
+        let s = Server::start(engine, &["--sync", "never"]);
+        let mut c = s.client(false);
+        let ok: i64 = redis::cmd("MSETNX")
+            .arg("m1")
+            .arg("a")
+            .arg("m2")
+            .arg("b")
+            .query(&mut c)
+            .expect("msetnx");
+        assert_eq!(ok, 1);
+        let no: i64 = redis::cmd("MSETNX")
+            .arg("m3")
+            .arg("c")
+            .arg("m1")
+            .arg("x")
+            .query(&mut c)
+            .expect("msetnx");
+        assert_eq!(no, 0, "m1 exists: nothing set");
+        assert_eq!(c.get::<_, Option<String>>("m3").expect("get"), None);
+        let nx: i64 = redis::cmd("RENAMENX")
+            .arg("m1")
+            .arg("m2")
+            .query(&mut c)
+            .expect("renamenx");
+        assert_eq!(nx, 0, "the target exists");
+        // Inside MULTI (a mixed transaction: RENAME reads first) they run under EXEC's lock.
+        let (r, m, g): (String, i64, String) = redis::pipe()
+            .atomic()
+            .cmd("RENAME")
+            .arg("m1")
+            .arg("r1")
+            .cmd("MSETNX")
+            .arg("q1")
+            .arg("1")
+            .get("r1")
+            .query(&mut c)
+            .expect("transaction with RENAME and MSETNX");
+        assert_eq!((r.as_str(), m, g.as_str()), ("OK", 1, "a"), "{engine}");
+        assert_eq!(c.get::<_, Option<String>>("m1").expect("get"), None);
+    }
+}

@@ -54,8 +54,12 @@ impl Engine for HeldJobs {
     fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>> {
         self.inner.delete(key, precondition)
     }
-    fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchResult>> {
-        self.inner.apply_batch(ops)
+    fn apply_batch_checked(
+        &self,
+        checks: &[(Vec<u8>, crate::engine::Precondition)],
+        ops: Vec<BatchOp>,
+    ) -> Result<Vec<BatchResult>> {
+        self.inner.apply_batch_checked(checks, ops)
     }
     fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
         self.inner.list(prefix, start_after, limit)

@@ -144,28 +144,39 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
         }
         "rename" | "renamenx" => {
             let (from, to) = (s.key(&args[1]), s.key(&args[2]));
-            let _txn = shared.txn.lock();
-            let Some(v) = shared.engine.get(&from)? else {
-                return Ok(Reply::err("no such key"));
-            };
-            if name == "renamenx" && shared.engine.head(&to)?.is_some() {
-                return Ok(Reply::Int(0));
-            }
-            if from != to {
-                shared.engine.apply_batch(vec![
+            let nx = name == "renamenx";
+            let done = if nx { Reply::Int(1) } else { Reply::OK };
+            // Read the source, then move it only if neither it (nor, for RENAMENX, the
+            // target's absence) changed meanwhile; retry if another writer came between.
+            loop {
+                let Some(v) = shared.engine.get(&from)? else {
+                    return Ok(Reply::err("no such key"));
+                };
+                if from == to {
+                    return Ok(if nx { Reply::Int(0) } else { Reply::OK });
+                }
+                let mut checks = vec![(from.clone(), Precondition::IfVersion(v.meta.version))];
+                if nx {
+                    checks.push((to.clone(), Precondition::IfAbsent));
+                }
+                let ops = vec![
                     BatchOp::Put {
-                        key: to,
+                        key: to.clone(),
                         value: v.bytes,
                         expires_at: v.meta.expires_at,
                     },
-                    BatchOp::Delete { key: from },
-                ])?;
+                    BatchOp::Delete { key: from.clone() },
+                ];
+                match shared.engine.apply_batch_checked(&checks, ops) {
+                    Ok(_) => return Ok(done),
+                    Err(crate::engine::Error::PreconditionFailed { .. }) => {
+                        if nx && shared.engine.head(&to)?.is_some() {
+                            return Ok(Reply::Int(0));
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
             }
-            Ok(if name == "renamenx" {
-                Reply::Int(1)
-            } else {
-                Reply::OK
-            })
         }
         other => Ok(Reply::err(format!("'{other}' is not a keyspace command"))),
     }

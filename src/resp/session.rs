@@ -46,7 +46,8 @@ pub struct Shared {
     pub addr: SocketAddr,
     /// When the server started.
     pub started: Instant,
-    /// Serializes transactions that cannot be one engine batch (docs/redis.md).
+    /// Serializes the transactions that cannot be one engine batch (docs/redis.md). Only
+    /// EXEC takes it, and nothing EXEC runs takes it again.
     pub txn: Mutex<()>,
     /// Connected clients, by id: address and name.
     pub clients: Mutex<HashMap<u64, ClientInfo>>,

@@ -481,16 +481,16 @@ fn mset(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResult 
         });
     }
     if name == "msetnx" {
-        // Checked and applied under the RESP transaction lock: atomic against other RESP
-        // clients; an HTTP write in between could still slip in (docs/redis.md).
-        let _txn = shared.txn.lock();
-        for op in &ops {
-            if shared.engine.head(op.key())?.is_some() {
-                return Ok(Reply::Int(0));
-            }
-        }
-        shared.engine.apply_batch(ops)?;
-        return Ok(Reply::Int(1));
+        // Every key absent, checked and applied as one engine step: no write can slip in.
+        let checks: Vec<(Vec<u8>, Precondition)> = ops
+            .iter()
+            .map(|op| (op.key().to_vec(), Precondition::IfAbsent))
+            .collect();
+        return match shared.engine.apply_batch_checked(&checks, ops) {
+            Ok(_) => Ok(Reply::Int(1)),
+            Err(EngineError::PreconditionFailed { .. }) => Ok(Reply::Int(0)),
+            Err(e) => Err(e),
+        };
     }
     shared.engine.apply_batch(ops)?;
     Ok(Reply::OK)

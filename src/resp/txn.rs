@@ -1,17 +1,18 @@
 //! Transactions: MULTI, EXEC, DISCARD, WATCH, UNWATCH.
 //!
-//! Owns [`run`] for its group. EXEC first checks the WATCHed keys' versions (any change: a
-//! null reply, nothing applied). A transaction of plain writes (SET without options or with
-//! EX/PX, SETEX, PSETEX, MSET, DEL, UNLINK) becomes ONE engine batch: all of it or none of it
-//! is applied, also across kill -9. Any other transaction runs its commands one after the
-//! other under the RESP transaction lock, so no other RESP transaction interleaves; an HTTP
-//! write may (docs/redis.md).
+//! Owns [`run`] for its group. A transaction of plain writes (SET without options or with
+//! EX/PX, SETEX, PSETEX, MSET, DEL, UNLINK) becomes ONE engine batch, applied with
+//! [`crate::engine::Engine::apply_batch_checked`] on the WATCHed versions: the check and the
+//! writes are one atomic step (a changed key: a null reply, nothing applied), all of it or
+//! none of it is applied, also across kill -9. Any other transaction checks WATCH, then runs
+//! its commands one after the other under the RESP transaction lock, so no other such
+//! transaction interleaves; a single write from another client may (docs/redis.md).
 
 use bytes::Bytes;
 
 use super::session::{CmdResult, Multi, Session, Shared, text};
 use super::strings::check_sizes;
-use crate::engine::{BatchOp, UnixMillis};
+use crate::engine::{BatchOp, Precondition, UnixMillis};
 use hoardhaven_resp_proto::parse::Args;
 use hoardhaven_resp_proto::reply::Reply;
 
@@ -62,15 +63,19 @@ fn exec(s: &mut Session, shared: &Shared) -> CmdResult {
             "EXECABORT Transaction discarded because of previous errors.".into(),
         ));
     }
-    let _txn = shared.txn.lock();
-    for (key, seen) in &watched {
-        if shared.engine.head(key)?.map(|m| m.version) != *seen {
-            return Ok(Reply::NilArray);
-        }
-    }
     if let Some((ops, replies)) = as_batch(s, shared, &multi.queued) {
-        let results = match shared.engine.apply_batch(ops) {
+        // The WATCHed versions are checked by the engine in the same step that applies the
+        // batch: no write from any client can come between.
+        let checks: Vec<(Vec<u8>, Precondition)> = watched
+            .iter()
+            .map(|(k, seen)| {
+                let pre = seen.map_or(Precondition::IfAbsent, Precondition::IfVersion);
+                (k.clone(), pre)
+            })
+            .collect();
+        let results = match shared.engine.apply_batch_checked(&checks, ops) {
             Ok(r) => r,
+            Err(crate::engine::Error::PreconditionFailed { .. }) => return Ok(Reply::NilArray),
             Err(e) => return Ok(super::session::engine_error(e)),
         };
         // DEL counts come from the batch's own view of which keys existed.
@@ -94,6 +99,15 @@ fn exec(s: &mut Session, shared: &Shared) -> CmdResult {
         }
         return Ok(Reply::Array(out));
     }
+    // A transaction with reads or conditional writes runs command by command under the
+    // transaction lock, after checking WATCH; a single write from another client can still
+    // come between (docs/redis.md).
+    let _txn = shared.txn.lock();
+    for (key, seen) in &watched {
+        if shared.engine.head(key)?.map(|m| m.version) != *seen {
+            return Ok(Reply::NilArray);
+        }
+    }
     let mut out = Vec::with_capacity(multi.queued.len());
     for args in multi.queued {
         // Run without queueing (multi is None now) and without re-taking the lock.
@@ -103,15 +117,8 @@ fn exec(s: &mut Session, shared: &Shared) -> CmdResult {
 }
 
 fn run_queued(s: &mut Session, shared: &Shared, args: Args) -> Reply {
-    // Commands that take the transaction lock themselves (MSETNX, RENAME) would deadlock under
-    // it; parking_lot's Mutex is not reentrant, so they are refused inside a mixed transaction.
-    let name = text(&args[0]).to_ascii_uppercase();
-    if matches!(name.as_str(), "MSETNX" | "RENAME" | "RENAMENX") {
-        return Reply::err(format!(
-            "{} inside MULTI is not supported by hoardhaven",
-            name.to_ascii_lowercase()
-        ));
-    }
+    // No queued command takes the transaction lock itself, so running under it cannot
+    // deadlock (parking_lot's Mutex is not reentrant).
     s.execute(shared, args)
 }
 

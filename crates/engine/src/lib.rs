@@ -402,7 +402,23 @@ pub trait Engine: Send + Sync + 'static {
     ///
     /// # Errors
     /// As [`Engine::put`]; on error nothing of the batch is applied.
-    fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchResult>>;
+    fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchResult>> {
+        self.apply_batch_checked(&[], ops)
+    }
+
+    /// [`Engine::apply_batch`], applied only if every `(key, precondition)` of `checks` holds
+    /// when the batch is applied: checked and applied as one atomic step, so no other write
+    /// can come between (Redis's WATCH/EXEC, MSETNX, RENAME). A checked key need not be
+    /// written by the batch.
+    ///
+    /// # Errors
+    /// [`crate::Error::PreconditionFailed`] with the current version of the first check that
+    /// does not hold (nothing applied, no version used); otherwise as [`Engine::apply_batch`].
+    fn apply_batch_checked(
+        &self,
+        checks: &[(Vec<u8>, Precondition)],
+        ops: Vec<BatchOp>,
+    ) -> Result<Vec<BatchResult>>;
 
     /// Lists live keys starting with `prefix`, in ascending byte order, strictly after
     /// `start_after` when given, at most `limit` of them.

@@ -248,7 +248,11 @@ impl Engine for ReadOnly {
     fn delete(&self, _: &[u8], _: Precondition) -> Result<Option<Version>> {
         Err(Error::ReadOnly)
     }
-    fn apply_batch(&self, _: Vec<BatchOp>) -> Result<Vec<BatchResult>> {
+    fn apply_batch_checked(
+        &self,
+        _: &[(Vec<u8>, Precondition)],
+        _: Vec<BatchOp>,
+    ) -> Result<Vec<BatchResult>> {
         Err(Error::ReadOnly)
     }
     fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {

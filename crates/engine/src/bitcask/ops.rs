@@ -280,20 +280,34 @@ impl Engine for Bitcask {
         Ok(Some(removed))
     }
 
-    fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchResult>> {
+    fn apply_batch_checked(
+        &self,
+        checks: &[(Vec<u8>, Precondition)],
+        ops: Vec<BatchOp>,
+    ) -> Result<Vec<BatchResult>> {
+        for (key, _) in checks {
+            check_key(key)?;
+        }
         for op in &ops {
             check_key(op.key())?;
             if let BatchOp::Put { value, .. } = op {
                 check_value_len(value.len())?;
             }
         }
-        if ops.is_empty() {
+        if ops.is_empty() && checks.is_empty() {
             return Ok(Vec::new());
         }
         let inner = &*self.inner;
         inner.writable()?;
         let (last_seq, results) = {
             let mut w = inner.writer.lock();
+            // Under the writer mutex: no write can come between these checks and the batch.
+            for (key, pre) in checks {
+                pre.check(inner.current_version(key, *pre, &w)?)?;
+            }
+            if ops.is_empty() {
+                return Ok(Vec::new());
+            }
             let now = UnixMillis::now();
             // Presence as the batch goes, for results: key -> exists after the ops so far.
             let mut present: HashMap<&[u8], bool> = HashMap::new();

@@ -492,8 +492,15 @@ impl Engine for MemoryEngine {
         Ok(Some(old))
     }
 
-    fn apply_batch(&self, ops: Vec<BatchOp>) -> Result<Vec<BatchResult>> {
+    fn apply_batch_checked(
+        &self,
+        checks: &[(Vec<u8>, Precondition)],
+        ops: Vec<BatchOp>,
+    ) -> Result<Vec<BatchResult>> {
         let inner = &*self.inner;
+        for (key, _) in checks {
+            check_key(key)?;
+        }
         if ops.len() > inner.opts.max_batch_ops {
             return Err(Error::BatchTooLarge(format!(
                 "{} operations, the limit is {}",
@@ -516,19 +523,18 @@ impl Engine for MemoryEngine {
                 inner.opts.max_batch_bytes
             )));
         }
-        if ops.is_empty() {
+        if ops.is_empty() && checks.is_empty() {
             inner.check_open()?;
             return Ok(Vec::new());
         }
         let t = &inner.table;
-        let placed: Vec<(u64, usize)> = ops
-            .iter()
-            .map(|op| {
-                let h = t.hash(op.key());
-                (h, t.shard_of(h))
-            })
-            .collect();
-        let mut ids: Vec<usize> = placed.iter().map(|p| p.1).collect();
+        let place = |key: &[u8]| {
+            let h = t.hash(key);
+            (h, t.shard_of(h))
+        };
+        let placed: Vec<(u64, usize)> = ops.iter().map(|op| place(op.key())).collect();
+        let checked: Vec<(u64, usize)> = checks.iter().map(|(k, _)| place(k)).collect();
+        let mut ids: Vec<usize> = placed.iter().chain(&checked).map(|p| p.1).collect();
         ids.sort_unstable();
         ids.dedup();
         let now = UnixMillis::now().0;
@@ -537,6 +543,16 @@ impl Engine for MemoryEngine {
             inner.check_writable()?;
             // Ascending shard order: two batches can never wait on each other in a cycle.
             let mut guards: Vec<_> = ids.iter().map(|&i| t.shards()[i].write()).collect();
+            // Under the shards' locks: no write to a checked key can come between.
+            for ((key, pre), &(h, si)) in checks.iter().zip(&checked) {
+                let gi = ids.binary_search(&si).unwrap_or_else(|_| {
+                    unreachable!("checked key's shard {si} is not among the locked shards {ids:?}")
+                });
+                pre.check(guards[gi].get(h, key, now).map(|e| Version(e.version)))?;
+            }
+            if ops.is_empty() {
+                return Ok(Vec::new());
+            }
             let first = inner.next_versions(ops.len() as u64);
             let mut results = Vec::with_capacity(ops.len());
             let mut log_ops = Vec::with_capacity(ops.len());
