@@ -602,3 +602,44 @@ fn msetnx_and_rename_are_checked_batches_and_work_inside_multi() {
         assert_eq!(c.get::<_, Option<String>>("m1").expect("get"), None);
     }
 }
+
+#[test]
+fn pipelined_durable_sets_are_applied_and_authorized_each() {
+    let tokens = "read:rrrrrrrrrrrrrrrrrrrr,write:wwwwwwwwwwwwwwwwwwww";
+    for engine in ENGINES {
+        let s = Server::start(engine, &["--sync", "always", "--auth-tokens", tokens]);
+        // sync=always: a run of plain SETs becomes one batch; each still answers and counts.
+        let c = redis::Client::open(format!("redis://:wwwwwwwwwwwwwwwwwwww@{}/", s.resp))
+            .expect("client");
+        let mut c = c.get_connection().expect("connect");
+        let mut p = redis::pipe();
+        for i in 0..300 {
+            p.cmd("SET").arg(format!("d{i}")).arg(i);
+        }
+        p.cmd("SET").arg("d0").arg("last").arg("XX");
+        let replies: Vec<String> = p.query(&mut c).expect("pipeline");
+        assert_eq!(replies.len(), 301);
+        assert!(replies.iter().all(|r| r == "OK"), "{engine}");
+        assert_eq!(c.get::<_, String>("d0").expect("get"), "last");
+        assert_eq!(c.get::<_, i64>("d299").expect("get"), 299);
+        // A read token gets NOPERM for every SET of the run, and nothing is written.
+        let r = redis::Client::open(format!("redis://:rrrrrrrrrrrrrrrrrrrr@{}/", s.resp))
+            .expect("client");
+        let mut r = r.get_connection().expect("connect");
+        let mut p = redis::pipe();
+        for i in 0..5 {
+            p.cmd("SET").arg(format!("ro{i}")).arg(i);
+        }
+        let got: RedisResult<Vec<String>> = p.query(&mut r);
+        let e = got.expect_err("read role");
+        assert!(
+            e.code() == Some("NOPERM") || format!("{e:?} {e}").contains("NOPERM"),
+            "{e:?}"
+        );
+        assert_eq!(
+            c.get::<_, Option<String>>("ro0").expect("get"),
+            None,
+            "{engine}"
+        );
+    }
+}

@@ -78,6 +78,24 @@ fn is_http(args: &Args) -> bool {
     args[0].eq_ignore_ascii_case(b"POST") || args[0].eq_ignore_ascii_case(b"HOST:")
 }
 
+/// Most key and value bytes in one coalesced run of SETs (well under either engine's batch
+/// byte limit, so a run never fails where the single SETs would not).
+const SET_RUN_BYTES: usize = 8 * 1024 * 1024;
+
+/// How many commands at the front of `group` are plain `SET key value` (no options), at most
+/// `max` of them and [`SET_RUN_BYTES`] bytes: they can be applied as one engine batch.
+fn plain_set_run(group: &VecDeque<Args>, max: usize) -> usize {
+    let mut bytes = 0usize;
+    group
+        .iter()
+        .take(max)
+        .take_while(|a| {
+            bytes += a.iter().map(|x| x.len()).sum::<usize>();
+            a.len() == 3 && a[0].eq_ignore_ascii_case(b"SET") && bytes <= SET_RUN_BYTES
+        })
+        .count()
+}
+
 fn runs_inline(args: &Args, durable_writes: bool) -> bool {
     let Some((_, spec)) = super::spec::lookup_bytes(&args[0]) else {
         return true; // answered "unknown command" at once
@@ -147,9 +165,22 @@ pub async fn handle(
             let mut out = std::mem::take(&mut output);
             let mut group = std::mem::take(&mut pending);
             let run = move || {
-                while let Some(args) = group.pop_front() {
-                    let reply = s.execute(&sh, args);
-                    reply.encode(s.proto, &mut out);
+                while !group.is_empty() {
+                    // Pipelined plain SETs with sync=always: one batch, one fdatasync.
+                    let run = if sh.durable_writes {
+                        plain_set_run(&group, sh.limits.max_batch_ops)
+                    } else {
+                        0
+                    };
+                    if run >= 2 {
+                        let sets: Vec<Args> = group.drain(..run).collect();
+                        for reply in s.execute_sets(&sh, sets) {
+                            reply.encode(s.proto, &mut out);
+                        }
+                    } else if let Some(args) = group.pop_front() {
+                        let reply = s.execute(&sh, args);
+                        reply.encode(s.proto, &mut out);
+                    }
                     if s.quit || out.len() >= OUT_CAP {
                         break;
                     }
