@@ -200,7 +200,10 @@ pub fn claimed_entries(path: &Path) -> Option<u64> {
     }
     let mut c = [0u8; 8];
     c.copy_from_slice(&t[8..16]);
-    Some(u64::from_le_bytes(c))
+    let claimed = u64::from_le_bytes(c);
+    // The trailer is not checked here (that is `load`'s job), so a damaged one may claim
+    // anything: never more entries than the file's bytes can hold (an entry has a key).
+    Some(claimed.min(len / (ENTRY_FIXED as u64 + 1)))
 }
 
 /// Checks trailer, CRC and that the entries parse exactly; returns the entry bytes.
@@ -244,6 +247,21 @@ pub fn remove_for(dir: &Path, header_name: &str) {
 mod tests {
     use super::*;
     use crate::bitcask::data_file::FileId;
+
+    #[test]
+    fn a_damaged_trailer_cannot_claim_more_entries_than_fit() {
+        // Recovery sizes the keydir from this count before any checksum is checked: a
+        // damaged trailer claiming 2^52 entries once aborted start-up on allocation.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("0000000001-00000.hint");
+        let mut bytes = vec![0u8; 64];
+        bytes.extend_from_slice(TRAILER_MAGIC);
+        bytes.extend_from_slice(&(1u64 << 52).to_le_bytes());
+        bytes.extend_from_slice(&[0u8; 4]);
+        std::fs::write(&p, &bytes).expect("write");
+        let n = claimed_entries(&p).expect("a trailer");
+        assert!(n <= bytes.len() as u64 / (ENTRY_FIXED as u64 + 1), "{n}");
+    }
 
     #[test]
     fn round_trip_and_damage_is_ignored() {
