@@ -8,9 +8,10 @@
 //! acknowledged batch, at most the last one sent. Three kills per engine.
 
 mod claims_support;
+mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,29 +34,8 @@ struct Server {
 fn start(engine: &str, data: &Path, scratch: &Path, run: usize) -> Server {
     let port_file = scratch.join(format!("port-{run}"));
     let stderr = std::fs::File::create(scratch.join(format!("stderr-{run}.log"))).expect("log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hoardhaven"));
-    cmd.arg("serve")
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--engine",
-            engine,
-            "--sync",
-            "always",
-        ])
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--port-file")
-        .arg(&port_file)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOARDHAVEN_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = common::serve_command(engine, data, &port_file);
+    cmd.args(["--sync", "always"]).stderr(stderr);
     let mut child = cmd.spawn().expect("spawn hoardhaven");
     let mut addr = String::new();
     wait_until(&format!("{engine}: server {run} listening"), || {

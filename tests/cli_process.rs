@@ -14,23 +14,11 @@ use common::STEP_TIMEOUT;
 /// `hoardhaven serve` on a free loopback port with a port file, stdout discarded; stderr as
 /// the caller says.
 fn serve(scratch: &Path, data_dir: &Path, stderr: Stdio, extra: &[&str]) -> Child {
-    let mut cmd = Command::new(common::binary());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--engine", "bitcask"])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--port-file")
-        .arg(scratch.join("port"))
+    common::serve_command("bitcask", data_dir, &scratch.join("port"))
         .args(extra)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOARDHAVEN_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.spawn().expect("spawn hoardhaven")
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn hoardhaven")
 }
 
 /// Waits (bounded) for the port file; panics if the process exits first.

@@ -9,6 +9,7 @@
 //! above the one the snapshot reports as its cut.
 
 mod claims_support;
+mod common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -34,32 +35,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
         }
     }
-}
-
-/// A memory snapshot restored alone: the file plus a MANIFEST naming it as the base
-/// (format in crates/engine/src/memory/manifest.rs).
-fn restore_memory(snap: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    let name = snap
-        .file_name()
-        .expect("name")
-        .to_string_lossy()
-        .into_owned();
-    let seq = name
-        .strip_prefix("snap-")
-        .and_then(|s| s.strip_suffix(".hhs"))
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-        .expect("snapshot name");
-    std::fs::copy(snap, to.join(&name)).expect("copy");
-    let mut m = Vec::new();
-    m.extend_from_slice(b"HHMEMMAN");
-    m.extend_from_slice(&1u32.to_le_bytes());
-    m.extend_from_slice(&0u32.to_le_bytes());
-    m.extend_from_slice(&seq.to_le_bytes());
-    m.extend_from_slice(&(seq + 1_000_000).to_le_bytes());
-    let crc = crc32c::crc32c(&m);
-    m.extend_from_slice(&crc.to_le_bytes());
-    std::fs::write(to.join("MANIFEST"), m).expect("manifest");
 }
 
 #[test]
@@ -118,7 +93,7 @@ fn snapshots_taken_under_writes_are_consistent_cuts() {
             let to = tmp.path().join(format!("restore-{i}"));
             match kind {
                 EngineKind::Bitcask => copy_dir(&r.path, &to),
-                EngineKind::Memory => restore_memory(&r.path, &to),
+                EngineKind::Memory => common::restore_memory_snapshot(&r.path, &to),
             }
             cuts.push((to, before, after, r.version));
         }

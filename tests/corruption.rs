@@ -41,20 +41,6 @@ fn states(h: &History) -> Vec<State> {
     out
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// Builds a store with every kind of file and returns its history.
 fn build(kind: EngineKind, dir: &Path) -> History {
     let mut h: History = Vec::new();
@@ -236,7 +222,7 @@ fn damage_every_file(kind: EngineKind, seed: u64, per_file: u32) -> BTreeMap<&'s
             "{kind}: the store has no {w} file: {files:?}"
         );
     }
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut tallies: BTreeMap<&'static str, Tally> = BTreeMap::new();
     for (label, path) in &files {
         let name = path.file_name().expect("name").to_owned();
@@ -247,12 +233,12 @@ fn damage_every_file(kind: EngineKind, seed: u64, per_file: u32) -> BTreeMap<&'s
             let target = copy.path().join(&name);
             let mut bytes = std::fs::read(&target).expect("read");
             let what = if case % 4 == 3 {
-                let cut = rng.below(len);
+                let cut = rng.u64(..len);
                 bytes.truncate(cut as usize);
                 format!("{label} {name:?} cut at {cut} of {len}")
             } else {
-                let at = rng.below(len) as usize;
-                let bit = rng.below(8);
+                let at = rng.u64(..len) as usize;
+                let bit = rng.u64(..8);
                 bytes[at] ^= 1 << bit;
                 format!("{label} {name:?} bit {bit} of byte {at} of {len}")
             };

@@ -11,6 +11,7 @@
 //! works.
 
 mod claims_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -56,20 +57,9 @@ fn open(kind: EngineKind, dir: &Path) -> std::sync::Arc<dyn Engine> {
     hoardhaven::engine::open(&opts(kind, dir)).unwrap_or_else(|e| panic!("{kind}: open: {e}"))
 }
 
+/// Everything in `e`, key by key ([`common::dump`]; a read error fails the test).
 fn dump(e: &dyn Engine) -> Model {
-    let mut out = Model::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = e.list(b"", after.as_deref(), 500).expect("list");
-        for k in &page.keys {
-            let v = e.get(k).expect("get").expect("listed key readable");
-            out.insert(k.clone(), v.bytes.to_vec());
-        }
-        match page.next_start_after {
-            Some(k) => after = Some(k),
-            None => return out,
-        }
-    }
+    common::dump(e).expect("dump")
 }
 
 /// Writes `round` of a workload: puts, overwrites and deletes, returning the model after it.

@@ -12,9 +12,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use bytes::Bytes;
 use common::{ENGINES, State, diff, dump, open, scratch};
 use hoardhaven::Error;
@@ -148,67 +145,10 @@ fn memory_disk_full_through_the_seam_is_fail_stop_until_restart() {
     through_the_seam(EngineKind::Memory, SyncPolicy::Always);
 }
 
-/// A tmpfs of a few MiB mounted for the test; unmounted on drop.
-struct SmallFs {
-    dir: PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl SmallFs {
-    /// Mounts it, or returns `None` after [`common::skip_unless_required`] (which fails the
-    /// test when `HOARDHAVEN_REQUIRE_TOOLS` is set).
-    fn mount(size: &str) -> Option<SmallFs> {
-        let parent = tempfile::tempdir().expect("tempdir");
-        let dir = parent.path().join("mnt");
-        std::fs::create_dir(&dir).expect("mkdir mount point");
-        let why = match Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .output()
-        {
-            Ok(o) if o.status.success() => None,
-            Ok(o) => Some(format!(
-                "{}: {}",
-                o.status,
-                String::from_utf8_lossy(&o.stderr).trim()
-            )),
-            Err(e) => Some(e.to_string()),
-        };
-        if let Some(why) = why {
-            common::skip_unless_required(&format!(
-                "cannot mount a tmpfs here (needs root): {why}; disk-full on a real filesystem \
-                 not tested"
-            ));
-            return None;
-        }
-        Some(SmallFs {
-            dir,
-            _parent: parent,
-        })
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
-
-fn fill_filesystem(dir: &Path, leave: u64) -> PathBuf {
-    let filler = dir.join("filler");
-    let mut f = std::fs::File::create(&filler).expect("filler");
-    let chunk = vec![7u8; 64 * 1024];
-    // Fill it up, then give `leave` bytes back.
-    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
-    let len = f.metadata().expect("meta").len();
-    f.set_len(len.saturating_sub(leave)).expect("shrink");
-    filler
-}
-
 #[test]
 fn a_real_full_filesystem_is_survived_by_both_engines() {
     for kind in ENGINES {
-        let Some(fs) = SmallFs::mount("6m") else {
+        let Some(fs) = common::SmallFs::mount("6m") else {
             return;
         };
         let data = fs.dir.join("data");
@@ -220,7 +160,7 @@ fn a_real_full_filesystem_is_survived_by_both_engines() {
                 .expect("put");
             state.insert(key, value(i, 500));
         }
-        let filler = fill_filesystem(&fs.dir, 256 * 1024);
+        let filler = fs.fill(256 * 1024);
         let (_, err) = write_until_full(&*e, &mut state, 100, 500);
         assert!(
             matches!(err, Error::DiskFull { .. }),

@@ -408,32 +408,6 @@ fn unknown_format_version_is_refused() {
     ));
 }
 
-/// A data directory holding only the memory snapshot `snap` as its base (a `MANIFEST` naming
-/// it, no log), so opening it loads exactly what that snapshot holds. Format of the manifest:
-/// `crates/engine/src/memory/manifest.rs`.
-fn restore_snapshot(snap: &Path, into: &Path) {
-    let name = snap
-        .file_name()
-        .expect("name")
-        .to_string_lossy()
-        .into_owned();
-    let seq = name
-        .strip_prefix("snap-")
-        .and_then(|n| n.strip_suffix(".hhs"))
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-        .unwrap_or_else(|| panic!("not a snapshot name: {name}"));
-    std::fs::create_dir_all(into).expect("mkdir");
-    std::fs::copy(snap, into.join(&name)).expect("copy snapshot");
-    let mut m = b"HHMEMMAN".to_vec();
-    m.extend_from_slice(&1u32.to_le_bytes());
-    m.extend_from_slice(&0u32.to_le_bytes());
-    m.extend_from_slice(&seq.to_le_bytes());
-    m.extend_from_slice(&u64::MAX.to_le_bytes()); // no log to replay
-    let crc = crc32c::crc32c(&m);
-    m.extend_from_slice(&crc.to_le_bytes());
-    std::fs::write(into.join("MANIFEST"), m).expect("manifest");
-}
-
 /// Every snapshot taken while two writers run 4-key batches holds each writer's keys at one
 /// batch: a consistent cut. Each snapshot is restored on its own (not the final one `close`
 /// writes) and checked, and each is taken only after the writers made progress since the
@@ -484,7 +458,7 @@ fn snapshots_are_consistent_cuts_under_concurrent_batches() {
         let r = e.snapshot().expect("snapshot");
         seen = [0, 1].map(|t| done[t].load(Ordering::Acquire));
         // Copy it at once: later snapshots prune old ones.
-        restore_snapshot(&r.path, &copies.path().join(format!("{n}")));
+        common::restore_memory_snapshot(&r.path, &copies.path().join(format!("{n}")));
     }
     stop.store(true, Ordering::Relaxed);
     for w in writers {

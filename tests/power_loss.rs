@@ -15,13 +15,14 @@
 //! `HH_SEED=<n>` replays a run (the seed is printed).
 
 mod claims_support;
+mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use claims_support::{Rng, check, open, seed, value};
+use claims_support::{check, open, seed, value};
 use hoardhaven::engine::fault::{self, PowerLoss};
 use hoardhaven::engine::{
     BatchOp, Engine, EngineKind, Error, Precondition, PutOptions, SyncPolicy,
@@ -70,22 +71,23 @@ fn group_name(t: usize) -> Vec<u8> {
 }
 
 fn writer(e: Arc<dyn Engine>, power: Arc<PowerLoss>, t: usize, seed: u64) -> History {
-    let mut rng = Rng(seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        fastrand::Rng::with_seed(seed ^ (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut h = History::new();
     let mut seq = 0u64;
     for _ in 0..OPS {
         seq += 1;
         let after_cut = power.has_cut();
-        let (name, put, r) = match rng.below(10) {
+        let (name, put, r) = match rng.u64(..10) {
             0..=4 => {
-                let k = single(t, rng.below(SINGLES as u64) as usize);
+                let k = single(t, rng.u64(..SINGLES as u64) as usize);
                 let r = e
                     .put(&k, Bytes::from(value(&k, seq, PAD)), PutOptions::default())
                     .map(|_| ());
                 (k, true, r)
             }
             5..=6 => {
-                let k = single(t, rng.below(SINGLES as u64) as usize);
+                let k = single(t, rng.u64(..SINGLES as u64) as usize);
                 (
                     k.clone(),
                     false,
@@ -270,13 +272,13 @@ fn run_once(kind: EngineKind, jobs: Jobs, seed: u64, cut_at: Option<u64>) -> u64
 
 fn sweep(kind: EngineKind) {
     let seed = seed(&format!("power_loss {kind}"));
-    let mut rng = Rng(seed);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let modes = [Jobs::None, Jobs::Merge, Jobs::Snapshot, Jobs::Both];
     // A run cut after everything gives the number of calls to pick cut points from.
     let total = run_once(kind, Jobs::Both, seed, None);
     for i in 0..12u64 {
         let jobs = modes[(i % 4) as usize];
-        let at = 1 + rng.below(total);
+        let at = 1 + rng.u64(..total);
         run_once(kind, jobs, seed.wrapping_add(i + 1), Some(at));
     }
 }
@@ -291,21 +293,9 @@ fn memory_survives_power_cuts_at_random_points() {
     sweep(EngineKind::Memory);
 }
 
-/// Everything in `e`, key by key.
+/// Everything in `e`, key by key ([`common::dump`]; a read error fails the test).
 fn dump(e: &dyn Engine) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = e.list(b"", after.as_deref(), 500).expect("list");
-        for k in &page.keys {
-            let v = e.get(k).expect("get").expect("listed key readable");
-            out.insert(k.clone(), v.bytes.to_vec());
-        }
-        match page.next_start_after {
-            Some(k) => after = Some(k),
-            None => return out,
-        }
-    }
+    common::dump(e).expect("dump")
 }
 
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {

@@ -1,15 +1,18 @@
 //! The Redis protocol door, black-box: the real binary with `--resp-listen`, driven by the
 //! `redis` crate (RESP2 and RESP3) and by raw TCP for hostile input.
 
+use std::fmt::Display;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use redis::{Commands, RedisResult, Value};
 
-const ENGINES: [&str; 2] = ["bitcask", "memory"];
+mod common;
+
+use common::ENGINES;
 
 /// A running server with its RESP address.
 struct Server {
@@ -21,7 +24,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(engine: &str, extra: &[&str]) -> Server {
+    fn start(engine: impl Display, extra: &[&str]) -> Server {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let mut s = Server::start_in(&data, engine, extra);
@@ -29,26 +32,12 @@ impl Server {
         s
     }
 
-    fn start_in(data: &std::path::Path, engine: &str, extra: &[&str]) -> Server {
+    fn start_in(data: &std::path::Path, engine: impl Display, extra: &[&str]) -> Server {
         let port_file = data.with_extension("port");
         let _ = std::fs::remove_file(&port_file);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hoardhaven"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--resp-listen",
-                "127.0.0.1:0",
-            ])
-            .args(["--engine", engine, "--data-dir"])
-            .arg(data)
-            .arg("--port-file")
-            .arg(&port_file)
-            .args(["--log-format", "human", "--log-level", "info"])
+        let mut child = common::serve_command(&engine.to_string(), data, &port_file)
+            .args(["--resp-listen", "127.0.0.1:0", "--log-level", "info"])
             .args(extra)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn hoardhaven");

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
-use claims_support::{Rng, check, options, seed, value, wait_until};
+use claims_support::{check, options, seed, value, wait_until};
 use hoardhaven::engine::bitcask::ReadMode;
 use hoardhaven::engine::{
     BatchOp, Engine, EngineKind, Error, Precondition, PutOptions, SyncPolicy,
@@ -27,7 +27,7 @@ fn key(i: usize) -> Vec<u8> {
 }
 
 fn writer(e: Arc<dyn Engine>, t: usize, seed: u64, reads: Arc<AtomicU64>) {
-    let mut rng = Rng(seed ^ (t as u64 + 7));
+    let mut rng = fastrand::Rng::with_seed(seed ^ (t as u64 + 7));
     let mine: Vec<usize> = (0..KEYS).filter(|k| k % WRITERS == t).collect();
     for seq in 1..=OPS {
         if seq == OPS / 2 {
@@ -37,15 +37,15 @@ fn writer(e: Arc<dyn Engine>, t: usize, seed: u64, reads: Arc<AtomicU64>) {
                 reads.load(Ordering::Relaxed) >= seen + KEYS as u64
             });
         }
-        let k = key(mine[rng.below(mine.len() as u64) as usize]);
+        let k = key(mine[rng.u64(..mine.len() as u64) as usize]);
         // Sizes across the bitcask buffer and flush boundaries.
-        let pad = rng.below(3000) as usize;
-        match rng.below(10) {
+        let pad = rng.u64(..3000) as usize;
+        match rng.u64(..10) {
             0 => {
                 e.delete(&k, Precondition::None).expect("delete");
             }
             1 => {
-                let k2 = key(mine[rng.below(mine.len() as u64) as usize]);
+                let k2 = key(mine[rng.u64(..mine.len() as u64) as usize]);
                 let ops = [k.clone(), k2]
                     .into_iter()
                     .map(|k| BatchOp::Put {

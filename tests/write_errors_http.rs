@@ -13,8 +13,8 @@
 //! root; skipped with a message otherwise, failing instead under `HOARDHAVEN_REQUIRE_TOOLS`).
 
 mod claims_support;
+mod common;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -172,53 +172,9 @@ async fn a_failed_fsync_answers_500_then_503_for_every_write() {
     }
 }
 
-/// A tmpfs of `size` mounted for the test; unmounted on drop.
-struct SmallFs {
-    dir: std::path::PathBuf,
-    _parent: tempfile::TempDir,
-}
-
-impl SmallFs {
-    fn mount(size: &str) -> Option<SmallFs> {
-        let parent = tempfile::tempdir().expect("tempdir");
-        let dir = parent.path().join("mnt");
-        std::fs::create_dir(&dir).expect("mkdir");
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&dir)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            assert!(
-                std::env::var_os("HOARDHAVEN_REQUIRE_TOOLS").is_none(),
-                "cannot mount a tmpfs (needs root) and HOARDHAVEN_REQUIRE_TOOLS is set"
-            );
-            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
-            return None;
-        }
-        Some(SmallFs {
-            dir,
-            _parent: parent,
-        })
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
-
-fn fill(dir: &Path) {
-    use std::io::Write;
-    let mut f = std::fs::File::create(dir.join("filler")).expect("filler");
-    let chunk = vec![7u8; 64 * 1024];
-    while f.write_all(&chunk).is_ok() {}
-}
-
 #[test]
 fn a_real_full_tmpfs_answers_507() {
-    let Some(fs) = SmallFs::mount("4m") else {
+    let Some(fs) = common::SmallFs::mount("4m") else {
         return;
     };
     let data = fs.dir.join("data");
@@ -270,7 +226,7 @@ fn a_real_full_tmpfs_answers_507() {
         (r.status().as_u16(), r.text().unwrap_or_default())
     };
     assert_eq!(put("kept", b"before".to_vec()).0, 201);
-    fill(&fs.dir);
+    fs.fill(0);
     let mut last = (0, String::new());
     for i in 0..2000 {
         last = put(&format!("fill-{i}"), vec![b'y'; 64 * 1024]);

@@ -1,6 +1,6 @@
 //! Helpers shared by the claim tests (`group_commit`, `power_loss`, `torn_reads`,
 //! `consistent_cut`, `batch_kill`, `write_errors_http`, `crash_points`): opening either engine
-//! with test settings, self-checking values, a seeded generator, and waiting on a condition.
+//! with test settings, self-checking values, the seed of a run (for `fastrand::Rng::with_seed`), and waiting on a condition.
 
 #![allow(dead_code)]
 
@@ -79,26 +79,6 @@ pub fn check(key: &[u8], v: &[u8]) -> Result<u64, String> {
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| format!("bad seq: {:?}", show()))
-}
-
-/// xorshift64*: a small seeded generator (the seed is printed on failure by the callers).
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next number.
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
 }
 
 /// A seed from `HH_SEED` or the clock (printed, so a failure can be replayed).

@@ -5,6 +5,7 @@
 //!   point checked by signal and marker;
 //! - [`server`]: the real `hoardhaven` binary on an ephemeral loopback port (HTTP, CLI,
 //!   security suites);
+//! - [`smallfs`]: a small tmpfs mounted by the disk-full tests, and filling it;
 //! - [`store`]: opening engines with test options, `put`/`get`/`fill`, dumps, diffs and
 //!   directory helpers (engine-level suites);
 //! - [`workload`]: the deterministic workload of the reliability suites, with a model of what
@@ -16,11 +17,13 @@
 
 pub mod child;
 pub mod server;
+pub mod smallfs;
 pub mod store;
 pub mod workload;
 
 pub use child::*;
 pub use server::*;
+pub use smallfs::*;
 pub use store::*;
 pub use workload::*;
 

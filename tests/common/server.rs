@@ -151,6 +151,29 @@ impl Drop for Server {
     }
 }
 
+/// `hoardhaven serve --engine ENGINE` on a free loopback port, writing its address to
+/// `port_file`, with a clean environment (no `HOARDHAVEN_*` from the caller's shell, no
+/// `RUST_LOG`) and stdin and stdout closed. The caller adds flags, stderr and spawns it: every
+/// suite that starts the real server starts it through here.
+pub fn serve_command(engine: &str, data_dir: &Path, port_file: &Path) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--engine", engine])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--port-file")
+        .arg(port_file)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("HOARDHAVEN_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
 fn spawn(
     scratch: &Path,
     data_dir: &Path,
@@ -159,23 +182,8 @@ fn spawn(
     env: &[(&str, &str)],
 ) -> Child {
     let stderr = std::fs::File::create(scratch.join("stderr.log")).expect("stderr log");
-    let mut cmd = Command::new(binary());
-    cmd.arg("serve")
-        .args(["--listen", "127.0.0.1:0", "--engine", engine])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .arg("--port-file")
-        .arg(scratch.join("port"))
-        .args(extra)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("HOARDHAVEN_") {
-            cmd.env_remove(k);
-        }
-    }
+    let mut cmd = serve_command(engine, data_dir, &scratch.join("port"));
+    cmd.args(extra).stderr(stderr);
     for (k, v) in env {
         cmd.env(k, v);
     }

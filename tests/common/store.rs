@@ -224,3 +224,29 @@ pub fn tree_bytes(dir: &Path) -> u64 {
     }
     walk(dir, &mut std::collections::HashSet::new())
 }
+
+/// A data directory holding only the memory snapshot `snap` as its base (a `MANIFEST` naming
+/// it, no log), so opening it loads exactly what that snapshot holds. Format of the manifest:
+/// `crates/engine/src/memory/manifest.rs`.
+pub fn restore_memory_snapshot(snap: &Path, into: &Path) {
+    let name = snap
+        .file_name()
+        .expect("name")
+        .to_string_lossy()
+        .into_owned();
+    let seq = name
+        .strip_prefix("snap-")
+        .and_then(|n| n.strip_suffix(".hhs"))
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| panic!("not a snapshot name: {name}"));
+    std::fs::create_dir_all(into).expect("mkdir");
+    std::fs::copy(snap, into.join(&name)).expect("copy snapshot");
+    let mut m = b"HHMEMMAN".to_vec();
+    m.extend_from_slice(&1u32.to_le_bytes());
+    m.extend_from_slice(&0u32.to_le_bytes());
+    m.extend_from_slice(&seq.to_le_bytes());
+    m.extend_from_slice(&u64::MAX.to_le_bytes()); // no log to replay
+    let crc = crc32c::crc32c(&m);
+    m.extend_from_slice(&crc.to_le_bytes());
+    std::fs::write(into.join("MANIFEST"), m).expect("manifest");
+}
