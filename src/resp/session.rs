@@ -19,6 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::overlay::Overlay;
 use super::spec::{self, Group};
 use crate::engine::{Engine, Error as EngineError, Version};
 use crate::http::Limits;
@@ -185,6 +186,27 @@ pub struct Session {
     pub watched: Vec<(Vec<u8>, Option<Version>)>,
     /// QUIT was sent: close after the reply.
     pub quit: bool,
+    /// During EXEC of an optimistic transaction: the overlay its commands run against.
+    pub txn_view: Option<Arc<Overlay>>,
+}
+
+/// The store a command reads and writes: the engine, or during EXEC the transaction's
+/// [`Overlay`]. Dereferences to the [`Engine`] either way.
+pub enum Kv<'a> {
+    /// The shared engine.
+    Engine(&'a dyn Engine),
+    /// A transaction's private view.
+    Txn(Arc<Overlay>),
+}
+
+impl std::ops::Deref for Kv<'_> {
+    type Target = dyn Engine;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Kv::Engine(e) => *e,
+            Kv::Txn(o) => &**o,
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -267,6 +289,7 @@ impl Session {
             multi: None,
             watched: Vec::new(),
             quit: false,
+            txn_view: None,
         }
     }
 
@@ -274,6 +297,14 @@ impl Session {
     pub fn update_info(&self, shared: &Shared, f: impl FnOnce(&mut ClientInfo)) {
         if let Some(c) = shared.clients.lock().get_mut(&self.id) {
             f(c);
+        }
+    }
+
+    /// What this session's commands read and write (see [`Kv`]).
+    pub fn kv<'a>(&self, shared: &'a Shared) -> Kv<'a> {
+        match &self.txn_view {
+            Some(o) => Kv::Txn(Arc::clone(o)),
+            None => Kv::Engine(&*shared.engine),
         }
     }
 
