@@ -23,8 +23,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::engine::{
-    BatchOp, BatchResult, Engine, EngineKind, Error, JobHandle, JobStatus, ListPage, Meta,
-    MergeReport, Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, UnixMillis, Value,
+    BatchOp, BatchResult, Engine, EngineKind, Error, JobHandle, JobStatus, ListPage, MergeReport,
+    Meta, Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, UnixMillis, Value,
     Version, Written,
 };
 
@@ -170,7 +170,9 @@ impl Overlay {
     }
 
     fn unsupported(what: &'static str) -> Error {
-        Error::BatchTooLarge(format!("{what} cannot run inside an optimistic transaction"))
+        Error::BatchTooLarge(format!(
+            "{what} cannot run inside an optimistic transaction"
+        ))
     }
 }
 
@@ -241,7 +243,12 @@ impl Engine for Overlay {
         Ok(out)
     }
 
-    fn list(&self, _prefix: &[u8], _after: Option<&[u8]>, _limit: usize) -> Result<ListPage, Error> {
+    fn list(
+        &self,
+        _prefix: &[u8],
+        _after: Option<&[u8]>,
+        _limit: usize,
+    ) -> Result<ListPage, Error> {
         Err(Self::unsupported("a keyspace walk"))
     }
 
@@ -279,5 +286,86 @@ impl Engine for Overlay {
 
     fn close(&self) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EngineOptions, SyncPolicy};
+
+    fn engine() -> (tempfile::TempDir, Arc<dyn Engine>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = EngineOptions {
+            kind: EngineKind::Memory,
+            dir: dir.path().join("data"),
+            sync: SyncPolicy::Never,
+            ..EngineOptions::default()
+        };
+        let e = hoardhaven_engine::open(&opts).expect("open");
+        (dir, e)
+    }
+
+    fn put(e: &dyn Engine, k: &[u8], v: &'static [u8]) -> Version {
+        e.put(k, Bytes::from_static(v), PutOptions::default())
+            .expect("put")
+            .version
+    }
+
+    #[test]
+    fn reads_its_own_writes_and_holds_them_back() {
+        let (_d, e) = engine();
+        put(&*e, b"a", b"1");
+        let o = Overlay::new(Arc::clone(&e));
+        o.put(b"a", Bytes::from_static(b"2"), PutOptions::default())
+            .expect("put");
+        o.delete(b"b", Precondition::None).expect("delete absent");
+        assert_eq!(o.get(b"a").expect("get").expect("a").bytes, "2");
+        assert_eq!(
+            e.get(b"a").expect("get").expect("a").bytes,
+            "1",
+            "held back"
+        );
+        let c = o.into_commit();
+        assert_eq!(c.ops.len(), 1, "deleting an absent key writes nothing");
+        assert_eq!(c.checks.len(), 2, "a and b were read");
+    }
+
+    #[test]
+    fn compare_and_set_works_on_pending_versions() {
+        let (_d, e) = engine();
+        let o = Overlay::new(Arc::clone(&e));
+        let w = o
+            .put(b"k", Bytes::from_static(b"x"), PutOptions::default())
+            .expect("put");
+        assert!(w.created);
+        let cas = PutOptions {
+            precondition: Precondition::IfVersion(w.version),
+            ..PutOptions::default()
+        };
+        o.put(b"k", Bytes::from_static(b"y"), cas)
+            .expect("cas on pending");
+        assert!(matches!(
+            o.put(b"k", Bytes::from_static(b"z"), cas),
+            Err(Error::PreconditionFailed { .. })
+        ));
+    }
+
+    #[test]
+    fn the_commit_is_refused_when_a_read_key_changed() {
+        let (_d, e) = engine();
+        put(&*e, b"r", b"1");
+        let o = Overlay::new(Arc::clone(&e));
+        let seen = o.get(b"r").expect("get").expect("r").bytes;
+        o.put(b"w", seen, PutOptions::default()).expect("put");
+        put(&*e, b"r", b"2"); // another client, between the read and EXEC
+        let r = o.get(b"r").expect("get again").expect("r").bytes;
+        assert_eq!(r, "1", "the transaction keeps seeing what it read first");
+        let c = o.into_commit();
+        assert!(matches!(
+            e.apply_batch_checked(&c.checks, c.ops),
+            Err(Error::PreconditionFailed { .. })
+        ));
+        assert!(e.get(b"w").expect("get").is_none(), "nothing applied");
     }
 }

@@ -9,7 +9,9 @@
 use bytes::Bytes;
 
 use super::session::{CmdResult, Session, Shared, int_arg, strict_int, text};
-use crate::engine::{BatchOp, Engine, Error as EngineError, Precondition, PutOptions, UnixMillis, Value};
+use crate::engine::{
+    BatchOp, Engine, Error as EngineError, Precondition, PutOptions, UnixMillis, Value,
+};
 use hoardhaven_resp_proto::parse::Args;
 use hoardhaven_resp_proto::reply::{Reply, format_double};
 
@@ -242,7 +244,8 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             Ok(r.unwrap_or_else(|e| e))
         }
         "strlen" => {
-            let len = s.kv(shared)
+            let len = s
+                .kv(shared)
                 .head(&s.key(&args[1]))?
                 .map_or(0, |m| m.value_len);
             Ok(Reply::Int(i64::try_from(len).unwrap_or(i64::MAX)))
@@ -252,7 +255,8 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                 (Ok(a), Ok(b)) => (a, b),
                 (Err(r), _) | (_, Err(r)) => return Ok(r),
             };
-            let v = s.kv(shared)
+            let v = s
+                .kv(shared)
                 .get(&s.key(&args[1]))?
                 .map(|v| v.bytes)
                 .unwrap_or_default();
@@ -503,7 +507,8 @@ fn setrange(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
     let max = shared.limits.max_value_bytes;
     if patch.is_empty() {
         // Nothing to write: the current length, whatever the offset (Redis).
-        let len = s.kv(shared)
+        let len = s
+            .kv(shared)
             .head(&s.key(&args[1]))?
             .map_or(0, |m| m.value_len);
         return Ok(Reply::Int(i64::try_from(len).unwrap_or(i64::MAX)));

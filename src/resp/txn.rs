@@ -99,7 +99,7 @@ fn exec(s: &mut Session, shared: &Shared) -> CmdResult {
         return Ok(Reply::Array(out));
     }
     if multi.queued.iter().any(walks_keyspace) {
-        return Ok(locked(s, shared, multi.queued, &watched)?);
+        return locked(s, shared, multi.queued, &watched);
     }
     optimistic(s, shared, &multi.queued, &watched)
 }
@@ -147,7 +147,9 @@ fn optimistic(
             Err(e) => return Ok(super::session::engine_error(e)),
         }
     }
-    Ok(Reply::err("too much contention on the transaction's keys; retry"))
+    Ok(Reply::err(
+        "too much contention on the transaction's keys; retry",
+    ))
 }
 
 /// A transaction that walks the key space (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHDB,
