@@ -69,10 +69,27 @@ pub fn set_len(file: &File, len: u64, path: &Path) -> io::Result<()> {
 /// # Errors
 /// The I/O error of the sync.
 pub fn sync_data(file: &File, path: &Path) -> io::Result<()> {
+    if let Some(d) = test_sync_delay() {
+        std::thread::sleep(d);
+    }
     if fault::armed() {
         return fault::sync_data(file, path);
     }
     fdatasync(file)
+}
+
+/// Test hook: with `HOARDHAVEN_TEST_SYNC_DELAY_MS=N` every fdatasync of a log first sleeps N
+/// ms, as on a slow disk, so a test that kills the real server (which it cannot reach with
+/// the in-process fault seam) meets writes that are appended but not yet durable. Read once;
+/// not for production use.
+fn test_sync_delay() -> Option<std::time::Duration> {
+    static DELAY: std::sync::OnceLock<Option<std::time::Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        std::env::var("HOARDHAVEN_TEST_SYNC_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(std::time::Duration::from_millis)
+    })
 }
 
 /// `fsync` of `file` (also of a directory).

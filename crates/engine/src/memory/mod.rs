@@ -514,12 +514,23 @@ impl Inner {
         }
     }
 
-    /// Makes everything appended durable and visible (the cut of a checkpoint, `sync`,
-    /// `close`). Without a log there is nothing to do.
-    pub(crate) fn settle(&self) -> Result<()> {
+    /// Makes everything appended durable and visible now (`sync`, `close`). Without a log
+    /// there is nothing to do.
+    fn sync_log(&self) -> Result<()> {
         match &self.commit {
             Some(c) => c.sync_now().map(|_| ()),
             None => Ok(()),
+        }
+    }
+
+    /// Before a checkpoint's cut (under the exclusive cut lock): makes the writes staged until
+    /// durable durable and visible, so the cut's clone of the table holds every write of the
+    /// log it closes. Nothing to do unless writes are staged (sync `always` with a log).
+    pub(crate) fn settle(&self) -> Result<()> {
+        if self.hold_until_durable {
+            self.sync_log()
+        } else {
+            Ok(())
         }
     }
 
@@ -842,7 +853,7 @@ impl Engine for MemoryEngine {
         let inner = &self.inner;
         inner.check_open()?;
         match &inner.log {
-            Some(_) => inner.settle(),
+            Some(_) => inner.sync_log(),
             None if inner.dirty.load(Ordering::Acquire) > 0 => {
                 checkpoint::run(inner, Kind::Snapshot, true).map(|_| ())
             }
@@ -906,7 +917,7 @@ impl Engine for MemoryEngine {
             let _ = t.join();
         }
         let r = match &inner.log {
-            Some(_) => inner.settle(),
+            Some(_) => inner.sync_log(),
             // Like Redis's save on shutdown: without a log, only a snapshot keeps writes.
             None if inner.dirty.load(Ordering::Acquire) > 0 => {
                 checkpoint::run(inner, Kind::Snapshot, true).map(|_| ())
