@@ -7,8 +7,13 @@
 //! `hoardhaven` server wraps this crate; a program that wants an embedded store uses it alone.
 //!
 //! Engines are synchronous and thread-safe: every method takes `&self` and may be called from
-//! many threads at once. Calls that write may block on `fdatasync` (see [`SyncPolicy`]), so an
-//! async program runs them on blocking-capable threads.
+//! many threads at once. Calls that write may block on `fdatasync` (see [`SyncPolicy`]); an
+//! async program instead uses the `*_deferred` writes ([`Engine::put_deferred`]), which append
+//! without waiting and return a [`Ticket`] to await: the group commit resolves it, and no thread
+//! is parked per waiting write. Both engines write through one durability core
+//! ([`durability`]: group commit, fail-stop, the append file) and one filesystem layer
+//! ([`fs`], wrapped by the [`fault`] seam in tests). With `SyncPolicy::Always` a write is
+//! visible to readers only once it is durable.
 //!
 //! # Embedding
 //!

@@ -116,6 +116,13 @@ impl GroupCommit {
             Some(f) => f.flush_and_sync(),
             None => Err(Error::Closed),
         };
+        if let Err(e) = &r
+            && !self.poison.is_set()
+        {
+            // Fail-stop on any failed round (flushers poison I/O failures themselves), so no
+            // one leads the same failing round again and again.
+            self.poison.poison(e);
+        }
         let mut st = self.state.lock();
         st.leading = false;
         if let Ok(upto) = r
@@ -123,7 +130,7 @@ impl GroupCommit {
         {
             st.durable = upto;
         }
-        let failed = r.is_err() || self.poison.is_set();
+        let failed = self.poison.is_set();
         self.release(&mut st, failed);
         (st, r)
     }
