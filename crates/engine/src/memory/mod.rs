@@ -492,21 +492,33 @@ impl Inner {
         );
     }
 
-    /// Applies one durable write's changes to the table: the one place a memory-engine
-    /// write staged until durable becomes visible to readers.
-    fn publish_visible(&self, staged: Staged) {
+    /// Applies one write to its shard of the table (under the shard's write lock): the one
+    /// place a memory-engine write becomes visible to readers, at once (sync `never` or an
+    /// interval, or no log) or, staged, once durable ([`Inner::publish_durable`]). Returns
+    /// the version and expiry of the entry it replaced.
+    fn publish_visible(
+        &self,
+        shard: &mut table::Shard,
+        h: u64,
+        key: &[u8],
+        version: u64,
+        op: &StagedOp,
+    ) -> Option<(u64, Option<u64>)> {
+        let t = &self.table;
+        match op {
+            StagedOp::Put { value, expires_at } => {
+                shard.put(t.hasher(), h, key, value, version, *expires_at)
+            }
+            StagedOp::Delete => shard.remove(t.hasher(), h, key),
+        }
+    }
+
+    /// Publishes one durable log record's staged changes, in order.
+    fn publish_durable(&self, staged: Staged) {
         let t = &self.table;
         for (si, h, key, version, op) in staged.ops {
             let mut g = t.shards()[si].write();
-            let shard = Arc::make_mut(&mut g);
-            match op {
-                StagedOp::Put { value, expires_at } => {
-                    shard.put(t.hasher(), h, &key, &value, version, expires_at);
-                }
-                StagedOp::Delete => {
-                    shard.remove(t.hasher(), h, &key);
-                }
-            }
+            self.publish_visible(Arc::make_mut(&mut g), h, &key, version, &op);
             let mut st = self.staged[si].lock();
             if st.get(&key).is_some_and(|e| e.version == version) {
                 st.remove(&key);
@@ -634,14 +646,11 @@ impl Engine for MemoryEngine {
                 };
                 inner.log_append(&[log_op], Some(staged))
             } else {
-                Arc::make_mut(&mut g).put(
-                    inner.table.hasher(),
-                    h,
-                    key,
-                    &value,
-                    version,
+                let op = StagedOp::Put {
+                    value: value.clone(),
                     expires_at,
-                );
+                };
+                inner.publish_visible(Arc::make_mut(&mut g), h, key, version, &op);
                 inner.log_append(&[log_op], None)
             };
             let written = Written {
@@ -689,7 +698,7 @@ impl Engine for MemoryEngine {
                 };
                 inner.log_append(&[log_op], Some(staged))
             } else {
-                Arc::make_mut(&mut g).remove(inner.table.hasher(), h, key);
+                inner.publish_visible(Arc::make_mut(&mut g), h, key, version, &StagedOp::Delete);
                 inner.log_append(&[log_op], None)
             };
             (old, pending)
@@ -816,13 +825,10 @@ impl Engine for MemoryEngine {
                     existed
                 } else {
                     let shard = Arc::make_mut(&mut guards[gi]);
-                    let prev = match staged_op {
-                        StagedOp::Put { value, expires_at } => {
-                            shard.put(t.hasher(), h, key, &value, version, expires_at)
-                        }
-                        StagedOp::Delete => shard.remove(t.hasher(), h, key),
-                    };
-                    live(prev, now)
+                    live(
+                        inner.publish_visible(shard, h, key, version, &staged_op),
+                        now,
+                    )
                 };
                 results.push(BatchResult {
                     version: Version(version),
@@ -943,7 +949,7 @@ impl Flusher for Inner {
         let log = self.log.as_ref().ok_or(Error::Closed)?;
         let upto = log.flush(true)?;
         for staged in log.take_durable(upto) {
-            self.publish_visible(staged);
+            self.publish_durable(staged);
         }
         Ok(upto)
     }
