@@ -81,9 +81,9 @@ pub async fn put_key(
     let value = read_limited(&headers, body, limits.max_value_bytes, "the value").await?;
     let expires_at = expiry(query.ttl);
     let written = state
-        .call(CallKind::Write, move |e| {
+        .call_write(move |e| {
             let precondition = cond.precondition(e, &key)?;
-            e.put(
+            e.put_deferred(
                 &key,
                 value,
                 PutOptions {
@@ -213,9 +213,9 @@ pub async fn delete_key(
     cond: WriteConditions,
 ) -> Result<Response, ApiError> {
     let deleted = state
-        .call(CallKind::Write, move |e| {
+        .call_write(move |e| {
             let precondition = cond.precondition(e, &key)?;
-            e.delete(&key, precondition)
+            e.delete_deferred(&key, precondition)
         })
         .await?;
     match deleted {

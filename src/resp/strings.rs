@@ -67,6 +67,11 @@ pub fn rmw<T>(
         };
         match outcome {
             Ok(t) => return Ok(Ok(t)),
+            // With sync=always the write that won may not be visible to reads until it is
+            // durable: make it durable (and visible) before reading again, rather than spin.
+            Err(EngineError::PreconditionFailed { .. }) if shared.durable_writes => {
+                shared.engine.sync()?;
+            }
             Err(EngineError::PreconditionFailed { .. }) => continue,
             Err(e) => return Err(e),
         }

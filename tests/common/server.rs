@@ -140,6 +140,14 @@ impl Server {
         assert!(status.success(), "kill -TERM failed");
         wait_exit(&mut child).await
     }
+
+    /// Sends SIGKILL (kill -9: no shutdown, no flush) and waits (bounded) for the exit. The
+    /// data directory stays.
+    pub async fn kill(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
+        wait_exit(&mut child).await
+    }
 }
 
 impl Drop for Server {

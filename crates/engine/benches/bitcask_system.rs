@@ -3,12 +3,13 @@
 //!
 //! ```text
 //! cargo bench --bench bitcask_system -- [--keys 1000000] [--dir /path/on/the/disk] [--json out.json]
+//! cargo bench --bench bitcask_system -- --writes-only   # the disk floors and the write phases
 //! ```
 //!
 //! Phases: the disk's own rates (sequential write, append+fdatasync, overwrite+fdatasync in a
 //! preallocated file); engine PUT with sync=never on one thread; keydir bytes per key; GET of
-//! hot data on one thread with pread and with mmap; PUT with sync=always at 1, 8 and 64
-//! writers; start-up with hint files beside a full scan; merge throughput beside the disk's
+//! hot data on one thread with pread and with mmap; PUT with sync=always at 1, 8, 64, 256 and
+//! 1,000 blocking writers, and from one thread keeping 1,000 awaited writes in flight; start-up with hint files beside a full scan; merge throughput beside the disk's
 //! sequential write rate.
 
 use std::fs::{self, File, OpenOptions};
@@ -27,6 +28,7 @@ struct Args {
     keys: usize,
     dir: PathBuf,
     json: Option<PathBuf>,
+    writes_only: bool,
 }
 
 fn args() -> Args {
@@ -34,6 +36,7 @@ fn args() -> Args {
         keys: 1_000_000,
         dir: std::env::temp_dir().join("hoardhaven-bench"),
         json: None,
+        writes_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -41,6 +44,7 @@ fn args() -> Args {
             "--keys" => a.keys = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.keys),
             "--dir" => a.dir = it.next().map(PathBuf::from).unwrap_or(a.dir),
             "--json" => a.json = it.next().map(PathBuf::from),
+            "--writes-only" => a.writes_only = true,
             _ => {} // cargo bench passes --bench
         }
     }
@@ -136,6 +140,72 @@ fn disk_fsync_rate(dir: &Path, preallocated: bool) -> f64 {
     r
 }
 
+/// Durable puts on a fresh store: blocking writers (one thread each), then one thread keeping
+/// 1,000 awaited writes in flight (`put_deferred`, waiting on the oldest ticket).
+fn durable_writers(dir: &Path, r: &mut Report) {
+    let durable = dir.join("durable");
+    let e = Arc::new(
+        Bitcask::open(&durable, SyncPolicy::Always, &opts(ReadMode::Pread)).expect("open"),
+    );
+    for w in [1usize, 8, 64, 256, 1000] {
+        r.add(
+            &format!("engine PUT sync=always, {w} writers"),
+            timed_puts(&e, w, 3, w * 1_000_000_000),
+            "ops/s",
+        );
+    }
+    r.add(
+        "engine PUT sync=always, 1 thread, 1000 awaited in flight",
+        windowed_puts(&e, 1000, 3),
+        "ops/s",
+    );
+}
+
+/// One thread appends with `put_deferred` and keeps `window` tickets outstanding, waiting on
+/// the oldest when the window is full: the group commit's rate without a thread per write.
+fn windowed_puts(e: &Arc<Bitcask>, window: usize, secs: u64) -> f64 {
+    let v = Bytes::from(vec![b'v'; 100]);
+    let mut tickets = std::collections::VecDeque::with_capacity(window);
+    let t = Instant::now();
+    let mut i = 0usize;
+    while t.elapsed() < Duration::from_secs(secs) {
+        let (_, ticket) = e
+            .put_deferred(&key(7_000_000_000 + i), v.clone(), PutOptions::default())
+            .expect("put");
+        tickets.push_back(ticket);
+        i += 1;
+        if tickets.len() >= window
+            && let Some(oldest) = tickets.pop_front()
+        {
+            oldest.wait().expect("durable");
+        }
+    }
+    for ticket in tickets {
+        ticket.wait().expect("durable");
+    }
+    rate(i as u64, t.elapsed())
+}
+
+/// The write-path ratios (also printed by the full run).
+fn print_write_ratios(r: &Report) {
+    let append = r.get("disk append + fdatasync (152 B)");
+    let prealloc = r.get("disk overwrite in preallocated file + fdatasync");
+    println!("\nwrite ratios (same run):");
+    for w in [1usize, 8, 64, 256, 1000] {
+        let put = r.get(&format!("engine PUT sync=always, {w} writers"));
+        println!(
+            "  PUT sync=always {w:>4} writers: {:>7.2}x append+fdatasync, {:>6.2}x preallocated overwrite",
+            put / append,
+            put / prealloc
+        );
+    }
+    let win = r.get("engine PUT sync=always, 1 thread, 1000 awaited in flight");
+    println!(
+        "  PUT sync=always 1 thread, 1000 awaited: {:>7.2}x append+fdatasync",
+        win / append
+    );
+}
+
 fn timed_puts(e: &Arc<Bitcask>, writers: usize, secs: u64, base: usize) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -211,6 +281,30 @@ fn main() {
         disk_fsync_rate(&a.dir, true),
         "ops/s",
     );
+
+    if a.writes_only {
+        let e = Bitcask::open(
+            &a.dir.join("never"),
+            SyncPolicy::Never,
+            &opts(ReadMode::Pread),
+        )
+        .expect("open");
+        let value = Bytes::from(vec![b'v'; 100]);
+        let t = Instant::now();
+        for i in 0..n {
+            e.put(&key(i), value.clone(), PutOptions::default())
+                .expect("put");
+        }
+        r.add(
+            "engine PUT sync=never, 1 thread",
+            rate(n as u64, t.elapsed()),
+            "ops/s",
+        );
+        drop(e);
+        durable_writers(&a.dir, &mut r);
+        print_write_ratios(&r);
+        return;
+    }
 
     let data = a.dir.join("store");
     let keys: Vec<[u8; 16]> = (0..n).map(key).collect();
@@ -304,20 +398,7 @@ fn main() {
         r.add("start-up scanning data files, cold page cache", sc, "ms");
     }
 
-    // Durable puts on a fresh store.
-    let durable = a.dir.join("durable");
-    {
-        let e = Arc::new(
-            Bitcask::open(&durable, SyncPolicy::Always, &opts(ReadMode::Pread)).expect("open"),
-        );
-        for w in [1usize, 8, 64] {
-            r.add(
-                &format!("engine PUT sync=always, {w} writers"),
-                timed_puts(&e, w, 4, w * 1_000_000_000),
-                "ops/s",
-            );
-        }
-    }
+    durable_writers(&a.dir, &mut r);
     // Merge: overwrite half the keys, then merge.
     {
         let e = Bitcask::open(&data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open");
