@@ -11,6 +11,10 @@
 //! - The hash table itself holds only a `u32` arena position per key (plus hashbrown's one
 //!   control byte), about 5–9 bytes per key depending on load.
 //!
+//! - Beside the hash table, an [`OrderedKeys`] index keeps every key in byte order for listings;
+//!   it changes only when a key is created or removed (under that key's shard lock), never on
+//!   an overwrite, so point writes of existing keys do not touch it.
+//!
 //! The record's version is not kept here: it is in the record header, read with the value.
 //! Expiry is kept in whole seconds (rounded up), enough to skip expired keys in listings; reads
 //! check the exact millisecond expiry in the header. Deleted entries leave holes in the arena;
@@ -21,6 +25,10 @@ use std::hash::BuildHasher;
 use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::RwLock;
+
+use crate::ListPage;
+use crate::listing::{self, KeyRange};
+use crate::ordered::OrderedKeys;
 
 const SHARDS: usize = 64;
 const PAGE_BITS: u32 = 16;
@@ -143,6 +151,7 @@ impl Shard {
 pub struct Keydir {
     shards: Box<[RwLock<Shard>]>,
     hasher: DefaultHashBuilder,
+    order: OrderedKeys,
 }
 
 impl Default for Keydir {
@@ -163,6 +172,7 @@ impl Keydir {
         Keydir {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             hasher: DefaultHashBuilder::default(),
+            order: OrderedKeys::new(),
         }
     }
 
@@ -237,6 +247,7 @@ impl Keydir {
                     None => {
                         o.remove();
                         *dead += ENTRY_FIXED + key.len();
+                        self.order.remove(key);
                     }
                 }
                 (Some(old), new)
@@ -245,6 +256,7 @@ impl Keydir {
                 let new = f(None);
                 if let Some(loc) = new {
                     v.insert(append(pages, used, key, loc));
+                    self.order.insert(key);
                 }
                 (None, new)
             }
@@ -298,16 +310,37 @@ impl Keydir {
         }
     }
 
-    /// Bytes of memory the keydir holds (tables and arena pages in use).
+    /// One page of the live (present, unexpired at `now_ms`) keys of `range` after
+    /// `start_after`, from the ordered index (see [`listing::page`]).
+    pub fn list(
+        &self,
+        range: &KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+        now_ms: u64,
+    ) -> ListPage {
+        listing::page(&self.order, range, start_after, limit, |key| {
+            self.get(key).is_some_and(|l| !l.expired_at(now_ms))
+        })
+    }
+
+    /// Bytes of memory the keydir holds (tables, arena pages in use and the ordered index).
     pub fn memory_bytes(&self) -> usize {
-        self.shards
+        let hash: usize = self
+            .shards
             .iter()
             .map(|s| {
                 let s = s.read();
                 let pages: usize = s.pages.iter().map(|p| p.capacity()).sum();
                 s.table.allocation_size() + pages
             })
-            .sum()
+            .sum();
+        hash + self.order.memory_bytes()
+    }
+
+    /// Bytes of memory of the ordered index alone (part of [`Keydir::memory_bytes`]).
+    pub fn ordered_memory_bytes(&self) -> usize {
+        self.order.memory_bytes()
     }
 }
 
@@ -352,6 +385,10 @@ mod tests {
             seen += 1;
         });
         assert_eq!(seen, model.len());
+        let mut sorted: Vec<&Vec<u8>> = model.keys().collect();
+        sorted.sort();
+        let page = kd.list(&KeyRange::prefix(b""), None, usize::MAX / 2, 0);
+        assert_eq!(page.keys.iter().collect::<Vec<_>>(), sorted);
     }
 
     #[test]

@@ -1,0 +1,523 @@
+//! The ordered key index: every key of an engine in byte order, beside the engine's hash index,
+//! so that a prefix or range page costs O(log n + page) instead of a scan of every key.
+//!
+//! Shared by both engines. It holds keys only: locations and values stay in the hash index,
+//! which a listing asks for liveness (expiry) of the keys it is about to return.
+//!
+//! # Layout (in memory only, never written to disk)
+//! Keys are kept in sorted blocks of at most [`BLOCK_MAX`] bytes, each front-coded: an entry is
+//! `shared varint | suffix_len varint | suffix`, where `shared` is the length of the prefix the
+//! key has in common with the previous key of the block (0 for a block's first key). A
+//! `BTreeMap` maps each block's fence (a key <= the block's first key and > the previous
+//! block's last key) to the block. Keys with common prefixes (`users/42/...`) therefore cost
+//! a few bytes each; the map adds one fence key and a node slot per block (~30 keys).
+//!
+//! Chosen by measurement against a `BTreeSet<Box<[u8]>>` (key + ~40 B per key) and a per-key
+//! skip list (more): see `docs/benchmarks.md`, "ordered index".
+//!
+//! # Concurrency
+//! One `RwLock`. Writers update it only when a key is created or removed (an overwrite does not
+//! touch it), from inside their hash shard's write lock, so the two indexes never disagree for
+//! long and the lock order is always shard, then this. Readers hold only this lock, never a
+//! shard lock at the same time (see [`crate::listing`]).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use parking_lot::RwLock;
+
+/// A block is split when it grows past this many bytes.
+pub const BLOCK_MAX: usize = 1024;
+
+/// Keys in byte order. See the module documentation.
+#[derive(Default)]
+pub struct OrderedKeys {
+    blocks: RwLock<Blocks>,
+}
+
+impl std::fmt::Debug for OrderedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrderedKeys")
+            .field("keys", &self.len())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct Blocks {
+    map: BTreeMap<Box<[u8]>, Vec<u8>>,
+    len: usize,
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: usize) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a varint at `pos`; the blocks are written only by this module, so they are trusted.
+fn get_varint(buf: &[u8], mut pos: usize) -> (usize, usize) {
+    let mut v = 0usize;
+    let mut shift = 0;
+    loop {
+        let b = buf[pos];
+        pos += 1;
+        v |= usize::from(b & 0x7F) << shift;
+        if b < 0x80 {
+            return (v, pos);
+        }
+        shift += 7;
+    }
+}
+
+fn encode(out: &mut Vec<u8>, shared: usize, suffix: &[u8]) {
+    put_varint(out, shared);
+    put_varint(out, suffix.len());
+    out.extend_from_slice(suffix);
+}
+
+fn lcp(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Walks a block's entries, rebuilding each full key in `key`.
+struct Walk<'a> {
+    data: &'a [u8],
+    pos: usize,
+    key: Vec<u8>,
+}
+
+/// One decoded entry: where it lies in the block and its stored `shared` length.
+#[derive(Clone, Copy)]
+struct Entry {
+    start: usize,
+    end: usize,
+    shared: usize,
+}
+
+impl<'a> Walk<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Walk {
+            data,
+            pos: 0,
+            key: Vec::new(),
+        }
+    }
+
+    /// Advances to the next entry; its full key is then in `self.key`.
+    fn advance(&mut self) -> Option<Entry> {
+        if self.pos >= self.data.len() {
+            return None;
+        }
+        let start = self.pos;
+        let (shared, p) = get_varint(self.data, start);
+        let (slen, p) = get_varint(self.data, p);
+        self.key.truncate(shared);
+        self.key.extend_from_slice(&self.data[p..p + slen]);
+        self.pos = p + slen;
+        Some(Entry {
+            start,
+            end: self.pos,
+            shared,
+        })
+    }
+}
+
+/// Grows `v` for `extra` more bytes by an eighth at least (blocks are small and many: doubling
+/// would waste a third of the index on average).
+fn reserve(v: &mut Vec<u8>, extra: usize) {
+    if v.capacity() - v.len() < extra {
+        v.reserve_exact(extra.max(v.len() / 8).max(32));
+    }
+}
+
+/// Inserts `key` into a block: `None` when already there, else whether it went at the end.
+fn block_insert(data: &mut Vec<u8>, key: &[u8]) -> Option<bool> {
+    let mut walk = Walk::new(data);
+    let mut prev_lcp = 0;
+    let mut at = None;
+    while let Some(e) = walk.advance() {
+        let m = lcp(&walk.key, key);
+        let cur = walk.key.as_slice();
+        let less = if m == cur.len() {
+            if m == key.len() {
+                return None;
+            }
+            true
+        } else {
+            m != key.len() && cur[m] < key[m]
+        };
+        if !less {
+            at = Some((e, m, walk.key[m..].to_vec()));
+            break;
+        }
+        prev_lcp = m;
+    }
+    let mut rep = Vec::with_capacity(key.len() + 8);
+    encode(&mut rep, prev_lcp, &key[prev_lcp..]);
+    match at {
+        Some((e, m, next_tail)) => {
+            // The next entry is now coded against `key`: they share `m` bytes.
+            encode(&mut rep, m, &next_tail);
+            reserve(data, rep.len());
+            data.splice(e.start..e.end, rep);
+            Some(false)
+        }
+        None => {
+            reserve(data, rep.len());
+            data.extend_from_slice(&rep);
+            Some(true)
+        }
+    }
+}
+
+/// Removes `key` from a block; false when absent.
+fn block_remove(data: &mut Vec<u8>, key: &[u8]) -> bool {
+    let mut walk = Walk::new(data);
+    let mut found = None;
+    while let Some(e) = walk.advance() {
+        match walk.key.as_slice().cmp(key) {
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => {
+                found = Some(e);
+                break;
+            }
+            std::cmp::Ordering::Greater => return false,
+        }
+    }
+    let Some(gone) = found else {
+        return false;
+    };
+    let removed_key = walk.key.clone();
+    match walk.advance() {
+        None => data.truncate(gone.start),
+        Some(next) => {
+            // prev < gone < next, so lcp(prev, next) = min(lcp(prev, gone), lcp(gone, next)).
+            let shared = gone.shared.min(next.shared);
+            let mut rep = Vec::with_capacity(walk.key.len() - shared + 8);
+            encode(&mut rep, shared, &walk.key[shared..]);
+            debug_assert_eq!(&removed_key[..shared], &walk.key[..shared]);
+            data.splice(gone.start..next.end, rep);
+        }
+    }
+    true
+}
+
+/// Splits a block in two at the first entry starting at or after `at` bytes; returns the new
+/// right block's fence and data (`None` if there is no such entry).
+fn block_split(data: &mut Vec<u8>, at: usize) -> Option<(Box<[u8]>, Vec<u8>)> {
+    let mut walk = Walk::new(data);
+    let mut first = true;
+    while let Some(e) = walk.advance() {
+        if e.start >= at && !first {
+            let mut right = Vec::with_capacity(data.len() - e.start + walk.key.len() + 16);
+            encode(&mut right, 0, &walk.key);
+            right.extend_from_slice(&data[e.end..]);
+            let fence = walk.key.clone().into_boxed_slice();
+            data.truncate(e.start);
+            data.shrink_to(data.len() + data.len() / 8);
+            return Some((fence, right));
+        }
+        first = false;
+    }
+    None
+}
+
+impl Blocks {
+    fn insert(&mut self, key: &[u8]) -> bool {
+        let found = self
+            .map
+            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back();
+        let split = match found {
+            Some((_, data)) => {
+                let Some(at_end) = block_insert(data, key) else {
+                    return false;
+                };
+                // An append at a block's end (sequential loads) splits near the end, so the
+                // left block stays nearly full.
+                if data.len() > BLOCK_MAX {
+                    let at = if at_end {
+                        data.len() * 7 / 8
+                    } else {
+                        data.len() / 2
+                    };
+                    block_split(data, at)
+                } else {
+                    None
+                }
+            }
+            None => {
+                // Smaller than every fence: it becomes the first key of the first block,
+                // whose fence moves down to it.
+                let mut data = match self.map.pop_first() {
+                    Some((_, d)) => d,
+                    None => Vec::with_capacity(64),
+                };
+                block_insert(&mut data, key);
+                let split = if data.len() > BLOCK_MAX {
+                    let half = data.len() / 2;
+                    block_split(&mut data, half)
+                } else {
+                    None
+                };
+                self.map.insert(key.into(), data);
+                split
+            }
+        };
+        self.len += 1;
+        if let Some((fence, right)) = split {
+            self.map.insert(fence, right);
+        }
+        true
+    }
+
+    fn remove(&mut self, key: &[u8]) -> bool {
+        let Some((fence, data)) = self
+            .map
+            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+        else {
+            return false;
+        };
+        if !block_remove(data, key) {
+            return false;
+        }
+        self.len -= 1;
+        if data.is_empty() {
+            let fence = fence.clone();
+            self.map.remove(&fence);
+        }
+        true
+    }
+
+    /// Appends to `out` up to `max` keys within `(lower, upper)`, in order. Returns true when
+    /// it stopped because `out` held `max` keys (more may follow).
+    fn collect(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        max: usize,
+        out: &mut Vec<Vec<u8>>,
+    ) -> bool {
+        let first_fence = match lower {
+            Bound::Included(k) | Bound::Excluded(k) => self
+                .map
+                .range::<[u8], _>((Bound::Unbounded, Bound::Included(k)))
+                .next_back()
+                .map(|(f, _)| f.clone()),
+            Bound::Unbounded => None,
+        };
+        let blocks = match &first_fence {
+            Some(f) => self
+                .map
+                .range::<[u8], _>((Bound::Included(&**f), Bound::Unbounded)),
+            None => self.map.range::<[u8], _>(..),
+        };
+        for (_, data) in blocks {
+            let mut walk = Walk::new(data);
+            while walk.advance().is_some() {
+                let k = walk.key.as_slice();
+                let above_lower = match lower {
+                    Bound::Included(l) => k >= l,
+                    Bound::Excluded(l) => k > l,
+                    Bound::Unbounded => true,
+                };
+                if !above_lower {
+                    continue;
+                }
+                let below_upper = match upper {
+                    Bound::Included(u) => k <= u,
+                    Bound::Excluded(u) => k < u,
+                    Bound::Unbounded => true,
+                };
+                if !below_upper {
+                    return false;
+                }
+                if out.len() >= max {
+                    return true;
+                }
+                out.push(k.to_vec());
+            }
+        }
+        false
+    }
+}
+
+impl OrderedKeys {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `key`; false when it was already there.
+    pub fn insert(&self, key: &[u8]) -> bool {
+        self.blocks.write().insert(key)
+    }
+
+    /// Removes `key`; false when it was not there.
+    pub fn remove(&self, key: &[u8]) -> bool {
+        self.blocks.write().remove(key)
+    }
+
+    /// Appends to `out` up to `max` keys between `lower` and `upper`, in ascending order, and
+    /// says whether it stopped at `max` (more keys in range may follow the last one).
+    pub fn collect(
+        &self,
+        lower: Bound<&[u8]>,
+        upper: Bound<&[u8]>,
+        max: usize,
+        out: &mut Vec<Vec<u8>>,
+    ) -> bool {
+        self.blocks.read().collect(lower, upper, max, out)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.blocks.read().len
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every key.
+    pub fn clear(&self) {
+        *self.blocks.write() = Blocks::default();
+    }
+
+    /// Replaces the contents with `keys`, which must be sorted and free of duplicates (start-up
+    /// builds the index in one pass instead of a key at a time). Blocks are filled to 7/8.
+    pub fn load_sorted<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
+        let mut b = Blocks::default();
+        let mut data: Vec<u8> = Vec::new();
+        let mut fence: Option<Box<[u8]>> = None;
+        let mut prev: &[u8] = &[];
+        for key in keys {
+            if data.len() >= BLOCK_MAX * 7 / 8 {
+                if let Some(f) = fence.take() {
+                    data.shrink_to_fit();
+                    b.map.insert(f, std::mem::take(&mut data));
+                }
+            }
+            if fence.is_none() {
+                fence = Some(key.into());
+                data.reserve_exact(BLOCK_MAX + 64);
+                encode(&mut data, 0, key);
+            } else {
+                let m = lcp(prev, key);
+                encode(&mut data, m, &key[m..]);
+            }
+            prev = key;
+            b.len += 1;
+        }
+        if let Some(f) = fence {
+            data.shrink_to_fit();
+            b.map.insert(f, data);
+        }
+        *self.blocks.write() = b;
+    }
+
+    /// Bytes of memory held: block buffers, fences and the map's nodes (estimated as two
+    /// pointers and a length per block, over a node fill of about 2/3).
+    pub fn memory_bytes(&self) -> usize {
+        let b = self.blocks.read();
+        let per_slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Vec<u8>>();
+        b.map
+            .iter()
+            .map(|(f, d)| f.len() + d.capacity() + per_slot * 3 / 2)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn all(o: &OrderedKeys) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        o.collect(Bound::Unbounded, Bound::Unbounded, usize::MAX, &mut out);
+        out
+    }
+
+    /// A small deterministic generator (xorshift), so the test needs no extra dependency.
+    fn next(s: &mut u64) -> u64 {
+        *s ^= *s << 13;
+        *s ^= *s >> 7;
+        *s ^= *s << 17;
+        *s
+    }
+
+    #[test]
+    fn agrees_with_a_btreeset_through_churn_and_splits() {
+        let o = OrderedKeys::new();
+        let mut model = BTreeSet::new();
+        let mut s = 0x9E37_79B9_7F4A_7C15u64;
+        for i in 0..60_000u32 {
+            let r = next(&mut s);
+            let key = match r % 4 {
+                0 => format!("user/{}/{}", r % 97, r % 1013).into_bytes(),
+                1 => vec![(r % 3) as u8; (r % 40) as usize + 1],
+                2 => format!("seq-{i:08}").into_bytes(),
+                _ => (r % 100_000).to_be_bytes().to_vec(),
+            };
+            if next(&mut s) % 3 == 0 {
+                assert_eq!(o.remove(&key), model.remove(&key), "remove {key:?}");
+            } else {
+                assert_eq!(o.insert(&key), model.insert(key.clone()), "insert {key:?}");
+            }
+        }
+        assert_eq!(o.len(), model.len());
+        assert_eq!(all(&o), model.iter().cloned().collect::<Vec<_>>());
+        // Ranges: every bound kind against the model.
+        for _ in 0..500 {
+            let a = (next(&mut s) % 100_000).to_be_bytes().to_vec();
+            let b = format!("user/{}", next(&mut s) % 97).into_bytes();
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            let mut got = Vec::new();
+            let more = o.collect(Bound::Excluded(&lo), Bound::Excluded(&hi), 37, &mut got);
+            let want: Vec<_> = model
+                .range::<Vec<u8>, _>((Bound::Excluded(&lo), Bound::Excluded(&hi)))
+                .cloned()
+                .collect();
+            assert_eq!(got, want.iter().take(37).cloned().collect::<Vec<_>>());
+            assert_eq!(more, want.len() > 37);
+            let mut got = Vec::new();
+            o.collect(Bound::Included(&lo), Bound::Included(&hi), 1000, &mut got);
+            let want: Vec<_> = model.range(lo.clone()..=hi.clone()).take(1000).cloned().collect();
+            assert_eq!(got, want);
+        }
+        for k in model.iter() {
+            assert!(o.remove(k));
+        }
+        assert!(o.is_empty());
+        assert!(all(&o).is_empty());
+    }
+
+    #[test]
+    fn sorted_load_equals_inserts() {
+        let keys: Vec<Vec<u8>> = (0..10_000u32).map(|i| format!("k/{i:06}").into_bytes()).collect();
+        let a = OrderedKeys::new();
+        a.load_sorted(keys.iter().map(Vec::as_slice));
+        assert_eq!(all(&a), keys);
+        assert_eq!(a.len(), keys.len());
+        assert!(a.insert(b"k/0000005"));
+        assert!(!a.insert(b"k/000005"));
+        assert!(a.remove(b"k/000005"));
+        assert!(!a.remove(b"k/000005"));
+    }
+
+    #[test]
+    fn sequential_keys_cost_a_few_bytes_each() {
+        let o = OrderedKeys::new();
+        for i in 0..100_000u32 {
+            o.insert(format!("key-{i:010}").as_bytes());
+        }
+        let per_key = o.memory_bytes() as f64 / 100_000.0;
+        assert!(per_key < 10.0, "{per_key} bytes per key");
+    }
+}
