@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 mod common;
 
 use bytes::Bytes;
+use common::listing::{Pager, RangeSpec};
 use common::open_bitcask;
 use hoardhaven::Error;
 use hoardhaven::engine::{BatchOp, Engine, Precondition, PutOptions, SyncPolicy, Version};
@@ -20,6 +21,8 @@ enum Op {
     Reopen,
     Merge,
     Snapshot,
+    /// One listing page: continues the listing in progress, else starts this range.
+    Page(u8, Option<u8>, Option<u8>, usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,6 +36,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::Merge),
         1 => Just(Op::Snapshot),
+        3 => (any::<u8>(), proptest::option::of(0u8..50), proptest::option::of(0u8..50), 1usize..6)
+            .prop_map(|(p, s, e, l)| Op::Page(p, s, e, l)),
     ]
 }
 
@@ -51,6 +56,7 @@ proptest! {
         // Every version each key was written with by `Put` / `CasPut` (all but the newest are
         // stale), kept across reopen and merge.
         let mut seen: BTreeMap<Vec<u8>, Vec<Version>> = BTreeMap::new();
+        let mut pager = Pager::default();
         for op in ops {
             match op {
                 Op::Put(i, v) => {
@@ -107,6 +113,12 @@ proptest! {
                 }
                 Op::Merge => { e.merge().expect("merge"); }
                 Op::Snapshot => { e.snapshot().expect("snapshot"); }
+                Op::Page(p, s, end, limit) => {
+                    let spec = RangeSpec::pick(k, p, s, end);
+                    if let Err(m) = pager.step(&e, spec, limit, &model) {
+                        prop_assert!(false, "{}", m);
+                    }
+                }
             }
             for i in 0..24u8 {
                 let got = e.get(&k(i)).expect("get").map(|v| v.bytes.to_vec());
