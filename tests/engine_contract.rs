@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::{get, put};
 use hoardhaven::Error;
 use hoardhaven::engine::{
-    self, BatchOp, Engine, EngineKind, EngineOptions, KeyRange, Precondition, PutOptions, SyncPolicy,
-    UnixMillis, Version,
+    self, BatchOp, Engine, EngineKind, EngineOptions, KeyRange, Precondition, PutOptions,
+    SyncPolicy, UnixMillis, Version,
 };
 
 /// The suite's options: [`common::options`] with 64 KiB bitcask files and the memory
@@ -371,7 +371,9 @@ fn listing_pages_in_order(kind: EngineKind) {
 fn listing_cursor_is_stable_under_concurrent_writes(kind: EngineKind) {
     let dir = tempfile::tempdir().expect("tempdir");
     let e = open(kind, dir.path());
-    let stable: Vec<Vec<u8>> = (0..600).map(|i| format!("r/{i:04}/s").into_bytes()).collect();
+    let stable: Vec<Vec<u8>> = (0..600)
+        .map(|i| format!("r/{i:04}/s").into_bytes())
+        .collect();
     for k in &stable {
         put(&*e, k, b"v");
     }
@@ -402,7 +404,10 @@ fn listing_cursor_is_stable_under_concurrent_writes(kind: EngineKind) {
     loop {
         let page = e.list_range(&range, after.as_deref(), 7).expect("list");
         seen.extend(page.keys.iter().filter(|k| k.ends_with(b"/s")).cloned());
-        assert!(page.keys.windows(2).all(|w| w[0] < w[1]), "page out of order");
+        assert!(
+            page.keys.windows(2).all(|w| w[0] < w[1]),
+            "page out of order"
+        );
         if let (Some(a), Some(first)) = (&after, page.keys.first()) {
             assert!(first > a, "a page starts at or before its cursor");
         }

@@ -508,7 +508,10 @@ async fn listing_pages_by_prefix(engine: &str) {
     };
     let first = get_page("start=p%2F05&end=p%2F12&limit=4".into()).await;
     assert_eq!(keys_of(&first), ["p/05", "p/06", "p/07", "p/08"]);
-    let cursor = first["next_cursor"].as_str().expect("more follow").to_owned();
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("more follow")
+        .to_owned();
     let second = get_page(format!("start=p%2F05&end=p%2F12&limit=4&cursor={cursor}")).await;
     assert_eq!(keys_of(&second), ["p/09", "p/10", "p/11"]);
     assert!(second["next_cursor"].is_null());
@@ -518,7 +521,14 @@ async fn listing_pages_by_prefix(engine: &str) {
     assert_eq!(keys_of(&past_prefix), ["p/24", "q/1"]);
     let empty = get_page("start=q&end=p".into()).await;
     assert!(keys_of(&empty).is_empty());
-    for bad in ["limit=0", "limit=x", "cursor=%21%21", "nope=1", "start=%zz", "end=%4"] {
+    for bad in [
+        "limit=0",
+        "limit=x",
+        "cursor=%21%21",
+        "nope=1",
+        "start=%zz",
+        "end=%4",
+    ] {
         let r = s
             .client
             .get(s.url(&format!("/kv?{bad}")))

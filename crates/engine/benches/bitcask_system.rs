@@ -220,7 +220,11 @@ fn index_phase(n: usize, r: &mut Report) {
         total - 16.0,
         "B/key",
     );
-    r.add("  of which the hash keydir", total - ordered - 16.0, "B/key");
+    r.add(
+        "  of which the hash keydir",
+        total - ordered - 16.0,
+        "B/key",
+    );
     r.add("  of which the ordered index", ordered, "B/key");
     let t = Instant::now();
     let pages = 20_000usize;

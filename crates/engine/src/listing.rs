@@ -195,7 +195,12 @@ mod tests {
             o.insert(&[b'd', i, b'd', b'e', b'a', b'd']);
         }
         o.insert(b"e");
-        assert_eq!(pages(&o, &KeyRange::prefix(b""), 2).first().map(Vec::as_slice), Some(&b"e"[..]));
+        assert_eq!(
+            pages(&o, &KeyRange::prefix(b""), 2)
+                .first()
+                .map(Vec::as_slice),
+            Some(&b"e"[..])
+        );
     }
 
     #[test]

@@ -397,11 +397,11 @@ impl OrderedKeys {
         let mut fence: Option<Box<[u8]>> = None;
         let mut prev: &[u8] = &[];
         for key in keys {
-            if data.len() >= BLOCK_MAX * 7 / 8 {
-                if let Some(f) = fence.take() {
-                    data.shrink_to_fit();
-                    b.map.insert(f, std::mem::take(&mut data));
-                }
+            if data.len() >= BLOCK_MAX * 7 / 8
+                && let Some(f) = fence.take()
+            {
+                data.shrink_to_fit();
+                b.map.insert(f, std::mem::take(&mut data));
             }
             if fence.is_none() {
                 fence = Some(key.into());
@@ -465,7 +465,7 @@ mod tests {
                 2 => format!("seq-{i:08}").into_bytes(),
                 _ => (r % 100_000).to_be_bytes().to_vec(),
             };
-            if next(&mut s) % 3 == 0 {
+            if next(&mut s).is_multiple_of(3) {
                 assert_eq!(o.remove(&key), model.remove(&key), "remove {key:?}");
             } else {
                 assert_eq!(o.insert(&key), model.insert(key.clone()), "insert {key:?}");
@@ -488,7 +488,11 @@ mod tests {
             assert_eq!(more, want.len() > 37);
             let mut got = Vec::new();
             o.collect(Bound::Included(&lo), Bound::Included(&hi), 1000, &mut got);
-            let want: Vec<_> = model.range(lo.clone()..=hi.clone()).take(1000).cloned().collect();
+            let want: Vec<_> = model
+                .range(lo.clone()..=hi.clone())
+                .take(1000)
+                .cloned()
+                .collect();
             assert_eq!(got, want);
         }
         for k in model.iter() {
@@ -500,7 +504,9 @@ mod tests {
 
     #[test]
     fn sorted_load_equals_inserts() {
-        let keys: Vec<Vec<u8>> = (0..10_000u32).map(|i| format!("k/{i:06}").into_bytes()).collect();
+        let keys: Vec<Vec<u8>> = (0..10_000u32)
+            .map(|i| format!("k/{i:06}").into_bytes())
+            .collect();
         let a = OrderedKeys::new();
         a.load_sorted(keys.iter().map(Vec::as_slice));
         assert_eq!(all(&a), keys);

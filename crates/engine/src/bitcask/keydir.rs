@@ -21,6 +21,7 @@
 //! a shard rewrites its arena when more than half of it is holes.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -152,6 +153,9 @@ pub struct Keydir {
     shards: Box<[RwLock<Shard>]>,
     hasher: DefaultHashBuilder,
     order: OrderedKeys,
+    /// Set while start-up loads keys: the ordered index is built once at the end
+    /// ([`Keydir::build_order`]) instead of a key at a time.
+    order_deferred: AtomicBool,
 }
 
 impl Default for Keydir {
@@ -173,7 +177,68 @@ impl Keydir {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             hasher: DefaultHashBuilder::default(),
             order: OrderedKeys::new(),
+            order_deferred: AtomicBool::new(false),
         }
+    }
+
+    /// An empty keydir whose ordered index is left empty until [`Keydir::build_order`]: for
+    /// start-up, which loads every key before anyone lists.
+    pub fn deferring_order() -> Self {
+        let kd = Self::new();
+        kd.order_deferred.store(true, Ordering::Relaxed);
+        kd
+    }
+
+    /// Builds the ordered index from the hash shards (each sorted on its own thread, then
+    /// merged) and ends the deferral. Called once, before the keydir is shared.
+    pub fn build_order(&self) {
+        if !self.order_deferred.load(Ordering::Acquire) {
+            return;
+        }
+        let guards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
+        let mut runs: Vec<Vec<&[u8]>> = guards
+            .iter()
+            .map(|g| g.table.iter().map(|&p| key_of(&g.pages, p)).collect())
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = runs.len().div_ceil(threads.max(1));
+        std::thread::scope(|s| {
+            for chunk in runs.chunks_mut(per.max(1)) {
+                s.spawn(move || {
+                    for run in chunk {
+                        run.sort_unstable();
+                    }
+                });
+            }
+        });
+        // A k-way merge of the sorted runs (keys are unique across shards).
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(&[u8], usize)>> = runs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.first().map(|k| std::cmp::Reverse((*k, i))))
+            .collect();
+        let mut next = vec![1usize; runs.len()];
+        let merged = std::iter::from_fn(|| {
+            let std::cmp::Reverse((k, i)) = heap.pop()?;
+            if let Some(n) = runs[i].get(next[i]) {
+                heap.push(std::cmp::Reverse((*n, i)));
+                next[i] += 1;
+            }
+            Some(k)
+        });
+        self.order.load_sorted(merged);
+        self.order_deferred.store(false, Ordering::Release);
+    }
+
+    /// Which of the shards holds `key` (0..[`Keydir::shard_count`]): start-up partitions its
+    /// work by shard so that threads never contend and each key keeps its file order.
+    pub fn shard_index(&self, key: &[u8]) -> usize {
+        ((self.hasher.hash_one(key) >> 32) as usize) % SHARDS
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        SHARDS
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
@@ -247,7 +312,9 @@ impl Keydir {
                     None => {
                         o.remove();
                         *dead += ENTRY_FIXED + key.len();
-                        self.order.remove(key);
+                        if !self.order_deferred.load(Ordering::Relaxed) {
+                            self.order.remove(key);
+                        }
                     }
                 }
                 (Some(old), new)
@@ -256,7 +323,9 @@ impl Keydir {
                 let new = f(None);
                 if let Some(loc) = new {
                     v.insert(append(pages, used, key, loc));
-                    self.order.insert(key);
+                    if !self.order_deferred.load(Ordering::Relaxed) {
+                        self.order.insert(key);
+                    }
                 }
                 (None, new)
             }
@@ -389,6 +458,28 @@ mod tests {
         sorted.sort();
         let page = kd.list(&KeyRange::prefix(b""), None, usize::MAX / 2, 0);
         assert_eq!(page.keys.iter().collect::<Vec<_>>(), sorted);
+    }
+
+    #[test]
+    fn deferred_order_is_built_whole() {
+        let kd = Keydir::deferring_order();
+        let mut want = Vec::new();
+        for i in 0..5000u32 {
+            let key = format!("k{}", i.wrapping_mul(2_654_435_761)).into_bytes();
+            kd.insert(&key, loc(i));
+            if i % 5 == 0 {
+                kd.remove(&key);
+            } else {
+                want.push(key);
+            }
+        }
+        kd.build_order();
+        want.sort();
+        assert_eq!(kd.list(&KeyRange::prefix(b""), None, 10_000, 0).keys, want);
+        kd.insert(b"k", loc(1));
+        kd.remove(&want[0]);
+        let listed = kd.list(&KeyRange::prefix(b""), None, 2, 0).keys;
+        assert_eq!(listed, vec![b"k".to_vec(), want[1].clone()]);
     }
 
     #[test]
