@@ -1,14 +1,16 @@
 //! Model-based property test: random operation sequences, including reopen, merge, rotation
-//! and snapshot, must leave the bitcask engine agreeing with a `BTreeMap`.
+//! and snapshot, must leave the bitcask engine agreeing with a `BTreeMap`, in both read modes;
+//! listing pages of ranges, continued by cursor between writes, agree with it too.
 
 use std::collections::BTreeMap;
 
 mod common;
 
 use bytes::Bytes;
+use common::bitcask_opts;
 use common::listing::{Pager, RangeSpec};
-use common::open_bitcask;
 use hoardhaven::Error;
+use hoardhaven::engine::bitcask::{Bitcask, ReadMode};
 use hoardhaven::engine::{BatchOp, Engine, Precondition, PutOptions, SyncPolicy, Version};
 use proptest::prelude::*;
 
@@ -49,9 +51,13 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn bitcask_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..60)) {
+    fn bitcask_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..60), mmap in any::<bool>()) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut e = open_bitcask(dir.path(), SyncPolicy::Never, 4096);
+        // Both read modes: sealed files read with pread, or served as slices of their maps.
+        let mut o = bitcask_opts(4096);
+        o.read_mode = if mmap { ReadMode::Mmap } else { ReadMode::Pread };
+        let open_bitcask = |p: &std::path::Path, sync| Bitcask::open(p, sync, &o).expect("open");
+        let mut e = open_bitcask(dir.path(), SyncPolicy::Never);
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         // Every version each key was written with by `Put` / `CasPut` (all but the newest are
         // stale), kept across reopen and merge.
@@ -109,7 +115,7 @@ proptest! {
                 Op::Reopen => {
                     e.close().expect("close");
                     drop(e);
-                    e = open_bitcask(dir.path(), SyncPolicy::Never, 4096);
+                    e = open_bitcask(dir.path(), SyncPolicy::Never);
                 }
                 Op::Merge => { e.merge().expect("merge"); }
                 Op::Snapshot => { e.snapshot().expect("snapshot"); }

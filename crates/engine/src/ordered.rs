@@ -15,24 +15,110 @@
 //! Chosen by measurement against a `BTreeSet<Box<[u8]>>` (key + ~40 B per key) and a per-key
 //! skip list (more): see `docs/benchmarks.md`, "ordered index".
 //!
-//! # Concurrency
-//! One `RwLock`. Writers update it only when a key is created or removed (an overwrite does not
-//! touch it), from inside their hash shard's write lock, so the two indexes never disagree for
-//! long and the lock order is always shard, then this. Readers hold only this lock, never a
-//! shard lock at the same time (see [`crate::listing`]).
+//! # Concurrency and the cost to writers
+//! Writers do not touch the blocks: creating or removing a key appends the operation to a
+//! queue (a mutex and a `Vec` push, from inside the writer's hash shard lock), so a PUT of a
+//! new key costs about what it did without this index. The queue is applied to the blocks,
+//! sorted by key and with only the last operation per key kept (membership is all that
+//! matters), by a drainer thread once [`WAKE_AT`] operations are queued, by any reader before
+//! it reads (so a listing always sees every write made before it), and by a writer itself when
+//! the queue reaches [`DRAIN_INLINE_AT`] (back-pressure, so the queue stays bounded).
+//!
+//! Locks: the blocks' `RwLock`, then the queue's mutex (a drain takes the blocks first, so two
+//! drains apply their batches in queue order). Writers take only the queue's mutex, under their
+//! shard's lock; readers hold no shard lock while they hold these (see [`crate::listing`]).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 
-use parking_lot::RwLock;
+use parking_lot::{Condvar, Mutex, RwLock};
 
 /// A block is split when it grows past this many bytes.
 pub const BLOCK_MAX: usize = 1024;
+/// Queued operations that wake the drainer thread.
+pub const WAKE_AT: usize = 4096;
+/// Queued operations at which a writer applies the queue itself.
+pub const DRAIN_INLINE_AT: usize = 1 << 18;
+
+const OP_INSERT: u8 = 1;
+const OP_REMOVE: u8 = 2;
 
 /// Keys in byte order. See the module documentation.
 #[derive(Default)]
 pub struct OrderedKeys {
+    shared: Arc<Shared>,
+    drainer: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Shared {
     blocks: RwLock<Blocks>,
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+/// Operations not yet applied: `op u8 | key_len u32 LE | key`, in the order made.
+#[derive(Default)]
+struct Queue {
+    ops: Vec<u8>,
+    count: usize,
+}
+
+impl Shared {
+    /// Applies every queued operation to the blocks.
+    fn drain(&self) {
+        let mut blocks = self.blocks.write();
+        self.drain_into(&mut blocks);
+    }
+
+    fn drain_into(&self, blocks: &mut Blocks) {
+        let ops = {
+            let mut q = self.queue.lock();
+            if q.count == 0 {
+                return;
+            }
+            q.count = 0;
+            std::mem::take(&mut q.ops)
+        };
+        let mut batch: Vec<(&[u8], u8)> = Vec::new();
+        let mut pos = 0;
+        while pos < ops.len() {
+            let op = ops[pos];
+            let len = u32::from_le_bytes([ops[pos + 1], ops[pos + 2], ops[pos + 3], ops[pos + 4]])
+                as usize;
+            batch.push((&ops[pos + 5..pos + 5 + len], op));
+            pos += 5 + len;
+        }
+        // Stable: a key's operations stay in the order made, and the last one decides.
+        batch.sort_by(|a, b| a.0.cmp(b.0));
+        for (i, &(key, op)) in batch.iter().enumerate() {
+            if batch.get(i + 1).is_some_and(|n| n.0 == key) {
+                continue;
+            }
+            if op == OP_INSERT {
+                blocks.insert(key);
+            } else {
+                blocks.remove(key);
+            }
+        }
+    }
+}
+
+impl Drop for OrderedKeys {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        {
+            let _q = self.shared.queue.lock();
+            self.shared.wake.notify_all();
+        }
+        if let Some(t) = self.drainer.lock().take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for OrderedKeys {
@@ -352,14 +438,50 @@ impl OrderedKeys {
         Self::default()
     }
 
-    /// Adds `key`; false when it was already there.
-    pub fn insert(&self, key: &[u8]) -> bool {
-        self.blocks.write().insert(key)
+    /// Adds `key` (queued; see the module documentation). The caller knows it is new.
+    pub fn insert(&self, key: &[u8]) {
+        self.queue(OP_INSERT, key);
     }
 
-    /// Removes `key`; false when it was not there.
-    pub fn remove(&self, key: &[u8]) -> bool {
-        self.blocks.write().remove(key)
+    /// Removes `key` (queued).
+    pub fn remove(&self, key: &[u8]) {
+        self.queue(OP_REMOVE, key);
+    }
+
+    fn queue(&self, op: u8, key: &[u8]) {
+        let n = {
+            let mut q = self.shared.queue.lock();
+            q.ops.push(op);
+            q.ops.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            q.ops.extend_from_slice(key);
+            q.count += 1;
+            q.count
+        };
+        if n == WAKE_AT {
+            self.wake_drainer();
+        } else if n >= DRAIN_INLINE_AT {
+            self.shared.drain();
+        }
+    }
+
+    /// Wakes the drainer thread, starting it the first time (small indexes never start one).
+    fn wake_drainer(&self) {
+        let mut d = self.drainer.lock();
+        if d.is_none() {
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("hoardhaven-order".into())
+                .spawn(move || drainer(&shared));
+            match spawned {
+                Ok(h) => *d = Some(h),
+                // Without the thread, readers and the back-pressure limit still drain.
+                Err(e) => tracing::warn!(error = %e, "could not start the ordered-index drainer"),
+            }
+            return;
+        }
+        drop(d);
+        let _q = self.shared.queue.lock();
+        self.shared.wake.notify_one();
     }
 
     /// Appends to `out` up to `max` keys between `lower` and `upper`, in ascending order, and
@@ -371,12 +493,16 @@ impl OrderedKeys {
         max: usize,
         out: &mut Vec<Vec<u8>>,
     ) -> bool {
-        self.blocks.read().collect(lower, upper, max, out)
+        if self.shared.queue.lock().count > 0 {
+            self.shared.drain();
+        }
+        self.shared.blocks.read().collect(lower, upper, max, out)
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.blocks.read().len
+        self.shared.drain();
+        self.shared.blocks.read().len
     }
 
     /// True when empty.
@@ -386,11 +512,14 @@ impl OrderedKeys {
 
     /// Removes every key.
     pub fn clear(&self) {
-        *self.blocks.write() = Blocks::default();
+        let mut b = self.shared.blocks.write();
+        *self.shared.queue.lock() = Queue::default();
+        *b = Blocks::default();
     }
 
-    /// Replaces the contents with `keys`, which must be sorted and free of duplicates (start-up
-    /// builds the index in one pass instead of a key at a time). Blocks are filled to 7/8.
+    /// Replaces the contents (queued operations included) with `keys`, which must be sorted and
+    /// free of duplicates (start-up builds the index in one pass instead of a key at a time).
+    /// Blocks are filled to 7/8.
     pub fn load_sorted<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
         let mut b = Blocks::default();
         let mut data: Vec<u8> = Vec::new();
@@ -418,18 +547,39 @@ impl OrderedKeys {
             data.shrink_to_fit();
             b.map.insert(f, data);
         }
-        *self.blocks.write() = b;
+        let mut blocks = self.shared.blocks.write();
+        *self.shared.queue.lock() = Queue::default();
+        *blocks = b;
     }
 
     /// Bytes of memory held: block buffers, fences and the map's nodes (estimated as two
     /// pointers and a length per block, over a node fill of about 2/3).
     pub fn memory_bytes(&self) -> usize {
-        let b = self.blocks.read();
+        let b = self.shared.blocks.read();
         let per_slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Vec<u8>>();
-        b.map
+        let blocks: usize = b
+            .map
             .iter()
             .map(|(f, d)| f.len() + d.capacity() + per_slot * 3 / 2)
-            .sum()
+            .sum();
+        blocks + self.shared.queue.lock().ops.capacity()
+    }
+}
+
+/// The drainer thread: applies the queue whenever [`WAKE_AT`] operations wait, until the
+/// index is dropped.
+fn drainer(shared: &Shared) {
+    loop {
+        {
+            let mut q = shared.queue.lock();
+            while q.count < WAKE_AT && !shared.stop.load(Ordering::Acquire) {
+                shared.wake.wait(&mut q);
+            }
+        }
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        shared.drain();
     }
 }
 
@@ -465,10 +615,16 @@ mod tests {
                 2 => format!("seq-{i:08}").into_bytes(),
                 _ => (r % 100_000).to_be_bytes().to_vec(),
             };
+            // As the engines do: an insert only of an absent key, a remove of a present one.
             if next(&mut s).is_multiple_of(3) {
-                assert_eq!(o.remove(&key), model.remove(&key), "remove {key:?}");
-            } else {
-                assert_eq!(o.insert(&key), model.insert(key.clone()), "insert {key:?}");
+                if model.remove(&key) {
+                    o.remove(&key);
+                }
+            } else if model.insert(key.clone()) {
+                o.insert(&key);
+            }
+            if i % 7919 == 0 {
+                assert_eq!(all(&o), model.iter().cloned().collect::<Vec<_>>());
             }
         }
         assert_eq!(o.len(), model.len());
@@ -496,7 +652,7 @@ mod tests {
             assert_eq!(got, want);
         }
         for k in model.iter() {
-            assert!(o.remove(k));
+            o.remove(k);
         }
         assert!(o.is_empty());
         assert!(all(&o).is_empty());
@@ -511,10 +667,40 @@ mod tests {
         a.load_sorted(keys.iter().map(Vec::as_slice));
         assert_eq!(all(&a), keys);
         assert_eq!(a.len(), keys.len());
-        assert!(a.insert(b"k/0000005"));
-        assert!(!a.insert(b"k/000005"));
-        assert!(a.remove(b"k/000005"));
-        assert!(!a.remove(b"k/000005"));
+        a.insert(b"k/0000005");
+        a.remove(b"k/000005");
+        assert_eq!(a.len(), keys.len());
+        let mut want = keys.clone();
+        want.retain(|k| k != b"k/000005");
+        want.push(b"k/0000005".to_vec());
+        want.sort();
+        assert_eq!(all(&a), want);
+    }
+
+    #[test]
+    fn the_queue_keeps_each_keys_last_operation() {
+        let o = OrderedKeys::new();
+        // Enough operations to wake the drainer and to hit the inline limit.
+        for round in 0..3u32 {
+            for i in 0..(DRAIN_INLINE_AT as u32 / 2) {
+                let k = format!("q{:07}", i % 50_000);
+                if (i / 50_000 + round) % 2 == 0 {
+                    o.insert(k.as_bytes());
+                } else {
+                    o.remove(k.as_bytes());
+                }
+            }
+        }
+        // 131072 ops per round: keys 0..31072 saw the last op of block 2 (i/50000 = 2), the
+        // rest that of block 1; rounds alternate which of those is an insert.
+        let want: Vec<Vec<u8>> = (0..50_000u32)
+            .filter(|i| {
+                let last_block = if *i < 31_072 { 2 } else { 1 };
+                (last_block + 2) % 2 == 0
+            })
+            .map(|i| format!("q{i:07}").into_bytes())
+            .collect();
+        assert_eq!(all(&o), want);
     }
 
     #[test]
@@ -523,6 +709,7 @@ mod tests {
         for i in 0..100_000u32 {
             o.insert(format!("key-{i:010}").as_bytes());
         }
+        assert_eq!(o.len(), 100_000);
         let per_key = o.memory_bytes() as f64 / 100_000.0;
         assert!(per_key < 10.0, "{per_key} bytes per key");
     }
