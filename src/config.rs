@@ -152,9 +152,9 @@ pub struct BitcaskSettings {
     #[arg(id = "bitcask.max_file_size", long = "bitcask-max-file-size", value_name = "BYTES",
           env = "HOARDHAVEN_BITCASK__MAX_FILE_SIZE", default_value_t = BitcaskOptions::default().max_file_size)]
     pub max_file_size: u64,
-    /// How sealed files are read: `pread` or `mmap`
+    /// How sealed files are read: `mmap` (values served as slices of the map) or `pread`
     #[arg(id = "bitcask.read_mode", long = "bitcask-read-mode", value_name = "MODE",
-          env = "HOARDHAVEN_BITCASK__READ_MODE", default_value_t = ReadMode::Pread)]
+          env = "HOARDHAVEN_BITCASK__READ_MODE", default_value_t = ReadMode::Mmap)]
     pub read_mode: ReadMode,
     /// Automatic merge when this share of sealed bytes is dead (0.0-1.0)...
     #[arg(id = "bitcask.merge_min_fragmentation", long = "bitcask-merge-min-fragmentation",

@@ -63,7 +63,7 @@ pub struct TtlQuery {
     pub ttl: Option<u64>,
 }
 
-/// `?prefix=&limit=&cursor=` of `GET /kv`.
+/// `?prefix=&start=&end=&limit=&cursor=` of `GET /kv`.
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -72,6 +72,14 @@ pub struct ListQuery {
     #[param(value_type = Option<String>)]
     #[serde(default, deserialize_with = "bytes_param")]
     pub prefix: Option<Vec<u8>>,
+    /// Only keys at or after these bytes (inclusive; percent-encoded).
+    #[param(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "bytes_param")]
+    pub start: Option<Vec<u8>>,
+    /// Only keys before these bytes (exclusive, as etcd's `range_end`; percent-encoded).
+    #[param(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "bytes_param")]
+    pub end: Option<Vec<u8>>,
     /// Page size: default 100, larger values are clamped to `max_list_limit`.
     #[param(minimum = 1, maximum = 9223372036854775807_u64)]
     #[serde(default, deserialize_with = "positive")]

@@ -4,7 +4,12 @@
 //! ```text
 //! cargo bench --bench bitcask_system -- [--keys 1000000] [--dir /path/on/the/disk] [--json out.json]
 //! cargo bench --bench bitcask_system -- --writes-only   # the disk floors and the write phases
+//!     [--index-keys 10000000] [--only read]
 //! ```
+//!
+//! `--index-keys N` first measures the in-memory index alone (hash keydir + ordered index) at
+//! N keys: bytes per key of each, insert and lookup rates. `--only read` stops after the read
+//! and listing phases (PUT, keydir size, GET in both modes, listing pages).
 //!
 //! Phases: the disk's own rates (sequential write, append+fdatasync, overwrite+fdatasync in a
 //! preallocated file); engine PUT with sync=never on one thread; keydir bytes per key; GET of
@@ -21,14 +26,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hoardhaven_engine::bitcask::keydir::{Keydir, Loc};
 use hoardhaven_engine::bitcask::{Bitcask, BitcaskOptions, ReadMode};
-use hoardhaven_engine::{Engine, PutOptions, SyncPolicy};
+use hoardhaven_engine::{Engine, KeyRange, PutOptions, SyncPolicy};
 
 struct Args {
     keys: usize,
     dir: PathBuf,
     json: Option<PathBuf>,
     writes_only: bool,
+    index_keys: usize,
+    only_read: bool,
 }
 
 fn args() -> Args {
@@ -37,6 +45,8 @@ fn args() -> Args {
         dir: std::env::temp_dir().join("hoardhaven-bench"),
         json: None,
         writes_only: false,
+        index_keys: 0,
+        only_read: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -45,6 +55,8 @@ fn args() -> Args {
             "--dir" => a.dir = it.next().map(PathBuf::from).unwrap_or(a.dir),
             "--json" => a.json = it.next().map(PathBuf::from),
             "--writes-only" => a.writes_only = true,
+            "--index-keys" => a.index_keys = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "--only" => a.only_read = it.next().is_some_and(|v| v == "read"),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -244,6 +256,109 @@ fn gets(e: &Bitcask, keys: &[[u8; 16]], n: usize) -> f64 {
     rate(n as u64, t.elapsed())
 }
 
+/// The in-memory index alone at `n` keys of 16 B: hash keydir + ordered index.
+fn index_phase(n: usize, r: &mut Report) {
+    let kd = Keydir::new();
+    let loc = |i: usize| Loc {
+        file: 1,
+        offset: i as u32,
+        len: 134,
+        expiry_s: 0,
+    };
+    let t = Instant::now();
+    for i in 0..n {
+        kd.insert(&key(i), loc(i));
+    }
+    r.add(
+        &format!("index insert of new keys ({n} keys, hash + ordered)"),
+        rate(n as u64, t.elapsed()),
+        "ops/s",
+    );
+    let t = Instant::now();
+    for i in 0..n {
+        kd.insert(&key(i), loc(i + 1));
+    }
+    r.add(
+        "index overwrite of existing keys (hash only)",
+        rate(n as u64, t.elapsed()),
+        "ops/s",
+    );
+    let total = kd.memory_bytes() as f64 / n as f64;
+    let ordered = kd.ordered_memory_bytes() as f64 / n as f64;
+    r.add(
+        &format!("index bytes per key minus key length at {n} keys"),
+        total - 16.0,
+        "B/key",
+    );
+    r.add(
+        "  of which the hash keydir",
+        total - ordered - 16.0,
+        "B/key",
+    );
+    r.add("  of which the ordered index", ordered, "B/key");
+    let t = Instant::now();
+    let pages = 20_000usize;
+    let mut listed = 0usize;
+    for i in 0..pages {
+        let start = key(n + i);
+        let range = KeyRange {
+            start: Some(&start),
+            ..KeyRange::default()
+        };
+        listed += kd.list(&range, None, 100, 0).keys.len();
+    }
+    assert!(listed > 0);
+    r.add(
+        "index range page of 100 keys (no I/O)",
+        rate(pages as u64, t.elapsed()),
+        "pages/s",
+    );
+}
+
+/// Listing through the engine: pages of 100 keys under a random one-byte prefix (about
+/// n / 256 keys each) and from a random start key.
+fn listing_phase(e: &Bitcask, n: usize, r: &mut Report) {
+    let pages = 20_000usize;
+    let t = Instant::now();
+    let mut listed = 0usize;
+    for i in 0..pages {
+        let p = [key(n + i)[0]];
+        listed += e.list(&p, None, 100).expect("list").keys.len();
+    }
+    assert!(listed > 0);
+    r.add(
+        "engine prefix listing, page of 100",
+        rate(pages as u64, t.elapsed()),
+        "pages/s",
+    );
+    let t = Instant::now();
+    let mut after: Option<Vec<u8>> = None;
+    let prefix = [key(7)[0]];
+    for _ in 0..pages {
+        let page = e.list(&prefix, after.as_deref(), 100).expect("list");
+        after = page.next_start_after;
+    }
+    r.add(
+        "engine prefix listing, next page by cursor",
+        rate(pages as u64, t.elapsed()),
+        "pages/s",
+    );
+    let t = Instant::now();
+    for i in 0..pages {
+        let start = key(n + i);
+        let range = KeyRange {
+            start: Some(&start),
+            ..KeyRange::default()
+        };
+        e.list_range(&range, None, 100).expect("list");
+    }
+    r.add(
+        "engine range listing [start, ..), page of 100",
+        rate(pages as u64, t.elapsed()),
+        "pages/s",
+    );
+}
+
 /// Drops the kernel's page cache (needs root); false when not permitted.
 fn drop_page_cache() -> bool {
     let _ = std::process::Command::new("sync").status();
@@ -270,6 +385,9 @@ fn main() {
         a.dir.display()
     );
 
+    if a.index_keys > 0 {
+        index_phase(a.index_keys, &mut r);
+    }
     r.add("disk sequential write", disk_seq_write(&a.dir), "MB/s");
     r.add(
         "disk append + fdatasync (152 B)",
@@ -346,6 +464,14 @@ fn main() {
         gets(&e, &keys, reads / 10);
         let name = format!("engine GET hot, 1 thread, {mode:?} (after reopen)");
         r.add(&name, gets(&e, &keys, reads), "ops/s");
+        if mode == ReadMode::Mmap {
+            listing_phase(&e, n, &mut r);
+        }
+    }
+    if a.only_read {
+        print_json(&a, n, &r, &[]);
+        let _ = fs::remove_dir_all(&a.dir);
+        return;
     }
     // Start-up: with hints, then with the hints moved away (full scan); each warm (files in
     // the page cache) and, when this process may drop the page cache (root), cold.
@@ -505,24 +631,29 @@ fn main() {
     for (name, v) in &lines {
         println!("{name:<62} {v:>8.2}x");
     }
-    if let Some(path) = a.json {
-        let mut out = String::from("{\n  \"keys\": ");
-        out.push_str(&n.to_string());
-        out.push_str(",\n  \"figures\": [\n");
-        let rows: Vec<String> = r
-            .rows
-            .iter()
-            .map(|(k, v, u)| format!("    {{\"name\": {k:?}, \"value\": {v:.3}, \"unit\": {u:?}}}"))
-            .collect();
-        out.push_str(&rows.join(",\n"));
-        out.push_str("\n  ],\n  \"ratios\": [\n");
-        let rs: Vec<String> = lines
-            .iter()
-            .map(|(k, v)| format!("    {{\"name\": {k:?}, \"ratio\": {v:.3}}}"))
-            .collect();
-        out.push_str(&rs.join(",\n"));
-        out.push_str("\n  ]\n}\n");
-        fs::write(&path, out).expect("write json");
-    }
+    print_json(&a, n, &r, &lines);
     let _ = fs::remove_dir_all(&a.dir);
+}
+
+fn print_json(a: &Args, n: usize, r: &Report, lines: &[(&str, f64)]) {
+    let Some(path) = &a.json else {
+        return;
+    };
+    let mut out = String::from("{\n  \"keys\": ");
+    out.push_str(&n.to_string());
+    out.push_str(",\n  \"figures\": [\n");
+    let rows: Vec<String> = r
+        .rows
+        .iter()
+        .map(|(k, v, u)| format!("    {{\"name\": {k:?}, \"value\": {v:.3}, \"unit\": {u:?}}}"))
+        .collect();
+    out.push_str(&rows.join(",\n"));
+    out.push_str("\n  ],\n  \"ratios\": [\n");
+    let rs: Vec<String> = lines
+        .iter()
+        .map(|(k, v)| format!("    {{\"name\": {k:?}, \"ratio\": {v:.3}}}"))
+        .collect();
+    out.push_str(&rs.join(",\n"));
+    out.push_str("\n  ]\n}\n");
+    fs::write(path, out).expect("write json");
 }

@@ -61,6 +61,7 @@ pub mod jobs;
 pub mod listing;
 pub mod memory;
 mod open;
+pub mod ordered;
 mod sync_policy;
 
 use std::path::PathBuf;
@@ -71,6 +72,7 @@ use bytes::Bytes;
 pub use crate::durability::Ticket;
 pub use crate::error::{Error, Result};
 pub use jobs::JobHandle;
+pub use listing::KeyRange;
 
 pub use open::{EngineKind, EngineOptions, MARKER, detect, open, open_read_only, open_salvage};
 pub use sync_policy::SyncPolicy;
@@ -476,7 +478,22 @@ pub trait Engine: Send + Sync + 'static {
     ///
     /// # Errors
     /// I/O failures.
-    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage>;
+    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
+        self.list_range(&KeyRange::prefix(prefix), start_after, limit)
+    }
+
+    /// Lists live keys of `range` (prefix, inclusive `start`, exclusive `end`), in ascending
+    /// byte order, strictly after `start_after` when given, at most `limit` of them. Costs
+    /// O(log n + limit) on the ordered index (see [`listing`]).
+    ///
+    /// # Errors
+    /// I/O failures.
+    fn list_range(
+        &self,
+        range: &KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ListPage>;
 
     /// Makes every write acknowledged so far durable.
     ///

@@ -214,8 +214,8 @@ impl DataFile {
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
         if let Some(map) = &self.map {
             let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            return match start.checked_add(len).and_then(|end| map.get(start..end)) {
-                Some(s) => Ok(Bytes::copy_from_slice(s)),
+            return match map.slice(start, len) {
+                Some(b) => Ok(b),
                 None => Err(Error::corrupted(
                     &self.path,
                     offset,

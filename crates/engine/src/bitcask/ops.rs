@@ -17,9 +17,8 @@ use super::writer::{BatchRecord, Writer};
 use super::{Bitcask, Inner, MAX_VALUE_LEN, merge, snapshot};
 use crate::error::{Error, Result};
 use crate::jobs;
-use crate::listing::PageCollector;
 use crate::{
-    BatchOp, BatchResult, Engine, EngineKind, FileStats, JobHandle, JobStatus, ListPage,
+    BatchOp, BatchResult, Engine, EngineKind, FileStats, JobHandle, JobStatus, KeyRange, ListPage,
     MergeReport, Meta, Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy,
     Ticket, UnixMillis, Value, Version, Written, check_key,
 };
@@ -391,19 +390,15 @@ impl Engine for Bitcask {
         Ok((results, inner.ticket(last_seq)))
     }
 
-    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
+    fn list_range(
+        &self,
+        range: &KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ListPage> {
         self.inner.check_open()?;
-        if limit == 0 {
-            return Ok(ListPage::default());
-        }
         let now = UnixMillis::now().0;
-        let mut page = PageCollector::new(prefix, start_after, limit);
-        self.inner.keydir.for_each(|key, loc| {
-            if !loc.expired_at(now) {
-                page.offer(key);
-            }
-        });
-        Ok(page.finish())
+        Ok(self.inner.keydir.list(range, start_after, limit, now))
     }
 
     fn sync(&self) -> Result<()> {

@@ -376,6 +376,7 @@ pub(crate) fn stats(inner: &Inner) -> Result<Stats> {
         live += g.data_bytes();
         index += g.memory_bytes() as u64;
     }
+    index += inner.table.ordered_memory_bytes() as u64;
     let (current_log, base) = {
         let f = inner.files.lock();
         (log_name(f.log_seq), f.manifest.base)

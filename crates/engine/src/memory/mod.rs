@@ -841,18 +841,17 @@ impl Engine for MemoryEngine {
         Ok((results, inner.log_commit(pending)?))
     }
 
-    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
+    fn list_range(
+        &self,
+        range: &crate::KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ListPage> {
         let inner = &*self.inner;
         inner.check_open()?;
-        if limit == 0 {
-            return Ok(ListPage::default());
-        }
-        let now = UnixMillis::now().0;
-        let mut page = crate::listing::PageCollector::new(prefix, start_after, limit);
-        for s in inner.table.shards() {
-            s.read().offer_keys(now, &mut page);
-        }
-        Ok(page.finish())
+        Ok(inner
+            .table
+            .list(range, start_after, limit, UnixMillis::now().0))
     }
 
     fn sync(&self) -> Result<()> {
