@@ -69,14 +69,19 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             Ok(Reply::Int(i64::try_from(n).unwrap_or(i64::MAX)))
         }
         "persist" => {
-            let r = rmw(&*s.kv(shared), &s.key(&args[1]), |cur| {
-                Ok(match cur {
-                    Some(v) if v.meta.expires_at.is_some() => {
-                        Change::Put(v.bytes.clone(), None, Reply::Int(1))
-                    }
-                    _ => Change::Keep(Reply::Int(0)),
-                })
-            })?;
+            let r = rmw(
+                &*s.kv(shared),
+                shared.durable_writes,
+                &s.key(&args[1]),
+                |cur| {
+                    Ok(match cur {
+                        Some(v) if v.meta.expires_at.is_some() => {
+                            Change::Put(v.bytes.clone(), None, Reply::Int(1))
+                        }
+                        _ => Change::Keep(Reply::Int(0)),
+                    })
+                },
+            )?;
             Ok(r.unwrap_or_else(|e| e))
         }
         "keys" => {
@@ -305,7 +310,7 @@ fn expire(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResul
         )));
     };
     let key = s.key(&args[1]);
-    let r = rmw(&*s.kv(shared), &key, |cur| {
+    let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
         let Some(v) = cur else {
             return Ok(Change::Keep(Reply::Int(0)));
         };

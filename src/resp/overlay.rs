@@ -23,9 +23,9 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::engine::{
-    BatchOp, BatchResult, Engine, EngineKind, Error, JobHandle, JobStatus, ListPage, MergeReport,
-    Meta, Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, UnixMillis, Value,
-    Version, Written,
+    BatchOp, BatchResult, Engine, EngineKind, Error, JobHandle, JobStatus, KeyRange, ListPage,
+    MergeReport, Meta, Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, UnixMillis,
+    Value, Version, Written,
 };
 
 /// The first version handed to a write made inside the transaction. Real versions never get
@@ -243,9 +243,9 @@ impl Engine for Overlay {
         Ok(out)
     }
 
-    fn list(
+    fn list_range(
         &self,
-        _prefix: &[u8],
+        _range: &KeyRange<'_>,
         _after: Option<&[u8]>,
         _limit: usize,
     ) -> Result<ListPage, Error> {

@@ -39,6 +39,7 @@ const MAX_RETRIES: usize = 10_000;
 /// Engine failures.
 pub fn rmw<T>(
     kv: &dyn Engine,
+    durable_writes: bool,
     key: &[u8],
     mut decide: impl FnMut(Option<&Value>) -> Result<Change<T>, Reply>,
 ) -> Result<Result<T, Reply>, EngineError> {
@@ -69,8 +70,8 @@ pub fn rmw<T>(
             Ok(t) => return Ok(Ok(t)),
             // With sync=always the write that won may not be visible to reads until it is
             // durable: make it durable (and visible) before reading again, rather than spin.
-            Err(EngineError::PreconditionFailed { .. }) if shared.durable_writes => {
-                shared.engine.sync()?;
+            Err(EngineError::PreconditionFailed { .. }) if durable_writes => {
+                kv.sync()?;
             }
             Err(EngineError::PreconditionFailed { .. }) => continue,
             Err(e) => return Err(e),
@@ -191,7 +192,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
         }
         "getdel" => {
             let key = s.key(&args[1]);
-            let r = rmw(&*s.kv(shared), &key, |cur| {
+            let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
                 Ok(match cur {
                     Some(v) => Change::Delete(Reply::Bulk(v.bytes.clone())),
                     None => Change::Keep(Reply::Nil),
@@ -236,7 +237,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             let key = s.key(&args[1]);
             let tail = args[2].clone();
             let max = shared.limits.max_value_bytes;
-            let r = rmw(&*s.kv(shared), &key, |cur| {
+            let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
                 let mut v = cur.map(|v| v.bytes.to_vec()).unwrap_or_default();
                 v.extend_from_slice(&tail);
                 if v.len() > max {
@@ -282,7 +283,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                 },
             };
             let key = s.key(&args[1]);
-            let r = rmw(&*s.kv(shared), &key, |cur| {
+            let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
                 let now = match cur {
                     Some(v) => strict_int(&v.bytes)
                         .ok_or_else(|| Reply::err("value is not an integer or out of range"))?,
@@ -305,7 +306,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                 return Ok(Reply::err("value is not a valid float"));
             };
             let key = s.key(&args[1]);
-            let r = rmw(&*s.kv(shared), &key, |cur| {
+            let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
                 let now = match cur {
                     Some(v) => parse_float(&v.bytes)
                         .ok_or_else(|| Reply::err("value is not a valid float"))?,
@@ -423,7 +424,7 @@ fn set(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
             Err(e) => Err(e),
         };
     }
-    let r = rmw(&*s.kv(shared), &key, |cur| {
+    let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
         let old = cur.map_or(Reply::Nil, |v| Reply::Bulk(v.bytes.clone()));
         let answer = if get { old } else { Reply::OK };
         let skip = if get { answer.clone() } else { Reply::Nil };
@@ -447,7 +448,7 @@ fn getex(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
         Err(r) => return Ok(r),
     };
     let key = s.key(&args[1]);
-    let r = rmw(&*s.kv(shared), &key, |cur| {
+    let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
         let Some(v) = cur else {
             return Ok(Change::Keep(Reply::Nil));
         };
@@ -524,7 +525,7 @@ fn setrange(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
         )));
     }
     let key = s.key(&args[1]);
-    let r = rmw(&*s.kv(shared), &key, |cur| {
+    let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
         let mut v = cur.map(|v| v.bytes.to_vec()).unwrap_or_default();
         if patch.is_empty() {
             return Ok(Change::Keep(Reply::Int(v.len() as i64)));
