@@ -151,7 +151,11 @@ impl Cluster for SingleNode {
         let s = self.system;
         let server = Server::start_in(&data_dir(&self.data), s.engine(), s.flags()).await;
         self.link.set_backend(server.addr);
-        let what = format!("n0 up at {} (pid {})", server.addr, server.pid().unwrap_or(0));
+        let what = format!(
+            "n0 up at {} (pid {})",
+            server.addr,
+            server.pid().unwrap_or(0)
+        );
         self.server = Some(server);
         Ok(what)
     }
@@ -262,8 +266,13 @@ async fn bitcask_is_linearizable_under_client_partitions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_before_durability_fail_the_checker_under_kill9() {
     let seed = seed();
-    let (_, r) =
-        consistency_run(System::MemoryNoAof, NemesisKind::Kill, seconds_from_env(4), seed).await;
+    let (_, r) = consistency_run(
+        System::MemoryNoAof,
+        NemesisKind::Kill,
+        seconds_from_env(4),
+        seed,
+    )
+    .await;
     assert_verdict(System::MemoryNoAof, &r);
     assert!(r.lost_writes > 0, "{r:?}");
     let text = r.report.to_string();
@@ -306,6 +315,9 @@ fn write_outputs(
         serde_json::to_string_pretty(&summary).expect("json"),
     )
     .expect("write report");
-    std::fs::write(out.join("row.md"), format!("{} {seed} |\n", r.markdown_row()))
-        .expect("write row");
+    std::fs::write(
+        out.join("row.md"),
+        format!("{} {seed} |\n", r.markdown_row()),
+    )
+    .expect("write row");
 }

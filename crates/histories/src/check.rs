@@ -139,8 +139,8 @@ pub fn check_history(events: &[Event], budget: Budget) -> Report {
 
 fn check_key(key: String, ops: &[Op], faults: &[&Event], budget: Budget) -> KeyReport {
     let verdict = run(ops, None, u64::MAX, budget);
-    let window = (verdict == Verdict::NotLinearizable)
-        .then(|| smallest_window(ops, faults, budget));
+    let window =
+        (verdict == Verdict::NotLinearizable).then(|| smallest_window(ops, faults, budget));
     KeyReport {
         key,
         ops: ops.len(),
@@ -153,10 +153,9 @@ fn check_key(key: String, ops: &[Op], faults: &[&Event], budget: Budget) -> KeyR
 fn cut(ops: &[Op], s: Option<u64>, t: u64) -> Vec<(usize, bool)> {
     ops.iter()
         .enumerate()
-        .filter(|(_, o)| o.call <= t && !(s.is_some_and(|s| o.ret.is_some_and(|r| r < s))))
+        .filter(|(_, o)| o.call <= t && s.is_none_or(|s| o.ret.is_none_or(|r| r >= s)))
         .map(|(i, o)| {
-            let relaxed =
-                s.is_some_and(|s| o.call < s) || o.ret.is_none_or(|r| r > t);
+            let relaxed = s.is_some_and(|s| o.call < s) || o.ret.is_none_or(|r| r > t);
             (i, relaxed)
         })
         .filter(|&(i, relaxed)| !(relaxed && ops[i].input == Input::Read))
@@ -297,9 +296,8 @@ impl fmt::Display for Window {
             .filter(|o| !o.relaxed)
             .filter_map(|o| o.observes.as_deref())
             .collect();
-        let shown = |o: &&WindowOp| {
-            !o.relaxed || o.writes.as_deref().is_some_and(|v| seen.contains(v))
-        };
+        let shown =
+            |o: &&WindowOp| !o.relaxed || o.writes.as_deref().is_some_and(|v| seen.contains(v));
         let hidden = self.ops.iter().filter(|o| !shown(o)).count();
         for o in self.ops.iter().filter(shown) {
             let ret = o

@@ -62,11 +62,14 @@ impl Model for CasRegister {
                 Some(true) => Some(Reg::Known(Some(*new))),
                 _ => Some(Reg::Unknown),
             },
-            (Reg::Known(cur), RegOp::Cas {
-                expect,
-                new,
-                applied,
-            }) => {
+            (
+                Reg::Known(cur),
+                RegOp::Cas {
+                    expect,
+                    new,
+                    applied,
+                },
+            ) => {
                 let matches = cur == Some(*expect);
                 match applied {
                     Some(true) => matches.then_some(Reg::Known(Some(*new))),

@@ -192,7 +192,10 @@ impl Nemesis for Partition {
     ) -> Result<u64, FaultError> {
         let links = cluster.links();
         if links.is_empty() {
-            return Err(FaultError::new("partition", "the cluster has no cuttable link"));
+            return Err(FaultError::new(
+                "partition",
+                "the cluster has no cuttable link",
+            ));
         }
         let mut cut: Vec<&Link> = links.iter().filter(|_| rng.bool()).collect();
         if cut.is_empty() {
@@ -230,7 +233,11 @@ pub enum NemesisKind {
 
 impl NemesisKind {
     /// Every nemesis that injects faults.
-    pub const FAULTS: [NemesisKind; 3] = [NemesisKind::Kill, NemesisKind::Pause, NemesisKind::Partition];
+    pub const FAULTS: [NemesisKind; 3] = [
+        NemesisKind::Kill,
+        NemesisKind::Pause,
+        NemesisKind::Partition,
+    ];
 
     /// Parses `none`, `kill`, `pause`, `partition`.
     pub fn parse(s: &str) -> Option<NemesisKind> {

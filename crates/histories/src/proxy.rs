@@ -204,7 +204,9 @@ mod tests {
         assert!(refused, "a cut link must refuse connections");
 
         proxy.heal().await.expect("heal");
-        let mut c = TcpStream::connect(proxy.addr()).await.expect("connect after heal");
+        let mut c = TcpStream::connect(proxy.addr())
+            .await
+            .expect("connect after heal");
         assert_eq!(echo(&mut c).await.expect("echo after heal"), b"ping");
     }
 }

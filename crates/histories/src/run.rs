@@ -73,8 +73,8 @@ pub struct RunReport {
     pub keys: usize,
     /// The verdict.
     pub outcome: Outcome,
-    /// Acknowledged writes a final read shows lost (overwritten by nothing acknowledged or
-    /// pending, yet gone); a direct count beside the checker's verdict.
+    /// Acknowledged writes a later read shows lost ([`lost_writes`]): a direct count beside
+    /// the checker's verdict.
     pub lost_writes: usize,
     /// Time the checker took, seconds.
     pub check_seconds: f64,
@@ -213,35 +213,47 @@ pub fn count(events: &[Event]) -> Counts {
     c
 }
 
-/// Acknowledged writes that the final read of their key shows lost: the key reads absent, or
-/// reads a value whose write had completed before the acknowledged write was even invoked.
+/// Acknowledged writes that a read shows lost: a read invoked after the write was acknowledged
+/// finds the key absent (nothing deletes), or finds a value whose write had completed before
+/// the acknowledged write was even invoked. The final reads after the run make this see losses
+/// on keys the clients had left; a loss that a later write hides from every read is left to
+/// the checker.
 pub fn lost_writes(events: &[Event]) -> usize {
     let ops = pair(events);
-    let mut finals: HashMap<&str, Option<&str>> = HashMap::new();
-    for o in ops.iter().filter(|o| o.process == "final") {
-        if let Output::Read(v) = &o.output {
-            finals.insert(o.key.as_str(), v.as_deref());
-        }
-    }
-    // Value -> completion time of the write that wrote it (None: unknown outcome).
-    let mut writer: HashMap<(&str, &str), Option<u64>> = HashMap::new();
+    let mut by_key: HashMap<&str, Vec<&crate::history::Op>> = HashMap::new();
     for o in &ops {
-        match &o.input {
-            Input::Write(v) | Input::Cas { new: v, .. } => {
-                writer.insert((o.key.as_str(), v.as_str()), o.ret);
-            }
-            Input::Read => {}
-        }
+        by_key.entry(o.key.as_str()).or_default().push(o);
     }
-    ops.iter()
-        .filter(|o| matches!(o.output, Output::Written | Output::Cas(true)))
-        .filter(|w| match finals.get(w.key.as_str()) {
-            None => false,
-            Some(None) => true,
-            Some(Some(v)) => matches!(
-                writer.get(&(w.key.as_str(), *v)),
-                Some(Some(done)) if *done < w.call
-            ),
-        })
-        .count()
+    let mut lost = 0;
+    for ops in by_key.values() {
+        // Value -> completion time of the write that wrote it (None: unknown outcome).
+        let mut writer: HashMap<&str, Option<u64>> = HashMap::new();
+        for o in ops {
+            if let Input::Write(v) | Input::Cas { new: v, .. } = &o.input {
+                writer.insert(v.as_str(), o.ret);
+            }
+        }
+        let reads: Vec<(u64, Option<&str>)> = ops
+            .iter()
+            .filter_map(|o| match &o.output {
+                Output::Read(v) => Some((o.call, v.as_deref())),
+                _ => None,
+            })
+            .collect();
+        lost += ops
+            .iter()
+            .filter(|w| matches!(w.output, Output::Written | Output::Cas(true)))
+            .filter(|w| {
+                let Some(acked) = w.ret else { return false };
+                reads.iter().any(|&(call, v)| {
+                    call > acked
+                        && match v {
+                            None => true,
+                            Some(v) => matches!(writer.get(v), Some(Some(done)) if *done < w.call),
+                        }
+                })
+            })
+            .count();
+    }
+    lost
 }

@@ -219,17 +219,26 @@ mod tests {
 
     #[test]
     fn an_empty_history_is_linearizable() {
-        assert_eq!(check(&Counter, 0, &[], Budget::default()), Verdict::Linearizable);
+        assert_eq!(
+            check(&Counter, 0, &[], Budget::default()),
+            Verdict::Linearizable
+        );
     }
 
     #[test]
     fn real_time_order_is_respected() {
         // add 1 finishes before the read starts: the read must see 1.
         let h = [t((1, None), 0, Some(10)), t((0, Some(0)), 20, Some(30))];
-        assert_eq!(check(&Counter, 0, &h, Budget::default()), Verdict::NotLinearizable);
+        assert_eq!(
+            check(&Counter, 0, &h, Budget::default()),
+            Verdict::NotLinearizable
+        );
         // Overlapping: the read may go first.
         let h = [t((1, None), 0, Some(25)), t((0, Some(0)), 20, Some(30))];
-        assert_eq!(check(&Counter, 0, &h, Budget::default()), Verdict::Linearizable);
+        assert_eq!(
+            check(&Counter, 0, &h, Budget::default()),
+            Verdict::Linearizable
+        );
     }
 
     #[test]
@@ -240,17 +249,29 @@ mod tests {
             t((0, Some(0)), 20, Some(30)),
             t((0, Some(1)), 40, Some(50)),
         ];
-        assert_eq!(check(&Counter, 0, &h, Budget::default()), Verdict::Linearizable);
+        assert_eq!(
+            check(&Counter, 0, &h, Budget::default()),
+            Verdict::Linearizable
+        );
         let h = [t((1, None), 0, None), t((0, Some(0)), 20, Some(30))];
-        assert_eq!(check(&Counter, 0, &h, Budget::default()), Verdict::Linearizable);
+        assert_eq!(
+            check(&Counter, 0, &h, Budget::default()),
+            Verdict::Linearizable
+        );
         // ...but not before its call.
         let h = [t((0, Some(1)), 0, Some(10)), t((1, None), 20, None)];
-        assert_eq!(check(&Counter, 0, &h, Budget::default()), Verdict::NotLinearizable);
+        assert_eq!(
+            check(&Counter, 0, &h, Budget::default()),
+            Verdict::NotLinearizable
+        );
     }
 
     #[test]
     fn a_tiny_budget_gives_unknown_not_a_pass() {
         let h: Vec<_> = (0..50).map(|i| t((1, None), i, Some(1000))).collect();
-        assert_eq!(check(&Counter, 0, &h, Budget { memo_words: 4 }), Verdict::Unknown);
+        assert_eq!(
+            check(&Counter, 0, &h, Budget { memo_words: 4 }),
+            Verdict::Unknown
+        );
     }
 }

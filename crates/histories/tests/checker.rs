@@ -4,6 +4,7 @@
 
 use hoardhaven_histories::check::{Outcome, check_history};
 use hoardhaven_histories::history::{Event, F, Kind, PRECONDITION_FAILED};
+use hoardhaven_histories::run::lost_writes;
 use hoardhaven_histories::wgl::Budget;
 use proptest::prelude::*;
 
@@ -108,10 +109,14 @@ impl H {
 #[test]
 fn concurrent_write_and_read_may_see_either_value() {
     let mut h = H::default();
-    h.write(0, 10, "a").write(20, 40, "b").read(25, 35, Some("a"));
+    h.write(0, 10, "a")
+        .write(20, 40, "b")
+        .read(25, 35, Some("a"));
     assert_eq!(h.outcome(), Outcome::Linearizable);
     let mut h = H::default();
-    h.write(0, 10, "a").write(20, 40, "b").read(25, 35, Some("b"));
+    h.write(0, 10, "a")
+        .write(20, 40, "b")
+        .read(25, 35, Some("b"));
     assert_eq!(h.outcome(), Outcome::Linearizable);
 }
 
@@ -120,8 +125,11 @@ fn a_stale_read_is_caught_and_its_window_is_small() {
     let mut h = H::default();
     // A long valid prefix, then: b is written and acknowledged, and a later read sees a.
     for i in 0..30u64 {
-        h.write(i * 100, i * 100 + 50, &format!("w{i}"))
-            .read(i * 100 + 60, i * 100 + 90, Some(&format!("w{i}")));
+        h.write(i * 100, i * 100 + 50, &format!("w{i}")).read(
+            i * 100 + 60,
+            i * 100 + 90,
+            Some(&format!("w{i}")),
+        );
     }
     h.write(5000, 5010, "a")
         .write(5020, 5030, "b")
@@ -209,6 +217,32 @@ fn valid_cas_histories_pass() {
             .read(50, 60, Some(seen));
         assert_eq!(h.outcome(), Outcome::Linearizable, "read {seen}");
     }
+}
+
+#[test]
+fn lost_writes_counts_acknowledged_writes_a_later_read_misses() {
+    let mut h = H::default();
+    h.write(0, 10, "a")
+        .write(20, 30, "b")
+        .read(40, 50, Some("b"));
+    assert_eq!(lost_writes(&h.events()), 0);
+    // b acknowledged, then a read sees a (written before b was sent): b lost.
+    let mut h = H::default();
+    h.write(0, 10, "a")
+        .write(20, 30, "b")
+        .read(40, 50, Some("a"));
+    assert_eq!(lost_writes(&h.events()), 1);
+    // Both gone: the key reads absent.
+    h.read(60, 70, None);
+    assert_eq!(lost_writes(&h.events()), 2);
+    // A read concurrent with the write proves nothing; an unknown write is never counted.
+    let mut h = H::default();
+    h.write(0, 10, "a")
+        .write(20, 40, "b")
+        .read(30, 50, Some("a"))
+        .write_unknown(60, "c")
+        .read(70, 80, Some("b"));
+    assert_eq!(lost_writes(&h.events()), 0);
 }
 
 #[test]
