@@ -188,7 +188,13 @@ fn run(ops: &[Op], s: Option<u64>, t: u64, budget: Budget) -> Verdict {
 
 /// The smallest window of a key's operations that has no valid order (module docs).
 fn smallest_window(ops: &[Op], faults: &[&Event], budget: Budget) -> Window {
-    let fails = |s: Option<u64>, t: u64| run(ops, s, t, budget) == Verdict::NotLinearizable;
+    // Each probe gets a twentieth of the budget: a probe that runs out counts as "not shown
+    // to fail", which only makes the window found larger, never unsound.
+    let probe = Budget {
+        steps: (budget.steps / 20).max(1),
+        ..budget
+    };
+    let fails = |s: Option<u64>, t: u64| run(ops, s, t, probe) == Verdict::NotLinearizable;
     let mut rets: Vec<u64> = ops.iter().filter_map(|o| o.ret).collect();
     rets.sort_unstable();
     rets.dedup();
@@ -205,10 +211,25 @@ fn smallest_window(ops: &[Op], faults: &[&Event], budget: Budget) -> Window {
     calls.sort_unstable();
     calls.dedup();
     // The latest start s for which [s, t] still fails, scanning back from t (small windows
-    // first, so this stops early). Not a binary search: moving s later can make the window
-    // fail again (an operation straddling s is relaxed to "any time after its call", one
-    // wholly before s is dropped), so the predicate is not monotone in s.
-    let s = calls.iter().rev().copied().find(|&s| fails(Some(s), t));
+    // first, so this usually stops early). Not a plain binary search: moving s later can make
+    // the window fail again (an operation straddling s is relaxed to "any time after its
+    // call", one wholly before s is dropped), so the predicate is not monotone in s. Past
+    // `SCAN` probes, a binary search picks a start, kept only if its window is seen to fail.
+    const SCAN: usize = 64;
+    let mut s = calls
+        .iter()
+        .rev()
+        .take(SCAN)
+        .copied()
+        .find(|&s| fails(Some(s), t));
+    if s.is_none() && calls.len() > SCAN {
+        let rest = &calls[..calls.len() - SCAN];
+        let i = rest.partition_point(|&s| fails(Some(s), t));
+        s = i
+            .checked_sub(1)
+            .map(|i| rest[i])
+            .filter(|&s| fails(Some(s), t));
+    }
     let window_ops = cut(ops, s, t)
         .into_iter()
         .map(|(i, relaxed)| {
@@ -296,8 +317,10 @@ impl fmt::Display for Window {
             .filter(|o| !o.relaxed)
             .filter_map(|o| o.observes.as_deref())
             .collect();
-        let shown =
-            |o: &&WindowOp| !o.relaxed || o.writes.as_deref().is_some_and(|v| seen.contains(v));
+        let from = self.from_ns.unwrap_or(0);
+        let shown = |o: &&WindowOp| {
+            !o.relaxed || o.call_ns >= from || o.writes.as_deref().is_some_and(|v| seen.contains(v))
+        };
         let hidden = self.ops.iter().filter(|o| !shown(o)).count();
         for o in self.ops.iter().filter(shown) {
             let ret = o
@@ -320,7 +343,7 @@ impl fmt::Display for Window {
         if hidden > 0 {
             writeln!(
                 f,
-                "  (and {hidden} operations with unknown outcome whose values nothing here reads)"
+                "  (and {hidden} earlier operations with unknown outcome whose values nothing here reads)"
             )?;
         }
         for fault in &self.faults {

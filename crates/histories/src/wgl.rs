@@ -15,7 +15,8 @@
 //!
 //! The memo holds the full sets (no hashes standing in for them): a collision could only hide
 //! a valid order, so it would report violations that are not. The search is bounded by the
-//! size of that memo ([`Budget`]); past it the verdict is [`Verdict::Unknown`], never a pass.
+//! size of that memo and by a number of steps ([`Budget`]); past either the verdict is
+//! [`Verdict::Unknown`], never a pass.
 
 use std::collections::HashSet;
 use std::hash::Hash;
@@ -49,13 +50,16 @@ pub struct Timed<O> {
 pub struct Budget {
     /// Most 64-bit words the memo may hold (its memory, in eighths of a byte).
     pub memo_words: usize,
+    /// Most steps (tries and backtracks) one search may take: bounds its time.
+    pub steps: u64,
 }
 
 impl Default for Budget {
     fn default() -> Self {
-        // 256 MiB of memo.
+        // 256 MiB of memo; some seconds of search per key.
         Budget {
             memo_words: 32 << 20,
+            steps: 5_000_000,
         }
     }
 }
@@ -156,7 +160,12 @@ pub fn check<M: Model>(model: &M, init: M::State, ops: &[Timed<M::Op>], budget: 
     let mut stack: Vec<(usize, M::State)> = Vec::new();
     let mut state = init;
     let mut entry = list.next[head];
+    let mut steps = 0u64;
     while list.next[head] != NONE {
+        steps += 1;
+        if steps > budget.steps {
+            return Verdict::Unknown;
+        }
         let op = if entry == NONE {
             NONE
         } else {
@@ -269,9 +278,15 @@ mod tests {
     #[test]
     fn a_tiny_budget_gives_unknown_not_a_pass() {
         let h: Vec<_> = (0..50).map(|i| t((1, None), i, Some(1000))).collect();
-        assert_eq!(
-            check(&Counter, 0, &h, Budget { memo_words: 4 }),
-            Verdict::Unknown
-        );
+        let tiny = Budget {
+            memo_words: 4,
+            ..Budget::default()
+        };
+        assert_eq!(check(&Counter, 0, &h, tiny), Verdict::Unknown);
+        let few_steps = Budget {
+            steps: 10,
+            ..Budget::default()
+        };
+        assert_eq!(check(&Counter, 0, &h, few_steps), Verdict::Unknown);
     }
 }
