@@ -125,6 +125,11 @@ impl Server {
         }
     }
 
+    /// The process id (for tests that signal the server: SIGKILL, SIGSTOP, SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         read_stderr(self.scratch.path())
