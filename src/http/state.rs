@@ -178,7 +178,13 @@ impl AppState {
         F: FnOnce(&dyn Engine) -> crate::Result<T> + Send + 'static,
     {
         let engine = self.engine_handle().ok_or(ApiError::NotReady)?;
-        let result = self.0.exec.run(kind, move || f(&*engine)).await?;
+        let span = crate::telemetry::engine_call(kind);
+        let (queued, inner) = (crate::telemetry::clock(&span), span.clone());
+        let call = move || {
+            crate::telemetry::record_queue(&inner, queued);
+            inner.in_scope(|| f(&*engine))
+        };
+        let result = tracing::Instrument::instrument(self.0.exec.run(kind, call), span).await?;
         match &result {
             Err(Error::Poisoned(_)) => {
                 self.0.poisoned.store(true, Ordering::SeqCst);
