@@ -173,6 +173,15 @@ pub fn adopt_parent(span: &Span, headers: &HeaderMap) {
     let _ = span.set_parent(cx);
 }
 
+/// Names `span` (its OpenTelemetry name; the bridge ignores `otel.name` recorded after the
+/// span has started, which a child span or an adopted parent makes happen early).
+pub fn rename(span: &Span, name: String) {
+    use opentelemetry::trace::TraceContextExt as _;
+    if enabled() && !span.is_disabled() {
+        span.context().span().update_name(name);
+    }
+}
+
 /// The span of one engine call (a child of the current request span).
 pub fn engine_call(kind: CallKind) -> Span {
     let call = match kind {

@@ -70,7 +70,7 @@ pub async fn record_route(req: Request, next: Next) -> Response {
     {
         let span = Span::current();
         span.record("http.route", route.as_str());
-        span.record("otel.name", format!("{} {}", req.method(), route.as_str()));
+        telemetry::rename(&span, format!("{} {}", req.method(), route.as_str()));
     }
     next.run(req).await
 }
