@@ -27,7 +27,9 @@ impl FromRequestParts<AppState> for Key {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        key_from_path(parts.uri.path(), state.limits().max_key_bytes).map(Key)
+        let key = key_from_path(parts.uri.path(), state.limits().max_key_bytes)?;
+        super::trace::record_key_len(key.len());
+        Ok(Key(key))
     }
 }
 

@@ -180,8 +180,12 @@ impl AppState {
         F: FnOnce(&dyn Engine) -> crate::Result<(T, crate::engine::Ticket)>,
     {
         let engine = self.engine_handle().ok_or(ApiError::NotReady)?;
-        let result = match f(&*engine) {
-            Ok((value, ticket)) => ticket.await.map(|()| value),
+        // One span over the append and the wait for durability (the sync wait).
+        let span = crate::telemetry::engine_call(CallKind::Write);
+        let result = match span.in_scope(|| f(&*engine)) {
+            Ok((value, ticket)) => tracing::Instrument::instrument(ticket, span)
+                .await
+                .map(|()| value),
             Err(e) => Err(e),
         };
         self.observe(result)
@@ -197,7 +201,13 @@ impl AppState {
         F: FnOnce(&dyn Engine) -> crate::Result<T> + Send + 'static,
     {
         let engine = self.engine_handle().ok_or(ApiError::NotReady)?;
-        let result = self.0.exec.run(kind, move || f(&*engine)).await?;
+        let span = crate::telemetry::engine_call(kind);
+        let (queued, inner) = (crate::telemetry::clock(&span), span.clone());
+        let call = move || {
+            crate::telemetry::record_queue(&inner, queued);
+            inner.in_scope(|| f(&*engine))
+        };
+        let result = tracing::Instrument::instrument(self.0.exec.run(kind, call), span).await?;
         self.observe(result)
     }
 
