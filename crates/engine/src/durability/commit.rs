@@ -43,6 +43,23 @@ struct State {
     wanted: u64,
     wakers: Vec<(u64, Waker)>,
     stop: bool,
+    /// The error of the first failed round, told to every ticket it left waiting.
+    failure: Option<Error>,
+}
+
+/// A copy of a round's error for each waiter it failed (I/O errors are not `Clone`): a full
+/// disk stays a full disk, an I/O error keeps its kind and message.
+fn copy_error(e: &Error) -> Error {
+    match e {
+        Error::DiskFull { context } => Error::DiskFull {
+            context: context.clone(),
+        },
+        Error::Io { context, cause } => Error::Io {
+            context: context.clone(),
+            cause: std::io::Error::new(cause.kind(), cause.to_string()),
+        },
+        other => Error::Poisoned(other.to_string()),
+    }
 }
 
 /// Shared state of group commit for one engine.
@@ -129,6 +146,11 @@ impl GroupCommit {
             && upto > st.durable
         {
             st.durable = upto;
+        }
+        if let Err(e) = &r
+            && st.failure.is_none()
+        {
+            st.failure = Some(copy_error(e));
         }
         let failed = self.poison.is_set();
         self.release(&mut st, failed);
@@ -259,6 +281,9 @@ impl Future for Ticket {
         let mut st = c.state.lock();
         if st.durable >= lsn {
             return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = &st.failure {
+            return Poll::Ready(Err(copy_error(e)));
         }
         if let Err(e) = c.poison.check() {
             return Poll::Ready(Err(e));
