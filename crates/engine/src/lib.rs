@@ -47,6 +47,7 @@
 //! ```
 
 pub mod bitcask;
+pub mod changes;
 pub mod dir_lock;
 pub mod error;
 pub mod fault;
@@ -474,6 +475,12 @@ pub trait Engine: Send + Sync + 'static {
     /// # Errors
     /// I/O failures listing the directory.
     fn snapshots(&self) -> Result<Vec<SnapshotInfo>>;
+
+    /// The engine's change feed (see [`changes`]): what watchers and blocking reads are
+    /// served from. `None` for an engine that publishes none (then `/watch` is refused).
+    fn changes(&self) -> Option<&changes::ChangeLog> {
+        None
+    }
 
     /// Makes everything durable, stops background threads and releases the directory lock.
     /// Later calls fail with [`crate::Error::Closed`]. Idempotent.

@@ -15,6 +15,7 @@ use super::keydir::Loc;
 use super::record::{self, HEADER_LEN, Kind};
 use super::writer::Writer;
 use super::{Bitcask, Inner, MAX_VALUE_LEN, merge, snapshot};
+use crate::changes::{Change, ChangeKind, ChangeLog};
 use crate::error::{Error, Result};
 use crate::jobs;
 use crate::listing::PageCollector;
@@ -118,6 +119,9 @@ impl Inner {
             // The clock is read only for keys that expire (it was 6-15 % of a GET's
             // instructions under callgrind).
             if loc.expiry_s != 0 && loc.expired_at(UnixMillis::now().0) {
+                if w.is_none() {
+                    self.expire_found(key, loc);
+                }
                 return Ok(None);
             }
             if let Some((h, raw)) = self.read_record(key, loc, w)? {
@@ -129,6 +133,33 @@ impl Inner {
             "reading a key moved by a merge",
             std::io::Error::other("the record kept moving"),
         ))
+    }
+
+    /// A key found expired on read: writes a tombstone for it and publishes an `expire`
+    /// change, once (only if the keydir still points at `loc`). Best effort: a store that
+    /// refuses writes (read-only, poisoned, disk full) keeps hiding the key without it. The
+    /// tombstone is not waited on: if a crash loses it, the key is still expired.
+    pub(super) fn expire_found(&self, key: &[u8], loc: Loc) {
+        if self.writable().is_err() {
+            return;
+        }
+        let mut w = self.writer.lock();
+        if self.keydir.get(key) != Some(loc) {
+            return;
+        }
+        let len = HEADER_LEN + key.len();
+        if w.reserve(self, len).is_err() {
+            return;
+        }
+        let seq = w.take_seq();
+        record::encode(&mut w.buf, Kind::Tombstone, seq, UnixMillis::now(), None, key, &[]);
+        let old = self.keydir.remove(key);
+        self.account(old, None);
+        self.changes
+            .publish(vec![Change::removal(Version(seq), ChangeKind::Expire, key)]);
+        if let Err(e) = w.appended(self, len) {
+            tracing::warn!(error = %e, "writing the tombstone of an expired key failed");
+        }
     }
 
     /// The current version of `key` as far as `pre` needs it, under the writer mutex. The
@@ -230,6 +261,9 @@ impl Engine for Bitcask {
             };
             let old = inner.keydir.insert(key, loc);
             inner.account(old, Some(loc));
+            inner
+                .changes
+                .publish(vec![Change::put(Version(seq), key, &value)]);
             w.appended(inner, len)?;
             (seq, old.is_none_or(|o| o.expired_at(now.0)))
         };
@@ -273,6 +307,11 @@ impl Engine for Bitcask {
             );
             let old = inner.keydir.remove(key);
             inner.account(old, None);
+            inner.changes.publish(vec![Change::removal(
+                Version(seq),
+                ChangeKind::Delete,
+                key,
+            )]);
             w.appended(inner, len)?;
             (seq, removed)
         };
@@ -354,7 +393,16 @@ impl Engine for Bitcask {
             w.next_seq = first_seq + ops.len() as u64;
             record::encode(&mut w.buf, Kind::Batch, first_seq, now, None, &[], &nested);
             let file = w.active_no;
-            for (op, (at, rec_len, exp, is_put)) in ops.iter().zip(placed) {
+            let mut changes = Vec::with_capacity(ops.len());
+            for (i, (op, (at, rec_len, exp, is_put))) in ops.iter().zip(placed).enumerate() {
+                let version = Version(first_seq + i as u64);
+                changes.push(match op {
+                    BatchOp::Put { value, .. } => Change::put(version, op.key(), value),
+                    BatchOp::Delete { .. } => {
+                        Change::removal(version, ChangeKind::Delete, op.key())
+                    }
+                }
+                .in_batch(Version(first_seq)));
                 let loc = Loc {
                     file,
                     offset: (offset + (HEADER_LEN + at) as u64) as u32,
@@ -369,6 +417,7 @@ impl Engine for Bitcask {
                     inner.account(old, None);
                 }
             }
+            inner.changes.publish(changes);
             w.appended(inner, len)?;
             (w.last_seq(), results)
         };
@@ -484,6 +533,10 @@ impl Engine for Bitcask {
 
     fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         snapshot::list(&self.inner.dir)
+    }
+
+    fn changes(&self) -> Option<&ChangeLog> {
+        Some(&self.inner.changes)
     }
 
     fn close(&self) -> Result<()> {

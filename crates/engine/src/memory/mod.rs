@@ -8,7 +8,8 @@
 //! - `snapshot`: snapshot files; `manifest`: which snapshot is the base, which logs follow;
 //! - `recovery`: start-up; `checkpoint`: snapshots and log rewrites;
 //! - `background`: the flusher, expiry sweeper and save-point threads;
-//! - `codec`: checked byte parsing shared by the formats.
+//! - `codec`: checked byte parsing shared by the formats;
+//! - `history`: the change history watchers read from the logs.
 //!
 //! File formats: `docs/format.md`, section "Memory engine", and the module docs.
 //!
@@ -29,6 +30,7 @@ mod aof;
 mod background;
 mod checkpoint;
 mod codec;
+mod history;
 mod manifest;
 mod recovery;
 mod snapshot;
@@ -48,6 +50,7 @@ use self::aof::{LogOp, LogWriter, MAX_RECORD, create_log, log_name};
 use self::checkpoint::Kind;
 use self::manifest::Manifest;
 use self::table::Table;
+use crate::changes::{Change, ChangeKind, ChangeLog};
 use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
 use crate::jobs::{self, JobLock, job_lock};
@@ -189,6 +192,8 @@ pub(crate) struct Inner {
     snapshot_bytes_written: AtomicU64,
     corrupt_records: AtomicU64,
     poisoned: Mutex<Option<String>>,
+    /// The change feed: published under the shard locks where a write becomes visible.
+    changes: ChangeLog,
 }
 
 /// Longest value the memory engine stores (its log and snapshots keep value lengths as `u32`).
@@ -255,6 +260,11 @@ impl MemoryEngine {
             log_records = rec.log_records, elapsed_ms = started.elapsed().as_millis() as u64,
             "memory engine recovered");
         let inner = Arc::new(Inner::new(dir, sync, opts, Some(lock), rec, log, log_seq));
+        if inner.log.is_some() {
+            inner
+                .changes
+                .set_history(Box::new(history::LogHistory::new(Arc::downgrade(&inner))));
+        }
         let threads = background::spawn(&inner)?;
         Ok(MemoryEngine {
             inner,
@@ -297,11 +307,12 @@ impl Inner {
         log_seq: u64,
     ) -> Inner {
         let floor = UnixMillis::now().0.saturating_mul(1000);
+        let first = rec.last_version.max(floor);
         Inner {
             dir: dir.to_path_buf(),
             sync,
             opts: opts.clone(),
-            seq: AtomicU64::new(rec.last_version.max(floor)),
+            seq: AtomicU64::new(first),
             log,
             files: Mutex::new(FileState {
                 manifest: rec.manifest,
@@ -327,6 +338,7 @@ impl Inner {
             snapshot_bytes_written: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(rec.torn_tails),
             poisoned: Mutex::new(None),
+            changes: ChangeLog::new(Version(first)),
         }
     }
 }
@@ -459,6 +471,9 @@ impl Engine for MemoryEngine {
                 key,
                 value: &value,
             }]);
+            inner
+                .changes
+                .publish(vec![Change::put(Version(version), key, &value)]);
             let written = Written {
                 version: Version(version),
                 created: current.is_none(),
@@ -486,7 +501,13 @@ impl Engine for MemoryEngine {
             };
             let version = inner.next_versions(1);
             Arc::make_mut(&mut g).remove(inner.table.hasher(), h, key);
-            (old, inner.log_append(&[LogOp::Delete { version, key }]))
+            let pending = inner.log_append(&[LogOp::Delete { version, key }]);
+            inner.changes.publish(vec![Change::removal(
+                Version(version),
+                ChangeKind::Delete,
+                key,
+            )]);
+            (old, pending)
         };
         inner.log_commit(pending)?;
         Ok(Some(old))
@@ -589,7 +610,23 @@ impl Engine for MemoryEngine {
                     existed_before: live(prev, now),
                 });
             }
-            (results, inner.log_append(&log_ops))
+            let pending = inner.log_append(&log_ops);
+            inner.changes.publish(
+                ops.iter()
+                    .enumerate()
+                    .map(|(i, op)| {
+                        let v = Version(first + i as u64);
+                        match op {
+                            BatchOp::Put { key, value, .. } => Change::put(v, key, value),
+                            BatchOp::Delete { key } => {
+                                Change::removal(v, ChangeKind::Delete, key)
+                            }
+                        }
+                        .in_batch(Version(first))
+                    })
+                    .collect(),
+            );
+            (results, pending)
         };
         inner.log_commit(pending)?;
         Ok(results)
@@ -662,6 +699,10 @@ impl Engine for MemoryEngine {
     fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         self.inner.check_open()?;
         checkpoint::list_snapshots(&self.inner.dir)
+    }
+
+    fn changes(&self) -> Option<&ChangeLog> {
+        Some(&self.inner.changes)
     }
 
     fn close(&self) -> Result<()> {
