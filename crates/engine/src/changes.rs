@@ -240,12 +240,19 @@ impl std::fmt::Debug for ChangeLog {
 impl ChangeLog {
     /// An empty feed whose last published version is `current` (what the engine recovered).
     pub fn new(current: Version) -> Self {
+        Self::starting(current, current)
+    }
+
+    /// An empty feed whose next version is above `current`, where no change exists between
+    /// `floor` and `current` (the memory engine skips versions at start-up): a watcher
+    /// resuming after `floor` reads on from the ring.
+    pub fn starting(floor: Version, current: Version) -> Self {
         ChangeLog {
             ring: RwLock::new(Ring {
                 events: VecDeque::new(),
                 capacity: DEFAULT_RING_CAPACITY,
                 value_cap: DEFAULT_VALUE_CAP,
-                floor: current,
+                floor: floor.min(current),
                 current,
                 pending: BTreeMap::new(),
             }),

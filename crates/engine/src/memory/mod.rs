@@ -338,7 +338,8 @@ impl Inner {
             snapshot_bytes_written: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(rec.torn_tails),
             poisoned: Mutex::new(None),
-            changes: ChangeLog::new(Version(first)),
+            // Versions between the last recovered one and `first` are never handed out.
+            changes: ChangeLog::starting(Version(rec.last_version), Version(first)),
         }
     }
 }
