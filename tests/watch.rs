@@ -269,6 +269,13 @@ async fn resumes_after_a_dropped_connection_and_after_a_restart(engine: &str) {
     for want in &all[2..] {
         assert_eq!(w.change().await.id, Some(*want));
     }
+    // Live now: the next change comes next (nothing repeated, nothing skipped).
+    all.push(put(&s, "r/20", "v20").await);
+    assert_eq!(w.change().await.id, all.last().copied());
+    drop(w);
+    // A resume inside the ring is exclusive too.
+    let mut w = Sse::open(&s, "prefix=r%2F", Some(all[17])).await;
+    assert_eq!(w.change().await.id, Some(all[18]));
     drop(w);
     s.terminate().await;
     let dir = s.data_dir.clone();
