@@ -153,11 +153,23 @@ impl WatchSettings {
     fn validate(&self) -> Result<WatchOptions, SettingError> {
         let secs = |name: &str, v: u64| {
             range(name, usize::try_from(v).unwrap_or(usize::MAX), 86_400)
-                .and_then(|v| if v == 0 { Err(bad(name, "must be at least 1")) } else { Ok(v) })
+                .and_then(|v| {
+                    if v == 0 {
+                        Err(bad(name, "must be at least 1"))
+                    } else {
+                        Ok(v)
+                    }
+                })
                 .map(|v| Duration::from_secs(v as u64))
         };
         let at_least_one = |name: &str, v: usize, max: usize| {
-            range(name, v, max).and_then(|v| if v == 0 { Err(bad(name, "must be at least 1")) } else { Ok(v) })
+            range(name, v, max).and_then(|v| {
+                if v == 0 {
+                    Err(bad(name, "must be at least 1"))
+                } else {
+                    Ok(v)
+                }
+            })
         };
         Ok(WatchOptions {
             max_watchers: at_least_one("watch.max_watchers", self.max_watchers, 1_000_000)?,

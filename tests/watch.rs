@@ -107,7 +107,8 @@ impl Sse {
                 .await
                 .expect("an event within the step timeout")
                 .expect("read the stream")?;
-            self.buf.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+            self.buf
+                .push_str(std::str::from_utf8(&chunk).expect("utf-8"));
         }
     }
 
@@ -238,7 +239,10 @@ async fn ordered_without_gaps_across_concurrent_writers_and_batches(engine: &str
         assert!(["put", "delete"].contains(&ev.event.as_str()), "{ev:?}");
         got.push(v);
     }
-    assert!(got.windows(2).all(|p| p[0] < p[1]), "in version order: {got:?}");
+    assert!(
+        got.windows(2).all(|p| p[0] < p[1]),
+        "in version order: {got:?}"
+    );
     let got_set: BTreeSet<u64> = got.iter().copied().collect();
     assert_eq!(got_set, expected, "exactly the acknowledged writes, no gap");
     for b in batches {
@@ -428,7 +432,9 @@ async fn slow_consumer_is_cut_without_affecting_others(engine: &str) {
     )
     .await;
     // The slow client asks for a watch and never reads.
-    let mut slow = tokio::net::TcpStream::connect(s.addr).await.expect("connect");
+    let mut slow = tokio::net::TcpStream::connect(s.addr)
+        .await
+        .expect("connect");
     slow.write_all(b"GET /watch?prefix=s%2F&values=true HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("request");
@@ -438,11 +444,15 @@ async fn slow_consumer_is_cut_without_affecting_others(engine: &str) {
     let mut fast = Sse::open(&s, "prefix=s%2F&values=true", None).await;
     let value = "v".repeat(8 * 1024);
     let mut acked = Vec::new();
-    // Far more than socket buffers, the channel and the ring hold for the slow client.
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    // Far more than socket buffers, the channel and the ring hold for the slow client. (Half
+    // the step timeout: the fast client's request is bounded by the whole of it.)
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT / 2;
     let mut n = 0;
     while metric(&s, "hoardhaven_watch_slow_consumers_cut_total").await < 1.0 {
-        assert!(tokio::time::Instant::now() < deadline, "slow consumer never cut");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slow consumer never cut"
+        );
         let ops: Vec<Value> = (0..16)
             .map(|i| json!({"op": "put", "key": format!("s/{n}-{i}"), "value": value}))
             .collect();
@@ -451,7 +461,11 @@ async fn slow_consumer_is_cut_without_affecting_others(engine: &str) {
         // The fast client keeps up.
         while let Some(want) = acked.first().copied() {
             let ev = fast.change().await;
-            assert_eq!(ev.id, Some(want), "the fast watcher sees every change in order");
+            assert_eq!(
+                ev.id,
+                Some(want),
+                "the fast watcher sees every change in order"
+            );
             assert_eq!(ev.data["value"].as_str().map(str::len), Some(8 * 1024));
             acked.remove(0);
         }

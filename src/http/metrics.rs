@@ -112,7 +112,10 @@ fn describe() {
         "Time from receiving a request to its response head, by method and route template."
     );
     describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being served now.");
-    describe_gauge!(super::watch::WATCHERS_ACTIVE, "Watchers (GET /watch) connected now.");
+    describe_gauge!(
+        super::watch::WATCHERS_ACTIVE,
+        "Watchers (GET /watch) connected now."
+    );
     describe_counter!(
         super::watch::WATCH_EVENTS,
         "Change, progress and end events sent to watchers."

@@ -571,9 +571,7 @@ impl Watcher {
             if matches!(woke, Wake::Stop) {
                 return Err(End::Shutdown);
             }
-            let behind = self
-                .changes()
-                .is_some_and(|c| c.ring_floor() > self.cursor);
+            let behind = self.changes().is_some_and(|c| c.ring_floor() > self.cursor);
             if self.live && behind {
                 return Err(End::Slow);
             }

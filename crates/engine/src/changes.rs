@@ -26,8 +26,8 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
-use crate::error::Result;
 use crate::Version;
+use crate::error::Result;
 
 /// Default number of changes the ring keeps.
 pub const DEFAULT_RING_CAPACITY: usize = 4096;
@@ -115,8 +115,12 @@ pub trait HistorySource: Send + Sync {
     ///
     /// # Errors
     /// I/O failures and records failing their checksums.
-    fn read_after(&self, after: Version, limit: usize, value_cap: usize)
-    -> Result<Option<Vec<Change>>>;
+    fn read_after(
+        &self,
+        after: Version,
+        limit: usize,
+        value_cap: usize,
+    ) -> Result<Option<Vec<Change>>>;
 
     /// The oldest version a reader may resume after: every change above it is still on disk
     /// (or in the ring).
@@ -190,7 +194,11 @@ impl Ring {
         };
         if first <= self.current.0 {
             // A version at or below the current one: already published (never expected).
-            tracing::warn!(version = first, current = self.current.0, "change published twice; ignored");
+            tracing::warn!(
+                version = first,
+                current = self.current.0,
+                "change published twice; ignored"
+            );
             return;
         }
         if first != self.current.0 + 1 {
@@ -406,9 +414,7 @@ mod tests {
     #[test]
     fn a_batch_is_never_split_by_the_limit() {
         let log = ChangeLog::new(Version(0));
-        let batch: Vec<Change> = (1..=4)
-            .map(|v| put(v).in_batch(Version(1)))
-            .collect();
+        let batch: Vec<Change> = (1..=4).map(|v| put(v).in_batch(Version(1))).collect();
         log.publish(batch);
         log.publish(vec![put(5)]);
         assert_eq!(versions(log.read_after(Version(0), 2)), vec![1, 2, 3, 4]);

@@ -42,10 +42,10 @@ use parking_lot::{Mutex, RwLock};
 pub use data_file::ReadMode;
 pub use merge::MergePolicy;
 
+use crate::changes::ChangeLog;
 use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
 use crate::jobs::{JobLock, job_lock};
-use crate::changes::ChangeLog;
 use crate::{JobStatus, SyncPolicy, Version};
 use data_file::{DataFile, FileId};
 use keydir::Keydir;

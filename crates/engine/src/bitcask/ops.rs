@@ -152,7 +152,15 @@ impl Inner {
             return;
         }
         let seq = w.take_seq();
-        record::encode(&mut w.buf, Kind::Tombstone, seq, UnixMillis::now(), None, key, &[]);
+        record::encode(
+            &mut w.buf,
+            Kind::Tombstone,
+            seq,
+            UnixMillis::now(),
+            None,
+            key,
+            &[],
+        );
         let old = self.keydir.remove(key);
         self.account(old, None);
         self.changes
@@ -307,11 +315,9 @@ impl Engine for Bitcask {
             );
             let old = inner.keydir.remove(key);
             inner.account(old, None);
-            inner.changes.publish(vec![Change::removal(
-                Version(seq),
-                ChangeKind::Delete,
-                key,
-            )]);
+            inner
+                .changes
+                .publish(vec![Change::removal(Version(seq), ChangeKind::Delete, key)]);
             w.appended(inner, len)?;
             (seq, removed)
         };
@@ -396,13 +402,15 @@ impl Engine for Bitcask {
             let mut changes = Vec::with_capacity(ops.len());
             for (i, (op, (at, rec_len, exp, is_put))) in ops.iter().zip(placed).enumerate() {
                 let version = Version(first_seq + i as u64);
-                changes.push(match op {
-                    BatchOp::Put { value, .. } => Change::put(version, op.key(), value),
-                    BatchOp::Delete { .. } => {
-                        Change::removal(version, ChangeKind::Delete, op.key())
+                changes.push(
+                    match op {
+                        BatchOp::Put { value, .. } => Change::put(version, op.key(), value),
+                        BatchOp::Delete { .. } => {
+                            Change::removal(version, ChangeKind::Delete, op.key())
+                        }
                     }
-                }
-                .in_batch(Version(first_seq)));
+                    .in_batch(Version(first_seq)),
+                );
                 let loc = Loc {
                     file,
                     offset: (offset + (HEADER_LEN + at) as u64) as u32,

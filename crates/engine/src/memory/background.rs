@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use super::Inner;
 use super::aof::LogOp;
 use super::checkpoint::{self, Kind};
-use crate::error::{Error, Result};
 use crate::changes::{Change, ChangeKind};
+use crate::error::{Error, Result};
 use crate::{SyncPolicy, UnixMillis, Version};
 
 /// Starts the engine's threads.

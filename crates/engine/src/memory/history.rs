@@ -72,9 +72,7 @@ impl LogHistory {
                         value_len: value.len() as u64,
                         batch: version,
                     },
-                    LogOp::Delete { key, .. } => {
-                        Change::removal(version, ChangeKind::Delete, key)
-                    }
+                    LogOp::Delete { key, .. } => Change::removal(version, ChangeKind::Delete, key),
                 });
             })?;
         }

@@ -619,9 +619,7 @@ impl Engine for MemoryEngine {
                         let v = Version(first + i as u64);
                         match op {
                             BatchOp::Put { key, value, .. } => Change::put(v, key, value),
-                            BatchOp::Delete { key } => {
-                                Change::removal(v, ChangeKind::Delete, key)
-                            }
+                            BatchOp::Delete { key } => Change::removal(v, ChangeKind::Delete, key),
                         }
                         .in_batch(Version(first))
                     })
