@@ -52,6 +52,7 @@
 //! ```
 
 pub mod bitcask;
+pub mod changes;
 pub mod dir_lock;
 pub mod durability;
 pub mod error;
@@ -542,6 +543,12 @@ pub trait Engine: Send + Sync + 'static {
     /// # Errors
     /// I/O failures listing the directory.
     fn snapshots(&self) -> Result<Vec<SnapshotInfo>>;
+
+    /// The engine's change feed (see [`changes`]): what watchers and blocking reads are
+    /// served from. `None` for an engine that publishes none (then `/watch` is refused).
+    fn changes(&self) -> Option<&changes::ChangeLog> {
+        None
+    }
 
     /// Makes everything durable, stops background threads and releases the directory lock.
     /// Later calls fail with [`crate::Error::Closed`]. Idempotent.

@@ -284,6 +284,16 @@ impl Writer {
         }
     }
 
+    /// Hands the change feed (watch) the changes of the write just staged: published now
+    /// when writes are visible at once, held until [`Writer::publish_durable`] otherwise.
+    pub fn feed(&self, inner: &Inner, batch: Vec<crate::changes::Change>) {
+        if self.hold_until_durable {
+            inner.changes.stage(batch);
+        } else {
+            inner.changes.publish(batch);
+        }
+    }
+
     /// The newest change to `key` not yet visible to readers, if any.
     pub fn staged(&self, key: &[u8]) -> Option<Change> {
         self.staged.get(key).map(|(_, c)| *c)
@@ -301,6 +311,8 @@ impl Writer {
                 self.staged.remove(&key);
             }
         }
+        // Watchers hear of these writes once readers can see them.
+        inner.changes.release_upto(crate::Version(upto));
     }
 
     /// Writes the buffer to the file.
