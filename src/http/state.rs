@@ -195,6 +195,11 @@ impl AppState {
             Ok((value, ticket)) => tracing::Instrument::instrument(ticket, span)
                 .await
                 .map(|()| value),
+            // A refusal may rest on a write not durable yet: answer it once that write is.
+            Err(e @ Error::PreconditionFailed { .. }) => {
+                self.call(CallKind::Write, |e| e.durable_barrier()).await?;
+                Err(e)
+            }
             Err(e) => Err(e),
         };
         self.observe(result)

@@ -260,8 +260,16 @@ impl Engine for Bitcask {
         Ok(self.get(key)?.map(|v| v.meta))
     }
 
+    fn durable_barrier(&self) -> Result<()> {
+        if self.inner.sync == SyncPolicy::Always {
+            self.sync()
+        } else {
+            Ok(())
+        }
+    }
+
     fn put(&self, key: &[u8], value: Bytes, opts: PutOptions) -> Result<Written> {
-        let (written, ticket) = self.put_deferred(key, value, opts)?;
+        let (written, ticket) = crate::settled(self, self.put_deferred(key, value, opts))?;
         ticket.wait()?;
         Ok(written)
     }
@@ -299,7 +307,7 @@ impl Engine for Bitcask {
     }
 
     fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>> {
-        let (removed, ticket) = self.delete_deferred(key, precondition)?;
+        let (removed, ticket) = crate::settled(self, self.delete_deferred(key, precondition))?;
         ticket.wait()?;
         Ok(removed)
     }
@@ -345,7 +353,8 @@ impl Engine for Bitcask {
         checks: &[(Vec<u8>, Precondition)],
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchResult>> {
-        let (results, ticket) = self.apply_batch_checked_deferred(checks, ops)?;
+        let (results, ticket) =
+            crate::settled(self, self.apply_batch_checked_deferred(checks, ops))?;
         ticket.wait()?;
         Ok(results)
     }

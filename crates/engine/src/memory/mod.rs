@@ -619,8 +619,16 @@ impl Engine for MemoryEngine {
         Ok(g.get(h, key, UnixMillis::now().0).map(|e| meta_of(&e)))
     }
 
+    fn durable_barrier(&self) -> Result<()> {
+        if self.inner.hold_until_durable {
+            self.inner.sync_log()
+        } else {
+            Ok(())
+        }
+    }
+
     fn put(&self, key: &[u8], value: Bytes, opts: PutOptions) -> Result<Written> {
-        let (written, ticket) = self.put_deferred(key, value, opts)?;
+        let (written, ticket) = crate::settled(self, self.put_deferred(key, value, opts))?;
         ticket.wait()?;
         Ok(written)
     }
@@ -688,7 +696,7 @@ impl Engine for MemoryEngine {
     }
 
     fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>> {
-        let (old, ticket) = self.delete_deferred(key, precondition)?;
+        let (old, ticket) = crate::settled(self, self.delete_deferred(key, precondition))?;
         ticket.wait()?;
         Ok(old)
     }
@@ -746,7 +754,8 @@ impl Engine for MemoryEngine {
         checks: &[(Vec<u8>, Precondition)],
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchResult>> {
-        let (results, ticket) = self.apply_batch_checked_deferred(checks, ops)?;
+        let (results, ticket) =
+            crate::settled(self, self.apply_batch_checked_deferred(checks, ops))?;
         ticket.wait()?;
         Ok(results)
     }
