@@ -90,7 +90,7 @@ pub struct Settings {
     /// Where engine reads run: `inline`, `blocking` (tokio's pool) or `pool` (a dedicated pool)
     #[arg(long, env = "HOARDHAVEN_EXEC_READS", default_value_t = ExecMode::Inline)]
     pub exec_reads: ExecMode,
-    /// Where engine writes run (they can wait for fsync): `inline`, `blocking` or `pool`
+    /// Where blocking engine writes run (the fsync before a refused precondition is answered; key writes append inline and await their group commit): `inline`, `blocking` or `pool`
     #[arg(long, env = "HOARDHAVEN_EXEC_WRITES", default_value_t = ExecMode::Pool)]
     pub exec_writes: ExecMode,
     /// Threads of the dedicated engine pool
