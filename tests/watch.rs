@@ -42,6 +42,7 @@ per_engine!(
     limits_cap_timeout_auth_and_shutdown,
     blocking_read_returns_on_change_or_304,
     slow_consumer_is_cut_without_affecting_others,
+    a_key_range_filters_the_feed,
 );
 
 /// One Server-Sent Event.
@@ -251,6 +252,40 @@ async fn ordered_without_gaps_across_concurrent_writers_and_batches(engine: &str
     }
 }
 
+/// `start` (inclusive) and `end` (exclusive) narrow the feed as they narrow a listing, also
+/// for history replayed from before the watch began.
+async fn a_key_range_filters_the_feed(engine: &str) {
+    let s = Server::start(engine, &[]).await;
+    let since = listed_version(&s).await;
+    let mut inside = Vec::new();
+    for key in ["g/a", "g/b", "g/c", "g/d", "h/b"] {
+        let v = put(&s, key, "x").await;
+        if ["g/b", "g/c"].contains(&key) {
+            inside.push(v);
+        }
+    }
+    let mut w = Sse::open(
+        &s,
+        &format!("prefix=g%2F&start=g%2Fb&end=g%2Fd&since={since}"),
+        None,
+    )
+    .await;
+    for want in &inside {
+        assert_eq!(
+            w.change().await.id,
+            Some(*want),
+            "{engine}: history in range"
+        );
+    }
+    // Live: the next in-range change comes next, nothing out of range in between.
+    put(&s, "g/d", "y").await;
+    put(&s, "g/a", "y").await;
+    let live = put(&s, "g/bb", "y").await;
+    let ev = w.change().await;
+    assert_eq!(ev.id, Some(live), "{engine}: {ev:?}");
+    assert_eq!(ev.data["key"], "g/bb");
+}
+
 async fn resumes_after_a_dropped_connection_and_after_a_restart(engine: &str) {
     let mut s = Server::start(engine, &["--watch-history-events", "8"]).await;
     let since = listed_version(&s).await;
@@ -327,7 +362,10 @@ async fn gone_after_a_merge_dropped_the_history(engine: &str) {
     let mut w = Sse::open(&s, &format!("since={oldest}"), None).await;
     let v = put(&s, "g/after", "x").await;
     let ev = w.change().await;
-    assert!(ev.id.expect("id") > oldest && ev.id.expect("id") <= v);
+    assert!(
+        ev.id.expect("id") > oldest && ev.id.expect("id") <= v,
+        "{engine}: {ev:?} after the 410's oldest version {oldest}, up to the put's {v} ({p})"
+    );
 }
 
 async fn limits_cap_timeout_auth_and_shutdown(engine: &str) {

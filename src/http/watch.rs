@@ -35,7 +35,7 @@ use super::error::{ApiError, Problem};
 use super::extract::Query;
 use super::state::AppState;
 use crate::engine::changes::{Change, ChangeKind, ChangeLog, History, RingRead};
-use crate::engine::{Engine, Version};
+use crate::engine::{Engine, KeyRange, Version};
 
 /// The header carrying the store's current version on listings and watches.
 pub const X_VERSION: HeaderName = HeaderName::from_static("x-hoardhaven-version");
@@ -174,7 +174,7 @@ pub fn is_long_poll(method: &Method, uri: &Uri) -> bool {
                 .is_some_and(|q| q.split('&').any(|p| p.starts_with("wait="))))
 }
 
-/// `?prefix=&since=&values=&progress=` of `GET /watch`.
+/// `?prefix=&start=&end=&since=&values=&progress=` of `GET /watch`.
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -183,6 +183,14 @@ pub struct WatchQuery {
     #[param(value_type = Option<String>)]
     #[serde(default, deserialize_with = "super::extract::bytes_param")]
     pub prefix: Option<Vec<u8>>,
+    /// Only keys at or after these bytes (inclusive, percent-encoded), as in `GET /kv`.
+    #[param(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "super::extract::bytes_param")]
+    pub start: Option<Vec<u8>>,
+    /// Only keys before these bytes (exclusive, percent-encoded), as in `GET /kv`.
+    #[param(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "super::extract::bytes_param")]
+    pub end: Option<Vec<u8>>,
     /// Send changes with versions above this one (exclusive; `Last-Event-ID` wins when both
     /// are given). Default: the current version (only changes from now on).
     pub since: Option<u64>,
@@ -348,6 +356,8 @@ pub async fn watch(
         engine,
         cursor: start,
         prefix: q.prefix.unwrap_or_default(),
+        start: q.start,
+        end: q.end,
         values: q.values.unwrap_or(false),
         tx,
         stop: hub.stopping(),
@@ -407,6 +417,10 @@ struct Watcher {
     engine: Arc<dyn Engine>,
     cursor: Version,
     prefix: Vec<u8>,
+    /// Inclusive lower bound on keys (`start=`).
+    start: Option<Vec<u8>>,
+    /// Exclusive upper bound on keys (`end=`).
+    end: Option<Vec<u8>>,
     values: bool,
     tx: mpsc::Sender<Event>,
     stop: watch::Receiver<bool>,
@@ -455,7 +469,12 @@ impl Watcher {
     }
 
     fn matches(&self, c: &Change) -> bool {
-        c.key.starts_with(&self.prefix)
+        KeyRange {
+            prefix: &self.prefix,
+            start: self.start.as_deref(),
+            end: self.end.as_deref(),
+        }
+        .contains(&c.key)
     }
 
     async fn deliver(&mut self, changes: &[Arc<Change>]) -> Result<(), End> {
