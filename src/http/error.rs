@@ -234,6 +234,8 @@ fn engine_parts(e: &Error) -> (StatusCode, &'static str, Option<String>) {
                     .into(),
             ),
         ),
+        Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", Some(e.to_string())),
+        Error::ReservedKey(_) => (S::BAD_REQUEST, "reserved-key", Some(e.to_string())),
         Error::Closed => (
             S::SERVICE_UNAVAILABLE,
             "not-ready",
@@ -270,7 +272,9 @@ impl IntoResponse for ApiError {
         let headers = resp.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         match &self {
-            ApiError::NotReady | ApiError::Overloaded | ApiError::Engine(Error::Closed) => {
+            ApiError::NotReady
+            | ApiError::Overloaded
+            | ApiError::Engine(Error::Closed | Error::Unavailable(_)) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized { invalid } => {

@@ -376,6 +376,15 @@ impl Engine for Bitcask {
         Ok(results)
     }
 
+    fn advance_version(&self, floor: Version) -> Result<()> {
+        let inner = &*self.inner;
+        inner.writable()?;
+        let mut w = inner.writer.lock();
+        // The next record's sequence number (its version) is `next_seq`.
+        w.next_seq = w.next_seq.max(floor.0.saturating_add(1));
+        Ok(())
+    }
+
     fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
         self.inner.check_open()?;
         if limit == 0 {

@@ -595,6 +595,14 @@ impl Engine for MemoryEngine {
         Ok(results)
     }
 
+    fn advance_version(&self, floor: Version) -> Result<()> {
+        let inner = &*self.inner;
+        inner.check_open()?;
+        // `next_versions` hands out `seq + 1` onwards.
+        inner.seq.fetch_max(floor.0, Ordering::SeqCst);
+        Ok(())
+    }
+
     fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
         let inner = &*self.inner;
         inner.check_open()?;
