@@ -8,8 +8,13 @@
 //! (the store the HTTP handlers call: an [`crate::Engine`] whose writes go through the log),
 //! [`admin`] (the `/cluster` routes and the read barrier), [`metrics`].
 
+pub mod admin;
+pub mod facade;
 pub mod log_store;
 pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod peer;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
