@@ -165,8 +165,8 @@ pub struct ClusterConfig {
     pub peer_listen: SocketAddr,
     /// Peer URL.
     pub peer_url: String,
-    /// API URL.
-    pub api_url: String,
+    /// API URL; `None` = `http(s)://` and the bound listen address.
+    pub api_url: Option<String>,
     /// Initialize.
     pub init: bool,
     /// Join through.
@@ -231,7 +231,6 @@ impl ClusterSettings {
         if self.cluster_timeout_ms < 100 {
             return Err(bad("cluster_timeout_ms", "must be at least 100"));
         }
-        let scheme = if security.tls.is_some() { "https" } else { "http" };
         Ok(Some(ClusterConfig {
             node_id,
             peer_listen,
@@ -239,10 +238,7 @@ impl ClusterSettings {
                 .peer_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{peer_listen}")),
-            api_url: self
-                .api_url
-                .clone()
-                .unwrap_or_else(|| format!("{scheme}://{listen}")),
+            api_url: self.api_url.clone().filter(|u| !u.is_empty()),
             init: self.cluster_init,
             join: self.join.clone().filter(|j| !j.is_empty()),
             secret,

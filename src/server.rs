@@ -138,7 +138,7 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("opening the engine: {e}"))?
                 .map_err(anyhow::Error::new)
         }
-        Some(c) => start_cluster(&cfg, c, &shutdown).await.map(|node| {
+        Some(c) => start_cluster(&cfg, c, format!("{scheme}://{addr}"), &shutdown).await.map(|node| {
             let _ = slot.set(Arc::clone(&node));
             Arc::new(crate::cluster::facade::ClusterStore::new(
                 node,
@@ -198,6 +198,7 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
 async fn start_cluster(
     cfg: &ServeConfig,
     c: &crate::config::ClusterConfig,
+    bound_url: String,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Arc<crate::cluster::node::Node>> {
     crate::cluster::metrics::describe();
@@ -205,7 +206,7 @@ async fn start_cluster(
         node_id: c.node_id,
         peer_listen: c.peer_listen,
         peer_url: c.peer_url.clone(),
-        api_url: c.api_url.clone(),
+        api_url: c.api_url.clone().unwrap_or(bound_url),
         init: c.init,
         join: c.join.clone(),
         secret: c.secret.clone(),
