@@ -325,3 +325,118 @@ async fn bad_cluster_input_is_refused_clearly() {
 async fn status_of(s: &Server) -> serde_json::Value {
     status(s).await
 }
+
+async fn cli(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(common::server::binary())
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run cli");
+    (
+        out.status,
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
+    let data = tempfile::tempdir().expect("tmp");
+    let peers: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let snap = ["--raft-snapshot-every", "50"];
+    let start = |i: usize, first: Option<u16>, join: bool| {
+        let mut f = node_flags(i as u64 + 1, peers[i], first);
+        if !join {
+            // Neither init nor join (drop `--cluster-init`): added by the CLI.
+            f.pop();
+        }
+        f.extend(snap.iter().map(|s| s.to_string()));
+        let dir = data.path().join(format!("n{}", i + 1));
+        async move {
+            let refs: Vec<&str> = f.iter().map(String::as_str).collect();
+            Server::start_in(&dir, "bitcask", &refs).await
+        }
+    };
+    let mut nodes = vec![start(0, None, true).await];
+    nodes.push(start(1, Some(peers[0]), true).await);
+    nodes.push(start(2, Some(peers[0]), true).await);
+    // Enough entries that snapshots are taken and the log is purged past the start.
+    for i in 0..400 {
+        let n = &nodes[i % 3];
+        let r = n.client.put(n.url(&format!("/kv/s{i}"))).body(format!("{i}")).send().await.expect("put");
+        assert!(r.status().is_success());
+    }
+    let st = status(&nodes[0]).await;
+    assert!(st["purged_index"].as_u64().unwrap_or(0) > 0 || st["snapshot_index"].as_u64().unwrap_or(0) > 0, "{st}");
+    // 3 -> 4: a learner with an empty log, added through the CLI; the leader's log no longer
+    // starts at 1, so it can only catch up by a snapshot.
+    let four = start(3, None, false).await;
+    let (ok, out) = cli(&[
+        "cluster",
+        "add",
+        "--url",
+        &nodes[1].base,
+        "4",
+        &format!("http://127.0.0.1:{}", peers[3]),
+        &four.base,
+    ])
+    .await;
+    assert!(ok.success(), "{out}");
+    let (ok, out) = cli(&["cluster", "promote", "--url", &nodes[2].base, "4"]).await;
+    assert!(ok.success(), "{out}");
+    let m = four.client.get(four.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    assert!(
+        m.lines().any(|l| l.starts_with("hoardhaven_raft_snapshots_installed_total") && !l.ends_with(" 0")),
+        "node 4 did not install a snapshot:\n{}",
+        m.lines().filter(|l| l.contains("raft")).collect::<Vec<_>>().join("\n")
+    );
+    for i in [0usize, 1, 199, 399] {
+        let g = four.client.get(four.url(&format!("/kv/s{i}"))).send().await.expect("get");
+        assert_eq!(g.status(), 200, "s{i} on the new node");
+        assert_eq!(g.text().await.expect("body"), format!("{i}"));
+    }
+    // Same version on the snapshot-installed node as on the leader.
+    let e0 = nodes[0].client.get(nodes[0].url("/kv/s7")).send().await.expect("get");
+    let e4 = four.client.get(four.url("/kv/s7")).send().await.expect("get");
+    assert_eq!(e0.headers()["etag"], e4.headers()["etag"]);
+    // 4 -> 5 by --join.
+    let five = start(4, Some(peers[2]), true).await;
+    wait_voters(&five, 5).await;
+    let r = five.client.put(five.url("/kv/after5")).body("x").send().await.expect("put");
+    assert_eq!(r.status(), 201);
+    // 5 -> 3.
+    for id in ["5", "4"] {
+        let (ok, out) = cli(&["cluster", "remove", "--url", &nodes[0].base, id]).await;
+        assert!(ok.success(), "remove {id}: {out}");
+    }
+    wait_voters(&nodes[1], 3).await;
+    let (ok, out) = cli(&["cluster", "status", "--url", &nodes[1].base, "--json"]).await;
+    assert!(ok.success(), "{out}");
+    let st: serde_json::Value = serde_json::from_str(out.trim()).expect("status json");
+    assert_eq!(st["voters"].as_array().expect("voters").len(), 3, "{st}");
+    let r = nodes[2].client.put(nodes[2].url("/kv/after3")).body("y").send().await.expect("put");
+    assert_eq!(r.status(), 201);
+    let g = nodes[0].client.get(nodes[0].url("/kv/after5")).send().await.expect("get");
+    assert_eq!(g.status(), 200);
+}
+
+/// Waits (bounded) until `s` sees `n` voters.
+async fn wait_voters(s: &Server, n: usize) {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let st = status(s).await;
+        if st["voters"].as_array().map(Vec::len) == Some(n) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never saw {n} voters: {st}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
