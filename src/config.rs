@@ -194,7 +194,10 @@ impl ClusterSettings {
                 (self.join.is_some(), "join"),
             ] {
                 if set {
-                    return Err(bad(name, "needs node_id (a cluster node); unset it for a single node"));
+                    return Err(bad(
+                        name,
+                        "needs node_id (a cluster node); unset it for a single node",
+                    ));
                 }
             }
             return Ok(None);
@@ -217,7 +220,9 @@ impl ClusterSettings {
                 "required when tokens are configured (peers must prove they belong)",
             ));
         }
-        if !security.auth.enabled() && secret.is_none() && !peer_listen.ip().to_canonical().is_loopback()
+        if !security.auth.enabled()
+            && secret.is_none()
+            && !peer_listen.ip().to_canonical().is_loopback()
             && !security.allow_unauthenticated_remote
         {
             return Err(bad(

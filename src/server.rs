@@ -138,13 +138,15 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("opening the engine: {e}"))?
                 .map_err(anyhow::Error::new)
         }
-        Some(c) => start_cluster(&cfg, c, format!("{scheme}://{addr}"), &shutdown).await.map(|node| {
-            let _ = slot.set(Arc::clone(&node));
-            Arc::new(crate::cluster::facade::ClusterStore::new(
-                node,
-                tokio::runtime::Handle::current(),
-            )) as Arc<dyn Engine>
-        }),
+        Some(c) => start_cluster(&cfg, c, format!("{scheme}://{addr}"), &shutdown)
+            .await
+            .map(|node| {
+                let _ = slot.set(Arc::clone(&node));
+                Arc::new(crate::cluster::facade::ClusterStore::new(
+                    node,
+                    tokio::runtime::Handle::current(),
+                )) as Arc<dyn Engine>
+            }),
     };
     let engine: Arc<dyn Engine> = match opened {
         Ok(e) => e,

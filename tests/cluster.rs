@@ -124,9 +124,18 @@ async fn writes_through_any_node_read_linearizably_everywhere() {
         let etag = r.headers()["etag"].to_str().expect("etag").to_string();
         // Read right after the ack, through every node: linearizable by default.
         for (j, m) in nodes.iter().enumerate() {
-            let g = m.client.get(m.url(&format!("/kv/{key}"))).send().await.expect("get");
+            let g = m
+                .client
+                .get(m.url(&format!("/kv/{key}")))
+                .send()
+                .await
+                .expect("get");
             assert_eq!(g.status(), 200, "read of {key} through node {j}");
-            assert_eq!(g.headers()["etag"].to_str().expect("etag"), etag, "same ETag on node {j}");
+            assert_eq!(
+                g.headers()["etag"].to_str().expect("etag"),
+                etag,
+                "same ETag on node {j}"
+            );
             assert_eq!(g.text().await.expect("body"), format!("v{i}"));
         }
     }
@@ -157,7 +166,12 @@ async fn writes_through_any_node_read_linearizably_everywhere() {
         .await
         .expect("batch");
     assert_eq!(r.status(), 200);
-    let g = nodes[0].client.get(nodes[0].url("/kv/k2")).send().await.expect("get");
+    let g = nodes[0]
+        .client
+        .get(nodes[0].url("/kv/k2"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(g.status(), 404);
 }
 
@@ -178,15 +192,23 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     let mut writers = Vec::new();
     for w in 0..4 {
         let base = followers[w % 2].clone();
-        let (acked, stop, after_kill, killed) =
-            (acked.clone(), stop.clone(), after_kill.clone(), killed.clone());
+        let (acked, stop, after_kill, killed) = (
+            acked.clone(),
+            stop.clone(),
+            after_kill.clone(),
+            killed.clone(),
+        );
         writers.push(tokio::spawn(async move {
             let c = client();
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let key = format!("w{w}-{i}");
                 i += 1;
-                if let Ok(r) = c.put(format!("{base}/kv/{key}")).body(key.clone()).send().await
+                if let Ok(r) = c
+                    .put(format!("{base}/kv/{key}"))
+                    .body(key.clone())
+                    .send()
+                    .await
                     && r.status().is_success()
                 {
                     acked.lock().expect("lock").insert(key);
@@ -200,7 +222,10 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     // Let some writes land, then SIGKILL the leader (dropping a Server kills it with SIGKILL).
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     while acked.lock().expect("lock").len() < 50 {
-        assert!(tokio::time::Instant::now() < deadline, "no writes acknowledged");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no writes acknowledged"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // SIGKILL (the Server's drop); its data directory stays in `data`.
@@ -208,7 +233,10 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     killed.store(true, std::sync::atomic::Ordering::SeqCst);
     // A new leader must take writes: wait for acknowledgements after the kill.
     while after_kill.load(std::sync::atomic::Ordering::SeqCst) < 50 {
-        assert!(tokio::time::Instant::now() < deadline, "no write acknowledged after the leader died");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no write acknowledged after the leader died"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -219,16 +247,39 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     for i in (0..3).filter(|&i| i != lead) {
         let n = nodes[i].as_ref().expect("survivor");
         for key in &acked {
-            let g = n.client.get(n.url(&format!("/kv/{key}"))).send().await.expect("get");
-            assert_eq!(g.status(), 200, "acknowledged {key} missing on survivor {i}");
+            let g = n
+                .client
+                .get(n.url(&format!("/kv/{key}")))
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(
+                g.status(),
+                200,
+                "acknowledged {key} missing on survivor {i}"
+            );
             assert_eq!(&g.text().await.expect("body"), key);
         }
     }
     // The old leader comes back and catches up.
-    let back = restart_node(&data.path().join(format!("n{}", lead + 1)), lead as u64 + 1, peers[lead]).await;
+    let back = restart_node(
+        &data.path().join(format!("n{}", lead + 1)),
+        lead as u64 + 1,
+        peers[lead],
+    )
+    .await;
     for key in &acked {
-        let g = back.client.get(back.url(&format!("/kv/{key}"))).send().await.expect("get");
-        assert_eq!(g.status(), 200, "acknowledged {key} missing on the returned node");
+        let g = back
+            .client
+            .get(back.url(&format!("/kv/{key}")))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(
+            g.status(),
+            200,
+            "acknowledged {key} missing on the returned node"
+        );
         assert_eq!(&g.text().await.expect("body"), key);
     }
 }
@@ -236,12 +287,23 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_quorum_writes_and_linearizable_reads_are_503_stale_reads_work() {
     let (nodes, _, _data) = three().await;
-    let r = nodes[0].client.put(nodes[0].url("/kv/a")).body("1").send().await.expect("put");
+    let r = nodes[0]
+        .client
+        .put(nodes[0].url("/kv/a"))
+        .body("1")
+        .send()
+        .await
+        .expect("put");
     assert_eq!(r.status(), 201);
     // Wait until node 0 has applied it locally, then cut it off: stop both others.
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
-        let g = nodes[0].client.get(nodes[0].url("/kv/a?consistency=stale")).send().await.expect("get");
+        let g = nodes[0]
+            .client
+            .get(nodes[0].url("/kv/a?consistency=stale"))
+            .send()
+            .await
+            .expect("get");
         if g.status() == 200 {
             break;
         }
@@ -251,13 +313,37 @@ async fn without_quorum_writes_and_linearizable_reads_are_503_stale_reads_work()
     let mut nodes = nodes.into_iter();
     let alone = nodes.next().expect("node 0");
     drop(nodes); // SIGKILL nodes 1 and 2
-    let r = alone.client.put(alone.url("/kv/b")).body("2").send().await.expect("put");
-    assert_eq!(r.status(), 503, "a write without a quorum must not be acknowledged");
+    let r = alone
+        .client
+        .put(alone.url("/kv/b"))
+        .body("2")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        r.status(),
+        503,
+        "a write without a quorum must not be acknowledged"
+    );
     assert!(r.headers().contains_key("retry-after"));
-    let g = alone.client.get(alone.url("/kv/a")).send().await.expect("get");
-    assert_eq!(g.status(), 503, "a linearizable read without a quorum must not answer 200");
+    let g = alone
+        .client
+        .get(alone.url("/kv/a"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        g.status(),
+        503,
+        "a linearizable read without a quorum must not answer 200"
+    );
     assert!(g.headers().contains_key("retry-after"));
-    let g = alone.client.get(alone.url("/kv/a?consistency=stale")).send().await.expect("get");
+    let g = alone
+        .client
+        .get(alone.url("/kv/a?consistency=stale"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(g.status(), 200);
     assert_eq!(g.text().await.expect("body"), "1");
 }
@@ -284,7 +370,12 @@ async fn bad_cluster_input_is_refused_clearly() {
         .expect("post");
     assert_eq!(r.status(), 401);
     // Removing the last voter.
-    let r = one.client.delete(one.url("/cluster/members/1")).send().await.expect("delete");
+    let r = one
+        .client
+        .delete(one.url("/cluster/members/1"))
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(r.status(), 409, "{}", r.text().await.unwrap_or_default());
     // A node id clash.
     let r = one
@@ -297,7 +388,11 @@ async fn bad_cluster_input_is_refused_clearly() {
     assert_eq!(r.status(), 409);
     // Joining with a wrong secret: the process exits non-zero saying why.
     let scratch = tempfile::tempdir().expect("tmp");
-    let mut cmd = serve_command("bitcask", &scratch.path().join("data"), &scratch.path().join("port"));
+    let mut cmd = serve_command(
+        "bitcask",
+        &scratch.path().join("data"),
+        &scratch.path().join("port"),
+    );
     let log = scratch.path().join("stderr.log");
     cmd.args([
         "--node-id",
@@ -318,7 +413,13 @@ async fn bad_cluster_input_is_refused_clearly() {
     // Nothing lost: the cluster still has one voter and serves.
     let st = status_of(&one).await;
     assert_eq!(st["voters"].as_array().expect("voters").len(), 1, "{st}");
-    let r = one.client.put(one.url("/kv/x")).body("1").send().await.expect("put");
+    let r = one
+        .client
+        .put(one.url("/kv/x"))
+        .body("1")
+        .send()
+        .await
+        .expect("put");
     assert_eq!(r.status(), 201);
 }
 
@@ -371,11 +472,21 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     // Enough entries that snapshots are taken and the log is purged past the start.
     for i in 0..400 {
         let n = &nodes[i % 3];
-        let r = n.client.put(n.url(&format!("/kv/s{i}"))).body(format!("{i}")).send().await.expect("put");
+        let r = n
+            .client
+            .put(n.url(&format!("/kv/s{i}")))
+            .body(format!("{i}"))
+            .send()
+            .await
+            .expect("put");
         assert!(r.status().is_success());
     }
     let st = status(&nodes[0]).await;
-    assert!(st["purged_index"].as_u64().unwrap_or(0) > 0 || st["snapshot_index"].as_u64().unwrap_or(0) > 0, "{st}");
+    assert!(
+        st["purged_index"].as_u64().unwrap_or(0) > 0
+            || st["snapshot_index"].as_u64().unwrap_or(0) > 0,
+        "{st}"
+    );
     // 3 -> 4: a learner with an empty log, added through the CLI; the leader's log no longer
     // starts at 1, so it can only catch up by a snapshot.
     let four = start(3, None, false).await;
@@ -392,25 +503,59 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     assert!(ok.success(), "{out}");
     let (ok, out) = cli(&["cluster", "promote", "--url", &nodes[2].base, "4"]).await;
     assert!(ok.success(), "{out}");
-    let m = four.client.get(four.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+    let m = four
+        .client
+        .get(four.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     assert!(
-        m.lines().any(|l| l.starts_with("hoardhaven_raft_snapshots_installed_total") && !l.ends_with(" 0")),
+        m.lines().any(
+            |l| l.starts_with("hoardhaven_raft_snapshots_installed_total") && !l.ends_with(" 0")
+        ),
         "node 4 did not install a snapshot:\n{}",
-        m.lines().filter(|l| l.contains("raft")).collect::<Vec<_>>().join("\n")
+        m.lines()
+            .filter(|l| l.contains("raft"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     for i in [0usize, 1, 199, 399] {
-        let g = four.client.get(four.url(&format!("/kv/s{i}"))).send().await.expect("get");
+        let g = four
+            .client
+            .get(four.url(&format!("/kv/s{i}")))
+            .send()
+            .await
+            .expect("get");
         assert_eq!(g.status(), 200, "s{i} on the new node");
         assert_eq!(g.text().await.expect("body"), format!("{i}"));
     }
     // Same version on the snapshot-installed node as on the leader.
-    let e0 = nodes[0].client.get(nodes[0].url("/kv/s7")).send().await.expect("get");
-    let e4 = four.client.get(four.url("/kv/s7")).send().await.expect("get");
+    let e0 = nodes[0]
+        .client
+        .get(nodes[0].url("/kv/s7"))
+        .send()
+        .await
+        .expect("get");
+    let e4 = four
+        .client
+        .get(four.url("/kv/s7"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(e0.headers()["etag"], e4.headers()["etag"]);
     // 4 -> 5 by --join.
     let five = start(4, Some(peers[2]), true).await;
     wait_voters(&five, 5).await;
-    let r = five.client.put(five.url("/kv/after5")).body("x").send().await.expect("put");
+    let r = five
+        .client
+        .put(five.url("/kv/after5"))
+        .body("x")
+        .send()
+        .await
+        .expect("put");
     assert_eq!(r.status(), 201);
     // 5 -> 3.
     for id in ["5", "4"] {
@@ -422,9 +567,20 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     assert!(ok.success(), "{out}");
     let st: serde_json::Value = serde_json::from_str(out.trim()).expect("status json");
     assert_eq!(st["voters"].as_array().expect("voters").len(), 3, "{st}");
-    let r = nodes[2].client.put(nodes[2].url("/kv/after3")).body("y").send().await.expect("put");
+    let r = nodes[2]
+        .client
+        .put(nodes[2].url("/kv/after3"))
+        .body("y")
+        .send()
+        .await
+        .expect("put");
     assert_eq!(r.status(), 201);
-    let g = nodes[0].client.get(nodes[0].url("/kv/after5")).send().await.expect("get");
+    let g = nodes[0]
+        .client
+        .get(nodes[0].url("/kv/after5"))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(g.status(), 200);
 }
 
@@ -436,7 +592,10 @@ async fn wait_voters(s: &Server, n: usize) {
         if st["voters"].as_array().map(Vec::len) == Some(n) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never saw {n} voters: {st}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never saw {n} voters: {st}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -6,6 +6,9 @@
 //! query says `consistency=stale` (the parameter is taken off before the handler sees it);
 //! without a quorum they answer 503 with Retry-After, never a stale 200.
 
+// axum `Response` is the early return of these helpers: boxing it would only move the allocation.
+#![allow(clippy::result_large_err)]
+
 use std::sync::{Arc, OnceLock};
 
 use axum::Json;
@@ -47,8 +50,10 @@ fn problem(status: StatusCode, kind: &str, detail: String) -> Response {
         HeaderValue::from_static("application/problem+json"),
     );
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut()
-            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from_static("1"),
+        );
     }
     r
 }
@@ -58,9 +63,11 @@ fn admin_result(r: Result<String, AdminError>) -> Response {
         Ok(msg) => (StatusCode::OK, Json(serde_json::json!({ "result": msg }))).into_response(),
         Err(AdminError::Conflict(m)) => problem(StatusCode::CONFLICT, "cluster-conflict", m),
         Err(AdminError::NotFound(m)) => problem(StatusCode::NOT_FOUND, "not-found", m),
-        Err(e @ (AdminError::Unavailable(_) | AdminError::NotLeader { .. })) => {
-            problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
-        }
+        Err(e @ (AdminError::Unavailable(_) | AdminError::NotLeader { .. })) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
     }
 }
 
@@ -73,7 +80,11 @@ async fn status(State(slot): State<Slot>) -> Response {
 
 async fn init(State(slot): State<Slot>) -> Response {
     match node_of(&slot) {
-        Ok(n) => admin_result(n.init().await.map(|()| format!("node {} initialized a one-voter cluster", n.id))),
+        Ok(n) => admin_result(
+            n.init()
+                .await
+                .map(|()| format!("node {} initialized a one-voter cluster", n.id)),
+        ),
         Err(r) => r,
     }
 }
@@ -114,8 +125,13 @@ async fn add_learner(
 }
 
 fn parse_id(id: &str) -> Result<NodeId, Response> {
-    id.parse()
-        .map_err(|_| problem(StatusCode::BAD_REQUEST, "bad-request", format!("`{id}` is not a node id")))
+    id.parse().map_err(|_| {
+        problem(
+            StatusCode::BAD_REQUEST,
+            "bad-request",
+            format!("`{id}` is not a node id"),
+        )
+    })
 }
 
 async fn promote(State(slot): State<Slot>, Path(id): Path<String>) -> Response {
@@ -142,7 +158,8 @@ async fn remove(State(slot): State<Slot>, Path(id): Path<String>) -> Response {
 
 fn is_read(method: &Method, path: &str) -> bool {
     let kv = path == "/kv" || path.starts_with("/kv/");
-    ((method == Method::GET || method == Method::HEAD) && kv) || (method == Method::POST && path == "/mget")
+    ((method == Method::GET || method == Method::HEAD) && kv)
+        || (method == Method::POST && path == "/mget")
 }
 
 /// Takes `consistency=...` out of the query; returns its value.
@@ -199,7 +216,12 @@ async fn barrier(State(slot): State<Slot>, mut req: Request, next: Next) -> Resp
                         return r;
                     }
                 }
-                None => return ApiError::Engine(EngineError::Unavailable("the cluster node is starting".into())).into_response(),
+                None => {
+                    return ApiError::Engine(EngineError::Unavailable(
+                        "the cluster node is starting".into(),
+                    ))
+                    .into_response();
+                }
             }
         }
     }
@@ -229,7 +251,10 @@ pub fn wrap(app: Router, slot: Slot, auth: Option<Arc<crate::http::auth::Auth>>)
         .route("/cluster/members/{id}", delete(remove))
         .with_state(Arc::clone(&slot));
     if let Some(a) = auth {
-        routes = routes.route_layer(axum::middleware::from_fn_with_state(a, crate::http::auth::require));
+        routes = routes.route_layer(axum::middleware::from_fn_with_state(
+            a,
+            crate::http::auth::require,
+        ));
     }
     routes
         .merge(app)

@@ -40,7 +40,10 @@ impl ClusterStore {
     }
 
     /// Runs `fut` on the runtime and waits for it from this (blocking-capable) thread.
-    fn block<T: Send + 'static>(&self, fut: impl Future<Output = T> + Send + 'static) -> eng::Result<T> {
+    fn block<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+    ) -> eng::Result<T> {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.rt.spawn(async move {
             let _ = tx.send(fut.await);
@@ -163,7 +166,12 @@ impl Engine for ClusterStore {
         }
     }
 
-    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> eng::Result<ListPage> {
+    fn list(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> eng::Result<ListPage> {
         let engine = self.node.sm.engine();
         let mut page = engine.list(prefix, start_after, limit.saturating_add(1))?;
         page.keys.retain(|k| !k.starts_with(RESERVED_PREFIX));
@@ -210,7 +218,11 @@ impl Engine for ClusterStore {
 
     fn close(&self) -> eng::Result<()> {
         let node = Arc::clone(&self.node);
-        self.block(async move { node.stop().await })?
-            .map_err(|e| eng::Error::io("closing the cluster node", std::io::Error::other(e.to_string())))
+        self.block(async move { node.stop().await })?.map_err(|e| {
+            eng::Error::io(
+                "closing the cluster node",
+                std::io::Error::other(e.to_string()),
+            )
+        })
     }
 }

@@ -158,7 +158,10 @@ fn encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
 }
 
 /// Scans one segment: its frames' locations, and the offset where valid frames end.
-fn scan_segment(file: &File, segment: u64) -> io::Result<(Vec<(Loc, Entry)>, u64, bool)> {
+/// A scanned segment: its entries, where valid frames end, and whether a bad frame follows.
+type Scan = (Vec<(Loc, Entry)>, u64, bool);
+
+fn scan_segment(file: &File, segment: u64) -> io::Result<Scan> {
     let len = file.metadata()?.len();
     let mut magic = [0u8; 8];
     if len < 8 {
@@ -307,7 +310,10 @@ impl LogStore {
         let mut out = Vec::new();
         for loc in st.index.range(range).map(|(_, l)| *l) {
             let seg = st.segments.get(&loc.segment).ok_or_else(|| {
-                io::Error::other(format!("segment {} of entry {} is gone", loc.segment, loc.log_id))
+                io::Error::other(format!(
+                    "segment {} of entry {} is gone",
+                    loc.segment, loc.log_id
+                ))
             })?;
             let mut buf = vec![0u8; loc.len as usize + 8];
             seg.file.read_exact_at(&mut buf, loc.offset)?;

@@ -9,19 +9,34 @@ use super::types::{NodeId, Raft};
 /// Describes every cluster metric (called once at start).
 pub fn describe() {
     metrics::describe_gauge!("hoardhaven_raft_term", "Current Raft term of this node");
-    metrics::describe_gauge!("hoardhaven_raft_is_leader", "1 when this node is the leader");
+    metrics::describe_gauge!(
+        "hoardhaven_raft_is_leader",
+        "1 when this node is the leader"
+    );
     metrics::describe_counter!(
         "hoardhaven_raft_leader_changes_total",
         "Times this node saw the leader change"
     );
-    metrics::describe_gauge!("hoardhaven_raft_commit_index", "Highest log index known committed");
-    metrics::describe_gauge!("hoardhaven_raft_applied_index", "Highest log index applied to the engine");
-    metrics::describe_gauge!("hoardhaven_raft_last_log_index", "Highest log index in this node's log");
+    metrics::describe_gauge!(
+        "hoardhaven_raft_commit_index",
+        "Highest log index known committed"
+    );
+    metrics::describe_gauge!(
+        "hoardhaven_raft_applied_index",
+        "Highest log index applied to the engine"
+    );
+    metrics::describe_gauge!(
+        "hoardhaven_raft_last_log_index",
+        "Highest log index in this node's log"
+    );
     metrics::describe_gauge!(
         "hoardhaven_raft_replication_lag_entries",
         "Leader only: entries a member's log is behind the leader's, per member"
     );
-    metrics::describe_counter!("hoardhaven_raft_snapshots_built_total", "Snapshots built by this node");
+    metrics::describe_counter!(
+        "hoardhaven_raft_snapshots_built_total",
+        "Snapshots built by this node"
+    );
     metrics::describe_counter!(
         "hoardhaven_raft_snapshots_installed_total",
         "Snapshots received from a leader and installed"
@@ -54,7 +69,11 @@ pub async fn watch(raft: Raft) {
     loop {
         let m = rx.borrow_and_update().clone();
         metrics::gauge!("hoardhaven_raft_term").set(m.current_term as f64);
-        metrics::gauge!("hoardhaven_raft_is_leader").set(if m.current_leader == Some(m.id) { 1.0 } else { 0.0 });
+        metrics::gauge!("hoardhaven_raft_is_leader").set(if m.current_leader == Some(m.id) {
+            1.0
+        } else {
+            0.0
+        });
         if m.current_leader != leader {
             if m.current_leader.is_some() {
                 metrics::counter!("hoardhaven_raft_leader_changes_total").increment(1);
@@ -75,8 +94,16 @@ pub async fn watch(raft: Raft) {
             }
             // The commit index is the median match index (the quorum's).
             committed.sort_unstable();
-            if let Some(c) = committed.get(committed.len().saturating_sub(1) / 2).copied() {
-                let c = committed.len().checked_sub(committed.len() / 2 + 1).and_then(|i| committed.get(i)).copied().unwrap_or(c);
+            if let Some(c) = committed
+                .get(committed.len().saturating_sub(1) / 2)
+                .copied()
+            {
+                let c = committed
+                    .len()
+                    .checked_sub(committed.len() / 2 + 1)
+                    .and_then(|i| committed.get(i))
+                    .copied()
+                    .unwrap_or(c);
                 metrics::gauge!("hoardhaven_raft_commit_index").set(c as f64);
             }
         } else {

@@ -180,7 +180,9 @@ impl Network {
                 self.node.clone(),
                 e,
             ))),
-            Err(e @ PeerError::Unreachable { .. }) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(e @ PeerError::Unreachable { .. }) => {
+                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            }
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }

@@ -178,12 +178,19 @@ impl Node {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match self
                         .client
-                        .call::<_, Result<Outcome, WriteError>>(&info.peer_url, "forward", &cmd, left.max(Duration::from_millis(100)))
+                        .call::<_, Result<Outcome, WriteError>>(
+                            &info.peer_url,
+                            "forward",
+                            &cmd,
+                            left.max(Duration::from_millis(100)),
+                        )
                         .await
                     {
                         Ok(r) => r,
                         // Unreachable before sending: not applied; after: unknown.
-                        Err(e) => Err(WriteError::Unavailable(format!("forwarding to the leader: {e}"))),
+                        Err(e) => Err(WriteError::Unavailable(format!(
+                            "forwarding to the leader: {e}"
+                        ))),
                     }
                 }
                 other => other,
@@ -258,10 +265,8 @@ impl Node {
         }
         let membership = m.membership_config.membership().clone();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-        let nodes: BTreeMap<NodeId, NodeInfo> = membership
-            .nodes()
-            .map(|(id, n)| (*id, n.clone()))
-            .collect();
+        let nodes: BTreeMap<NodeId, NodeInfo> =
+            membership.nodes().map(|(id, n)| (*id, n.clone())).collect();
         let long = self.timeout * 12;
         let werr = |e: RaftError<NodeId, ClientWriteError<NodeId, NodeInfo>>| match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => AdminError::NotLeader {
@@ -369,7 +374,12 @@ impl Node {
                 leader: Some((id, info)),
             }) if id != self.id => self
                 .client
-                .call::<_, Result<String, AdminError>>(&info.peer_url, "admin", &op, self.timeout * 13)
+                .call::<_, Result<String, AdminError>>(
+                    &info.peer_url,
+                    "admin",
+                    &op,
+                    self.timeout * 13,
+                )
                 .await
                 .map_err(|e| AdminError::Unavailable(format!("asking the leader: {e}")))?,
             Err(AdminError::NotLeader { leader: None }) => {
@@ -533,7 +543,9 @@ pub async fn start(opts: ClusterOptions, shutdown: Shutdown) -> anyhow::Result<A
     tokio::spawn(super::metrics::watch(raft.clone()));
     let initialized = raft.is_initialized().await.map_err(|e| anyhow!("{e}"))?;
     if opts.init && !initialized {
-        node.init().await.map_err(|e| anyhow!("cluster init: {e}"))?;
+        node.init()
+            .await
+            .map_err(|e| anyhow!("cluster init: {e}"))?;
         tracing::info!(node_id = opts.node_id, "initialized a one-voter cluster");
     }
     if let Some(url) = &opts.join
@@ -588,7 +600,10 @@ async fn join(node: &Node, url: &str, shutdown: &Shutdown) -> anyhow::Result<()>
 /// Waits until this node knows a leader (for tests and start-up logs).
 pub async fn wait_leader(raft: &Raft, timeout: Duration) -> bool {
     raft.wait(Some(timeout))
-        .metrics(|m| m.current_leader.is_some() && m.state != ServerState::Candidate, "leader")
+        .metrics(
+            |m| m.current_leader.is_some() && m.state != ServerState::Candidate,
+            "leader",
+        )
         .await
         .is_ok()
 }

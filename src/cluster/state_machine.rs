@@ -16,6 +16,9 @@
 //! `sm.new/` (an installed snapshot being rebuilt, then complete), `sm.old/` (the engine being
 //! replaced), `snapshots/current.snap` (the last snapshot built or received).
 
+// openraft's `StorageError` is the error type its traits demand: boxing it would only move the allocation.
+#![allow(clippy::result_large_err)]
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -249,7 +252,12 @@ impl StateMachine {
         Ok(outcome)
     }
 
-    fn apply_command(&self, engine: &dyn Engine, cmd: Command, meta: BatchOp) -> eng::Result<Outcome> {
+    fn apply_command(
+        &self,
+        engine: &dyn Engine,
+        cmd: Command,
+        meta: BatchOp,
+    ) -> eng::Result<Outcome> {
         let reserved = |k: &[u8]| {
             if k.starts_with(RESERVED_PREFIX) {
                 Err(eng::Error::ReservedKey("\\0hh/"))
@@ -266,9 +274,18 @@ impl StateMachine {
             } => {
                 reserved(&key)?;
                 let check = vec![(key.clone(), Precondition::from(cond))];
-                let ops = vec![batch_op(Op::Put { key, value, expires_at }), meta];
+                let ops = vec![
+                    batch_op(Op::Put {
+                        key,
+                        value,
+                        expires_at,
+                    }),
+                    meta,
+                ];
                 let r = engine.apply_batch_checked(&check, ops)?;
-                let first = r.first().ok_or_else(|| eng::Error::io("apply", io::Error::other("empty batch result")))?;
+                let first = r.first().ok_or_else(|| {
+                    eng::Error::io("apply", io::Error::other("empty batch result"))
+                })?;
                 Ok(Outcome::written(first.version, !first.existed_before))
             }
             Command::Delete { key, cond } => {
@@ -397,13 +414,15 @@ impl StateMachine {
             std::fs::remove_dir_all(&building)?;
         }
         {
-            let e = eng::open(&engine_opts(&self.0.opts, building.clone())).map_err(io::Error::other)?;
+            let e = eng::open(&engine_opts(&self.0.opts, building.clone()))
+                .map_err(io::Error::other)?;
             let mut batch = Vec::new();
             let mut last = 0u64;
             for r in records {
                 // One record per version, exactly the version it had on the leader.
                 if !batch.is_empty() && r.version != last + 1 {
-                    e.apply_batch(std::mem::take(&mut batch)).map_err(io::Error::other)?;
+                    e.apply_batch(std::mem::take(&mut batch))
+                        .map_err(io::Error::other)?;
                 }
                 if batch.is_empty() {
                     e.advance_version(Version(r.version.saturating_sub(1)))
@@ -416,7 +435,8 @@ impl StateMachine {
                     expires_at: r.expires_at.map(UnixMillis),
                 });
                 if batch.len() >= 1000 {
-                    e.apply_batch(std::mem::take(&mut batch)).map_err(io::Error::other)?;
+                    e.apply_batch(std::mem::take(&mut batch))
+                        .map_err(io::Error::other)?;
                 }
             }
             if !batch.is_empty() {
@@ -427,7 +447,8 @@ impl StateMachine {
                 membership: meta.last_membership.clone(),
             };
             if let Some(l) = meta.last_log_id {
-                e.advance_version(version_floor(l.index)).map_err(io::Error::other)?;
+                e.advance_version(version_floor(l.index))
+                    .map_err(io::Error::other)?;
             }
             e.apply_batch(vec![Self::meta_op(&applied).map_err(io::Error::other)?])
                 .map_err(io::Error::other)?;
@@ -441,7 +462,8 @@ impl StateMachine {
         let mut slot = self.0.engine.write();
         slot.close().map_err(io::Error::other)?;
         recover_dirs(dir)?;
-        let engine = eng::open(&engine_opts(&self.0.opts, dir.join("sm"))).map_err(io::Error::other)?;
+        let engine =
+            eng::open(&engine_opts(&self.0.opts, dir.join("sm"))).map_err(io::Error::other)?;
         *applied = read_applied(&*engine).map_err(io::Error::other)?;
         *slot = engine;
         drop(slot);
@@ -556,9 +578,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // The received data may sit in a file other than ours (a test hands the leader's file
         // over): copy it into place when so.
         let path = self.0.dir.join("snapshots").join("received.tmp");
-        file.seek(std::io::SeekFrom::Start(0)).await.map_err(|e| werr(&e))?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .await
+            .map_err(|e| werr(&e))?;
         let mut out = tokio::fs::File::create(&path).await.map_err(|e| werr(&e))?;
-        tokio::io::copy(&mut file, &mut out).await.map_err(|e| werr(&e))?;
+        tokio::io::copy(&mut file, &mut out)
+            .await
+            .map_err(|e| werr(&e))?;
         out.sync_all().await.map_err(|e| werr(&e))?;
         drop(out);
         let sm = self.clone();

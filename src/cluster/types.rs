@@ -6,8 +6,6 @@
 //! names is re-exported from here under short aliases so that a move to openraft 0.10 touches
 //! this module and its siblings only.
 
-
-
 use serde::{Deserialize, Serialize};
 
 use crate::engine::{BatchResult, Precondition, UnixMillis, Version, Written};
@@ -55,7 +53,6 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;
 /// A storage error.
 pub type StorageError = openraft::StorageError<NodeId>;
-
 
 /// A precondition as it travels in the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -98,11 +98,21 @@ pub fn run(a: &ClusterArgs) -> Result<(), Exit> {
         ),
         ClusterCommand::Promote(x) => (
             &x.conn,
-            call(&x.conn, Method::POST, &format!("/cluster/voters/{}", x.node_id), None)?,
+            call(
+                &x.conn,
+                Method::POST,
+                &format!("/cluster/voters/{}", x.node_id),
+                None,
+            )?,
         ),
         ClusterCommand::Remove(x) => (
             &x.conn,
-            call(&x.conn, Method::DELETE, &format!("/cluster/members/{}", x.node_id), None)?,
+            call(
+                &x.conn,
+                Method::DELETE,
+                &format!("/cluster/members/{}", x.node_id),
+                None,
+            )?,
         ),
     };
     if conn.json {
@@ -130,10 +140,12 @@ pub fn status_lines(doc: &Json) -> String {
     }
     s.push_str(&format!(
         "leader: {}\n",
-        doc["leader"]["node_id"].as_u64().map_or("none".into(), |i| format!(
-            "{i} {}",
-            doc["leader"]["api_url"].as_str().unwrap_or("")
-        ))
+        doc["leader"]["node_id"]
+            .as_u64()
+            .map_or("none".into(), |i| format!(
+                "{i} {}",
+                doc["leader"]["api_url"].as_str().unwrap_or("")
+            ))
     ));
     for (role, list) in [("voter", &doc["voters"]), ("learner", &doc["learners"])] {
         for m in list.as_array().into_iter().flatten() {
