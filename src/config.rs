@@ -25,7 +25,9 @@ use crate::engine::{EngineKind, EngineOptions, MAX_KEY_LEN, SyncPolicy};
 use crate::exec::ExecMode;
 use crate::http::auth::{AuthConfig, TokenSet};
 use crate::http::{HeadLimits, Limits};
+use crate::telemetry::OtelConfig;
 use crate::tls::TlsConfig;
+use crate::transport::Http2Limits;
 
 /// Prefix of the environment variables (`HOARDHAVEN_LISTEN`, `HOARDHAVEN_BITCASK__...`).
 pub const ENV_PREFIX: &str = "HOARDHAVEN";
@@ -114,6 +116,15 @@ pub struct Settings {
     /// TLS settings (`[tls]`).
     #[command(flatten, next_help_heading = "TLS")]
     pub tls: TlsSettings,
+    /// HTTP/2 settings (`[http2]`).
+    #[command(flatten, next_help_heading = "HTTP/2")]
+    pub http2: Http2Settings,
+    /// OpenTelemetry trace export (`[otel]`).
+    #[command(
+        flatten,
+        next_help_heading = "OpenTelemetry traces (docs/operations.md)"
+    )]
+    pub otel: OtelSettings,
     /// Cluster settings (top-level keys; docs/cluster.md).
     #[command(flatten, next_help_heading = "Cluster (docs/cluster.md)")]
     pub cluster: ClusterSettings,
@@ -290,9 +301,9 @@ pub struct BitcaskSettings {
     #[arg(id = "bitcask.max_file_size", long = "bitcask-max-file-size", value_name = "BYTES",
           env = "HOARDHAVEN_BITCASK__MAX_FILE_SIZE", default_value_t = BitcaskOptions::default().max_file_size)]
     pub max_file_size: u64,
-    /// How sealed files are read: `pread` or `mmap`
+    /// How sealed files are read: `mmap` (values served as slices of the map) or `pread`
     #[arg(id = "bitcask.read_mode", long = "bitcask-read-mode", value_name = "MODE",
-          env = "HOARDHAVEN_BITCASK__READ_MODE", default_value_t = ReadMode::Pread)]
+          env = "HOARDHAVEN_BITCASK__READ_MODE", default_value_t = ReadMode::Mmap)]
     pub read_mode: ReadMode,
     /// Automatic merge when this share of sealed bytes is dead (0.0-1.0)...
     #[arg(id = "bitcask.merge_min_fragmentation", long = "bitcask-merge-min-fragmentation",
@@ -422,6 +433,123 @@ pub struct TlsSettings {
         default_value_t = 10
     )]
     pub reload_interval_secs: u64,
+}
+
+/// Settings of HTTP/2 (`[http2]`): h2 over TLS (ALPN) and h2c with prior knowledge.
+#[derive(Clone, Debug, Args)]
+pub struct Http2Settings {
+    /// Serve HTTP/2 beside HTTP/1.1 on the same listener (TLS: ALPN h2; clear text: prior knowledge)
+    #[arg(id = "http2.enabled", long = "http2-enabled", value_name = "BOOL",
+          env = "HOARDHAVEN_HTTP2__ENABLED", action = ArgAction::Set, num_args = 0..=1,
+          default_missing_value = "true", default_value_t = true)]
+    pub enabled: bool,
+    /// Streams one HTTP/2 connection may have open at once
+    #[arg(id = "http2.max_concurrent_streams", long = "http2-max-concurrent-streams",
+          value_name = "N", env = "HOARDHAVEN_HTTP2__MAX_CONCURRENT_STREAMS",
+          default_value_t = Http2Limits::default().max_concurrent_streams)]
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window of each stream in bytes (65535 to 2147483647)
+    #[arg(id = "http2.stream_window_bytes", long = "http2-stream-window-bytes",
+          value_name = "BYTES", env = "HOARDHAVEN_HTTP2__STREAM_WINDOW_BYTES",
+          default_value_t = Http2Limits::default().stream_window_bytes)]
+    pub stream_window_bytes: u32,
+    /// HTTP/2 flow-control window of each connection in bytes (65535 to 2147483647)
+    #[arg(id = "http2.connection_window_bytes", long = "http2-connection-window-bytes",
+          value_name = "BYTES", env = "HOARDHAVEN_HTTP2__CONNECTION_WINDOW_BYTES",
+          default_value_t = Http2Limits::default().connection_window_bytes)]
+    pub connection_window_bytes: u32,
+}
+
+impl Http2Settings {
+    fn validate(&self) -> Result<Option<Http2Limits>, SettingError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        // RFC 9113 §6.9.1-2: a window is at most 2^31-1; below the default 65535 a client
+        // would stall on its first large body.
+        let window = |name: &str, v: u32| {
+            if (65_535..=0x7fff_ffff).contains(&v) {
+                Ok(v)
+            } else {
+                Err(bad(
+                    name,
+                    format!("must be between 65535 and 2147483647, got {v}"),
+                ))
+            }
+        };
+        let streams = self.max_concurrent_streams;
+        if !(1..=100_000).contains(&streams) {
+            return Err(bad(
+                "http2.max_concurrent_streams",
+                format!("must be between 1 and 100000, got {streams}"),
+            ));
+        }
+        Ok(Some(Http2Limits {
+            max_concurrent_streams: streams,
+            stream_window_bytes: window("http2.stream_window_bytes", self.stream_window_bytes)?,
+            connection_window_bytes: window(
+                "http2.connection_window_bytes",
+                self.connection_window_bytes,
+            )?,
+        }))
+    }
+}
+
+/// Settings of trace export (`[otel]`): off unless an endpoint is given.
+#[derive(Clone, Debug, Args)]
+pub struct OtelSettings {
+    /// OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); spans go to <URL>/v1/traces; unset = off
+    #[arg(
+        id = "otel.endpoint",
+        long = "otel-endpoint",
+        value_name = "URL",
+        env = "HOARDHAVEN_OTEL__ENDPOINT"
+    )]
+    pub endpoint: Option<String>,
+    /// The `service.name` resource attribute of exported spans
+    #[arg(
+        id = "otel.service_name",
+        long = "otel-service-name",
+        value_name = "NAME",
+        env = "HOARDHAVEN_OTEL__SERVICE_NAME",
+        default_value = "hoardhaven"
+    )]
+    pub service_name: String,
+    /// Fraction of new traces sampled (0.0 to 1.0); a sampled incoming traceparent is always kept
+    #[arg(
+        id = "otel.sample_ratio",
+        long = "otel-sample-ratio",
+        value_name = "RATIO",
+        env = "HOARDHAVEN_OTEL__SAMPLE_RATIO",
+        default_value_t = 1.0
+    )]
+    pub sample_ratio: f64,
+}
+
+impl OtelSettings {
+    fn validate(&self) -> Result<Option<OtelConfig>, SettingError> {
+        let Some(endpoint) = self
+            .endpoint
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        else {
+            return Ok(None);
+        };
+        let endpoint =
+            crate::telemetry::traces_url(endpoint).map_err(|r| bad("otel.endpoint", r))?;
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(bad("otel.sample_ratio", "must be between 0.0 and 1.0"));
+        }
+        if self.service_name.trim().is_empty() {
+            return Err(bad("otel.service_name", "must not be empty"));
+        }
+        Ok(Some(OtelConfig {
+            traces_url: endpoint,
+            service_name: self.service_name.trim().to_owned(),
+            sample_ratio: self.sample_ratio,
+        }))
+    }
 }
 
 /// The memory engine's append-only log.
@@ -642,6 +770,10 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Authentication, TLS, head limits, timeouts, CORS.
     pub security: SecurityConfig,
+    /// HTTP/2 limits; `None` = HTTP/1.1 only.
+    pub http2: Option<Http2Limits>,
+    /// Trace export; `None` = off.
+    pub otel: Option<OtelConfig>,
     /// Cluster settings; `None` = a single node.
     pub cluster: Option<ClusterConfig>,
 }
@@ -772,6 +904,8 @@ impl Settings {
             port_file: self.port_file.clone(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             security,
+            http2: self.http2.validate()?,
+            otel: self.otel.validate()?,
         })
     }
 }
@@ -1011,6 +1145,7 @@ const CLIENT_ONLY_ENV: &[&str] = &[
     "HOARDHAVEN_CA_CERT",
     "HOARDHAVEN_REQUIRE_TOOLS",
     "HOARDHAVEN_CRASH_AT",
+    "HOARDHAVEN_TEST_SYNC_DELAY_MS",
     "HOARDHAVEN_SOAK_OUT",
     "HOARDHAVEN_SOAK_SECS",
     "HOARDHAVEN_ST_REPORT",

@@ -2,10 +2,14 @@
 //!
 //! Owns [`Exec`], the choice of where a possibly blocking engine call runs: inline on the
 //! async worker, on tokio's blocking pool (`spawn_blocking`), or on a dedicated [`Pool`] of
-//! threads. Engine calls may block on fsync, so writes must not run inline under
-//! `sync=always`; which choice is fastest for reads and for writes was measured (see
-//! `.env.example` and docs/benchmarks.md). The HTTP handlers reach it through
-//! `http::AppState::call`; nothing here knows about HTTP.
+//! threads; which choice is fastest for reads was measured (see `.env.example` and
+//! docs/benchmarks.md). The HTTP handlers reach it through `http::AppState::call`; nothing
+//! here knows about HTTP.
+//!
+//! Key writes (PUT, DELETE, `/batch`) no longer come here: they are appended inline and their
+//! durability ticket is awaited (`http::AppState::call_write`), so no thread waits on an fsync
+//! and `sync=never` writes make no thread hop. [`CallKind::Write`] (and `--exec-writes`) is
+//! left for engine calls that block as a whole.
 
 use std::fmt;
 use std::str::FromStr;

@@ -18,9 +18,12 @@
 //! - [`exec`]: where engine calls run (inline, tokio's blocking pool, or a dedicated pool).
 //! - [`server`]: bind, open the engine, serve, graceful stop, final sync.
 //! - [`transport`]: the accept loop: TCP, optional TLS, HTTP/1.1 with a header-read timeout
-//!   and a cap on the request head. [`tls`]: rustls (ring) and the reloadable certificate.
+//!   and a cap on the request head, HTTP/2 (ALPN h2 and h2c prior knowledge) with the same
+//!   limits. [`tls`]: rustls (ring) and the reloadable certificate.
 //!   [`reload`]: certificate and token reload on SIGHUP or file change.
 //! - [`logging`]: the `tracing` subscriber; a failed log write is dropped, never fatal.
+//! - [`telemetry`]: OpenTelemetry spans (requests, engine calls, jobs) exported over OTLP when
+//!   an endpoint is configured; W3C `traceparent` honoured.
 //! - [`shutdown`]: the stop latch triggered by SIGTERM / Ctrl-C.
 //! - [`cli`]: the command line (`serve`, the default subcommand; `bench`).
 //! - [`loadgen`]: the load tool behind `hoardhaven bench` (an HTTP client; no storage code).
@@ -38,6 +41,7 @@ pub mod reload;
 pub mod resp;
 pub mod server;
 pub mod shutdown;
+pub mod telemetry;
 pub mod tls;
 pub mod transport;
 

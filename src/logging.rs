@@ -1,6 +1,7 @@
 //! Where the server's log lines go, and why a log line can never hurt the server.
 //!
-//! Owns [`init`] (the `tracing` subscriber: human or JSON lines on stderr) and [`QuietStderr`],
+//! Owns [`init`] (the `tracing` subscriber: human or JSON lines on stderr, plus the
+//! OpenTelemetry layer of [`crate::telemetry`] when traces are exported) and [`QuietStderr`],
 //! its writer. Logging is best effort: when stderr is a pipe whose reader went away
 //! (`hoardhaven serve 2>&1 | head -3`), a full disk, or anything else that makes a write fail,
 //! the line is dropped and the server goes on. `tracing-subscriber` would otherwise report
@@ -10,7 +11,12 @@
 use std::io::{self, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{Layer, Registry};
+
 use crate::config::LogFormat;
+use crate::telemetry::Telemetry;
 
 /// Set once a write to stderr failed with a broken pipe: the reader is gone for good, so later
 /// lines are dropped without a system call.
@@ -49,10 +55,28 @@ pub fn line(msg: &str) {
 }
 
 /// Installs the global subscriber: `RUST_LOG` wins over `level`; a second call does nothing.
-pub fn init(format: LogFormat, level: &str) {
+/// With `telemetry`, its layer is added beside the log lines, each with its own filter (the
+/// log level does not decide which spans are exported).
+pub fn init(format: LogFormat, level: &str, telemetry: Option<&Telemetry>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if let Some(t) = telemetry {
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_ansi(io::stderr().is_terminal())
+            .log_internal_errors(false)
+            .with_writer(|| QuietStderr);
+        let fmt: Box<dyn Layer<Registry> + Send + Sync> = match format {
+            LogFormat::Human => Box::new(fmt),
+            LogFormat::Json => Box::new(fmt.json()),
+        };
+        let _ = tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .with(t.layer())
+            .try_init();
+        return;
+    }
+    // No export: one global filter, so spans it disables cost nothing.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(io::stderr().is_terminal())

@@ -66,9 +66,10 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         header_read_timeout: sec.header_read_timeout,
         max_head_bytes: sec.head.max_uri_bytes + sec.head.max_header_bytes + 1024,
         tls: match &certs {
-            Some(c) => Some(tls::acceptor(Arc::clone(c))?),
+            Some(c) => Some(tls::acceptor(Arc::clone(c), cfg.http2.is_some())?),
             None => None,
         },
+        http2: cfg.http2,
     };
     reload::spawn(certs, auth.clone(), shutdown.clone());
     if let Some(p) = &cfg.port_file {
@@ -161,6 +162,7 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     tracing::info!(%addr, engine = %cfg.engine.kind, dir = %cfg.engine.dir.display(),
         sync = %cfg.engine.sync, auth = sec.auth.enabled(),
         "listening on {scheme}://{addr}; ready: engine open");
+    crate::telemetry::set_store(cfg.engine.kind, cfg.engine.sync);
     state.set_engine(Arc::clone(&engine));
     if let Some(l) = resp_listener {
         let resp_addr = l.local_addr().context("reading the RESP address")?;

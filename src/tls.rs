@@ -132,17 +132,22 @@ impl ResolvesServerCert for CertStore {
 }
 
 /// A TLS acceptor serving the store's certificate: TLS 1.2 and 1.3, ring's safe defaults,
-/// no client certificates, ALPN `http/1.1`.
+/// no client certificates, ALPN `h2` (when `http2`) then `http/1.1`. A client offering no
+/// ALPN gets HTTP/1.1.
 ///
 /// # Errors
 /// When the provider refuses the protocol versions (not expected with ring's defaults).
-pub fn acceptor(store: Arc<CertStore>) -> anyhow::Result<TlsAcceptor> {
+pub fn acceptor(store: Arc<CertStore>, http2: bool) -> anyhow::Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .context("TLS protocol versions")?
         .with_no_client_auth()
         .with_cert_resolver(store);
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok(TlsAcceptor::from(Arc::new(cfg)))
 }

@@ -1,4 +1,5 @@
-//! The accept loop: TCP connections, optional TLS, HTTP/1.1 through hyper, graceful stop.
+//! The accept loop: TCP connections, optional TLS, HTTP/1.1 and HTTP/2 through hyper,
+//! graceful stop.
 //!
 //! Owns [`Transport`] (connection-level settings) and [`serve`]. It replaces `axum::serve`
 //! because that exposes neither a header-read timeout nor a cap on the request head, and
@@ -7,6 +8,16 @@
 //! header-read timeout passes. The same timeout closes keep-alive connections left idle
 //! between requests. On stop, the listener is dropped at once and open connections finish
 //! their current request, then close.
+//!
+//! HTTP/2 ([`crate::transport::h2`]): over TLS when ALPN picks `h2`, and in clear text (h2c)
+//! when the first 24 bytes are the HTTP/2 connection preface ("prior knowledge"); anything
+//! else is HTTP/1.1. Both run on the same listener. HTTP/2 gets the same protections: the
+//! preface must arrive within the header-read timeout, the header block is capped at the same
+//! head size, streams per connection and flow-control windows are bounded ([`Http2Limits`]),
+//! and a connection with no request in flight for the header-read timeout is sent GOAWAY and
+//! closed (hyper has no header-read timeout for HTTP/2, so this is what stops a client that
+//! opens a connection, or starts a header block, and then dribbles). The router's load
+//! shedding and request timeout apply to every stream as to every HTTP/1.1 request.
 //!
 //! Lingering close: every connection's socket is wrapped in a [`Lingering`] stream. When
 //! hyper lets go of it (after an early refusal such as 431, 414, 413 or 400, when the client
@@ -23,13 +34,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
+
+pub mod h2;
+
+pub use h2::Http2Limits;
+use h2::{Graceful, Protocol};
 
 /// Connection-level settings.
 #[derive(Clone)]
@@ -40,8 +56,10 @@ pub struct Transport {
     /// Hard cap on the request head in bytes (request line and headers); hyper answers 431
     /// above it before the router sees anything. The router's finer limits sit below it.
     pub max_head_bytes: usize,
-    /// TLS, when configured.
+    /// TLS, when configured (its ALPN list decides whether `h2` is offered).
     pub tls: Option<TlsAcceptor>,
+    /// HTTP/2 limits; `None` = HTTP/1.1 only.
+    pub http2: Option<Http2Limits>,
 }
 
 /// Longest time a closed connection's input is drained.
@@ -158,6 +176,20 @@ fn per_connection(e: &std::io::Error) -> bool {
     )
 }
 
+/// What every connection task gets: the protocol builders and the stop signal.
+#[derive(Clone)]
+struct Shared {
+    app: Router,
+    http1: http1::Builder,
+    http2: Option<http2::Builder<TokioExecutor>>,
+    idle: Duration,
+    tls: Option<TlsAcceptor>,
+    /// Turns `true` when the server stops.
+    stop: watch::Receiver<bool>,
+    /// Never sent on: the server waits until every clone is dropped (every connection ended).
+    _alive: mpsc::Sender<()>,
+}
+
 /// Serves `app` on `listener` until `stop` resolves, then lets open connections finish.
 ///
 /// # Errors
@@ -168,12 +200,25 @@ pub async fn serve(
     transport: Transport,
     stop: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let graceful = GracefulShutdown::new();
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let mut http1 = http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
         .header_read_timeout(transport.header_read_timeout)
         .max_header_size(transport.max_head_bytes.max(1024))
         .keep_alive(true);
+    let shared = Shared {
+        app,
+        http1,
+        http2: transport
+            .http2
+            .map(|l| h2::builder(l, transport.max_head_bytes.max(1024))),
+        idle: transport.header_read_timeout,
+        tls: transport.tls.clone(),
+        stop: stop_rx,
+        _alive: alive_tx,
+    };
     tokio::pin!(stop);
     loop {
         let tcp = tokio::select! {
@@ -192,35 +237,116 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-        let tcp = Lingering::new(tcp);
-        let watcher = graceful.watcher();
-        let service = TowerToHyperService::new(app.clone());
-        let http = http.clone();
-        match transport.tls.clone() {
-            None => {
-                tokio::spawn(async move {
-                    let conn = http.serve_connection(TokioIo::new(tcp), service);
-                    log_end(watcher.watch(conn).await);
-                });
+        tokio::spawn(connection(tcp, shared.clone()));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(shared);
+    // Every connection task holds a sender; `None` once the last one ended.
+    let _ = alive_rx.recv().await;
+    Ok(())
+}
+
+/// One connection: TLS handshake or preface sniffing (both bounded by the header-read
+/// timeout), then HTTP/1.1 or HTTP/2 until it ends or the server stops.
+async fn connection(tcp: TcpStream, shared: Shared) {
+    let limit = shared.idle;
+    match shared.tls.clone() {
+        None => {
+            let proto = match &shared.http2 {
+                Some(_) => match tokio::time::timeout(limit, h2::sniff(&tcp)).await {
+                    Ok(Ok(Some(p))) => p,
+                    Ok(Ok(None)) => return, // closed before sending anything
+                    Ok(Err(e)) => return tracing::debug!(error = %e, "connection failed"),
+                    Err(_) => return tracing::debug!("no request within the header-read timeout"),
+                },
+                None => Protocol::Http1,
+            };
+            run(Lingering::new(tcp), proto, shared).await;
+        }
+        Some(tls) => match tokio::time::timeout(limit, tls.accept(Lingering::new(tcp))).await {
+            Ok(Ok(stream)) => {
+                let proto = match stream.get_ref().1.alpn_protocol() {
+                    Some(b"h2") if shared.http2.is_some() => Protocol::Http2,
+                    _ => Protocol::Http1,
+                };
+                run(stream, proto, shared).await;
             }
-            Some(tls) => {
-                let limit = transport.header_read_timeout;
-                tokio::spawn(async move {
-                    match tokio::time::timeout(limit, tls.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let conn = http.serve_connection(TokioIo::new(stream), service);
-                            log_end(watcher.watch(conn).await);
-                        }
-                        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!("TLS handshake timed out"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        },
+    }
+}
+
+/// Serves one connection in `proto`.
+async fn run<I>(io: I, proto: Protocol, shared: Shared)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stop = shared.stop.clone();
+    match (proto, &shared.http2) {
+        (Protocol::Http2, Some(builder)) => {
+            let activity = std::sync::Arc::new(h2::Activity::new());
+            let service = h2::tracked(shared.app.clone(), std::sync::Arc::clone(&activity));
+            let conn = builder.serve_connection(TokioIo::new(io), service);
+            drive(conn, stop, Some((activity, shared.idle))).await;
+        }
+        _ => {
+            let service = TowerToHyperService::new(shared.app.clone());
+            let conn = shared.http1.serve_connection(TokioIo::new(io), service);
+            drive(conn, stop, None).await;
+        }
+    }
+}
+
+/// Runs `conn` to its end. When the server stops, or (HTTP/2) when nothing was in flight for
+/// the idle limit, the connection is asked to finish gracefully (HTTP/1.1: after the current
+/// request; HTTP/2: GOAWAY, open streams finish); an idle HTTP/2 connection that still has not
+/// ended one idle limit after its GOAWAY is dropped.
+async fn drive<C: Graceful>(
+    conn: C,
+    mut stop: watch::Receiver<bool>,
+    idle: Option<(std::sync::Arc<h2::Activity>, Duration)>,
+) {
+    tokio::pin!(conn);
+    let mut stopping = *stop.borrow();
+    if stopping {
+        conn.as_mut().begin_shutdown();
+    }
+    let far = tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let mut hard_deadline = far;
+    let next_check = |idle: &Option<(std::sync::Arc<h2::Activity>, Duration)>| match idle {
+        Some((a, limit)) => a.idle_deadline(*limit),
+        None => far,
+    };
+    let check = tokio::time::sleep_until(next_check(&idle));
+    tokio::pin!(check);
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => return log_end(r),
+            changed = stop.changed(), if !stopping => {
+                // A closed channel means the server is gone too.
+                if changed.is_err() || *stop.borrow() {
+                    stopping = true;
+                    conn.as_mut().begin_shutdown();
+                }
+            }
+            () = &mut check, if hard_deadline == far => {
+                match &idle {
+                    Some((a, limit)) if a.is_idle(*limit) => {
+                        tracing::debug!("HTTP/2 connection idle: GOAWAY");
+                        conn.as_mut().begin_shutdown();
+                        hard_deadline = tokio::time::Instant::now() + *limit;
                     }
-                });
+                    _ => check.as_mut().reset(next_check(&idle)),
+                }
+            }
+            () = tokio::time::sleep_until(hard_deadline), if hard_deadline != far => {
+                tracing::debug!("HTTP/2 connection still open after GOAWAY: closed");
+                return;
             }
         }
     }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }
 
 fn log_end(r: Result<(), hyper::Error>) {

@@ -1,13 +1,16 @@
 //! Model-based property test: random operation sequences, including reopen, merge, rotation
-//! and snapshot, must leave the bitcask engine agreeing with a `BTreeMap`.
+//! and snapshot, must leave the bitcask engine agreeing with a `BTreeMap`, in both read modes;
+//! listing pages of ranges, continued by cursor between writes, agree with it too.
 
 use std::collections::BTreeMap;
 
 mod common;
 
 use bytes::Bytes;
-use common::open_bitcask;
+use common::bitcask_opts;
+use common::listing::{Pager, RangeSpec};
 use hoardhaven::Error;
+use hoardhaven::engine::bitcask::{Bitcask, ReadMode};
 use hoardhaven::engine::{BatchOp, Engine, Precondition, PutOptions, SyncPolicy, Version};
 use proptest::prelude::*;
 
@@ -20,6 +23,8 @@ enum Op {
     Reopen,
     Merge,
     Snapshot,
+    /// One listing page: continues the listing in progress, else starts this range.
+    Page(u8, Option<u8>, Option<u8>, usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,6 +38,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reopen),
         1 => Just(Op::Merge),
         1 => Just(Op::Snapshot),
+        3 => (any::<u8>(), proptest::option::of(0u8..50), proptest::option::of(0u8..50), 1usize..6)
+            .prop_map(|(p, s, e, l)| Op::Page(p, s, e, l)),
     ]
 }
 
@@ -44,13 +51,18 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn bitcask_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..60)) {
+    fn bitcask_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..60), mmap in any::<bool>()) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut e = open_bitcask(dir.path(), SyncPolicy::Never, 4096);
+        // Both read modes: sealed files read with pread, or served as slices of their maps.
+        let mut o = bitcask_opts(4096);
+        o.read_mode = if mmap { ReadMode::Mmap } else { ReadMode::Pread };
+        let open_bitcask = |p: &std::path::Path, sync| Bitcask::open(p, sync, &o).expect("open");
+        let mut e = open_bitcask(dir.path(), SyncPolicy::Never);
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         // Every version each key was written with by `Put` / `CasPut` (all but the newest are
         // stale), kept across reopen and merge.
         let mut seen: BTreeMap<Vec<u8>, Vec<Version>> = BTreeMap::new();
+        let mut pager = Pager::default();
         for op in ops {
             match op {
                 Op::Put(i, v) => {
@@ -103,10 +115,16 @@ proptest! {
                 Op::Reopen => {
                     e.close().expect("close");
                     drop(e);
-                    e = open_bitcask(dir.path(), SyncPolicy::Never, 4096);
+                    e = open_bitcask(dir.path(), SyncPolicy::Never);
                 }
                 Op::Merge => { e.merge().expect("merge"); }
                 Op::Snapshot => { e.snapshot().expect("snapshot"); }
+                Op::Page(p, s, end, limit) => {
+                    let spec = RangeSpec::pick(k, p, s, end);
+                    if let Err(m) = pager.step(&e, spec, limit, &model) {
+                        prop_assert!(false, "{}", m);
+                    }
+                }
             }
             for i in 0..24u8 {
                 let got = e.get(&k(i)).expect("get").map(|v| v.bytes.to_vec());

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use common::{get, put};
 use hoardhaven::Error;
 use hoardhaven::engine::{
-    self, BatchOp, Engine, EngineKind, EngineOptions, Precondition, PutOptions, SyncPolicy,
-    UnixMillis, Version,
+    self, BatchOp, Engine, EngineKind, EngineOptions, KeyRange, Precondition, PutOptions,
+    SyncPolicy, UnixMillis, Version,
 };
 
 /// The suite's options: [`common::options`] with 64 KiB bitcask files and the memory
@@ -366,6 +366,61 @@ fn listing_pages_in_order(kind: EngineKind) {
     assert_eq!(e.list(b"zzz", None, 10).expect("list").keys.len(), 0);
 }
 
+/// Cursors under concurrent writes: while a writer creates and deletes other keys of the range
+/// (before and after the cursor), paging sees every key that stays put exactly once, in order.
+fn listing_cursor_is_stable_under_concurrent_writes(kind: EngineKind) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e = open(kind, dir.path());
+    let stable: Vec<Vec<u8>> = (0..600)
+        .map(|i| format!("r/{i:04}/s").into_bytes())
+        .collect();
+    for k in &stable {
+        put(&*e, k, b"v");
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (e, stop) = (e.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 2000 {
+                let k = format!("r/{:04}/t", (n * 7919) % 600).into_bytes();
+                if n % 3 == 2 {
+                    e.delete(&k, Precondition::None).expect("delete");
+                } else {
+                    e.put(&k, Bytes::from_static(b"w"), PutOptions::default())
+                        .expect("put");
+                }
+                n += 1;
+            }
+        })
+    };
+    let mut seen = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    let range = KeyRange {
+        prefix: b"r/",
+        start: Some(b"r/0100"),
+        end: Some(b"r/0500"),
+    };
+    loop {
+        let page = e.list_range(&range, after.as_deref(), 7).expect("list");
+        seen.extend(page.keys.iter().filter(|k| k.ends_with(b"/s")).cloned());
+        assert!(
+            page.keys.windows(2).all(|w| w[0] < w[1]),
+            "page out of order"
+        );
+        if let (Some(a), Some(first)) = (&after, page.keys.first()) {
+            assert!(first > a, "a page starts at or before its cursor");
+        }
+        match page.next_start_after {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert_eq!(seen, stable[100..500].to_vec());
+}
+
 fn versions_increase_across_reopen_and_merge(kind: EngineKind) {
     let dir = tempfile::tempdir().expect("tempdir");
     let v_last = {
@@ -467,6 +522,7 @@ macro_rules! contract {
             #[test] fn batches_are_atomic_and_ordered() { super::batches_are_atomic_and_ordered($kind) }
             #[test] fn checked_batches_apply_only_when_every_check_holds() { super::checked_batches_apply_only_when_every_check_holds($kind) }
             #[test] fn listing_pages_in_order() { super::listing_pages_in_order($kind) }
+            #[test] fn listing_cursor_is_stable_under_concurrent_writes() { super::listing_cursor_is_stable_under_concurrent_writes($kind) }
             #[test] fn versions_increase_across_reopen_and_merge() { super::versions_increase_across_reopen_and_merge($kind) }
             #[test] fn merge_keeps_everything_live() { super::merge_keeps_everything_live($kind) }
             #[test] fn second_open_is_refused() { super::second_open_is_refused($kind) }

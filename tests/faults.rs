@@ -223,6 +223,101 @@ fn group_commit_after_a_failed_fsync_acknowledges_nothing_lost() {
     }
 }
 
+/// Awaited writes through the durability core's tickets (`put_deferred`, one thread keeping
+/// a window of writes in flight, so each group commit covers many): fail (or short-write) the
+/// Nth write or fsync, for every N the run makes. A ticket that resolved `Ok` is an
+/// acknowledgement: its value (or a later one of the same key) must be there after reopen, and
+/// once a ticket or append failed with `Poisoned` the engine takes no more writes.
+#[test]
+fn awaited_writes_through_the_core_survive_every_failed_write_and_fsync() {
+    const WRITES: u64 = 120;
+    const WINDOW: usize = 12;
+    const KEYS: u64 = 16;
+    fn key(i: u64) -> Vec<u8> {
+        format!("k{}", i % KEYS).into_bytes()
+    }
+    /// Runs the writes; returns the highest acknowledged `i` per key.
+    fn run_awaited(e: &dyn hoardhaven::engine::Engine) -> std::collections::BTreeMap<Vec<u8>, u64> {
+        let mut acked = std::collections::BTreeMap::new();
+        let mut window = std::collections::VecDeque::new();
+        let mut failed = false;
+        let mut settle =
+            |(i, ticket): (u64, hoardhaven::engine::Ticket), failed: &mut bool| match ticket.wait()
+            {
+                Ok(()) => {
+                    let e = acked.entry(key(i)).or_insert(i);
+                    *e = (*e).max(i);
+                }
+                Err(_) => *failed = true,
+            };
+        for i in 0..WRITES {
+            match e.put_deferred(&key(i), Bytes::from(format!("v{i}")), PutOptions::default()) {
+                Ok((_, ticket)) => {
+                    assert!(!failed, "a write was taken after a failed fsync or write");
+                    window.push_back((i, ticket));
+                }
+                Err(_) => failed = true,
+            }
+            if window.len() >= WINDOW
+                && let Some(w) = window.pop_front()
+            {
+                settle(w, &mut failed);
+            }
+        }
+        for w in window {
+            settle(w, &mut failed);
+        }
+        acked
+    }
+    for kind in ENGINES {
+        let count = {
+            let dir = scratch();
+            let e = open(kind, dir.path(), SyncPolicy::Always).expect("open");
+            let counting = fault::arm(Plan::count(dir.path(), &[Op::Write, Op::Sync]));
+            run_awaited(&*e);
+            let n = counting.calls();
+            drop(counting);
+            let _ = e.close();
+            n
+        };
+        assert!(count > 2, "{kind}: the run made {count} writes and fsyncs");
+        let mut fired = 0;
+        for nth in 1..=count {
+            for fault_kind in [Fault::Error(5), Fault::Short(5)] {
+                let dir = scratch();
+                let e = open(kind, dir.path(), SyncPolicy::Always).expect("open");
+                let mut plan = Plan::new(dir.path(), &[Op::Write, Op::Sync], nth);
+                plan.fault = fault_kind;
+                let armed = fault::arm(plan);
+                let acked = run_awaited(&*e);
+                fired += armed.fired();
+                drop(armed);
+                let _ = e.close();
+                drop(e);
+                let e = open(kind, dir.path(), SyncPolicy::Always).expect("reopen");
+                for (k, i) in &acked {
+                    let got = e.get(k).expect("get").map(|v| v.bytes.to_vec());
+                    let got_i = got
+                        .as_deref()
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| v.strip_prefix('v'))
+                        .and_then(|v| v.parse::<u64>().ok());
+                    assert!(
+                        got_i.is_some_and(|g| g >= *i && g % KEYS == *i % KEYS),
+                        "{kind} fault {fault_kind:?} at call {nth}: {} acknowledged v{i}, holds {got:?}",
+                        String::from_utf8_lossy(k)
+                    );
+                }
+                e.put(b"after", Bytes::from_static(b"ok"), PutOptions::default())
+                    .expect("the reopened store takes writes");
+                let _ = e.close();
+            }
+        }
+        eprintln!("{kind}: {count} calls swept, {fired} faults fired");
+        assert!(fired > 0, "{kind}: no fault fired");
+    }
+}
+
 /// A store left by the workload, with a torn tail appended so that recovery has a truncation
 /// to do (bitcask's active file or the memory engine's last log); returns what it must hold.
 fn store_to_recover(kind: EngineKind, dir: &std::path::Path) -> common::State {

@@ -488,7 +488,47 @@ async fn listing_pages_by_prefix(engine: &str) {
         .await
         .expect("json");
     assert_eq!(all["keys"].as_array().expect("keys").len(), 26);
-    for bad in ["limit=0", "limit=x", "cursor=%21%21", "nope=1"] {
+    // A [start, end) range (end exclusive, as etcd), alone and with a prefix, paged.
+    let keys_of = |v: &Value| -> Vec<String> {
+        v["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["key"].as_str().expect("utf8 key").to_owned())
+            .collect()
+    };
+    let get_page = |q: String| {
+        let url = s.url(&format!("/kv?{q}"));
+        let client = s.client.clone();
+        async move {
+            let r = client.get(url).send().await.expect("list");
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.expect("json")
+        }
+    };
+    let first = get_page("start=p%2F05&end=p%2F12&limit=4".into()).await;
+    assert_eq!(keys_of(&first), ["p/05", "p/06", "p/07", "p/08"]);
+    let cursor = first["next_cursor"]
+        .as_str()
+        .expect("more follow")
+        .to_owned();
+    let second = get_page(format!("start=p%2F05&end=p%2F12&limit=4&cursor={cursor}")).await;
+    assert_eq!(keys_of(&second), ["p/09", "p/10", "p/11"]);
+    assert!(second["next_cursor"].is_null());
+    let open_end = get_page("prefix=p%2F&start=p%2F23".into()).await;
+    assert_eq!(keys_of(&open_end), ["p/23", "p/24"]);
+    let past_prefix = get_page("start=p%2F24&end=r".into()).await;
+    assert_eq!(keys_of(&past_prefix), ["p/24", "q/1"]);
+    let empty = get_page("start=q&end=p".into()).await;
+    assert!(keys_of(&empty).is_empty());
+    for bad in [
+        "limit=0",
+        "limit=x",
+        "cursor=%21%21",
+        "nope=1",
+        "start=%zz",
+        "end=%4",
+    ] {
         let r = s
             .client
             .get(s.url(&format!("/kv?{bad}")))

@@ -708,6 +708,8 @@ mod model {
         Snapshot,
         Merge,
         Reopen,
+        /// One listing page: continues the listing in progress, else starts this range.
+        Page(u8, Option<u8>, Option<u8>, usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -719,6 +721,8 @@ mod model {
             1 => Just(Op::Snapshot),
             1 => Just(Op::Merge),
             1 => Just(Op::Reopen),
+            3 => (any::<u8>(), prop::option::of(0u8..50), prop::option::of(0u8..50), 1usize..6)
+                .prop_map(|(p, s, e, l)| Op::Page(p, s, e, l)),
         ]
     }
 
@@ -739,6 +743,7 @@ mod model {
             let mut e = open(dir.path(), SyncPolicy::Never, &o);
             let mut model: BTreeMap<Vec<u8>, (Bytes, Version)> = BTreeMap::new();
             let mut last = Version(0);
+            let mut pager = crate::common::listing::Pager::default();
             for op in ops {
                 match op {
                     Op::Put(k, v, expired) => {
@@ -788,6 +793,12 @@ mod model {
                     Op::Reopen => {
                         drop(e);
                         e = open(dir.path(), SyncPolicy::Never, &o);
+                    }
+                    Op::Page(p, s, end, limit) => {
+                        let spec = crate::common::listing::RangeSpec::pick(key, p, s, end);
+                        if let Err(m) = pager.step(&e, spec, limit, &model) {
+                            prop_assert!(false, "{}", m);
+                        }
                     }
                 }
                 for k in 0..24u8 {

@@ -632,3 +632,63 @@ fn pipelined_durable_sets_are_applied_and_authorized_each() {
         );
     }
 }
+
+/// A transaction with reads and read-modify-writes is isolated: a plain writer hammering the
+/// same key from another connection never lands between its commands. `GET k` then `INCR k`
+/// inside one MULTI must answer n and n+1, every time, on both engines; and a transfer
+/// between two keys by DECRBY/INCRBY keeps their sum for a transaction that reads both.
+#[test]
+fn mixed_transactions_are_isolated_from_plain_writers() {
+    for engine in ENGINES {
+        let s = Server::start(engine, &["--sync", "never"]);
+        let mut c = s.client(true);
+        let _: () = c.set("a", 1_000_000).expect("seed a");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hammer = {
+            let mut c = s.client(false);
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                // At least 200 writes, and on until the transactions are done.
+                while n < 200 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _: i64 = c.incr("k", 1).expect("incr");
+                    let _: () = redis::pipe()
+                        .atomic()
+                        .decr("a", 1)
+                        .ignore()
+                        .incr("b", 1)
+                        .ignore()
+                        .query(&mut c)
+                        .expect("transfer");
+                    n += 1;
+                }
+                n
+            })
+        };
+        for i in 0..300 {
+            let (seen, after): (Option<i64>, i64) = redis::pipe()
+                .atomic()
+                .get("k")
+                .incr("k", 1)
+                .query(&mut c)
+                .expect("GET + INCR");
+            assert_eq!(
+                after,
+                seen.unwrap_or(0) + 1,
+                "{engine}: a write came between GET and INCR (transaction {i})"
+            );
+            let (a, b): (Option<i64>, Option<i64>) = redis::pipe()
+                .atomic()
+                .get("a")
+                .get("b")
+                .query(&mut c)
+                .expect("read both");
+            if let (Some(a), Some(b)) = (a, b) {
+                assert_eq!(a + b, 1_000_000, "{engine}: a transfer seen half done");
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let writes = hammer.join().expect("hammer");
+        assert!(writes >= 200, "{engine}: the other writer ran");
+    }
+}

@@ -17,9 +17,9 @@ use super::node::Node;
 use super::state_machine::RESERVED_PREFIX;
 use super::types::{Command, Cond, Op, Outcome, expiry};
 use crate::engine::{
-    self as eng, BatchOp, BatchResult, Engine, EngineKind, JobHandle, JobStatus, ListPage,
-    MergeReport, Meta, Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, Value,
-    Version, Written,
+    self as eng, BatchOp, BatchResult, Engine, EngineKind, JobHandle, JobStatus, KeyRange,
+    ListPage, MergeReport, Meta, Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats,
+    Ticket, Value, Version, Written,
 };
 
 /// The facade; see the module doc.
@@ -48,8 +48,17 @@ impl ClusterStore {
         self.rt.spawn(async move {
             let _ = tx.send(fut.await);
         });
-        rx.recv()
-            .map_err(|_| eng::Error::Unavailable("the node is stopping".into()))
+        // Called from an async task too (the HTTP and RESP write paths call the engine's
+        // `*_deferred` methods inline): on a multi-thread runtime the worker hands its other
+        // tasks off while it waits, so Raft's own tasks keep running.
+        let wait = || rx.recv();
+        let answer = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(wait)
+            }
+            _ => wait(),
+        };
+        answer.map_err(|_| eng::Error::Unavailable("the node is stopping".into()))
     }
 
     fn write(&self, cmd: Command) -> eng::Result<Outcome> {
@@ -120,6 +129,44 @@ impl Engine for ClusterStore {
         }
     }
 
+    // Every write entry point is spelled out so that none can reach the local engine by a
+    // default: the deferred forms commit through Raft like the plain ones (the state machine
+    // applied the entry durably before `client_write` answered), so their ticket is resolved.
+
+    fn put_deferred(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        opts: PutOptions,
+    ) -> eng::Result<(Written, Ticket)> {
+        Ok((self.put(key, value, opts)?, Ticket::ready()))
+    }
+
+    fn delete_deferred(
+        &self,
+        key: &[u8],
+        precondition: Precondition,
+    ) -> eng::Result<(Option<Version>, Ticket)> {
+        Ok((self.delete(key, precondition)?, Ticket::ready()))
+    }
+
+    fn apply_batch_checked_deferred(
+        &self,
+        checks: &[(Vec<u8>, Precondition)],
+        ops: Vec<BatchOp>,
+    ) -> eng::Result<(Vec<BatchResult>, Ticket)> {
+        Ok((self.apply_batch_checked(checks, ops)?, Ticket::ready()))
+    }
+
+    fn apply_batch(&self, ops: Vec<BatchOp>) -> eng::Result<Vec<BatchResult>> {
+        self.apply_batch_checked(&[], ops)
+    }
+
+    fn advance_version(&self, _floor: Version) -> eng::Result<()> {
+        // Versions follow the Raft log on every replica; nobody outside chooses them.
+        Err(eng::Error::ReadOnly)
+    }
+
     fn apply_batch_checked(
         &self,
         checks: &[(Vec<u8>, Precondition)],
@@ -166,22 +213,34 @@ impl Engine for ClusterStore {
         }
     }
 
-    fn list(
+    fn list_range(
         &self,
-        prefix: &[u8],
+        range: &KeyRange<'_>,
         start_after: Option<&[u8]>,
         limit: usize,
     ) -> eng::Result<ListPage> {
+        // Pages of the local engine with the reserved keys taken out, until `limit` keys are
+        // found or the range ends; the cursor is the engine's, so it may name a reserved key.
         let engine = self.node.sm.engine();
-        let mut page = engine.list(prefix, start_after, limit.saturating_add(1))?;
-        page.keys.retain(|k| !k.starts_with(RESERVED_PREFIX));
-        if page.keys.len() > limit {
-            page.keys.truncate(limit);
-            page.next_start_after = page.keys.last().cloned();
-        } else if page.next_start_after.is_some() && page.keys.len() < limit {
-            // Only reserved keys were dropped; the engine's cursor still holds.
+        let mut keys = Vec::new();
+        let mut cursor = start_after.map(<[u8]>::to_vec);
+        loop {
+            let page = engine.list_range(range, cursor.as_deref(), limit - keys.len())?;
+            keys.extend(
+                page.keys
+                    .into_iter()
+                    .filter(|k| !k.starts_with(RESERVED_PREFIX)),
+            );
+            match page.next_start_after {
+                Some(next) if keys.len() < limit => cursor = Some(next),
+                next_start_after => {
+                    return Ok(ListPage {
+                        keys,
+                        next_start_after,
+                    });
+                }
+            }
         }
-        Ok(page)
     }
 
     fn sync(&self) -> eng::Result<()> {

@@ -58,8 +58,11 @@ async fn status_doc(state: &AppState, kind: JobKind) -> Result<serde_json::Value
 async fn start(state: AppState, kind: JobKind, query: WaitQuery) -> Result<Response, ApiError> {
     let wait = query.wait.unwrap_or(false);
     let engine = state.engine_handle().ok_or(ApiError::NotReady)?;
-    // On a blocking thread: starting claims a lock, and `wait` blocks until the job ends.
+    // On a blocking thread: starting claims a lock, and `wait` blocks until the job ends. The
+    // request's span goes along, so the engine's `job` span is its child in a trace.
+    let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || -> crate::Result<()> {
+        let _in_request = span.enter();
         match kind {
             JobKind::Merge => {
                 let job = engine.start_merge()?;

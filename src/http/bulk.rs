@@ -109,7 +109,7 @@ pub async fn batch(
         Vec::new()
     } else {
         state
-            .call(CallKind::Write, move |e| e.apply_batch(ops))
+            .call_write(move |e| e.apply_batch_checked_deferred(&[], ops))
             .await?
     };
     Ok(Json(BatchResponse {

@@ -27,7 +27,9 @@ impl FromRequestParts<AppState> for Key {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        key_from_path(parts.uri.path(), state.limits().max_key_bytes).map(Key)
+        let key = key_from_path(parts.uri.path(), state.limits().max_key_bytes)?;
+        super::trace::record_key_len(key.len());
+        Ok(Key(key))
     }
 }
 
@@ -63,7 +65,7 @@ pub struct TtlQuery {
     pub ttl: Option<u64>,
 }
 
-/// `?prefix=&limit=&cursor=` of `GET /kv`.
+/// `?prefix=&start=&end=&limit=&cursor=` of `GET /kv`.
 #[derive(Clone, Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -72,6 +74,14 @@ pub struct ListQuery {
     #[param(value_type = Option<String>)]
     #[serde(default, deserialize_with = "bytes_param")]
     pub prefix: Option<Vec<u8>>,
+    /// Only keys at or after these bytes (inclusive; percent-encoded).
+    #[param(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "bytes_param")]
+    pub start: Option<Vec<u8>>,
+    /// Only keys before these bytes (exclusive, as etcd's `range_end`; percent-encoded).
+    #[param(value_type = Option<String>)]
+    #[serde(default, deserialize_with = "bytes_param")]
+    pub end: Option<Vec<u8>>,
     /// Page size: default 100, larger values are clamped to `max_list_limit`.
     #[param(minimum = 1, maximum = 9223372036854775807_u64)]
     #[serde(default, deserialize_with = "positive")]

@@ -19,7 +19,7 @@ use super::error::{ApiError, Problem, etag};
 use super::extract::{Key, ListQuery, Query, TtlQuery};
 use super::keys::{decode_cursor, encode_cursor};
 use super::state::{AppState, CallKind};
-use crate::engine::{Meta, PutOptions, UnixMillis};
+use crate::engine::{KeyRange, Meta, PutOptions, UnixMillis};
 
 /// Remaining time to live in whole seconds (rounded up), on GET and HEAD of expiring keys.
 pub const X_TTL: HeaderName = HeaderName::from_static("x-ttl");
@@ -81,9 +81,9 @@ pub async fn put_key(
     let value = read_limited(&headers, body, limits.max_value_bytes, "the value").await?;
     let expires_at = expiry(query.ttl);
     let written = state
-        .call(CallKind::Write, move |e| {
+        .call_write(move |e| {
             let precondition = cond.precondition(e, &key)?;
-            e.put(
+            e.put_deferred(
                 &key,
                 value,
                 PutOptions {
@@ -213,9 +213,9 @@ pub async fn delete_key(
     cond: WriteConditions,
 ) -> Result<Response, ApiError> {
     let deleted = state
-        .call(CallKind::Write, move |e| {
+        .call_write(move |e| {
             let precondition = cond.precondition(e, &key)?;
-            e.delete(&key, precondition)
+            e.delete_deferred(&key, precondition)
         })
         .await?;
     match deleted {
@@ -224,7 +224,7 @@ pub async fn delete_key(
     }
 }
 
-/// Lists keys by prefix, in ascending byte order, a page at a time.
+/// Lists keys by prefix and/or `[start, end)` range, in ascending byte order, a page at a time.
 #[utoipa::path(
     get,
     path = "/kv",
@@ -253,9 +253,15 @@ pub async fn list_keys(
         Some(c) if c.is_empty() => None,
         Some(c) => Some(decode_cursor(&c)?),
     };
+    let (start, end) = (query.start, query.end);
     let page = state
         .call(CallKind::Read, move |e| {
-            e.list(&prefix, start_after.as_deref(), limit)
+            let range = KeyRange {
+                prefix: &prefix,
+                start: start.as_deref(),
+                end: end.as_deref(),
+            };
+            e.list_range(&range, start_after.as_deref(), limit)
         })
         .await?;
     Ok(Json(ListResponse {

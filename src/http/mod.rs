@@ -13,7 +13,7 @@
 //! paths, [`conditional`] ETag preconditions (and their extractors), [`metrics`] metric names
 //! and recording, [`openapi`] the document, [`error`] the one `IntoResponse` for failures and
 //! the one error-logging middleware, [`auth`] bearer tokens and roles, [`guard`] head limits,
-//! request timeout and CORS.
+//! request timeout and CORS, [`trace`] the request span (logs and OpenTelemetry).
 
 pub mod admin;
 pub mod auth;
@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod requests;
 pub mod state;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,7 +48,7 @@ use tower_http::request_id::{
     MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::trace::{DefaultOnFailure, DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use tracing::Level;
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
@@ -149,7 +150,9 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
             auth::require,
         ));
     }
-    let app = app.route_layer(axum::middleware::from_fn(metrics::tag_route));
+    let app = app
+        .route_layer(axum::middleware::from_fn(metrics::tag_route))
+        .route_layer(axum::middleware::from_fn(trace::record_route));
     let app = match opts.request_timeout {
         Some(t) => app.layer(axum::middleware::from_fn_with_state(t, guard::deadline)),
         None => app,
@@ -172,21 +175,14 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
                 ))
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(|req: &Request<_>| {
-                            let id = req
-                                .headers()
-                                .get(REQUEST_ID)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or("-");
-                            tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
-                        })
+                        .make_span_with(trace::make_span)
                         .on_request(())
-                        .on_response(DefaultOnResponse::new().level(Level::DEBUG))
+                        .on_response(trace::on_response)
                         .on_failure(DefaultOnFailure::new().level(Level::WARN)),
                 )
-                .layer(PropagateRequestIdLayer::new(header::HeaderName::from_static(
-                    REQUEST_ID,
-                )))
+                .layer(PropagateRequestIdLayer::new(
+                    header::HeaderName::from_static(REQUEST_ID),
+                ))
                 .layer(axum::middleware::from_fn(metrics::track))
                 .layer(axum::middleware::from_fn(error::log_errors))
                 .layer(CatchPanicLayer::custom(|_| {

@@ -61,8 +61,13 @@ impl Engine for HeldJobs {
     ) -> Result<Vec<BatchResult>> {
         self.inner.apply_batch_checked(checks, ops)
     }
-    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
-        self.inner.list(prefix, start_after, limit)
+    fn list_range(
+        &self,
+        range: &crate::engine::KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ListPage> {
+        self.inner.list_range(range, start_after, limit)
     }
     fn sync(&self) -> Result<()> {
         self.inner.sync()

@@ -168,6 +168,29 @@ impl AppState {
         let _ = self.0.openapi_json.set(doc);
     }
 
+    /// Runs a write that returns a durability ticket (the engine's `*_deferred` calls): the
+    /// write is appended inline on this task (cheap: no fsync, no thread hop), then its ticket
+    /// is awaited, so no thread is parked while the group commit makes it durable. With
+    /// `sync=never` the ticket is ready at once. Errors are mapped as in [`AppState::call`].
+    ///
+    /// # Errors
+    /// 503 before the engine is open; the engine's error otherwise.
+    pub async fn call_write<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&dyn Engine) -> crate::Result<(T, crate::engine::Ticket)>,
+    {
+        let engine = self.engine_handle().ok_or(ApiError::NotReady)?;
+        // One span over the append and the wait for durability (the sync wait).
+        let span = crate::telemetry::engine_call(CallKind::Write);
+        let result = match span.in_scope(|| f(&*engine)) {
+            Ok((value, ticket)) => tracing::Instrument::instrument(ticket, span)
+                .await
+                .map(|()| value),
+            Err(e) => Err(e),
+        };
+        self.observe(result)
+    }
+
     /// Runs an engine call where its kind says, mapping errors for HTTP.
     ///
     /// # Errors
@@ -178,7 +201,18 @@ impl AppState {
         F: FnOnce(&dyn Engine) -> crate::Result<T> + Send + 'static,
     {
         let engine = self.engine_handle().ok_or(ApiError::NotReady)?;
-        let result = self.0.exec.run(kind, move || f(&*engine)).await?;
+        let span = crate::telemetry::engine_call(kind);
+        let (queued, inner) = (crate::telemetry::clock(&span), span.clone());
+        let call = move || {
+            crate::telemetry::record_queue(&inner, queued);
+            inner.in_scope(|| f(&*engine))
+        };
+        let result = tracing::Instrument::instrument(self.0.exec.run(kind, call), span).await?;
+        self.observe(result)
+    }
+
+    /// Notes what an engine error says about the store (poisoned, damaged data), then maps it.
+    fn observe<T>(&self, result: crate::Result<T>) -> Result<T, ApiError> {
         match &result {
             Err(Error::Poisoned(_)) => {
                 self.0.poisoned.store(true, Ordering::SeqCst);

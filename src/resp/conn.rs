@@ -155,6 +155,30 @@ pub async fn handle(
                 }
             }
         }
+        // Plain SETs with sync=always: appended inline as one batch, then the group commit is
+        // awaited (no thread parked); the replies go out once the batch is durable.
+        if shared.durable_writes
+            && fatal.is_none()
+            && !pending.is_empty()
+            && session.as_ref().is_some_and(|s| s.multi.is_none())
+            && plain_set_run(&pending, shared.limits.max_batch_ops) == pending.len()
+            && let Some(s) = session.as_mut()
+        {
+            let sets: Vec<Args> = pending.drain(..).collect();
+            let (replies, ticket) = s.execute_sets_deferred(&shared, sets);
+            let durable = ticket.await;
+            for reply in replies {
+                match &durable {
+                    Ok(()) => reply.encode(s.proto, &mut output),
+                    Err(e) => Reply::err(e.to_string()).encode(s.proto, &mut output),
+                }
+            }
+            if stream.write_all(&output).await.is_err() {
+                break;
+            }
+            output.clear();
+            continue;
+        }
         if !pending.is_empty() {
             let Some(mut s) = session.take() else { break };
             let inline = pending

@@ -25,8 +25,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
         "del" | "unlink" => {
             let mut n = 0;
             for k in &args[1..] {
-                if shared
-                    .engine
+                if s.kv(shared)
                     .delete(&s.key(k), Precondition::None)?
                     .is_some()
                 {
@@ -38,14 +37,14 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
         "exists" => {
             let mut n = 0;
             for k in &args[1..] {
-                if shared.engine.head(&s.key(k))?.is_some() {
+                if s.kv(shared).head(&s.key(k))?.is_some() {
                     n += 1;
                 }
             }
             Ok(Reply::Int(n))
         }
         "type" => Ok(Reply::Simple(
-            if shared.engine.head(&s.key(&args[1]))?.is_some() {
+            if s.kv(shared).head(&s.key(&args[1]))?.is_some() {
                 "string"
             } else {
                 "none"
@@ -53,7 +52,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
         )),
         "expire" | "pexpire" | "expireat" | "pexpireat" => expire(s, shared, name, args),
         "ttl" | "pttl" | "expiretime" | "pexpiretime" => {
-            let Some(meta) = shared.engine.head(&s.key(&args[1]))? else {
+            let Some(meta) = s.kv(shared).head(&s.key(&args[1]))? else {
                 return Ok(Reply::Int(-2));
             };
             let Some(at) = meta.expires_at else {
@@ -70,14 +69,19 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             Ok(Reply::Int(i64::try_from(n).unwrap_or(i64::MAX)))
         }
         "persist" => {
-            let r = rmw(shared, &s.key(&args[1]), |cur| {
-                Ok(match cur {
-                    Some(v) if v.meta.expires_at.is_some() => {
-                        Change::Put(v.bytes.clone(), None, Reply::Int(1))
-                    }
-                    _ => Change::Keep(Reply::Int(0)),
-                })
-            })?;
+            let r = rmw(
+                &*s.kv(shared),
+                shared.durable_writes,
+                &s.key(&args[1]),
+                |cur| {
+                    Ok(match cur {
+                        Some(v) if v.meta.expires_at.is_some() => {
+                            Change::Put(v.bytes.clone(), None, Reply::Int(1))
+                        }
+                        _ => Change::Keep(Reply::Int(0)),
+                    })
+                },
+            )?;
             Ok(r.unwrap_or_else(|e| e))
         }
         "keys" => {
@@ -108,7 +112,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             // Page by page: list, delete that page, go on after its last key.
             let mut after: Option<Vec<u8>> = None;
             loop {
-                let page = shared.engine.list(&prefix, after.as_deref(), page_size)?;
+                let page = s.kv(shared).list(&prefix, after.as_deref(), page_size)?;
                 let ops: Vec<BatchOp> = page
                     .keys
                     .iter()
@@ -116,7 +120,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                     .map(|k| BatchOp::Delete { key: k.clone() })
                     .collect();
                 if !ops.is_empty() {
-                    shared.engine.apply_batch(ops)?;
+                    s.kv(shared).apply_batch(ops)?;
                 }
                 match page.next_start_after {
                     Some(n) => after = Some(n),
@@ -132,7 +136,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             let start = [prefix.as_slice(), &seed].concat();
             let mut found = None;
             for after in [Some(start.as_slice()), None] {
-                let page = shared.engine.list(&prefix, after, PAGE)?;
+                let page = s.kv(shared).list(&prefix, after, PAGE)?;
                 if let Some(k) = page.keys.into_iter().find(|k| s.owns(k)) {
                     found = Some(k);
                     break;
@@ -149,7 +153,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             // Read the source, then move it only if neither it (nor, for RENAMENX, the
             // target's absence) changed meanwhile; retry if another writer came between.
             loop {
-                let Some(v) = shared.engine.get(&from)? else {
+                let Some(v) = s.kv(shared).get(&from)? else {
                     return Ok(Reply::err("no such key"));
                 };
                 if from == to {
@@ -167,10 +171,10 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                     },
                     BatchOp::Delete { key: from.clone() },
                 ];
-                match shared.engine.apply_batch_checked(&checks, ops) {
+                match s.kv(shared).apply_batch_checked(&checks, ops) {
                     Ok(_) => return Ok(done),
                     Err(crate::engine::Error::PreconditionFailed { .. }) => {
-                        if nx && shared.engine.head(&to)?.is_some() {
+                        if nx && s.kv(shared).head(&to)?.is_some() {
                             return Ok(Reply::Int(0));
                         }
                     }
@@ -198,7 +202,7 @@ fn walk(
     let mut looked = 0usize;
     loop {
         let want = PAGE.min(budget - looked);
-        let page = shared.engine.list(&prefix, after.as_deref(), want)?;
+        let page = s.kv(shared).list(&prefix, after.as_deref(), want)?;
         looked += page.keys.len();
         for k in &page.keys {
             if !s.owns(k) {
@@ -306,7 +310,7 @@ fn expire(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResul
         )));
     };
     let key = s.key(&args[1]);
-    let r = rmw(shared, &key, |cur| {
+    let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
         let Some(v) = cur else {
             return Ok(Change::Keep(Reply::Int(0)));
         };

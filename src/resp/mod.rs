@@ -10,6 +10,7 @@
 pub mod conn;
 pub mod glob;
 pub mod keys;
+pub mod overlay;
 pub mod server;
 pub mod session;
 pub mod spec;

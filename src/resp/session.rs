@@ -19,6 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::overlay::Overlay;
 use super::spec::{self, Group};
 use crate::engine::{Engine, Error as EngineError, Version};
 use crate::http::Limits;
@@ -185,6 +186,27 @@ pub struct Session {
     pub watched: Vec<(Vec<u8>, Option<Version>)>,
     /// QUIT was sent: close after the reply.
     pub quit: bool,
+    /// During EXEC of an optimistic transaction: the overlay its commands run against.
+    pub txn_view: Option<Arc<Overlay>>,
+}
+
+/// The store a command reads and writes: the engine, or during EXEC the transaction's
+/// [`Overlay`]. Dereferences to the [`Engine`] either way.
+pub enum Kv<'a> {
+    /// The shared engine.
+    Engine(&'a dyn Engine),
+    /// A transaction's private view.
+    Txn(Arc<Overlay>),
+}
+
+impl std::ops::Deref for Kv<'_> {
+    type Target = dyn Engine;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Kv::Engine(e) => *e,
+            Kv::Txn(o) => &**o,
+        }
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -267,6 +289,7 @@ impl Session {
             multi: None,
             watched: Vec::new(),
             quit: false,
+            txn_view: None,
         }
     }
 
@@ -274,6 +297,14 @@ impl Session {
     pub fn update_info(&self, shared: &Shared, f: impl FnOnce(&mut ClientInfo)) {
         if let Some(c) = shared.clients.lock().get_mut(&self.id) {
             f(c);
+        }
+    }
+
+    /// What this session's commands read and write (see [`Kv`]).
+    pub fn kv<'a>(&self, shared: &'a Shared) -> Kv<'a> {
+        match &self.txn_view {
+            Some(o) => Kv::Txn(Arc::clone(o)),
+            None => Kv::Engine(&*shared.engine),
         }
     }
 
@@ -314,8 +345,25 @@ impl Session {
     /// counted and answered on its own; outside MULTI only. Falls back to one by one when any
     /// of them would not simply answer OK.
     pub fn execute_sets(&mut self, shared: &Shared, sets: Vec<Args>) -> Vec<Reply> {
+        let (replies, ticket) = self.execute_sets_deferred(shared, sets);
+        match ticket.wait() {
+            Ok(()) => replies,
+            Err(e) => vec![engine_error(e); replies.len()],
+        }
+    }
+
+    /// [`Session::execute_sets`] without waiting for durability: the replies hold once the
+    /// returned ticket resolves (the connection awaits it before answering; on its error every
+    /// reply becomes that error).
+    pub fn execute_sets_deferred(
+        &mut self,
+        shared: &Shared,
+        sets: Vec<Args>,
+    ) -> (Vec<Reply>, crate::engine::Ticket) {
+        let ready = crate::engine::Ticket::ready;
         let Some((idx, spec)) = spec::lookup_bytes(b"set") else {
-            return sets.into_iter().map(|a| self.execute(shared, a)).collect();
+            let replies = sets.into_iter().map(|a| self.execute(shared, a)).collect();
+            return (replies, ready());
         };
         self.refresh_role(shared);
         let allowed = self.multi.is_none() && self.role.is_some_and(|r| r >= spec.role);
@@ -323,7 +371,8 @@ impl Session {
             .iter()
             .all(|a| super::strings::check_sizes(shared, &a[1], Some(&a[2])).is_ok());
         if !allowed || !sized {
-            return sets.into_iter().map(|a| self.execute(shared, a)).collect();
+            let replies = sets.into_iter().map(|a| self.execute(shared, a)).collect();
+            return (replies, ready());
         }
         let started = Instant::now();
         let n = sets.len();
@@ -338,18 +387,18 @@ impl Session {
         shared.commands.fetch_add(n as u64, Ordering::Relaxed);
         let m = &shared.metrics[idx];
         m.calls.increment(n as u64);
-        let reply = match shared.engine.apply_batch(ops) {
-            Ok(_) => Reply::OK,
+        let (reply, ticket) = match shared.engine.apply_batch_checked_deferred(&[], ops) {
+            Ok((_, ticket)) => (Reply::OK, ticket),
             Err(e) => {
                 m.errors.increment(n as u64);
-                engine_error(e)
+                (engine_error(e), ready())
             }
         };
         let each = started.elapsed().as_secs_f64() / n as f64;
         for _ in 0..n {
             m.duration.record(each);
         }
-        vec![reply; n]
+        (vec![reply; n], ticket)
     }
 
     /// Looks the token's role up again (a token removed by SIGHUP stops working).

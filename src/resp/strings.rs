@@ -9,7 +9,9 @@
 use bytes::Bytes;
 
 use super::session::{CmdResult, Session, Shared, int_arg, strict_int, text};
-use crate::engine::{BatchOp, Error as EngineError, Precondition, PutOptions, UnixMillis, Value};
+use crate::engine::{
+    BatchOp, Engine, Error as EngineError, Precondition, PutOptions, UnixMillis, Value,
+};
 use hoardhaven_resp_proto::parse::Args;
 use hoardhaven_resp_proto::reply::{Reply, format_double};
 
@@ -36,12 +38,13 @@ const MAX_RETRIES: usize = 10_000;
 /// # Errors
 /// Engine failures.
 pub fn rmw<T>(
-    shared: &Shared,
+    kv: &dyn Engine,
+    durable_writes: bool,
     key: &[u8],
     mut decide: impl FnMut(Option<&Value>) -> Result<Change<T>, Reply>,
 ) -> Result<Result<T, Reply>, EngineError> {
     for _ in 0..MAX_RETRIES {
-        let cur = shared.engine.get(key)?;
+        let cur = kv.get(key)?;
         let precondition = cur.as_ref().map_or(Precondition::IfAbsent, |v| {
             Precondition::IfVersion(v.meta.version)
         });
@@ -51,8 +54,7 @@ pub fn rmw<T>(
         };
         let outcome = match change {
             Change::Keep(t) => return Ok(Ok(t)),
-            Change::Put(value, expires_at, t) => shared
-                .engine
+            Change::Put(value, expires_at, t) => kv
                 .put(
                     key,
                     value,
@@ -62,10 +64,15 @@ pub fn rmw<T>(
                     },
                 )
                 .map(|_| t),
-            Change::Delete(t) => shared.engine.delete(key, precondition).map(|_| t),
+            Change::Delete(t) => kv.delete(key, precondition).map(|_| t),
         };
         match outcome {
             Ok(t) => return Ok(Ok(t)),
+            // With sync=always the write that won may not be visible to reads until it is
+            // durable: make it durable (and visible) before reading again, rather than spin.
+            Err(EngineError::PreconditionFailed { .. }) if durable_writes => {
+                kv.sync()?;
+            }
             Err(EngineError::PreconditionFailed { .. }) => continue,
             Err(e) => return Err(e),
         }
@@ -146,7 +153,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
     match name {
         "get" => {
             let key = s.key(&args[1]);
-            Ok(match shared.engine.get(&key)? {
+            Ok(match s.kv(shared).get(&key)? {
                 Some(v) => Reply::Bulk(v.bytes),
                 None => Reply::Nil,
             })
@@ -161,7 +168,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                 expires_at: None,
                 precondition: Precondition::IfAbsent,
             };
-            match shared.engine.put(&key, args[2].clone(), opts) {
+            match s.kv(shared).put(&key, args[2].clone(), opts) {
                 Ok(_) => Ok(Reply::Int(1)),
                 Err(EngineError::PreconditionFailed { .. }) => Ok(Reply::Int(0)),
                 Err(e) => Err(e),
@@ -180,12 +187,12 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                 expires_at: Some(at),
                 precondition: Precondition::None,
             };
-            shared.engine.put(&s.key(&args[1]), args[3].clone(), opts)?;
+            s.kv(shared).put(&s.key(&args[1]), args[3].clone(), opts)?;
             Ok(Reply::OK)
         }
         "getdel" => {
             let key = s.key(&args[1]);
-            let r = rmw(shared, &key, |cur| {
+            let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
                 Ok(match cur {
                     Some(v) => Change::Delete(Reply::Bulk(v.bytes.clone())),
                     None => Change::Keep(Reply::Nil),
@@ -207,7 +214,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             let mut out = Vec::with_capacity(args.len() - 1);
             let mut bytes = 0usize;
             for k in &args[1..] {
-                out.push(match shared.engine.get(&s.key(k))? {
+                out.push(match s.kv(shared).get(&s.key(k))? {
                     Some(v) => {
                         bytes += v.bytes.len();
                         if bytes > MAX_REPLY_BYTES {
@@ -230,7 +237,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             let key = s.key(&args[1]);
             let tail = args[2].clone();
             let max = shared.limits.max_value_bytes;
-            let r = rmw(shared, &key, |cur| {
+            let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
                 let mut v = cur.map(|v| v.bytes.to_vec()).unwrap_or_default();
                 v.extend_from_slice(&tail);
                 if v.len() > max {
@@ -243,8 +250,8 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             Ok(r.unwrap_or_else(|e| e))
         }
         "strlen" => {
-            let len = shared
-                .engine
+            let len = s
+                .kv(shared)
                 .head(&s.key(&args[1]))?
                 .map_or(0, |m| m.value_len);
             Ok(Reply::Int(i64::try_from(len).unwrap_or(i64::MAX)))
@@ -254,8 +261,8 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                 (Ok(a), Ok(b)) => (a, b),
                 (Err(r), _) | (_, Err(r)) => return Ok(r),
             };
-            let v = shared
-                .engine
+            let v = s
+                .kv(shared)
                 .get(&s.key(&args[1]))?
                 .map(|v| v.bytes)
                 .unwrap_or_default();
@@ -276,7 +283,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                 },
             };
             let key = s.key(&args[1]);
-            let r = rmw(shared, &key, |cur| {
+            let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
                 let now = match cur {
                     Some(v) => strict_int(&v.bytes)
                         .ok_or_else(|| Reply::err("value is not an integer or out of range"))?,
@@ -299,7 +306,7 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
                 return Ok(Reply::err("value is not a valid float"));
             };
             let key = s.key(&args[1]);
-            let r = rmw(shared, &key, |cur| {
+            let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
                 let now = match cur {
                     Some(v) => parse_float(&v.bytes)
                         .ok_or_else(|| Reply::err("value is not a valid float"))?,
@@ -411,13 +418,13 @@ fn set(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
                 Precondition::None
             },
         };
-        return match shared.engine.put(&key, value, opts) {
+        return match s.kv(shared).put(&key, value, opts) {
             Ok(_) => Ok(Reply::OK),
             Err(EngineError::PreconditionFailed { .. }) => Ok(Reply::Nil),
             Err(e) => Err(e),
         };
     }
-    let r = rmw(shared, &key, |cur| {
+    let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
         let old = cur.map_or(Reply::Nil, |v| Reply::Bulk(v.bytes.clone()));
         let answer = if get { old } else { Reply::OK };
         let skip = if get { answer.clone() } else { Reply::Nil };
@@ -441,7 +448,7 @@ fn getex(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
         Err(r) => return Ok(r),
     };
     let key = s.key(&args[1]);
-    let r = rmw(shared, &key, |cur| {
+    let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
         let Some(v) = cur else {
             return Ok(Change::Keep(Reply::Nil));
         };
@@ -486,13 +493,13 @@ fn mset(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResult 
             .iter()
             .map(|op| (op.key().to_vec(), Precondition::IfAbsent))
             .collect();
-        return match shared.engine.apply_batch_checked(&checks, ops) {
+        return match s.kv(shared).apply_batch_checked(&checks, ops) {
             Ok(_) => Ok(Reply::Int(1)),
             Err(EngineError::PreconditionFailed { .. }) => Ok(Reply::Int(0)),
             Err(e) => Err(e),
         };
     }
-    shared.engine.apply_batch(ops)?;
+    s.kv(shared).apply_batch(ops)?;
     Ok(Reply::OK)
 }
 
@@ -506,8 +513,8 @@ fn setrange(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
     let max = shared.limits.max_value_bytes;
     if patch.is_empty() {
         // Nothing to write: the current length, whatever the offset (Redis).
-        let len = shared
-            .engine
+        let len = s
+            .kv(shared)
             .head(&s.key(&args[1]))?
             .map_or(0, |m| m.value_len);
         return Ok(Reply::Int(i64::try_from(len).unwrap_or(i64::MAX)));
@@ -518,7 +525,7 @@ fn setrange(s: &mut Session, shared: &Shared, args: &Args) -> CmdResult {
         )));
     }
     let key = s.key(&args[1]);
-    let r = rmw(shared, &key, |cur| {
+    let r = rmw(&*s.kv(shared), shared.durable_writes, &key, |cur| {
         let mut v = cur.map(|v| v.bytes.to_vec()).unwrap_or_default();
         if patch.is_empty() {
             return Ok(Change::Keep(Reply::Int(v.len() as i64)));

@@ -4,15 +4,20 @@
 //! EX/PX, SETEX, PSETEX, MSET, DEL, UNLINK) becomes ONE engine batch, applied with
 //! [`crate::engine::Engine::apply_batch_checked`] on the WATCHed versions: the check and the
 //! writes are one atomic step (a changed key: a null reply, nothing applied), all of it or
-//! none of it is applied, also across kill -9. Any other transaction checks WATCH, then runs
-//! its commands one after the other under the RESP transaction lock, so no other such
-//! transaction interleaves; a single write from another client may (docs/redis.md).
+//! none of it is applied, also across kill -9. A transaction with reads or conditional writes
+//! (INCR, GETSET, SETNX, ...) runs against an [`Overlay`] and commits its writes as one batch
+//! checked on every version it read: atomic and isolated too, run again when another client
+//! wrote a key it read. Only transactions that walk the key space or start background jobs
+//! run command by command under the RESP transaction lock (docs/redis.md).
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::overlay::Overlay;
 use super::session::{CmdResult, Multi, Session, Shared, text};
 use super::strings::check_sizes;
-use crate::engine::{BatchOp, Precondition, UnixMillis};
+use crate::engine::{BatchOp, Precondition, UnixMillis, Version};
 use hoardhaven_resp_proto::parse::Args;
 use hoardhaven_resp_proto::reply::Reply;
 
@@ -66,13 +71,7 @@ fn exec(s: &mut Session, shared: &Shared) -> CmdResult {
     if let Some((ops, replies)) = as_batch(s, shared, &multi.queued) {
         // The WATCHed versions are checked by the engine in the same step that applies the
         // batch: no write from any client can come between.
-        let checks: Vec<(Vec<u8>, Precondition)> = watched
-            .iter()
-            .map(|(k, seen)| {
-                let pre = seen.map_or(Precondition::IfAbsent, Precondition::IfVersion);
-                (k.clone(), pre)
-            })
-            .collect();
+        let checks = watch_checks(&watched);
         let results = match shared.engine.apply_batch_checked(&checks, ops) {
             Ok(r) => r,
             Err(crate::engine::Error::PreconditionFailed { .. }) => return Ok(Reply::NilArray),
@@ -99,21 +98,111 @@ fn exec(s: &mut Session, shared: &Shared) -> CmdResult {
         }
         return Ok(Reply::Array(out));
     }
-    // A transaction with reads or conditional writes runs command by command under the
-    // transaction lock, after checking WATCH; a single write from another client can still
-    // come between (docs/redis.md).
+    if multi.queued.iter().any(walks_keyspace) {
+        return locked(s, shared, multi.queued, &watched);
+    }
+    optimistic(s, shared, &multi.queued, &watched)
+}
+
+/// Most times a transaction runs again because another client wrote a key it read.
+const MAX_ATTEMPTS: usize = 10_000;
+
+/// Runs a transaction with reads or conditional writes atomically: its commands run against an
+/// [`Overlay`], then the writes are applied in one engine batch on the condition that every key
+/// read (and every WATCHed key) still has the version seen. A conflict on a WATCHed key is a
+/// null reply, as in Redis; a conflict on a key only read runs the transaction again, so the
+/// replies always describe the state the writes were applied to.
+fn optimistic(
+    s: &mut Session,
+    shared: &Shared,
+    queued: &[Args],
+    watched: &[(Vec<u8>, Option<Version>)],
+) -> CmdResult {
+    let db = s.db;
+    for _ in 0..MAX_ATTEMPTS {
+        s.db = db;
+        let view = Arc::new(Overlay::new(Arc::clone(&shared.engine)));
+        s.txn_view = Some(Arc::clone(&view));
+        let replies: Vec<Reply> = queued
+            .iter()
+            .map(|args| run_queued(s, shared, args.clone()))
+            .collect();
+        s.txn_view = None;
+        let Ok(view) = Arc::try_unwrap(view) else {
+            return Ok(Reply::err("internal error: transaction view still shared"));
+        };
+        let commit = view.into_commit();
+        let mut checks = watch_checks(watched);
+        checks.extend(commit.checks);
+        match shared.engine.apply_batch_checked(&checks, commit.ops) {
+            Ok(_) => return Ok(Reply::Array(replies)),
+            Err(crate::engine::Error::PreconditionFailed { .. }) => {
+                for (key, seen) in watched {
+                    if shared.engine.head(key)?.map(|m| m.version) != *seen {
+                        return Ok(Reply::NilArray);
+                    }
+                }
+                // Only a key the transaction read changed: run it again on the new state.
+            }
+            Err(e) => return Ok(super::session::engine_error(e)),
+        }
+    }
+    Ok(Reply::err(
+        "too much contention on the transaction's keys; retry",
+    ))
+}
+
+/// A transaction that walks the key space (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHDB,
+/// FLUSHALL) or starts a background job cannot be checked key by key: it checks WATCH, then
+/// runs command by command under the RESP transaction lock, so no other such transaction
+/// interleaves; a single write from another client may (docs/redis.md).
+fn locked(
+    s: &mut Session,
+    shared: &Shared,
+    queued: Vec<Args>,
+    watched: &[(Vec<u8>, Option<Version>)],
+) -> Result<Reply, crate::engine::Error> {
     let _txn = shared.txn.lock();
-    for (key, seen) in &watched {
+    for (key, seen) in watched {
         if shared.engine.head(key)?.map(|m| m.version) != *seen {
             return Ok(Reply::NilArray);
         }
     }
-    let mut out = Vec::with_capacity(multi.queued.len());
-    for args in multi.queued {
+    let mut out = Vec::with_capacity(queued.len());
+    for args in queued {
         // Run without queueing (multi is None now) and without re-taking the lock.
         out.push(run_queued(s, shared, args));
     }
     Ok(Reply::Array(out))
+}
+
+/// Whether a queued command needs the whole key space or a background job, which an
+/// [`Overlay`] cannot check key by key.
+fn walks_keyspace(args: &Args) -> bool {
+    const WALKS: [&str; 9] = [
+        "KEYS",
+        "SCAN",
+        "DBSIZE",
+        "RANDOMKEY",
+        "FLUSHDB",
+        "FLUSHALL",
+        "BGSAVE",
+        "SAVE",
+        "BGREWRITEAOF",
+    ];
+    let name = text(&args[0]);
+    WALKS.iter().any(|w| name.eq_ignore_ascii_case(w))
+}
+
+/// The WATCHed versions as batch preconditions (absent when watched: still absent).
+fn watch_checks(watched: &[(Vec<u8>, Option<Version>)]) -> Vec<(Vec<u8>, Precondition)> {
+    watched
+        .iter()
+        .map(|(k, seen)| {
+            let pre = seen.map_or(Precondition::IfAbsent, Precondition::IfVersion);
+            (k.clone(), pre)
+        })
+        .collect()
 }
 
 fn run_queued(s: &mut Session, shared: &Shared, args: Args) -> Reply {

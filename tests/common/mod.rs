@@ -3,6 +3,7 @@
 //!
 //! - [`child`]: crash-test children, their output read with deadlines, and death at a crash
 //!   point checked by signal and marker;
+//! - [`listing`]: key ranges paged with a cursor, checked against a `BTreeMap` (model tests);
 //! - [`server`]: the real `hoardhaven` binary on an ephemeral loopback port (HTTP, CLI,
 //!   security suites);
 //! - [`smallfs`]: a small tmpfs mounted by the disk-full tests, and filling it;
@@ -16,6 +17,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod child;
+pub mod listing;
 pub mod server;
 pub mod smallfs;
 pub mod store;

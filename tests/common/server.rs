@@ -125,6 +125,11 @@ impl Server {
         }
     }
 
+    /// The process id (for tests that signal the server: SIGKILL, SIGSTOP, SIGCONT).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         read_stderr(self.scratch.path())
@@ -138,6 +143,14 @@ impl Server {
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -TERM failed");
+        wait_exit(&mut child).await
+    }
+
+    /// Sends SIGKILL (kill -9: no shutdown, no flush) and waits (bounded) for the exit. The
+    /// data directory stays.
+    pub async fn kill(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        child.kill().expect("kill -9");
         wait_exit(&mut child).await
     }
 }

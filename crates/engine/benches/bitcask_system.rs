@@ -3,12 +3,18 @@
 //!
 //! ```text
 //! cargo bench --bench bitcask_system -- [--keys 1000000] [--dir /path/on/the/disk] [--json out.json]
+//! cargo bench --bench bitcask_system -- --writes-only   # the disk floors and the write phases
+//!     [--index-keys 10000000] [--only read]
 //! ```
+//!
+//! `--index-keys N` first measures the in-memory index alone (hash keydir + ordered index) at
+//! N keys: bytes per key of each, insert and lookup rates. `--only read` stops after the read
+//! and listing phases (PUT, keydir size, GET in both modes, listing pages).
 //!
 //! Phases: the disk's own rates (sequential write, append+fdatasync, overwrite+fdatasync in a
 //! preallocated file); engine PUT with sync=never on one thread; keydir bytes per key; GET of
-//! hot data on one thread with pread and with mmap; PUT with sync=always at 1, 8 and 64
-//! writers; start-up with hint files beside a full scan; merge throughput beside the disk's
+//! hot data on one thread with pread and with mmap; PUT with sync=always at 1, 8, 64, 256 and
+//! 1,000 blocking writers, and from one thread keeping 1,000 awaited writes in flight; start-up with hint files beside a full scan; merge throughput beside the disk's
 //! sequential write rate.
 
 use std::fs::{self, File, OpenOptions};
@@ -20,13 +26,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use hoardhaven_engine::bitcask::keydir::{Keydir, Loc};
 use hoardhaven_engine::bitcask::{Bitcask, BitcaskOptions, ReadMode};
-use hoardhaven_engine::{Engine, PutOptions, SyncPolicy};
+use hoardhaven_engine::{Engine, KeyRange, PutOptions, SyncPolicy};
 
 struct Args {
     keys: usize,
     dir: PathBuf,
     json: Option<PathBuf>,
+    writes_only: bool,
+    index_keys: usize,
+    only_read: bool,
 }
 
 fn args() -> Args {
@@ -34,6 +44,9 @@ fn args() -> Args {
         keys: 1_000_000,
         dir: std::env::temp_dir().join("hoardhaven-bench"),
         json: None,
+        writes_only: false,
+        index_keys: 0,
+        only_read: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -41,6 +54,9 @@ fn args() -> Args {
             "--keys" => a.keys = it.next().and_then(|v| v.parse().ok()).unwrap_or(a.keys),
             "--dir" => a.dir = it.next().map(PathBuf::from).unwrap_or(a.dir),
             "--json" => a.json = it.next().map(PathBuf::from),
+            "--writes-only" => a.writes_only = true,
+            "--index-keys" => a.index_keys = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "--only" => a.only_read = it.next().is_some_and(|v| v == "read"),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -136,6 +152,72 @@ fn disk_fsync_rate(dir: &Path, preallocated: bool) -> f64 {
     r
 }
 
+/// Durable puts on a fresh store: blocking writers (one thread each), then one thread keeping
+/// 1,000 awaited writes in flight (`put_deferred`, waiting on the oldest ticket).
+fn durable_writers(dir: &Path, r: &mut Report) {
+    let durable = dir.join("durable");
+    let e = Arc::new(
+        Bitcask::open(&durable, SyncPolicy::Always, &opts(ReadMode::Pread)).expect("open"),
+    );
+    for w in [1usize, 8, 64, 256, 1000] {
+        r.add(
+            &format!("engine PUT sync=always, {w} writers"),
+            timed_puts(&e, w, 3, w * 1_000_000_000),
+            "ops/s",
+        );
+    }
+    r.add(
+        "engine PUT sync=always, 1 thread, 1000 awaited in flight",
+        windowed_puts(&e, 1000, 3),
+        "ops/s",
+    );
+}
+
+/// One thread appends with `put_deferred` and keeps `window` tickets outstanding, waiting on
+/// the oldest when the window is full: the group commit's rate without a thread per write.
+fn windowed_puts(e: &Arc<Bitcask>, window: usize, secs: u64) -> f64 {
+    let v = Bytes::from(vec![b'v'; 100]);
+    let mut tickets = std::collections::VecDeque::with_capacity(window);
+    let t = Instant::now();
+    let mut i = 0usize;
+    while t.elapsed() < Duration::from_secs(secs) {
+        let (_, ticket) = e
+            .put_deferred(&key(7_000_000_000 + i), v.clone(), PutOptions::default())
+            .expect("put");
+        tickets.push_back(ticket);
+        i += 1;
+        if tickets.len() >= window
+            && let Some(oldest) = tickets.pop_front()
+        {
+            oldest.wait().expect("durable");
+        }
+    }
+    for ticket in tickets {
+        ticket.wait().expect("durable");
+    }
+    rate(i as u64, t.elapsed())
+}
+
+/// The write-path ratios (also printed by the full run).
+fn print_write_ratios(r: &Report) {
+    let append = r.get("disk append + fdatasync (152 B)");
+    let prealloc = r.get("disk overwrite in preallocated file + fdatasync");
+    println!("\nwrite ratios (same run):");
+    for w in [1usize, 8, 64, 256, 1000] {
+        let put = r.get(&format!("engine PUT sync=always, {w} writers"));
+        println!(
+            "  PUT sync=always {w:>4} writers: {:>7.2}x append+fdatasync, {:>6.2}x preallocated overwrite",
+            put / append,
+            put / prealloc
+        );
+    }
+    let win = r.get("engine PUT sync=always, 1 thread, 1000 awaited in flight");
+    println!(
+        "  PUT sync=always 1 thread, 1000 awaited: {:>7.2}x append+fdatasync",
+        win / append
+    );
+}
+
 fn timed_puts(e: &Arc<Bitcask>, writers: usize, secs: u64, base: usize) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));
@@ -174,6 +256,109 @@ fn gets(e: &Bitcask, keys: &[[u8; 16]], n: usize) -> f64 {
     rate(n as u64, t.elapsed())
 }
 
+/// The in-memory index alone at `n` keys of 16 B: hash keydir + ordered index.
+fn index_phase(n: usize, r: &mut Report) {
+    let kd = Keydir::new();
+    let loc = |i: usize| Loc {
+        file: 1,
+        offset: i as u32,
+        len: 134,
+        expiry_s: 0,
+    };
+    let t = Instant::now();
+    for i in 0..n {
+        kd.insert(&key(i), loc(i));
+    }
+    r.add(
+        &format!("index insert of new keys ({n} keys, hash + ordered)"),
+        rate(n as u64, t.elapsed()),
+        "ops/s",
+    );
+    let t = Instant::now();
+    for i in 0..n {
+        kd.insert(&key(i), loc(i + 1));
+    }
+    r.add(
+        "index overwrite of existing keys (hash only)",
+        rate(n as u64, t.elapsed()),
+        "ops/s",
+    );
+    let total = kd.memory_bytes() as f64 / n as f64;
+    let ordered = kd.ordered_memory_bytes() as f64 / n as f64;
+    r.add(
+        &format!("index bytes per key minus key length at {n} keys"),
+        total - 16.0,
+        "B/key",
+    );
+    r.add(
+        "  of which the hash keydir",
+        total - ordered - 16.0,
+        "B/key",
+    );
+    r.add("  of which the ordered index", ordered, "B/key");
+    let t = Instant::now();
+    let pages = 20_000usize;
+    let mut listed = 0usize;
+    for i in 0..pages {
+        let start = key(n + i);
+        let range = KeyRange {
+            start: Some(&start),
+            ..KeyRange::default()
+        };
+        listed += kd.list(&range, None, 100, 0).keys.len();
+    }
+    assert!(listed > 0);
+    r.add(
+        "index range page of 100 keys (no I/O)",
+        rate(pages as u64, t.elapsed()),
+        "pages/s",
+    );
+}
+
+/// Listing through the engine: pages of 100 keys under a random one-byte prefix (about
+/// n / 256 keys each) and from a random start key.
+fn listing_phase(e: &Bitcask, n: usize, r: &mut Report) {
+    let pages = 20_000usize;
+    let t = Instant::now();
+    let mut listed = 0usize;
+    for i in 0..pages {
+        let p = [key(n + i)[0]];
+        listed += e.list(&p, None, 100).expect("list").keys.len();
+    }
+    assert!(listed > 0);
+    r.add(
+        "engine prefix listing, page of 100",
+        rate(pages as u64, t.elapsed()),
+        "pages/s",
+    );
+    let t = Instant::now();
+    let mut after: Option<Vec<u8>> = None;
+    let prefix = [key(7)[0]];
+    for _ in 0..pages {
+        let page = e.list(&prefix, after.as_deref(), 100).expect("list");
+        after = page.next_start_after;
+    }
+    r.add(
+        "engine prefix listing, next page by cursor",
+        rate(pages as u64, t.elapsed()),
+        "pages/s",
+    );
+    let t = Instant::now();
+    for i in 0..pages {
+        let start = key(n + i);
+        let range = KeyRange {
+            start: Some(&start),
+            ..KeyRange::default()
+        };
+        e.list_range(&range, None, 100).expect("list");
+    }
+    r.add(
+        "engine range listing [start, ..), page of 100",
+        rate(pages as u64, t.elapsed()),
+        "pages/s",
+    );
+}
+
 /// Drops the kernel's page cache (needs root); false when not permitted.
 fn drop_page_cache() -> bool {
     let _ = std::process::Command::new("sync").status();
@@ -200,6 +385,9 @@ fn main() {
         a.dir.display()
     );
 
+    if a.index_keys > 0 {
+        index_phase(a.index_keys, &mut r);
+    }
     r.add("disk sequential write", disk_seq_write(&a.dir), "MB/s");
     r.add(
         "disk append + fdatasync (152 B)",
@@ -211,6 +399,30 @@ fn main() {
         disk_fsync_rate(&a.dir, true),
         "ops/s",
     );
+
+    if a.writes_only {
+        let e = Bitcask::open(
+            &a.dir.join("never"),
+            SyncPolicy::Never,
+            &opts(ReadMode::Pread),
+        )
+        .expect("open");
+        let value = Bytes::from(vec![b'v'; 100]);
+        let t = Instant::now();
+        for i in 0..n {
+            e.put(&key(i), value.clone(), PutOptions::default())
+                .expect("put");
+        }
+        r.add(
+            "engine PUT sync=never, 1 thread",
+            rate(n as u64, t.elapsed()),
+            "ops/s",
+        );
+        drop(e);
+        durable_writers(&a.dir, &mut r);
+        print_write_ratios(&r);
+        return;
+    }
 
     let data = a.dir.join("store");
     let keys: Vec<[u8; 16]> = (0..n).map(key).collect();
@@ -252,6 +464,14 @@ fn main() {
         gets(&e, &keys, reads / 10);
         let name = format!("engine GET hot, 1 thread, {mode:?} (after reopen)");
         r.add(&name, gets(&e, &keys, reads), "ops/s");
+        if mode == ReadMode::Mmap {
+            listing_phase(&e, n, &mut r);
+        }
+    }
+    if a.only_read {
+        print_json(&a, n, &r, &[]);
+        let _ = fs::remove_dir_all(&a.dir);
+        return;
     }
     // Start-up: with hints, then with the hints moved away (full scan); each warm (files in
     // the page cache) and, when this process may drop the page cache (root), cold.
@@ -304,20 +524,7 @@ fn main() {
         r.add("start-up scanning data files, cold page cache", sc, "ms");
     }
 
-    // Durable puts on a fresh store.
-    let durable = a.dir.join("durable");
-    {
-        let e = Arc::new(
-            Bitcask::open(&durable, SyncPolicy::Always, &opts(ReadMode::Pread)).expect("open"),
-        );
-        for w in [1usize, 8, 64] {
-            r.add(
-                &format!("engine PUT sync=always, {w} writers"),
-                timed_puts(&e, w, 4, w * 1_000_000_000),
-                "ops/s",
-            );
-        }
-    }
+    durable_writers(&a.dir, &mut r);
     // Merge: overwrite half the keys, then merge.
     {
         let e = Bitcask::open(&data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open");
@@ -424,24 +631,29 @@ fn main() {
     for (name, v) in &lines {
         println!("{name:<62} {v:>8.2}x");
     }
-    if let Some(path) = a.json {
-        let mut out = String::from("{\n  \"keys\": ");
-        out.push_str(&n.to_string());
-        out.push_str(",\n  \"figures\": [\n");
-        let rows: Vec<String> = r
-            .rows
-            .iter()
-            .map(|(k, v, u)| format!("    {{\"name\": {k:?}, \"value\": {v:.3}, \"unit\": {u:?}}}"))
-            .collect();
-        out.push_str(&rows.join(",\n"));
-        out.push_str("\n  ],\n  \"ratios\": [\n");
-        let rs: Vec<String> = lines
-            .iter()
-            .map(|(k, v)| format!("    {{\"name\": {k:?}, \"ratio\": {v:.3}}}"))
-            .collect();
-        out.push_str(&rs.join(",\n"));
-        out.push_str("\n  ]\n}\n");
-        fs::write(&path, out).expect("write json");
-    }
+    print_json(&a, n, &r, &lines);
     let _ = fs::remove_dir_all(&a.dir);
+}
+
+fn print_json(a: &Args, n: usize, r: &Report, lines: &[(&str, f64)]) {
+    let Some(path) = &a.json else {
+        return;
+    };
+    let mut out = String::from("{\n  \"keys\": ");
+    out.push_str(&n.to_string());
+    out.push_str(",\n  \"figures\": [\n");
+    let rows: Vec<String> = r
+        .rows
+        .iter()
+        .map(|(k, v, u)| format!("    {{\"name\": {k:?}, \"value\": {v:.3}, \"unit\": {u:?}}}"))
+        .collect();
+    out.push_str(&rows.join(",\n"));
+    out.push_str("\n  ],\n  \"ratios\": [\n");
+    let rs: Vec<String> = lines
+        .iter()
+        .map(|(k, v)| format!("    {{\"name\": {k:?}, \"ratio\": {v:.3}}}"))
+        .collect();
+    out.push_str(&rs.join(",\n"));
+    out.push_str("\n  ]\n}\n");
+    fs::write(path, out).expect("write json");
 }

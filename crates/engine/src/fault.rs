@@ -182,8 +182,10 @@ pub fn arm(plan: Plan) -> Armed {
     Armed { state }
 }
 
+/// True while any plan or hold is armed: the filesystem layer ([`crate::fs`]) then routes its
+/// calls through this seam.
 #[inline]
-fn armed() -> bool {
+pub fn armed() -> bool {
     ARMED.load(Ordering::Relaxed) != 0
 }
 
@@ -321,7 +323,7 @@ fn sync_with(file: &File, path: &Path, data_only: bool) -> io::Result<()> {
     // fdatasync through the engines' helper, which records its latency.
     let run = || {
         if data_only {
-            crate::fdatasync(file)
+            crate::fs::fdatasync(file)
         } else {
             file.sync_all()
         }

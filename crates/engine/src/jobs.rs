@@ -122,9 +122,13 @@ pub(crate) fn spawn<R: Send + 'static>(
     name: &'static str,
     job: impl FnOnce() -> Result<R> + Send + 'static,
 ) -> Result<JobHandle<R>> {
+    // A span for traces (DEBUG: off unless the server exports traces): from start to end on
+    // the job's thread, a child of whatever span started the job.
+    let span = tracing::debug_span!("job", job = name, otel.name = name);
     let thread = std::thread::Builder::new()
         .name(format!("hh-{name}"))
         .spawn(move || {
+            let _entered = span.enter();
             let result = job();
             if let Err(e) = &result {
                 tracing::warn!(job = name, error = %e, "background job failed");

@@ -7,8 +7,13 @@
 //! `hoardhaven` server wraps this crate; a program that wants an embedded store uses it alone.
 //!
 //! Engines are synchronous and thread-safe: every method takes `&self` and may be called from
-//! many threads at once. Calls that write may block on `fdatasync` (see [`SyncPolicy`]), so an
-//! async program runs them on blocking-capable threads.
+//! many threads at once. Calls that write may block on `fdatasync` (see [`SyncPolicy`]); an
+//! async program instead uses the `*_deferred` writes ([`Engine::put_deferred`]), which append
+//! without waiting and return a [`Ticket`] to await: the group commit resolves it, and no thread
+//! is parked per waiting write. Both engines write through one durability core
+//! ([`durability`]: group commit, fail-stop, the append file) and one filesystem layer
+//! ([`fs`], wrapped by the [`fault`] seam in tests). With `SyncPolicy::Always` a write is
+//! visible to readers only once it is durable.
 //!
 //! # Embedding
 //!
@@ -48,12 +53,15 @@
 
 pub mod bitcask;
 pub mod dir_lock;
+pub mod durability;
 pub mod error;
 pub mod fault;
+pub mod fs;
 pub mod jobs;
 pub mod listing;
 pub mod memory;
 mod open;
+pub mod ordered;
 mod sync_policy;
 
 use std::path::PathBuf;
@@ -61,8 +69,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
+pub use crate::durability::Ticket;
 pub use crate::error::{Error, Result};
 pub use jobs::JobHandle;
+pub use listing::KeyRange;
 
 pub use open::{EngineKind, EngineOptions, MARKER, detect, open, open_read_only, open_salvage};
 pub use sync_policy::SyncPolicy;
@@ -398,6 +408,49 @@ pub trait Engine: Send + Sync + 'static {
     /// As [`Engine::put`].
     fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>>;
 
+    /// [`Engine::put`] without waiting for durability: the write is appended (cheap, no
+    /// fsync) and the returned [`Ticket`] resolves once it is durable as the sync policy says.
+    /// Await the ticket (async callers park no thread) or call [`Ticket::wait`]. With
+    /// `SyncPolicy::Always` readers see the write only once it is durable; writers (and
+    /// their preconditions) see it at once. Dropping the ticket does not undo the write.
+    ///
+    /// # Errors
+    /// As [`Engine::put`], except the durability errors, which the ticket returns.
+    fn put_deferred(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        opts: PutOptions,
+    ) -> Result<(Written, Ticket)> {
+        Ok((self.put(key, value, opts)?, Ticket::ready()))
+    }
+
+    /// [`Engine::delete`] without waiting for durability (see [`Engine::put_deferred`]).
+    ///
+    /// # Errors
+    /// As [`Engine::delete`], except the durability errors, which the ticket returns.
+    fn delete_deferred(
+        &self,
+        key: &[u8],
+        precondition: Precondition,
+    ) -> Result<(Option<Version>, Ticket)> {
+        Ok((self.delete(key, precondition)?, Ticket::ready()))
+    }
+
+    /// [`Engine::apply_batch_checked`] without waiting for durability (see
+    /// [`Engine::put_deferred`]).
+    ///
+    /// # Errors
+    /// As [`Engine::apply_batch_checked`], except the durability errors, which the ticket
+    /// returns.
+    fn apply_batch_checked_deferred(
+        &self,
+        checks: &[(Vec<u8>, Precondition)],
+        ops: Vec<BatchOp>,
+    ) -> Result<(Vec<BatchResult>, Ticket)> {
+        Ok((self.apply_batch_checked(checks, ops)?, Ticket::ready()))
+    }
+
     /// Applies all operations or none, also across a crash. Results are in request order.
     ///
     /// # Errors
@@ -438,7 +491,22 @@ pub trait Engine: Send + Sync + 'static {
     ///
     /// # Errors
     /// I/O failures.
-    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage>;
+    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
+        self.list_range(&KeyRange::prefix(prefix), start_after, limit)
+    }
+
+    /// Lists live keys of `range` (prefix, inclusive `start`, exclusive `end`), in ascending
+    /// byte order, strictly after `start_after` when given, at most `limit` of them. Costs
+    /// O(log n + limit) on the ordered index (see [`listing`]).
+    ///
+    /// # Errors
+    /// I/O failures.
+    fn list_range(
+        &self,
+        range: &KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ListPage>;
 
     /// Makes every write acknowledged so far durable.
     ///
@@ -526,17 +594,4 @@ pub fn crash_point(point: &str) {
     }
 }
 
-/// Name of the fsync latency histogram the engines record (described with the other metrics in
-/// `http::metrics`; the `metrics` facade is a no-op when no recorder is installed).
-pub const FSYNC_DURATION_METRIC: &str = "hoardhaven_engine_fsync_duration_seconds";
-
-/// `fdatasync` with its latency recorded in [`FSYNC_DURATION_METRIC`].
-///
-/// # Errors
-/// The I/O error of `fdatasync`.
-pub fn fdatasync(file: &std::fs::File) -> std::io::Result<()> {
-    let started = std::time::Instant::now();
-    let r = file.sync_data();
-    metrics::histogram!(FSYNC_DURATION_METRIC).record(started.elapsed().as_secs_f64());
-    r
-}
+pub use fs::{FSYNC_DURATION_METRIC, fdatasync};

@@ -255,8 +255,13 @@ impl Engine for ReadOnly {
     ) -> Result<Vec<BatchResult>> {
         Err(Error::ReadOnly)
     }
-    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
-        self.0.list(prefix, start_after, limit)
+    fn list_range(
+        &self,
+        range: &crate::KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ListPage> {
+        self.0.list_range(range, start_after, limit)
     }
     fn sync(&self) -> Result<()> {
         Ok(())

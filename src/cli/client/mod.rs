@@ -105,6 +105,12 @@ pub struct ListArgs {
     /// Only keys starting with these bytes
     #[arg(long, default_value = "")]
     prefix: OsString,
+    /// Only keys at or after these bytes
+    #[arg(long)]
+    start: Option<OsString>,
+    /// Only keys before these bytes (exclusive)
+    #[arg(long)]
+    end: Option<OsString>,
     /// Stop after this many keys, at least 1 (default: all)
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     limit: Option<u64>,
@@ -308,13 +314,18 @@ fn del(a: &DelArgs) -> Result<(), Exit> {
 
 fn list(a: &ListArgs) -> Result<(), Exit> {
     let c = Conn::new(&a.conn, false)?;
-    let prefix = encode_key(bytes_of(&a.prefix));
+    let mut range = format!("prefix={}", encode_key(bytes_of(&a.prefix)));
+    for (name, bound) in [("start", &a.start), ("end", &a.end)] {
+        if let Some(b) = bound {
+            range.push_str(&format!("&{name}={}", encode_key(bytes_of(b))));
+        }
+    }
     let mut left = a.limit.unwrap_or(u64::MAX);
     let mut cursor: Option<String> = None;
     let mut all = Vec::new();
     while left > 0 {
         let page = left.min(1000);
-        let mut url = c.url(&format!("/kv?prefix={prefix}&limit={page}"));
+        let mut url = c.url(&format!("/kv?{range}&limit={page}"));
         if let Some(cur) = &cursor {
             url.push_str(&format!("&cursor={}", encode_key(cur.as_bytes())));
         }

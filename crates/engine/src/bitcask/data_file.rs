@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 
 use crate::error::{Error, IoContext, Result};
-use crate::fault;
+use crate::fs;
 
 /// Size of the file header.
 pub const FILE_HEADER_LEN: usize = 32;
@@ -214,8 +214,8 @@ impl DataFile {
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
         if let Some(map) = &self.map {
             let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            return match start.checked_add(len).and_then(|end| map.get(start..end)) {
-                Some(s) => Ok(Bytes::copy_from_slice(s)),
+            return match map.slice(start, len) {
+                Some(b) => Ok(b),
                 None => Err(Error::corrupted(
                     &self.path,
                     offset,
@@ -224,7 +224,7 @@ impl DataFile {
             };
         }
         let mut buf = vec![0u8; len];
-        match fault::read_exact_at(&self.file, &mut buf, offset, &self.path) {
+        match fs::read_exact_at(&self.file, &mut buf, offset, &self.path) {
             Ok(()) => Ok(Bytes::from(buf)),
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(Error::corrupted(
                 &self.path,
@@ -248,15 +248,7 @@ impl DataFile {
     }
 }
 
-/// fsyncs a directory so that creations, renames and removals in it are durable.
-///
-/// # Errors
-/// I/O errors.
-pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| fault::sync_all(&d, dir))
-        .ctx(|| format!("fsync directory {}", dir.display()))
-}
+pub use crate::fs::sync_dir;
 
 #[cfg(test)]
 mod tests {

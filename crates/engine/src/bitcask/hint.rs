@@ -143,47 +143,80 @@ impl HintWriter {
 ///
 /// # Errors
 /// I/O errors other than "not found", and errors from `f`.
-pub fn load(
-    path: &Path,
-    mut f: impl FnMut(HintEntry<'_>) -> Result<()>,
-) -> Result<Option<FileHeader>> {
+pub fn load(path: &Path, f: impl FnMut(HintEntry<'_>) -> Result<()>) -> Result<Option<FileHeader>> {
+    match read(path)? {
+        Some(h) => {
+            h.for_each(f)?;
+            Ok(Some(h.header))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A hint file read whole and verified (checksum, entry count, tiling), ready to be walked,
+/// by several threads at once if need be (see `recovery`).
+#[derive(Debug)]
+pub struct Loaded {
+    /// The hint's header (names its data file).
+    pub header: FileHeader,
+    bytes: Vec<u8>,
+}
+
+/// Reads and verifies the hint at `path`: `None` (after a warning) when it is missing,
+/// incomplete or fails its checksum, as for [`load`].
+///
+/// # Errors
+/// I/O errors other than "not found".
+pub fn read(path: &Path) -> Result<Option<Loaded>> {
     let bytes = match fault::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(crate::Error::io(format!("reading {}", path.display()), e)),
     };
-    let Some(entries) = verify(&bytes) else {
+    if verify(&bytes).is_none() {
         tracing::warn!(hint = %path.display(), "hint file is damaged; scanning the data file instead");
         return Ok(None);
-    };
+    }
     let Ok(header) = FileHeader::decode(&bytes, HINT_MAGIC, path) else {
         return Ok(None);
     };
-    let mut pos = 0;
-    while pos < entries.len() {
-        let b = &entries[pos..];
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let u64_at = |i: usize| {
-            let mut a = [0u8; 8];
-            a.copy_from_slice(&b[i..i + 8]);
-            u64::from_le_bytes(a)
-        };
-        let klen = usize::from(u16::from_le_bytes([b[25], b[26]]));
-        f(HintEntry {
-            seq: u64_at(0),
-            expires_at: u64_at(8),
-            offset: u32_at(16),
-            len: u32_at(20),
-            kind: if b[24] == 2 {
-                Kind::Tombstone
-            } else {
-                Kind::Put
-            },
-            key: &b[ENTRY_FIXED..ENTRY_FIXED + klen],
-        })?;
-        pos += ENTRY_FIXED + klen;
+    Ok(Some(Loaded { header, bytes }))
+}
+
+impl Loaded {
+    /// Calls `f` with every entry, in file order.
+    ///
+    /// # Errors
+    /// Errors from `f`.
+    pub fn for_each(&self, mut f: impl FnMut(HintEntry<'_>) -> Result<()>) -> Result<()> {
+        // Verified in `read` (as `verify` splits it): the entries tile the body exactly.
+        let entries = &self.bytes[FILE_HEADER_LEN..self.bytes.len() - TRAILER_LEN];
+        let mut pos = 0;
+        while pos < entries.len() {
+            let b = &entries[pos..];
+            let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            let u64_at = |i: usize| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&b[i..i + 8]);
+                u64::from_le_bytes(a)
+            };
+            let klen = usize::from(u16::from_le_bytes([b[25], b[26]]));
+            f(HintEntry {
+                seq: u64_at(0),
+                expires_at: u64_at(8),
+                offset: u32_at(16),
+                len: u32_at(20),
+                kind: if b[24] == 2 {
+                    Kind::Tombstone
+                } else {
+                    Kind::Put
+                },
+                key: &b[ENTRY_FIXED..ENTRY_FIXED + klen],
+            })?;
+            pos += ENTRY_FIXED + klen;
+        }
+        Ok(())
     }
-    Ok(Some(header))
 }
 
 /// The entry count a hint's trailer claims, read from its last bytes only (for sizing the

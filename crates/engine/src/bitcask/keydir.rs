@@ -11,16 +11,25 @@
 //! - The hash table itself holds only a `u32` arena position per key (plus hashbrown's one
 //!   control byte), about 5–9 bytes per key depending on load.
 //!
+//! - Beside the hash table, an [`OrderedKeys`] index keeps every key in byte order for listings;
+//!   it changes only when a key is created or removed (under that key's shard lock), never on
+//!   an overwrite, so point writes of existing keys do not touch it.
+//!
 //! The record's version is not kept here: it is in the record header, read with the value.
 //! Expiry is kept in whole seconds (rounded up), enough to skip expired keys in listings; reads
 //! check the exact millisecond expiry in the header. Deleted entries leave holes in the arena;
 //! a shard rewrites its arena when more than half of it is holes.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hashbrown::hash_table::Entry;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::RwLock;
+
+use crate::ListPage;
+use crate::listing::{self, KeyRange};
+use crate::ordered::OrderedKeys;
 
 const SHARDS: usize = 64;
 const PAGE_BITS: u32 = 16;
@@ -143,6 +152,10 @@ impl Shard {
 pub struct Keydir {
     shards: Box<[RwLock<Shard>]>,
     hasher: DefaultHashBuilder,
+    order: OrderedKeys,
+    /// Set while start-up loads keys: the ordered index is built once at the end
+    /// ([`Keydir::build_order`]) instead of a key at a time.
+    order_deferred: AtomicBool,
 }
 
 impl Default for Keydir {
@@ -163,7 +176,69 @@ impl Keydir {
         Keydir {
             shards: (0..SHARDS).map(|_| RwLock::new(Shard::default())).collect(),
             hasher: DefaultHashBuilder::default(),
+            order: OrderedKeys::new(),
+            order_deferred: AtomicBool::new(false),
         }
+    }
+
+    /// An empty keydir whose ordered index is left empty until [`Keydir::build_order`]: for
+    /// start-up, which loads every key before anyone lists.
+    pub fn deferring_order() -> Self {
+        let kd = Self::new();
+        kd.order_deferred.store(true, Ordering::Relaxed);
+        kd
+    }
+
+    /// Builds the ordered index from the hash shards (each sorted on its own thread, then
+    /// merged) and ends the deferral. Called once, before the keydir is shared.
+    pub fn build_order(&self) {
+        if !self.order_deferred.load(Ordering::Acquire) {
+            return;
+        }
+        let guards: Vec<_> = self.shards.iter().map(|s| s.read()).collect();
+        let mut runs: Vec<Vec<&[u8]>> = guards
+            .iter()
+            .map(|g| g.table.iter().map(|&p| key_of(&g.pages, p)).collect())
+            .collect();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = runs.len().div_ceil(threads.max(1));
+        std::thread::scope(|s| {
+            for chunk in runs.chunks_mut(per.max(1)) {
+                s.spawn(move || {
+                    for run in chunk {
+                        run.sort_unstable();
+                    }
+                });
+            }
+        });
+        // A k-way merge of the sorted runs (keys are unique across shards).
+        let mut heap: std::collections::BinaryHeap<std::cmp::Reverse<(&[u8], usize)>> = runs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.first().map(|k| std::cmp::Reverse((*k, i))))
+            .collect();
+        let mut next = vec![1usize; runs.len()];
+        let merged = std::iter::from_fn(|| {
+            let std::cmp::Reverse((k, i)) = heap.pop()?;
+            if let Some(n) = runs[i].get(next[i]) {
+                heap.push(std::cmp::Reverse((*n, i)));
+                next[i] += 1;
+            }
+            Some(k)
+        });
+        self.order.load_sorted(merged);
+        self.order_deferred.store(false, Ordering::Release);
+    }
+
+    /// Which of the shards holds `key` (0..[`Keydir::shard_count`]): start-up partitions its
+    /// work by shard so that threads never contend and each key keeps its file order.
+    pub fn shard_index(&self, key: &[u8]) -> usize {
+        ((self.hasher.hash_one(key) >> 32) as usize) % SHARDS
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        SHARDS
     }
 
     fn shard(&self, hash: u64) -> &RwLock<Shard> {
@@ -237,6 +312,9 @@ impl Keydir {
                     None => {
                         o.remove();
                         *dead += ENTRY_FIXED + key.len();
+                        if !self.order_deferred.load(Ordering::Relaxed) {
+                            self.order.remove(key);
+                        }
                     }
                 }
                 (Some(old), new)
@@ -245,6 +323,9 @@ impl Keydir {
                 let new = f(None);
                 if let Some(loc) = new {
                     v.insert(append(pages, used, key, loc));
+                    if !self.order_deferred.load(Ordering::Relaxed) {
+                        self.order.insert(key);
+                    }
                 }
                 (None, new)
             }
@@ -298,16 +379,37 @@ impl Keydir {
         }
     }
 
-    /// Bytes of memory the keydir holds (tables and arena pages in use).
+    /// One page of the live (present, unexpired at `now_ms`) keys of `range` after
+    /// `start_after`, from the ordered index (see [`listing::page`]).
+    pub fn list(
+        &self,
+        range: &KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+        now_ms: u64,
+    ) -> ListPage {
+        listing::page(&self.order, range, start_after, limit, |key| {
+            self.get(key).is_some_and(|l| !l.expired_at(now_ms))
+        })
+    }
+
+    /// Bytes of memory the keydir holds (tables, arena pages in use and the ordered index).
     pub fn memory_bytes(&self) -> usize {
-        self.shards
+        let hash: usize = self
+            .shards
             .iter()
             .map(|s| {
                 let s = s.read();
                 let pages: usize = s.pages.iter().map(|p| p.capacity()).sum();
                 s.table.allocation_size() + pages
             })
-            .sum()
+            .sum();
+        hash + self.order.memory_bytes()
+    }
+
+    /// Bytes of memory of the ordered index alone (part of [`Keydir::memory_bytes`]).
+    pub fn ordered_memory_bytes(&self) -> usize {
+        self.order.memory_bytes()
     }
 }
 
@@ -352,6 +454,32 @@ mod tests {
             seen += 1;
         });
         assert_eq!(seen, model.len());
+        let mut sorted: Vec<&Vec<u8>> = model.keys().collect();
+        sorted.sort();
+        let page = kd.list(&KeyRange::prefix(b""), None, usize::MAX / 2, 0);
+        assert_eq!(page.keys.iter().collect::<Vec<_>>(), sorted);
+    }
+
+    #[test]
+    fn deferred_order_is_built_whole() {
+        let kd = Keydir::deferring_order();
+        let mut want = Vec::new();
+        for i in 0..5000u32 {
+            let key = format!("k{}", i.wrapping_mul(2_654_435_761)).into_bytes();
+            kd.insert(&key, loc(i));
+            if i % 5 == 0 {
+                kd.remove(&key);
+            } else {
+                want.push(key);
+            }
+        }
+        kd.build_order();
+        want.sort();
+        assert_eq!(kd.list(&KeyRange::prefix(b""), None, 10_000, 0).keys, want);
+        kd.insert(b"k", loc(1));
+        kd.remove(&want[0]);
+        let listed = kd.list(&KeyRange::prefix(b""), None, 2, 0).keys;
+        assert_eq!(listed, vec![b"k".to_vec(), want[1].clone()]);
     }
 
     #[test]

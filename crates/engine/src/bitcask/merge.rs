@@ -211,10 +211,10 @@ fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
     let (active_id, seal_seq) = {
         let mut w = inner.writer.lock();
         inner.check_poisoned()?;
-        if w.len > FILE_HEADER_LEN as u64 {
+        if w.len() > FILE_HEADER_LEN as u64 {
             w.rotate(inner)?;
         }
-        (w.active.id, w.next_seq)
+        (w.active().id, w.next_seq())
     };
     crash_point("merge:sealed");
     let mut inputs: Vec<(u32, Arc<DataFile>)> = inner

@@ -46,7 +46,9 @@ use crate::jobs::{JobLock, job_lock};
 use crate::{JobStatus, SyncPolicy};
 use data_file::{DataFile, FileId};
 use keydir::Keydir;
-use writer::{GroupCommit, Writer};
+use writer::Writer;
+
+use crate::durability::{Flusher, GroupCommit, Poison};
 
 /// Largest value the bitcask engine stores (record lengths are kept in 32 bits).
 pub const MAX_VALUE_LEN: usize = 1 << 30;
@@ -119,15 +121,14 @@ pub(crate) struct Inner {
     files: RwLock<HashMap<u32, Arc<DataFile>>>,
     next_file_no: AtomicU32,
     writer: Mutex<Writer>,
-    commit: GroupCommit,
+    commit: Arc<GroupCommit>,
     /// Runtime number of the active file, readable without the writer mutex.
     active_no: AtomicU32,
     /// Bytes of the active file already written to it (the rest is in the buffer).
     active_flushed: AtomicU64,
     /// Live bytes per runtime file number.
     live: Mutex<HashMap<u32, u64>>,
-    poisoned: AtomicBool,
-    poison_reason: Mutex<Option<String>>,
+    poison: Arc<Poison>,
     closed: AtomicBool,
     bytes_written: AtomicU64,
     corrupt_records: AtomicU64,
@@ -166,20 +167,11 @@ impl Inner {
 
     /// Marks the engine as refusing writes after an I/O failure (fail-stop).
     fn poison(&self, err: &Error) {
-        tracing::error!(error = %err, "write path failed; refusing further writes until reopened");
-        let mut r = self.poison_reason.lock();
-        if r.is_none() {
-            *r = Some(err.to_string());
-        }
-        self.poisoned.store(true, Ordering::Release);
+        self.poison.poison(err);
     }
 
     fn check_poisoned(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            let reason = self.poison_reason.lock().clone().unwrap_or_default();
-            return Err(Error::Poisoned(reason));
-        }
-        Ok(())
+        self.poison.check()
     }
 
     fn check_open(&self) -> Result<()> {
@@ -238,6 +230,8 @@ pub struct Bitcask {
 struct Background {
     stop: Option<mpsc::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
+    /// Leads group commits for awaited writes (`SyncPolicy::Always`).
+    committer: Option<JoinHandle<()>>,
 }
 
 impl Bitcask {
@@ -306,10 +300,9 @@ impl Bitcask {
             len,
             next_no + 1,
         );
-        inner.poisoned.store(true, Ordering::Release);
-        *inner.poison_reason.lock() = Some(Error::ReadOnly.to_string());
+        inner.poison.refuse(Error::ReadOnly.to_string());
         Ok(Bitcask {
-            inner: Arc::new(inner),
+            inner,
             background: Mutex::new(Background::default()),
         })
     }
@@ -339,12 +332,16 @@ impl Bitcask {
         };
         let mut files = files;
         files.insert(active_no, active.clone());
-        let inner = Arc::new(Self::inner(
+        let inner = Self::inner(
             dir, sync, opts, lock, rec, files, active_no, active, len, next_no,
-        ));
+        );
+        let mut background = Background::default();
+        if sync == SyncPolicy::Always {
+            background.committer = Some(inner.commit.spawn_committer("hoardhaven-commit")?);
+        }
         let engine = Bitcask {
             inner,
-            background: Mutex::new(Background::default()),
+            background: Mutex::new(background),
         };
         engine.start_background()?;
         Ok(engine)
@@ -363,30 +360,29 @@ impl Bitcask {
         active: Arc<DataFile>,
         len: u64,
         next_no: u32,
-    ) -> Inner {
-        Inner {
+    ) -> Arc<Inner> {
+        let poison = Arc::new(Poison::new());
+        let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             opts: opts.clone(),
             sync,
             keydir: rec.keydir,
             files: RwLock::new(files),
             next_file_no: AtomicU32::new(next_no),
-            writer: Mutex::new(Writer {
+            writer: Mutex::new(Writer::new(
                 active_no,
                 active,
                 len,
-                flushed: len,
-                allocated: len,
-                buf: Vec::with_capacity(128 * 1024),
-                next_seq: rec.next_seq,
-                stalled: false,
-            }),
-            commit: GroupCommit::new(rec.next_seq - 1),
+                rec.next_seq,
+                sync,
+                opts.max_file_size,
+                poison.clone(),
+            )),
+            commit: GroupCommit::new(rec.next_seq - 1, poison.clone()),
             active_no: AtomicU32::new(active_no),
             active_flushed: AtomicU64::new(len),
             live: Mutex::new(rec.live),
-            poisoned: AtomicBool::new(false),
-            poison_reason: Mutex::new(None),
+            poison,
             closed: AtomicBool::new(false),
             bytes_written: AtomicU64::new(0),
             // A torn tail cut at start-up is a damaged record found.
@@ -397,7 +393,10 @@ impl Bitcask {
             retire: Mutex::new(()),
             hint_threads: Mutex::new(Vec::new()),
             lock: Mutex::new(lock),
-        }
+        });
+        let flusher: Arc<dyn Flusher> = inner.clone();
+        inner.commit.set_flusher(Arc::downgrade(&flusher));
+        inner
     }
 
     /// Starts the interval-sync and merge-policy threads.
@@ -451,7 +450,7 @@ fn background_loop(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             _ => return,
         }
-        if tick.is_some() && !inner.poisoned.load(Ordering::Acquire) {
+        if tick.is_some() && !inner.poison.is_set() {
             if inner.sync == SyncPolicy::Never {
                 // A full disk leaves the buffer waiting (writes are refused meanwhile);
                 // other failures poison.
@@ -459,9 +458,8 @@ fn background_loop(
                     tracing::error!(error = %e, "background flush failed");
                 }
             } else {
-                match writer::sync_active(inner) {
-                    Ok(seq) => inner.commit.mark_durable(seq),
-                    Err(e) => tracing::error!(error = %e, "interval fsync failed"),
+                if let Err(e) = inner.commit.sync_now() {
+                    tracing::error!(error = %e, "interval fsync failed");
                 }
             }
         }

@@ -13,15 +13,14 @@ use bytes::Bytes;
 
 use super::keydir::Loc;
 use super::record::{self, HEADER_LEN, Kind};
-use super::writer::Writer;
+use super::writer::{BatchRecord, Writer};
 use super::{Bitcask, Inner, MAX_VALUE_LEN, merge, snapshot};
 use crate::error::{Error, Result};
 use crate::jobs;
-use crate::listing::PageCollector;
 use crate::{
-    BatchOp, BatchResult, Engine, EngineKind, FileStats, JobHandle, JobStatus, ListPage,
+    BatchOp, BatchResult, Engine, EngineKind, FileStats, JobHandle, JobStatus, KeyRange, ListPage,
     MergeReport, Meta, Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy,
-    UnixMillis, Value, Version, Written, check_key,
+    Ticket, UnixMillis, Value, Version, Written, check_key,
 };
 
 /// Expiry is kept to whole seconds (rounded to the nearest) so the keydir and the record
@@ -142,7 +141,10 @@ impl Inner {
     ) -> Result<Option<Version>> {
         let present = || {
             let now = UnixMillis::now().0;
-            self.keydir.get(key).is_some_and(|l| !l.expired_at(now))
+            match w.staged(key) {
+                Some(change) => change.is_some_and(|l| !l.expired_at(now)),
+                None => self.keydir.get(key).is_some_and(|l| !l.expired_at(now)),
+            }
         };
         match pre {
             Precondition::None => Ok(None),
@@ -150,7 +152,25 @@ impl Inner {
             Precondition::IfExists => Ok(None),
             Precondition::IfAbsent if !present() => Ok(None),
             Precondition::IfVersion(_) | Precondition::IfAbsent => {
-                Ok(self.lookup(key, Some(w))?.map(|(h, _)| h.version()))
+                Ok(self.lookup_writing(key, w)?.map(|(h, _)| h.version()))
+            }
+        }
+    }
+
+    /// The current record of `key` as writers see it (under the writer mutex): the newest
+    /// staged change if there is one, else the keydir's.
+    fn lookup_writing(&self, key: &[u8], w: &Writer) -> Result<Option<(record::Header, Bytes)>> {
+        match w.staged(key) {
+            None => self.lookup(key, Some(w)),
+            Some(None) => Ok(None),
+            Some(Some(loc)) => {
+                if loc.expiry_s != 0 && loc.expired_at(UnixMillis::now().0) {
+                    return Ok(None);
+                }
+                // A staged record is in the active file (or its buffer): no merge moves it.
+                Ok(self
+                    .read_record(key, loc, Some(w))?
+                    .filter(|(h, _)| h.expires_at == 0 || !h.is_expired(UnixMillis::now())))
             }
         }
     }
@@ -173,11 +193,12 @@ impl Inner {
         }
     }
 
-    /// Waits until `seq` is durable when the policy says so.
-    fn durable(&self, seq: u64) -> Result<()> {
+    /// The ticket of a write whose last record is `seq`: it resolves once the record is
+    /// durable when the policy says so, at once otherwise.
+    fn ticket(&self, seq: u64) -> Ticket {
         match self.sync {
-            SyncPolicy::Always => self.commit.wait_durable(self, seq),
-            _ => Ok(()),
+            SyncPolicy::Always => self.commit.ticket(seq),
+            _ => Ticket::ready(),
         }
     }
 }
@@ -208,6 +229,17 @@ impl Engine for Bitcask {
     }
 
     fn put(&self, key: &[u8], value: Bytes, opts: PutOptions) -> Result<Written> {
+        let (written, ticket) = self.put_deferred(key, value, opts)?;
+        ticket.wait()?;
+        Ok(written)
+    }
+
+    fn put_deferred(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        opts: PutOptions,
+    ) -> Result<(Written, Ticket)> {
         check_key(key)?;
         check_value_len(value.len())?;
         let inner = &*self.inner;
@@ -217,67 +249,58 @@ impl Engine for Bitcask {
             let mut w = inner.writer.lock();
             let current = inner.current_version(key, opts.precondition, &w)?;
             opts.precondition.check(current)?;
-            let len = HEADER_LEN + key.len() + value.len();
-            let offset = w.reserve(inner, len)?;
-            let seq = w.take_seq();
             let now = UnixMillis::now();
-            record::encode(&mut w.buf, Kind::Put, seq, now, expires_at, key, &value);
-            let loc = Loc {
-                file: w.active_no,
-                offset: offset as u32,
-                len: len as u32,
-                expiry_s: Loc::expiry_secs(expires_at.map_or(0, |e| e.0)),
+            let existed = match w.staged(key) {
+                Some(change) => change.is_some_and(|o| !o.expired_at(now.0)),
+                None => inner.keydir.get(key).is_some_and(|o| !o.expired_at(now.0)),
             };
-            let old = inner.keydir.insert(key, loc);
-            inner.account(old, Some(loc));
-            w.appended(inner, len)?;
-            (seq, old.is_none_or(|o| o.expired_at(now.0)))
+            let (seq, loc) = w.append(inner, Kind::Put, key, &value, expires_at, now)?;
+            w.stage(inner, key, seq, Some(loc));
+            (seq, !existed)
         };
-        inner.durable(seq)?;
-        Ok(Written {
+        let written = Written {
             version: Version(seq),
             created,
-        })
+        };
+        Ok((written, inner.ticket(seq)))
     }
 
     fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>> {
+        let (removed, ticket) = self.delete_deferred(key, precondition)?;
+        ticket.wait()?;
+        Ok(removed)
+    }
+
+    fn delete_deferred(
+        &self,
+        key: &[u8],
+        precondition: Precondition,
+    ) -> Result<(Option<Version>, Ticket)> {
         check_key(key)?;
         let inner = &*self.inner;
         inner.writable()?;
         let (seq, removed) = {
             let mut w = inner.writer.lock();
-            let current = inner.lookup(key, Some(&w))?.map(|(h, _)| h.version());
+            let current = inner.lookup_writing(key, &w)?.map(|(h, _)| h.version());
             precondition.check(current)?;
             let Some(removed) = current else {
                 // Absent or expired: nothing to write, but drop an expired entry.
-                let now = UnixMillis::now().0;
-                let (old, _) = inner
-                    .keydir
-                    .update(key, |cur| cur.filter(|l| !l.expired_at(now)));
-                if old.is_some_and(|o| o.expired_at(now)) {
-                    inner.account(old, None);
+                if w.staged(key).is_none() {
+                    let now = UnixMillis::now().0;
+                    let (old, _) = inner
+                        .keydir
+                        .update(key, |cur| cur.filter(|l| !l.expired_at(now)));
+                    if old.is_some_and(|o| o.expired_at(now)) {
+                        inner.account(old, None);
+                    }
                 }
-                return Ok(None);
+                return Ok((None, Ticket::ready()));
             };
-            let len = HEADER_LEN + key.len();
-            w.reserve(inner, len)?;
-            let seq = w.take_seq();
-            record::encode(
-                &mut w.buf,
-                Kind::Tombstone,
-                seq,
-                UnixMillis::now(),
-                None,
-                key,
-                &[],
-            );
-            let old = inner.keydir.remove(key);
-            inner.account(old, None);
-            w.appended(inner, len)?;
+            let (seq, _) = w.append(inner, Kind::Tombstone, key, &[], None, UnixMillis::now())?;
+            w.stage(inner, key, seq, None);
             (seq, removed)
         };
-        inner.durable(seq)?;
-        Ok(Some(removed))
+        Ok((Some(removed), inner.ticket(seq)))
     }
 
     fn apply_batch_checked(
@@ -285,6 +308,16 @@ impl Engine for Bitcask {
         checks: &[(Vec<u8>, Precondition)],
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchResult>> {
+        let (results, ticket) = self.apply_batch_checked_deferred(checks, ops)?;
+        ticket.wait()?;
+        Ok(results)
+    }
+
+    fn apply_batch_checked_deferred(
+        &self,
+        checks: &[(Vec<u8>, Precondition)],
+        ops: Vec<BatchOp>,
+    ) -> Result<(Vec<BatchResult>, Ticket)> {
         for (key, _) in checks {
             check_key(key)?;
         }
@@ -295,7 +328,7 @@ impl Engine for Bitcask {
             }
         }
         if ops.is_empty() && checks.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Ticket::ready()));
         }
         let inner = &*self.inner;
         inner.writable()?;
@@ -306,74 +339,55 @@ impl Engine for Bitcask {
                 pre.check(inner.current_version(key, *pre, &w)?)?;
             }
             if ops.is_empty() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), Ticket::ready()));
             }
             let now = UnixMillis::now();
             // Presence as the batch goes, for results: key -> exists after the ops so far.
             let mut present: HashMap<&[u8], bool> = HashMap::new();
-            let mut nested = Vec::new();
-            let mut placed = Vec::with_capacity(ops.len());
-            let mut results = Vec::with_capacity(ops.len());
-            let first_seq = w.next_seq;
-            for (i, op) in ops.iter().enumerate() {
+            let mut records = Vec::with_capacity(ops.len());
+            let mut existed_before = Vec::with_capacity(ops.len());
+            for op in &ops {
                 let key = op.key();
                 let existed = match present.get(key) {
                     Some(&p) => p,
-                    None => inner.keydir.get(key).is_some_and(|l| !l.expired_at(now.0)),
+                    None => match w.staged(key) {
+                        Some(change) => change.is_some_and(|l| !l.expired_at(now.0)),
+                        None => inner.keydir.get(key).is_some_and(|l| !l.expired_at(now.0)),
+                    },
                 };
-                let seq = first_seq + i as u64;
-                let at = nested.len();
-                let (exp, is_put) = match op {
+                existed_before.push(existed);
+                let record = match op {
                     BatchOp::Put {
                         value, expires_at, ..
-                    } => {
-                        let exp = round_expiry(*expires_at);
-                        record::encode(&mut nested, Kind::Put, seq, now, exp, key, value);
-                        (exp, true)
-                    }
-                    BatchOp::Delete { .. } => {
-                        record::encode(&mut nested, Kind::Tombstone, seq, now, None, key, &[]);
-                        (None, false)
-                    }
+                    } => BatchRecord {
+                        kind: Kind::Put,
+                        key,
+                        value,
+                        expires_at: round_expiry(*expires_at),
+                    },
+                    BatchOp::Delete { .. } => BatchRecord {
+                        kind: Kind::Tombstone,
+                        key,
+                        value: &[],
+                        expires_at: None,
+                    },
                 };
-                present.insert(key, is_put);
-                placed.push((at, nested.len() - at, exp, is_put));
+                present.insert(key, record.kind == Kind::Put);
+                records.push(record);
+            }
+            let placed = w.append_batch(inner, &records, now)?;
+            let mut results = Vec::with_capacity(ops.len());
+            for ((r, (seq, loc)), existed) in records.iter().zip(placed).zip(existed_before) {
+                let change = (r.kind == Kind::Put).then_some(loc);
+                w.stage(inner, r.key, seq, change);
                 results.push(BatchResult {
                     version: Version(seq),
                     existed_before: existed,
                 });
             }
-            if nested.len() > u32::MAX as usize - HEADER_LEN {
-                return Err(Error::BatchTooLarge(format!(
-                    "{} bytes encoded",
-                    nested.len()
-                )));
-            }
-            let len = HEADER_LEN + nested.len();
-            let offset = w.reserve(inner, len)?;
-            w.next_seq = first_seq + ops.len() as u64;
-            record::encode(&mut w.buf, Kind::Batch, first_seq, now, None, &[], &nested);
-            let file = w.active_no;
-            for (op, (at, rec_len, exp, is_put)) in ops.iter().zip(placed) {
-                let loc = Loc {
-                    file,
-                    offset: (offset + (HEADER_LEN + at) as u64) as u32,
-                    len: rec_len as u32,
-                    expiry_s: Loc::expiry_secs(exp.map_or(0, |e| e.0)),
-                };
-                if is_put {
-                    let old = inner.keydir.insert(op.key(), loc);
-                    inner.account(old, Some(loc));
-                } else {
-                    let old = inner.keydir.remove(op.key());
-                    inner.account(old, None);
-                }
-            }
-            w.appended(inner, len)?;
             (w.last_seq(), results)
         };
-        inner.durable(last_seq)?;
-        Ok(results)
+        Ok((results, inner.ticket(last_seq)))
     }
 
     fn advance_version(&self, floor: Version) -> Result<()> {
@@ -381,30 +395,24 @@ impl Engine for Bitcask {
         inner.writable()?;
         let mut w = inner.writer.lock();
         // The next record's sequence number (its version) is `next_seq`.
-        w.next_seq = w.next_seq.max(floor.0.saturating_add(1));
+        w.raise_next_seq(floor.0.saturating_add(1));
         Ok(())
     }
 
-    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
+    fn list_range(
+        &self,
+        range: &KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ListPage> {
         self.inner.check_open()?;
-        if limit == 0 {
-            return Ok(ListPage::default());
-        }
         let now = UnixMillis::now().0;
-        let mut page = PageCollector::new(prefix, start_after, limit);
-        self.inner.keydir.for_each(|key, loc| {
-            if !loc.expired_at(now) {
-                page.offer(key);
-            }
-        });
-        Ok(page.finish())
+        Ok(self.inner.keydir.list(range, start_after, limit, now))
     }
 
     fn sync(&self) -> Result<()> {
         self.inner.writable()?;
-        let seq = super::writer::sync_active(&self.inner)?;
-        self.inner.commit.mark_durable(seq);
-        Ok(())
+        self.inner.commit.sync_now().map(|_| ())
     }
 
     fn stats(&self) -> Result<Stats> {
@@ -419,7 +427,7 @@ impl Engine for Bitcask {
         let active_no = inner.active_no.load(Ordering::Acquire);
         let (active_len, last_seq) = {
             let w = inner.writer.lock();
-            (w.len, w.last_seq())
+            (w.len(), w.last_seq())
         };
         let mut rows = Vec::with_capacity(files.len());
         let (mut live_total, mut disk_total) = (0u64, 0u64);
@@ -510,12 +518,16 @@ impl Engine for Bitcask {
         for t in std::mem::take(&mut *self.inner.hint_threads.lock()) {
             let _ = t.join();
         }
-        let result = if self.inner.poisoned.load(Ordering::Acquire) {
+        let result = if self.inner.poison.is_set() {
             Ok(())
         } else {
             let trimmed = self.inner.writer.lock().trim(&self.inner);
-            trimmed.and_then(|()| super::writer::sync_active(&self.inner).map(|_| ()))
+            trimmed.and_then(|()| self.inner.commit.sync_now().map(|_| ()))
         };
+        self.inner.commit.stop();
+        if let Some(t) = bg.committer {
+            let _ = t.join();
+        }
         if let Some(lock) = self.inner.lock.lock().take() {
             lock.release();
         }

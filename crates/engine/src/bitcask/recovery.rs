@@ -143,7 +143,8 @@ fn recover_with(
         .last()
         .filter(|(id, _)| id.minor == 0)
         .map(|(id, _)| *id);
-    let keydir = Keydir::new();
+    // The ordered index is built once all keys are in (sorted runs merged), not per key.
+    let keydir = Keydir::deferring_order();
     // Size the keydir once: hints say how many entries they hold; for data files without a
     // hint, guess one key per 128 bytes. Growing a large table rehashes every key.
     let expected: u64 = listed
@@ -215,20 +216,19 @@ fn recover_with(
             // It will be appended to again: a hint of it would go stale.
             hint::remove_for(dir, &id.hint_name());
         }
+        let mut hint_deltas = None;
         let from_hint = if is_last && read_only {
             None
         } else {
-            hint::load(&hint_path, |e| {
-                max_seq = max_seq.max(e.seq);
-                apply(
-                    e.kind,
-                    e.key,
-                    u64::from(e.offset),
-                    u64::from(e.len),
-                    e.expires_at,
-                );
-                Ok(())
-            })?
+            match hint::read(&hint_path)? {
+                Some(h) => {
+                    let (seq, deltas) = apply_hint_parallel(&h, no, &keydir, now)?;
+                    max_seq = max_seq.max(seq);
+                    hint_deltas = Some(deltas);
+                    Some(h.header)
+                }
+                None => None,
+            }
         };
         let header = match from_hint {
             Some(h) => h,
@@ -308,6 +308,10 @@ fn recover_with(
                 end.header
             }
         };
+        for (f, d) in hint_deltas.into_iter().flatten() {
+            let l = live.entry(f).or_default();
+            *l = u64::try_from(i128::from(*l) + i128::from(d)).unwrap_or(0);
+        }
         if header.id != id {
             return Err(Error::corrupted(
                 &path,
@@ -336,6 +340,7 @@ fn recover_with(
             last_log = Instant::now();
         }
     }
+    keydir.build_order();
     tracing::info!(
         files = files.len(),
         keys = keydir.len(),
@@ -356,4 +361,72 @@ fn recover_with(
         damaged_regions,
         last_valid_len,
     })
+}
+
+/// Applies a verified hint of runtime file `no` to the keydir on every core: thread `t` of `T`
+/// walks the whole hint but applies only the keys of the shards `t`, `t + T`, ..., so the
+/// threads never contend for a shard and each key still sees its records in file order.
+/// Returns the highest sequence number seen and the change in live bytes per file.
+fn apply_hint_parallel(
+    h: &hint::Loaded,
+    no: u32,
+    keydir: &Keydir,
+    now: u64,
+) -> Result<(u64, HashMap<u32, i64>)> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, keydir.shard_count());
+    let part = |t: usize| -> Result<(u64, HashMap<u32, i64>)> {
+        let mut deltas: HashMap<u32, i64> = HashMap::new();
+        let mut max_seq = 0u64;
+        h.for_each(|e| {
+            if threads > 1 && keydir.shard_index(e.key) % threads != t {
+                return Ok(());
+            }
+            max_seq = max_seq.max(e.seq);
+            let loc = Loc {
+                file: no,
+                offset: e.offset,
+                len: e.len,
+                expiry_s: Loc::expiry_secs(e.expires_at),
+            };
+            let old = if e.kind == Kind::Put && !loc.expired_at(now) {
+                *deltas.entry(no).or_default() += i64::from(e.len);
+                keydir.insert(e.key, loc)
+            } else {
+                keydir.remove(e.key)
+            };
+            if let Some(old) = old {
+                *deltas.entry(old.file).or_default() -= i64::from(old.len);
+            }
+            Ok(())
+        })?;
+        Ok((max_seq, deltas))
+    };
+    if threads == 1 {
+        return part(0);
+    }
+    let results: Vec<Result<(u64, HashMap<u32, i64>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|t| s.spawn(move || part(t))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::io(
+                        "loading a hint file",
+                        std::io::Error::other("a loader thread panicked"),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let (mut max_seq, mut total) = (0u64, HashMap::new());
+    for r in results {
+        let (seq, deltas) = r?;
+        max_seq = max_seq.max(seq);
+        for (f, d) in deltas {
+            *total.entry(f).or_default() += d;
+        }
+    }
+    Ok((max_seq, total))
 }

@@ -77,10 +77,10 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
     let (files, last_seq, next_major, keys): (Vec<Arc<DataFile>>, u64, u32, u64) = {
         let mut w = inner.writer.lock();
         inner.check_poisoned()?;
-        if w.len > FILE_HEADER_LEN as u64 {
+        if w.len() > FILE_HEADER_LEN as u64 {
             w.rotate(inner)?;
         }
-        let active = w.active_no;
+        let active = w.active_no();
         let mut v: Vec<_> = inner
             .files
             .read()
@@ -92,7 +92,7 @@ fn take(inner: &Inner, started_at: UnixMillis) -> Result<SnapshotReport> {
         (
             v,
             w.last_seq(),
-            w.active.id.major + 1,
+            w.active().id.major + 1,
             inner.keydir.len() as u64,
         )
     };

@@ -1,17 +1,25 @@
-//! The single writer: the active data file, its in-memory append buffer, rotation, and group
-//! commit.
+//! The single writer: the active data file, its in-memory append buffer, rotation, and the
+//! bitcask side of group commit and visibility.
 //!
-//! Appends go into a buffer under the writer mutex (encoding straight into it, no extra copy).
-//! The buffer is written to the file with one `pwrite` when it passes 64 KiB, when a durable
-//! write needs it, on rotation and on sync. Readers of bytes still in the buffer copy them
-//! out under the writer mutex; everything else is read with `pread` and never waits here.
+//! Appends ([`Writer::append`], [`Writer::append_batch`]) encode records straight into a buffer
+//! under the writer mutex and return where each record will be. The buffer is written to the
+//! file through the durability core's [`AppendFile`] with one `pwrite` when it passes 64 KiB,
+//! when a durable write needs it, on rotation and on sync.
 //!
-//! Group commit (`SyncPolicy::Always`): a writer that needs durability waits until the
-//! durable sequence number reaches its own. The first waiter to find no sync in flight becomes
-//! the leader: it flushes the buffer (everyone's records), fdatasyncs once, publishes the new
-//! durable sequence number and wakes the rest. A failed write or fsync poisons the engine,
-//! except a full disk met before a record is applied (see [`Writer::reserve`]): that write is
-//! refused with `DiskFull` and the engine takes writes again once there is space.
+//! Group commit (`SyncPolicy::Always`) is the core's [`crate::durability::GroupCommit`], with
+//! record sequence numbers as LSNs; its leader runs this engine's [`Flusher`]: flush the
+//! buffer, fdatasync once, publish.
+//!
+//! # Visibility
+//! With `SyncPolicy::Always` a write reaches the keydir (readers) only once it is durable: the
+//! change is staged in the writer ([`Writer::stage`]) and [`publish_visible`] applies it when
+//! the leader's fdatasync (or the seal of the file) covers it. Writers, under the writer
+//! mutex, see staged changes ([`Writer::staged`]), so compare-and-set orders against pending
+//! writes. With `never` or an interval the change is published at once, as before.
+//!
+//! A failed write or fsync poisons the engine, except a full disk met before a record is
+//! appended (see [`Writer::reserve`]): that write is refused with `DiskFull` and the engine
+//! takes writes again once there is space.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -19,49 +27,126 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use parking_lot::{Condvar, Mutex};
+use hashbrown::HashMap;
 
 use super::Inner;
-use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, sync_dir};
+use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId};
 use super::keydir::Loc;
+use super::record::{self, HEADER_LEN, Kind};
+use crate::durability::append::{LogFile, Prealloc, sync_file};
+use crate::durability::{AppendFile, Flusher, PendingQueue, Poison};
 use crate::error::{Error, IoContext, Result};
-use crate::{SyncPolicy, fault};
+use crate::{SyncPolicy, UnixMillis, fs};
 
 /// Flush the buffer to the file once it holds this much.
 const FLUSH_AT: usize = 64 * 1024;
+/// Preallocate this much ahead of the write position.
+const PREALLOC_CHUNK: u64 = 4 << 20;
+
+impl LogFile for DataFile {
+    fn file(&self) -> &File {
+        DataFile::file(self)
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A change to one key a write makes: its new record's location, or `None` for a delete.
+pub type Change = Option<Loc>;
+
+/// One record to append as part of a batch.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchRecord<'a> {
+    /// Put or tombstone.
+    pub kind: Kind,
+    /// The key.
+    pub key: &'a [u8],
+    /// The value (empty for a tombstone).
+    pub value: &'a [u8],
+    /// Expiry, rounded to seconds.
+    pub expires_at: Option<UnixMillis>,
+}
 
 /// State of the active file, guarded by the writer mutex.
 #[derive(Debug)]
 pub struct Writer {
-    /// Runtime number of the active file.
-    pub active_no: u32,
-    /// The active file.
-    pub active: Arc<DataFile>,
+    log: AppendFile<Arc<DataFile>>,
+    active_no: u32,
     /// Logical length: bytes in the file plus bytes in the buffer.
-    pub len: u64,
-    /// Bytes written to the file.
-    pub flushed: u64,
-    /// Physical length of the file: past `flushed` it is zero-filled preallocation.
-    pub allocated: u64,
+    len: u64,
     /// Appended records not yet written to the file.
-    pub buf: Vec<u8>,
-    /// Next sequence number to issue.
-    pub next_seq: u64,
+    buf: Vec<u8>,
+    next_seq: u64,
     /// A flush met a full disk: the next write flushes first and is refused while it fails.
-    pub stalled: bool,
+    stalled: bool,
+    /// Changes are staged until durable (`SyncPolicy::Always`).
+    hold_until_durable: bool,
+    /// The newest staged change per key, with its sequence number.
+    staged: HashMap<Bytes, (u64, Change)>,
+    /// Staged changes in sequence order, published once durable.
+    queue: PendingQueue<(Bytes, Change)>,
 }
 
 impl Writer {
+    /// A writer appending to `active` (runtime number `active_no`), whose data is `len` bytes,
+    /// issuing sequence numbers from `next_seq`.
+    pub fn new(
+        active_no: u32,
+        active: Arc<DataFile>,
+        len: u64,
+        next_seq: u64,
+        sync: SyncPolicy,
+        max_file_size: u64,
+        poison: Arc<Poison>,
+    ) -> Self {
+        let prealloc = (sync != SyncPolicy::Never).then_some(Prealloc {
+            chunk: PREALLOC_CHUNK,
+            max: max_file_size,
+        });
+        Writer {
+            log: AppendFile::new(active, len, prealloc, poison),
+            active_no,
+            len,
+            buf: Vec::with_capacity(128 * 1024),
+            next_seq,
+            stalled: false,
+            hold_until_durable: sync == SyncPolicy::Always,
+            staged: HashMap::new(),
+            queue: PendingQueue::new(),
+        }
+    }
+
     /// Sequence number of the last record appended (0 if none yet).
     pub fn last_seq(&self) -> u64 {
         self.next_seq.saturating_sub(1)
     }
 
-    /// Issues a sequence number.
-    pub fn take_seq(&mut self) -> u64 {
-        let s = self.next_seq;
-        self.next_seq += 1;
-        s
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Raises the sequence number the next record gets to at least `next` (never lowers it).
+    /// No record is written: the gap is a range of versions no record holds (cluster replicas
+    /// use it so versions follow the Raft log).
+    pub fn raise_next_seq(&mut self, next: u64) {
+        self.next_seq = self.next_seq.max(next);
+    }
+
+    /// Logical length of the active file (file plus buffer).
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Runtime number of the active file.
+    pub fn active_no(&self) -> u32 {
+        self.active_no
+    }
+
+    /// The active file.
+    pub fn active(&self) -> &Arc<DataFile> {
+        self.log.inner()
     }
 
     /// Makes room for a record of `len` bytes before anything of it is applied: writes out
@@ -72,11 +157,8 @@ impl Writer {
     /// A full disk met here refuses the write cleanly with [`Error::DiskFull`]: nothing of it
     /// was applied, the partial bytes of the failed write are cut back, the buffer is kept for
     /// the next attempt, and the engine is *not* poisoned, so writes succeed again once space
-    /// is freed. Every other failure poisons the engine as before.
-    ///
-    /// # Errors
-    /// [`Error::DiskFull`], I/O errors of the flush, rotation or preallocation.
-    pub fn reserve(&mut self, inner: &Inner, len: usize) -> Result<u64> {
+    /// is freed. Every other failure poisons the engine.
+    fn reserve(&mut self, inner: &Inner, len: usize) -> Result<u64> {
         let rotate =
             self.len + len as u64 > inner.opts.max_file_size && self.len > FILE_HEADER_LEN as u64;
         if !self.buf.is_empty() && (rotate || self.stalled || self.buf.len() + len >= FLUSH_AT) {
@@ -85,19 +167,99 @@ impl Writer {
         if rotate {
             self.rotate(inner)?;
         }
-        let end = self.len + len as u64;
-        if inner.sync != SyncPolicy::Never && end > self.allocated {
-            self.preallocate(inner, end)?;
-        }
+        self.log.preallocate(self.len + len as u64)?;
         Ok(self.len)
+    }
+
+    /// Appends one record; returns its sequence number and location. Nothing is visible to
+    /// readers until [`Writer::stage`].
+    ///
+    /// # Errors
+    /// [`Error::DiskFull`] (nothing appended), other I/O errors (poisoned).
+    pub fn append(
+        &mut self,
+        inner: &Inner,
+        kind: Kind,
+        key: &[u8],
+        value: &[u8],
+        expires_at: Option<UnixMillis>,
+        now: UnixMillis,
+    ) -> Result<(u64, Loc)> {
+        let len = HEADER_LEN + key.len() + value.len();
+        let offset = self.reserve(inner, len)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        record::encode(&mut self.buf, kind, seq, now, expires_at, key, value);
+        let loc = Loc {
+            file: self.active_no,
+            offset: offset as u32,
+            len: len as u32,
+            expiry_s: Loc::expiry_secs(expires_at.map_or(0, |e| e.0)),
+        };
+        self.appended(inner, len)?;
+        Ok((seq, loc))
+    }
+
+    /// Appends `records` as one batch record (applied whole or not at all after a crash);
+    /// returns each record's sequence number and location, in order.
+    ///
+    /// # Errors
+    /// [`Error::BatchTooLarge`], [`Error::DiskFull`] (nothing appended), other I/O errors.
+    pub fn append_batch(
+        &mut self,
+        inner: &Inner,
+        records: &[BatchRecord<'_>],
+        now: UnixMillis,
+    ) -> Result<Vec<(u64, Loc)>> {
+        let first_seq = self.next_seq;
+        let mut nested = Vec::new();
+        let mut placed = Vec::with_capacity(records.len());
+        for (i, r) in records.iter().enumerate() {
+            let at = nested.len();
+            let seq = first_seq + i as u64;
+            record::encode(&mut nested, r.kind, seq, now, r.expires_at, r.key, r.value);
+            placed.push((at, nested.len() - at));
+        }
+        if nested.len() > u32::MAX as usize - HEADER_LEN {
+            return Err(Error::BatchTooLarge(format!(
+                "{} bytes encoded",
+                nested.len()
+            )));
+        }
+        let len = HEADER_LEN + nested.len();
+        let offset = self.reserve(inner, len)?;
+        self.next_seq = first_seq + records.len() as u64;
+        record::encode(
+            &mut self.buf,
+            Kind::Batch,
+            first_seq,
+            now,
+            None,
+            &[],
+            &nested,
+        );
+        let file = self.active_no;
+        let out = records
+            .iter()
+            .zip(placed)
+            .enumerate()
+            .map(|(i, (r, (at, rec_len)))| {
+                let loc = Loc {
+                    file,
+                    offset: (offset + (HEADER_LEN + at) as u64) as u32,
+                    len: rec_len as u32,
+                    expiry_s: Loc::expiry_secs(r.expires_at.map_or(0, |e| e.0)),
+                };
+                (first_seq + i as u64, loc)
+            })
+            .collect();
+        self.appended(inner, len)?;
+        Ok(out)
     }
 
     /// Records that `n` bytes were appended to `buf`; flushes if the buffer is large (only a
     /// record of `FLUSH_AT` bytes or more gets here with a full buffer).
-    ///
-    /// # Errors
-    /// Write errors.
-    pub fn appended(&mut self, inner: &Inner, n: usize) -> Result<()> {
+    fn appended(&mut self, inner: &Inner, n: usize) -> Result<()> {
         self.len += n as u64;
         inner.bytes_written.fetch_add(n as u64, Ordering::Relaxed);
         if self.buf.len() >= FLUSH_AT {
@@ -117,23 +279,57 @@ impl Writer {
         Ok(())
     }
 
+    /// Makes the change of the record `seq` to `key` visible to readers: at once, or (policy
+    /// `always`) once the record is durable.
+    pub fn stage(&mut self, inner: &Inner, key: &[u8], seq: u64, change: Change) {
+        if self.hold_until_durable {
+            let key = Bytes::copy_from_slice(key);
+            self.staged.insert(key.clone(), (seq, change));
+            self.queue.push(seq, (key, change));
+        } else {
+            publish_visible(inner, key, change);
+        }
+    }
+
+    /// The newest change to `key` not yet visible to readers, if any.
+    pub fn staged(&self, key: &[u8]) -> Option<Change> {
+        self.staged.get(key).map(|(_, c)| *c)
+    }
+
+    /// Publishes every staged change whose record is durable (sequence number up to `upto`),
+    /// in the order they were appended.
+    pub fn publish_durable(&mut self, inner: &Inner, upto: u64) {
+        if self.queue.is_empty() {
+            return;
+        }
+        for (key, change) in self.queue.take_upto(upto) {
+            publish_visible(inner, &key, change);
+            if self.staged.get(&key).is_some_and(|(s, _)| *s <= upto) {
+                self.staged.remove(&key);
+            }
+        }
+    }
+
     /// Writes the buffer to the file.
     ///
     /// # Errors
-    /// Write errors (the engine is poisoned).
+    /// Write errors (the engine is poisoned, also on a full disk: the records may be awaited).
     pub fn flush(&mut self, inner: &Inner) -> Result<()> {
         self.write_buffer(inner).inspect_err(|e| inner.poison(e))
     }
 
-    /// Writes the buffer to the file; on a full disk cuts the partial bytes back and keeps the
-    /// buffer, returning [`Error::DiskFull`] without poisoning.
+    /// Writes the buffer to the file; on a full disk keeps the buffer, returning
+    /// [`Error::DiskFull`] without poisoning.
+    ///
+    /// # Errors
+    /// [`Error::DiskFull`]; other write errors (poisoned).
     pub fn flush_before_append(&mut self, inner: &Inner) -> Result<()> {
         match self.write_buffer(inner) {
             Ok(()) => {
                 self.stalled = false;
                 Ok(())
             }
-            Err(e @ Error::DiskFull { .. }) if self.cut_back().is_ok() => {
+            Err(e @ Error::DiskFull { .. }) if !inner.poison.is_set() => {
                 self.stalled = true;
                 Err(e)
             }
@@ -144,115 +340,26 @@ impl Writer {
         }
     }
 
-    /// Cuts the file back to its data and preallocation after a write that failed part way.
-    /// Bytes of the failed write left inside the preallocated area are rewritten in place by
-    /// the next flush of the same buffer, and look like a torn tail to recovery until then.
-    fn cut_back(&mut self) -> Result<()> {
-        let keep = self.flushed.max(self.allocated);
-        let file = self.active.file();
-        let len = file
-            .metadata()
-            .map_err(|e| Error::io(format!("stat {}", self.active.path.display()), e))?
-            .len();
-        if len > keep {
-            fault::set_len(file, keep, &self.active.path)
-                .map_err(|e| Error::io(format!("truncating {}", self.active.path.display()), e))?;
-        }
-        Ok(())
-    }
-
     fn write_buffer(&mut self, inner: &Inner) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let end = self.flushed + self.buf.len() as u64;
-        if end > self.allocated && inner.sync != SyncPolicy::Never {
-            self.preallocate(inner, end)?;
-        }
-        if let Err(e) = fault::write_all_at(
-            self.active.file(),
-            &self.buf,
-            self.flushed,
-            &self.active.path,
-        ) {
-            return Err(Error::io(
-                format!("appending to {}", self.active.path.display()),
-                e,
-            ));
-        }
-        self.flushed += self.buf.len() as u64;
+        self.log.write(&self.buf)?;
         self.buf.clear();
-        inner.active_flushed.store(self.flushed, Ordering::Release);
-        Ok(())
-    }
-
-    /// Zero-fills the file ahead of the write position and makes its new size durable, so
-    /// that the fdatasync of each later append is a pure overwrite with no file-size metadata
-    /// to flush (about twice the append+fdatasync rate on ext4). Recovery reads the zeros as
-    /// the end of the data; sealing truncates them away.
-    ///
-    /// On a full disk it tries exactly `needed` before giving up; when the zeros cannot be
-    /// written it cuts them back and returns [`Error::DiskFull`] without poisoning (nothing
-    /// but zeros past the data was touched). A failed fdatasync poisons.
-    fn preallocate(&mut self, inner: &Inner, needed: u64) -> Result<()> {
-        const CHUNK: u64 = 4 << 20;
-        static ZEROS: [u8; 64 * 1024] = [0u8; 64 * 1024];
-        let chunk = needed.max((self.allocated + CHUNK).min(inner.opts.max_file_size));
-        let file = self.active.file();
-        let path = &self.active.path;
-        let from = self.allocated.max(self.flushed);
-        let mut target = chunk;
-        loop {
-            let mut at = from;
-            let mut result = Ok(());
-            while at < target {
-                let n = (target - at).min(ZEROS.len() as u64) as usize;
-                if let Err(e) = fault::write_all_at(file, &ZEROS[..n], at, path) {
-                    result = Err(e);
-                    break;
-                }
-                at += n as u64;
-            }
-            match result {
-                Ok(()) => break,
-                Err(e) => {
-                    let err = Error::io(format!("preallocating {}", path.display()), e);
-                    if !matches!(err, Error::DiskFull { .. }) {
-                        inner.poison(&err);
-                        return Err(err);
-                    }
-                    // Give the zeros back; harmless if it fails (zeros read as the end).
-                    let _ = fault::set_len(file, from, path);
-                    if target > needed {
-                        target = needed;
-                        continue;
-                    }
-                    return Err(err);
-                }
-            }
-        }
-        if let Err(e) = fault::sync_data(file, path) {
-            let err = Error::io(format!("preallocating {}", path.display()), e);
-            inner.poison(&err);
-            return Err(err);
-        }
-        self.allocated = target;
+        inner
+            .active_flushed
+            .store(self.log.flushed(), Ordering::Release);
         Ok(())
     }
 
     /// Cuts the zero-filled preallocation off the end of the active file (before sealing
     /// or closing).
+    ///
+    /// # Errors
+    /// I/O errors (the engine is poisoned).
     pub fn trim(&mut self, inner: &Inner) -> Result<()> {
         self.flush(inner)?;
-        if self.allocated > self.flushed {
-            if let Err(e) = fault::set_len(self.active.file(), self.flushed, &self.active.path) {
-                let err = Error::io(format!("truncating {}", self.active.path.display()), e);
-                inner.poison(&err);
-                return Err(err);
-            }
-            self.allocated = self.flushed;
-        }
-        Ok(())
+        self.log.trim()
     }
 
     /// Copies a record that may still be in the buffer.
@@ -260,7 +367,7 @@ impl Writer {
         if loc.file != self.active_no {
             return None;
         }
-        let start = (u64::from(loc.offset)).checked_sub(self.flushed)?;
+        let start = (u64::from(loc.offset)).checked_sub(self.log.flushed())?;
         let start = usize::try_from(start).ok()?;
         let end = start.checked_add(loc.len as usize)?;
         self.buf.get(start..end).map(Bytes::copy_from_slice)
@@ -273,17 +380,15 @@ impl Writer {
     pub fn rotate(&mut self, inner: &Inner) -> Result<()> {
         self.trim(inner)?;
         if inner.sync != SyncPolicy::Never {
-            if let Err(e) = fault::sync_data(self.active.file(), &self.active.path) {
-                let err = Error::io(format!("fsync {}", self.active.path.display()), e);
-                inner.poison(&err);
-                return Err(err);
-            }
-            inner.commit.mark_durable(self.last_seq());
+            self.log.sync()?;
+            let upto = self.last_seq();
+            self.publish_durable(inner, upto);
+            inner.commit.mark_durable(upto);
         }
         crate::crash_point("rotate:sealed");
         let sealed_no = self.active_no;
         let id = FileId {
-            major: self.active.id.major + 1,
+            major: self.active().id.major + 1,
             minor: 0,
         };
         // A full disk here leaves the sealed file active (trimmed and synced): the write that
@@ -300,12 +405,25 @@ impl Writer {
             .active_flushed
             .store(FILE_HEADER_LEN as u64, Ordering::Release);
         self.active_no = no;
-        self.active = data;
+        self.log.replace(data, FILE_HEADER_LEN as u64);
         self.len = FILE_HEADER_LEN as u64;
-        self.flushed = FILE_HEADER_LEN as u64;
-        self.allocated = FILE_HEADER_LEN as u64;
         inner.sealed(sealed_no)?;
         Ok(())
+    }
+}
+
+/// Applies one write's change to what readers see: the keydir and the live-byte counts. The
+/// one place a bitcask write becomes visible.
+pub fn publish_visible(inner: &Inner, key: &[u8], change: Change) {
+    match change {
+        Some(loc) => {
+            let old = inner.keydir.insert(key, loc);
+            inner.account(old, Some(loc));
+        }
+        None => {
+            let old = inner.keydir.remove(key);
+            inner.account(old, None);
+        }
     }
 }
 
@@ -322,10 +440,10 @@ pub fn create_data_file(dir: &Path, id: FileId, base_seq: u64) -> Result<(File, 
         .open(&path)
         .ctx(|| format!("creating {}", path.display()))?;
     let header = FileHeader { id, base_seq }.encode(DATA_MAGIC);
-    let written = fault::write_all_at(&file, &header, 0, &path)
-        .and_then(|()| fault::sync_all(&file, &path))
+    let written = fs::write_all_at(&file, &header, 0, &path)
+        .and_then(|()| fs::sync_all(&file, &path))
         .ctx(|| format!("writing header of {}", path.display()))
-        .and_then(|()| sync_dir(dir));
+        .and_then(|()| fs::sync_dir(dir));
     if let Err(e) = written {
         // Leave no half-made file behind to block the next attempt.
         drop(file);
@@ -335,86 +453,16 @@ pub fn create_data_file(dir: &Path, id: FileId, base_seq: u64) -> Result<(File, 
     Ok((file, path))
 }
 
-/// Shared state of group commit.
-#[derive(Debug, Default)]
-pub struct GroupCommit {
-    state: Mutex<CommitState>,
-    cv: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct CommitState {
-    durable_seq: u64,
-    syncing: bool,
-}
-
-impl GroupCommit {
-    /// Starts with everything up to `seq` durable (after recovery).
-    pub fn new(seq: u64) -> Self {
-        GroupCommit {
-            state: Mutex::new(CommitState {
-                durable_seq: seq,
-                syncing: false,
-            }),
-            cv: Condvar::new(),
-        }
+impl Flusher for Inner {
+    /// Flushes the buffer, fdatasyncs the active file, publishes what became durable.
+    fn flush_and_sync(&self) -> Result<u64> {
+        let (file, upto) = {
+            let mut w = self.writer.lock();
+            w.flush(self)?;
+            (w.active().clone(), w.last_seq())
+        };
+        sync_file(file.file(), &file.path, &self.poison)?;
+        self.writer.lock().publish_durable(self, upto);
+        Ok(upto)
     }
-
-    /// Notes that everything up to `seq` is durable.
-    pub fn mark_durable(&self, seq: u64) {
-        let mut st = self.state.lock();
-        if seq > st.durable_seq {
-            st.durable_seq = seq;
-        }
-        self.cv.notify_all();
-    }
-
-    /// Blocks until every record up to `seq` is durable, leading a flush + fdatasync when no
-    /// one else is.
-    ///
-    /// # Errors
-    /// The I/O error of the sync this caller led, or [`Error::Poisoned`].
-    pub fn wait_durable(&self, inner: &Inner, seq: u64) -> Result<()> {
-        let mut st = self.state.lock();
-        loop {
-            if st.durable_seq >= seq {
-                return Ok(());
-            }
-            inner.check_poisoned()?;
-            if st.syncing {
-                self.cv.wait(&mut st);
-                continue;
-            }
-            st.syncing = true;
-            drop(st);
-            let result = sync_active(inner);
-            st = self.state.lock();
-            st.syncing = false;
-            if let Ok(upto) = result
-                && upto > st.durable_seq
-            {
-                st.durable_seq = upto;
-            }
-            self.cv.notify_all();
-            result?;
-        }
-    }
-}
-
-/// Flushes the buffer and fdatasyncs the active file. Returns the sequence number now durable.
-///
-/// # Errors
-/// I/O errors (the engine is poisoned).
-pub fn sync_active(inner: &Inner) -> Result<u64> {
-    let (file, upto) = {
-        let mut w = inner.writer.lock();
-        w.flush(inner)?;
-        (w.active.clone(), w.last_seq())
-    };
-    if let Err(e) = fault::sync_data(file.file(), &file.path) {
-        let err = Error::io(format!("fsync {}", file.path.display()), e);
-        inner.poison(&err);
-        return Err(err);
-    }
-    Ok(upto)
 }

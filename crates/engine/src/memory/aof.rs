@@ -15,22 +15,27 @@
 //! put] | key | [value]`; kind 1 = put without expiry, 3 = put with expiry, 2 = delete.
 //!
 //! # Durability
-//! Appends go to an in-memory buffer under a mutex (cheap, keeps the log in apply order). With
-//! `SyncPolicy::Always` a writer then waits for durability: the first waiter becomes the leader,
-//! writes everyone's buffered records with one `write` and one `fdatasync`, and wakes the others
-//! (group commit). Otherwise a background thread writes the buffer every flush interval and,
-//! for `Every(d)`, fsyncs every `d`. A failed write or fsync poisons the log: every later append
-//! fails with [`Error::Poisoned`].
+//! Appends go to an in-memory buffer under a mutex (cheap, keeps the log in apply order),
+//! with what each record changes in the table beside it. The buffer is written to the file
+//! through the durability core's [`AppendFile`]. With `SyncPolicy::Always` the engine's
+//! [`crate::durability::GroupCommit`] makes records durable (byte LSNs): its leader calls
+//! [`LogWriter::flush`] with an fdatasync, then publishes the changes of the records it
+//! covered ([`LogWriter::take_durable`]). Otherwise a background thread writes the buffer every
+//! flush interval and, for `Every(d)`, fsyncs every `d`. A failed write or fsync poisons the
+//! engine: every later write fails with [`Error::Poisoned`].
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
-use super::codec::{Reader, crc_of, sync_dir};
+use super::codec::{Reader, crc_of};
+use crate::SyncPolicy;
+use crate::durability::append::PlainFile;
+use crate::durability::{AppendFile, PendingQueue, Poison};
 use crate::error::{Error, IoContext, Result};
-use crate::{SyncPolicy, fault};
+use crate::fs::{self, sync_dir};
 
 pub(crate) const LOG_MAGIC: &[u8; 8] = b"HHMEMLOG";
 pub(crate) const LOG_VERSION: u32 = 1;
@@ -228,8 +233,8 @@ pub(crate) fn create_log(dir: &Path, seq: u64) -> Result<File> {
         .create_new(true)
         .open(&path)
         .ctx(|| format!("creating {}", path.display()))?;
-    fault::write_all(&mut f, &header(seq), &path)
-        .and_then(|()| fault::sync_all(&f, &path))
+    fs::write_all(&mut f, &header(seq), &path)
+        .and_then(|()| fs::sync_all(&f, &path))
         .ctx(|| format!("writing header of {}", path.display()))?;
     sync_dir(dir)?;
     Ok(f)
@@ -267,7 +272,7 @@ pub(crate) fn read_log_with(
     cut: bool,
     mut apply: impl FnMut(&LogOp<'_>),
 ) -> Result<LogScan> {
-    let buf = fault::read(path).ctx(|| format!("reading {}", path.display()))?;
+    let buf = fs::read(path).ctx(|| format!("reading {}", path.display()))?;
     let mut scan = LogScan::default();
     if buf.len() < LOG_HEADER_LEN && LOG_MAGIC.starts_with(&buf[..buf.len().min(8)]) {
         // A crash while creating the file: it never held a record. (Not only in the last log:
@@ -344,85 +349,75 @@ fn truncate(path: &Path, len: u64) -> Result<()> {
         .write(true)
         .open(path)
         .and_then(|f| {
-            fault::set_len(&f, len, path)?;
-            fault::sync_all(&f, path)
+            fs::set_len(&f, len, path)?;
+            fs::sync_all(&f, path)
         })
         .ctx(|| format!("truncating torn tail of {}", path.display()))
 }
 
-struct Pending {
+struct Pending<T> {
     buf: Vec<u8>,
     /// Log sequence number: bytes appended since open, across files.
     appended: u64,
+    /// What each record changes, published once it is durable (sync `always`).
+    staged: PendingQueue<T>,
 }
 
 struct Io {
-    file: File,
-    path: PathBuf,
+    log: AppendFile<PlainFile>,
     spare: Vec<u8>,
 }
 
-struct Durable {
-    lsn: u64,
-    leader: bool,
-}
-
-/// The log writer. Thread-safe.
-pub(crate) struct LogWriter {
+/// The log writer. Thread-safe. `T` is what a record changes in the table, kept until the
+/// record is durable (see [`crate::durability::pending`]).
+pub(crate) struct LogWriter<T> {
     policy: SyncPolicy,
-    pending: Mutex<Pending>,
+    pending: Mutex<Pending<T>>,
     io: Mutex<Io>,
-    durable: Mutex<Durable>,
-    cond: Condvar,
-    poisoned: AtomicBool,
-    poison_reason: Mutex<String>,
+    poison: Arc<Poison>,
 }
 
-impl LogWriter {
-    /// A writer appending to `file` (already positioned at its end) at `path`.
-    pub(crate) fn new(file: File, path: PathBuf, policy: SyncPolicy) -> Self {
+impl<T> LogWriter<T> {
+    /// A writer appending to `file` at `path` (a new log holding only its header); failures
+    /// poison `poison`.
+    pub(crate) fn new(file: File, path: PathBuf, policy: SyncPolicy, poison: Arc<Poison>) -> Self {
         LogWriter {
             policy,
             pending: Mutex::new(Pending {
                 buf: Vec::with_capacity(64 * 1024),
                 appended: 0,
+                staged: PendingQueue::new(),
             }),
             io: Mutex::new(Io {
-                file,
-                path,
+                log: AppendFile::new(
+                    PlainFile { file, path },
+                    LOG_HEADER_LEN as u64,
+                    None,
+                    poison.clone(),
+                ),
                 spare: Vec::with_capacity(64 * 1024),
             }),
-            durable: Mutex::new(Durable {
-                lsn: 0,
-                leader: false,
-            }),
-            cond: Condvar::new(),
-            poisoned: AtomicBool::new(false),
-            poison_reason: Mutex::new(String::new()),
+            poison,
         }
     }
 
     /// `Err(Poisoned)` once a write or fsync has failed.
     pub(crate) fn check(&self) -> Result<()> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(Error::Poisoned(self.poison_reason.lock().clone()));
-        }
-        Ok(())
+        self.poison.check()
     }
 
-    fn poison(&self, e: &Error) {
-        *self.poison_reason.lock() = e.to_string();
-        self.poisoned.store(true, Ordering::Release);
-        tracing::error!(error = %e, "append-only log poisoned: refusing writes until reopened");
-    }
-
-    /// Buffers one record of `ops`; returns its end LSN and the buffered byte count.
-    pub(crate) fn append(&self, ops: &[LogOp<'_>]) -> (u64, usize) {
+    /// Buffers one record of `ops`, with `staged` (what it changes, published once the
+    /// record is durable); returns its end LSN and the buffered byte count.
+    pub(crate) fn append(&self, ops: &[LogOp<'_>], staged: Option<T>) -> (u64, usize) {
         let mut p = self.pending.lock();
         let before = p.buf.len();
         encode_record(&mut p.buf, ops);
         p.appended += (p.buf.len() - before) as u64;
-        (p.appended, p.buf.len())
+        let lsn = p.appended;
+        if let Some(t) = staged {
+            p.staged.push(lsn, t);
+        }
+        (lsn, p.buf.len())
     }
 
     /// Bytes appended since open.
@@ -430,38 +425,18 @@ impl LogWriter {
         self.pending.lock().appended
     }
 
-    /// Makes the record ending at `lsn` as durable as the policy says, after `append` and
-    /// after the caller released its table locks.
-    pub(crate) fn commit(&self, lsn: u64, buffered: usize) -> Result<()> {
-        match self.policy {
-            SyncPolicy::Always => self.wait_durable(lsn),
-            _ if buffered >= 1 << 20 => self.flush(false).map(|_| ()),
-            _ => Ok(()),
-        }
+    /// Takes what the records up to `upto` change, in log order.
+    pub(crate) fn take_durable(&self, upto: u64) -> Vec<T> {
+        self.pending.lock().staged.take_upto(upto)
     }
 
-    fn wait_durable(&self, lsn: u64) -> Result<()> {
-        let mut d = self.durable.lock();
-        loop {
-            if d.lsn >= lsn {
-                return Ok(());
-            }
-            self.check()?;
-            if d.leader {
-                self.cond.wait(&mut d);
-                continue;
-            }
-            d.leader = true;
-            drop(d);
-            let r = self.flush(true);
-            d = self.durable.lock();
-            d.leader = false;
-            if let Ok(end) = r {
-                d.lsn = d.lsn.max(end);
-            }
-            self.cond.notify_all();
-            r?;
+    /// After `append`, with the table locks released: writes the buffer out when it is
+    /// large and the policy does not wait for fsync (`always` waits on group commit instead).
+    pub(crate) fn after_append(&self, buffered: usize) -> Result<()> {
+        if self.policy != SyncPolicy::Always && buffered >= 1 << 20 {
+            self.flush(false)?;
         }
+        Ok(())
     }
 
     /// Writes everything buffered to the file, fdatasyncs if `sync`; returns the LSN written.
@@ -474,15 +449,15 @@ impl LogWriter {
             std::mem::swap(&mut p.buf, &mut io.spare);
             p.appended
         };
-        let r = write_and_sync(&mut io.file, &io.spare, sync, &io.path);
+        // A failed write poisons, a full disk too: the records may be awaited.
+        let r = io
+            .log
+            .write(&io.spare)
+            .inspect_err(|e| self.poison.poison(e));
         io.spare.clear();
-        if let Err(e) = r {
-            self.poison(&e);
-            return Err(e);
-        }
+        r?;
         if sync {
-            let mut d = self.durable.lock();
-            d.lsn = d.lsn.max(end);
+            io.log.sync()?;
         }
         Ok(end)
     }
@@ -492,61 +467,47 @@ impl LogWriter {
     /// written (and fsynced unless the policy is `Never`) by [`Rotation::finish`], called after
     /// the caller lets writers go on: until then the I/O lock stays held, so no record of the
     /// new log can become durable before the old log's tail.
-    pub(crate) fn begin_rotate(&self, file: File, path: PathBuf) -> Rotation<'_> {
+    pub(crate) fn begin_rotate(&self, file: File, path: PathBuf) -> Rotation<'_, T> {
         let mut io = self.io.lock();
         let mut tail = Vec::new();
-        let end = {
+        {
             let mut p = self.pending.lock();
             std::mem::swap(&mut p.buf, &mut tail);
-            p.appended
-        };
-        let old_file = std::mem::replace(&mut io.file, file);
-        let old_path = std::mem::replace(&mut io.path, path);
+        }
+        let old_len = io.log.flushed();
+        let old = io
+            .log
+            .replace(PlainFile { file, path }, LOG_HEADER_LEN as u64);
         Rotation {
             writer: self,
             _io: io,
-            old_file,
-            old_path,
+            old: AppendFile::new(old, old_len, None, self.poison.clone()),
             tail,
-            end,
         }
     }
 }
 
 /// A log switch in progress: the old log's tail still to be written. See
 /// [`LogWriter::begin_rotate`].
-pub(crate) struct Rotation<'a> {
-    writer: &'a LogWriter,
+pub(crate) struct Rotation<'a, T> {
+    writer: &'a LogWriter<T>,
     _io: parking_lot::MutexGuard<'a, Io>,
-    old_file: File,
-    old_path: PathBuf,
+    old: AppendFile<PlainFile>,
     tail: Vec<u8>,
-    end: u64,
 }
 
-impl Rotation<'_> {
+impl<T> Rotation<'_, T> {
     /// Writes and syncs the old log's tail; poisons the log on failure.
     pub(crate) fn finish(mut self) -> Result<()> {
         let w = self.writer;
-        let sync = w.policy != SyncPolicy::Never;
-        if let Err(e) = write_and_sync(&mut self.old_file, &self.tail, sync, &self.old_path) {
-            w.poison(&e);
-            return Err(e);
+        self.old
+            .write(&self.tail)
+            .inspect_err(|e| w.poison.poison(e))?;
+        if w.policy != SyncPolicy::Never {
+            self.old.sync()?;
         }
-        let mut d = w.durable.lock();
-        d.lsn = d.lsn.max(self.end);
         Ok(())
     }
-}
-
-fn write_and_sync(file: &mut File, buf: &[u8], sync: bool, path: &Path) -> Result<()> {
-    if !buf.is_empty() {
-        fault::write_all(file, buf, path).ctx(|| format!("appending to {}", path.display()))?;
-    }
-    if sync {
-        fault::sync_data(file, path).ctx(|| format!("fdatasync of {}", path.display()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -698,20 +659,28 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let f = create_log(dir.path(), 1).expect("create");
         let path = dir.path().join(log_name(1));
-        let w = std::sync::Arc::new(LogWriter::new(f, path.clone(), SyncPolicy::Always));
+        let w = std::sync::Arc::new(LogWriter::<()>::new(
+            f,
+            path.clone(),
+            SyncPolicy::Always,
+            Arc::new(Poison::new()),
+        ));
         let threads: Vec<_> = (0..4u64)
             .map(|t| {
                 let w = w.clone();
                 std::thread::spawn(move || {
                     for i in 0..50u64 {
                         let key = format!("{t}-{i}");
-                        let (lsn, n) = w.append(&[LogOp::Put {
-                            version: t * 100 + i,
-                            expires_at: None,
-                            key: key.as_bytes(),
-                            value: b"v",
-                        }]);
-                        w.commit(lsn, n).expect("commit");
+                        let (lsn, _) = w.append(
+                            &[LogOp::Put {
+                                version: t * 100 + i,
+                                expires_at: None,
+                                key: key.as_bytes(),
+                                value: b"v",
+                            }],
+                            None,
+                        );
+                        assert!(w.flush(true).expect("flush") >= lsn);
                     }
                 })
             })

@@ -131,8 +131,8 @@ pub(crate) fn claim(inner: &Inner, kind: Kind) -> Result<Claim> {
 }
 
 fn claimed(inner: &Inner, kind: Kind, claim: Claim) -> Result<Claim> {
-    if let Some(msg) = inner.poisoned.lock().as_ref() {
-        return Err(Error::Poisoned(msg.clone()));
+    if let Some(msg) = inner.poisoned() {
+        return Err(Error::Poisoned(msg));
     }
     set_running(
         inner,
@@ -210,6 +210,9 @@ fn checkpoint(
     // 2. The cut: a consistent clone of every shard, and the log switched.
     let (shards, version, lsn, dirty, rotation) = {
         let _cut = inner.cut.write();
+        // Writes staged until durable are made durable and visible first: the clone must
+        // hold every write the old log holds.
+        inner.settle()?;
         let shards = inner.table.clone_shards();
         let version = inner.seq.load(Ordering::SeqCst);
         let mut lsn = 0;
@@ -373,6 +376,7 @@ pub(crate) fn stats(inner: &Inner) -> Result<Stats> {
         live += g.data_bytes();
         index += g.memory_bytes() as u64;
     }
+    index += inner.table.ordered_memory_bytes() as u64;
     let (current_log, base) = {
         let f = inner.files.lock();
         (log_name(f.log_seq), f.manifest.base)

@@ -2,12 +2,7 @@
 //!
 //! Owns the checked little-endian reader ([`Reader`]) that every decoder of bytes from disk
 //! uses, so that garbage turns into a `None` (and then [`crate::Error::Corrupted`]) instead of a
-//! panic, plus CRC32C helpers and directory fsync. It does not know any record layout.
-
-use std::fs::File;
-use std::path::Path;
-
-use crate::error::{IoContext, Result};
+//! panic, plus CRC32C helpers (directory fsync is re-exported from [`crate::fs`]). It does not know any record layout.
 
 /// A cursor over bytes read from disk; every read is bounds-checked and returns `None` past
 /// the end.
@@ -59,12 +54,7 @@ pub(crate) fn crc_of(parts: &[&[u8]]) -> u32 {
     parts.iter().fold(0u32, |c, p| crc32c::crc32c_append(c, p))
 }
 
-/// Fsyncs a directory so that file creations, renames and removals in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| crate::fault::sync_all(&d, dir))
-        .ctx(|| format!("fsyncing directory {}", dir.display()))
-}
+pub use crate::fs::sync_dir;
 
 #[cfg(test)]
 mod tests {

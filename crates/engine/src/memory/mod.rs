@@ -44,17 +44,20 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
+use hashbrown::HashMap;
+
 use self::aof::{LogOp, LogWriter, MAX_RECORD, create_log, log_name};
 use self::checkpoint::Kind;
 use self::manifest::Manifest;
 use self::table::Table;
 use crate::dir_lock::DirLock;
+use crate::durability::{Flusher, GroupCommit, Poison};
 use crate::error::{Error, Result};
 use crate::jobs::{self, JobLock, job_lock};
 use crate::{
     BatchOp, BatchResult, Engine, EngineKind, JobHandle, JobStatus, ListPage, MergeReport, Meta,
-    Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy, UnixMillis, Value,
-    Version, Written, check_key,
+    Precondition, PutOptions, SnapshotInfo, SnapshotReport, Stats, SyncPolicy, Ticket, UnixMillis,
+    Value, Version, Written, check_key,
 };
 
 /// "Save after `after` if at least `changes` writes happened" (Redis's `save <s> <n>`).
@@ -170,7 +173,14 @@ pub(crate) struct Inner {
     cut: RwLock<()>,
     /// The last version handed out.
     seq: AtomicU64,
-    log: Option<LogWriter>,
+    log: Option<LogWriter<Staged>>,
+    /// Group commit over the log (byte LSNs), when there is a log.
+    commit: Option<Arc<GroupCommit>>,
+    /// Per shard: the newest change to each key not yet visible to readers (sync `always`
+    /// with a log), under the shard's write lock. See [`Inner::stage`].
+    staged: Box<[Mutex<HashMap<Bytes, StagedEntry>>]>,
+    /// Writes are staged until durable.
+    hold_until_durable: bool,
     files: Mutex<FileState>,
     /// Writes since the last snapshot's cut.
     dirty: AtomicU64,
@@ -188,7 +198,30 @@ pub(crate) struct Inner {
     lock: Mutex<Option<DirLock>>,
     snapshot_bytes_written: AtomicU64,
     corrupt_records: AtomicU64,
-    poisoned: Mutex<Option<String>>,
+    poison: Arc<Poison>,
+}
+
+/// What a staged write does to a key.
+#[derive(Clone, Debug)]
+enum StagedOp {
+    Put {
+        value: Bytes,
+        expires_at: Option<u64>,
+    },
+    Delete,
+}
+
+/// The newest staged change to one key.
+#[derive(Clone, Debug)]
+struct StagedEntry {
+    version: u64,
+    op: StagedOp,
+}
+
+/// What one log record changes in the table, published once it is durable: per op its
+/// shard, key hash, key, version and change.
+pub(crate) struct Staged {
+    ops: Vec<(usize, u64, Bytes, u64, StagedOp)>,
 }
 
 /// Longest value the memory engine stores (its log and snapshots keep value lengths as `u32`).
@@ -220,6 +253,8 @@ pub fn owns_file_name(name: &str) -> bool {
 pub struct MemoryEngine {
     inner: Arc<Inner>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Leads group commits for awaited writes (sync `always` with a log).
+    committer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for MemoryEngine {
@@ -244,21 +279,32 @@ impl MemoryEngine {
         let started = Instant::now();
         let rec = recovery::recover(dir, opts.shards)?;
         let mut log_seq = rec.log_seq;
+        let poison = Arc::new(Poison::new());
         let log = if opts.aof {
             log_seq += 1;
             let file = create_log(dir, log_seq)?;
-            Some(LogWriter::new(file, dir.join(log_name(log_seq)), sync))
+            Some(LogWriter::new(
+                file,
+                dir.join(log_name(log_seq)),
+                sync,
+                poison.clone(),
+            ))
         } else {
             None
         };
         tracing::info!(dir = %dir.display(), keys = rec.table.shards().iter().map(|s| s.read().len()).sum::<usize>(),
             log_records = rec.log_records, elapsed_ms = started.elapsed().as_millis() as u64,
             "memory engine recovered");
-        let inner = Arc::new(Inner::new(dir, sync, opts, Some(lock), rec, log, log_seq));
+        let inner = Inner::new(dir, sync, opts, Some(lock), rec, log, log_seq, poison);
+        let committer = match &inner.commit {
+            Some(c) if sync == SyncPolicy::Always => Some(c.spawn_committer("hoardhaven-commit")?),
+            _ => None,
+        };
         let threads = background::spawn(&inner)?;
         Ok(MemoryEngine {
             inner,
             threads: Mutex::new(threads),
+            committer: Mutex::new(committer),
         })
     }
 
@@ -274,12 +320,23 @@ impl MemoryEngine {
         let lock = DirLock::acquire_shared(dir)?;
         let rec = recovery::recover_read_only(dir, opts.shards)?;
         let log_seq = rec.log_seq;
-        let inner = Inner::new(dir, SyncPolicy::Never, opts, lock, rec, None, log_seq);
+        let poison = Arc::new(Poison::new());
+        poison.refuse(Error::ReadOnly.to_string());
+        let inner = Inner::new(
+            dir,
+            SyncPolicy::Never,
+            opts,
+            lock,
+            rec,
+            None,
+            log_seq,
+            poison,
+        );
         inner.dirty.store(0, Ordering::Release);
-        *inner.poisoned.lock() = Some(Error::ReadOnly.to_string());
         Ok(MemoryEngine {
-            inner: Arc::new(inner),
+            inner,
             threads: Mutex::new(Vec::new()),
+            committer: Mutex::new(None),
         })
     }
 }
@@ -287,22 +344,30 @@ impl MemoryEngine {
 impl Inner {
     /// The shared state over a recovered store appending to `log` (none: no AOF, or
     /// read-only).
+    #[allow(clippy::too_many_arguments)]
     fn new(
         dir: &Path,
         sync: SyncPolicy,
         opts: &MemoryOptions,
         lock: Option<DirLock>,
         rec: recovery::Recovered,
-        log: Option<LogWriter>,
+        log: Option<LogWriter<Staged>>,
         log_seq: u64,
-    ) -> Inner {
+        poison: Arc<Poison>,
+    ) -> Arc<Inner> {
         let floor = UnixMillis::now().0.saturating_mul(1000);
-        Inner {
+        let commit = log.as_ref().map(|_| GroupCommit::new(0, poison.clone()));
+        let hold_until_durable = log.is_some() && sync == SyncPolicy::Always;
+        let shards = rec.table.shards().len();
+        let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
             sync,
             opts: opts.clone(),
             seq: AtomicU64::new(rec.last_version.max(floor)),
             log,
+            commit,
+            staged: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            hold_until_durable,
             files: Mutex::new(FileState {
                 manifest: rec.manifest,
                 log_seq,
@@ -326,8 +391,13 @@ impl Inner {
             lock: Mutex::new(lock),
             snapshot_bytes_written: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(rec.torn_tails),
-            poisoned: Mutex::new(None),
+            poison,
+        });
+        if let Some(c) = &inner.commit {
+            let flusher: Arc<dyn Flusher> = inner.clone();
+            c.set_flusher(Arc::downgrade(&flusher));
         }
+        inner
     }
 }
 
@@ -338,13 +408,7 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        if let Some(msg) = self.poisoned.lock().as_ref() {
-            return Err(Error::Poisoned(msg.clone()));
-        }
-        match &self.log {
-            Some(log) => log.check(),
-            None => Ok(()),
-        }
+        self.poison.check()
     }
 
     fn check_open(&self) -> Result<()> {
@@ -356,8 +420,15 @@ impl Inner {
     }
 
     fn poison(&self, e: &Error) {
-        tracing::error!(error = %e, "memory engine poisoned: refusing writes until reopened");
-        *self.poisoned.lock() = Some(e.to_string());
+        self.poison.poison(e);
+    }
+
+    /// Poisoned (or read-only): the reason.
+    fn poisoned(&self) -> Option<String> {
+        self.poison.check().err().map(|e| match e {
+            Error::Poisoned(m) => m,
+            other => other.to_string(),
+        })
     }
 
     /// Test hook: abort at a named checkpoint step.
@@ -368,17 +439,110 @@ impl Inner {
         }
     }
 
-    fn log_append(&self, ops: &[LogOp<'_>]) -> Option<(u64, usize)> {
-        let r = self.log.as_ref().map(|l| l.append(ops));
+    fn log_append(&self, ops: &[LogOp<'_>], staged: Option<Staged>) -> Option<(u64, usize)> {
+        let r = self.log.as_ref().map(|l| l.append(ops, staged));
         self.log_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
         self.dirty.fetch_add(1, Ordering::Relaxed);
         r
     }
 
-    fn log_commit(&self, pending: Option<(u64, usize)>) -> Result<()> {
-        match (&self.log, pending) {
-            (Some(log), Some((lsn, n))) => log.commit(lsn, n),
-            _ => Ok(()),
+    /// After a write released its locks: the ticket that resolves once its log record is
+    /// durable (sync `always`), or ready (writing a large buffer out first otherwise).
+    fn log_commit(&self, pending: Option<(u64, usize)>) -> Result<Ticket> {
+        match (&self.log, &self.commit, pending) {
+            (Some(_), Some(c), Some((lsn, _))) if self.sync == SyncPolicy::Always => {
+                Ok(c.ticket(lsn))
+            }
+            (Some(log), _, Some((_, n))) => log.after_append(n).map(|()| Ticket::ready()),
+            _ => Ok(Ticket::ready()),
+        }
+    }
+
+    /// The current version of `key` as writers see it (under its shard's write lock): the
+    /// newest staged change if there is one, else the table's.
+    fn current(
+        &self,
+        g: &table::Shard,
+        si: usize,
+        h: u64,
+        key: &[u8],
+        now: u64,
+    ) -> Option<Version> {
+        if self.hold_until_durable
+            && let Some(e) = self.staged[si].lock().get(key)
+        {
+            return match &e.op {
+                StagedOp::Put { expires_at, .. } if !expires_at.is_some_and(|t| t <= now) => {
+                    Some(Version(e.version))
+                }
+                _ => None,
+            };
+        }
+        g.get(h, key, now).map(|e| Version(e.version))
+    }
+
+    /// Notes a change not yet durable as the newest of its key (under its shard's write lock).
+    fn stage(&self, si: usize, key: &Bytes, version: u64, op: &StagedOp) {
+        self.staged[si].lock().insert(
+            key.clone(),
+            StagedEntry {
+                version,
+                op: op.clone(),
+            },
+        );
+    }
+
+    /// Applies one write to its shard of the table (under the shard's write lock): the one
+    /// place a memory-engine write becomes visible to readers, at once (sync `never` or an
+    /// interval, or no log) or, staged, once durable ([`Inner::publish_durable`]). Returns
+    /// the version and expiry of the entry it replaced.
+    fn publish_visible(
+        &self,
+        shard: &mut table::Shard,
+        h: u64,
+        key: &[u8],
+        version: u64,
+        op: &StagedOp,
+    ) -> Option<(u64, Option<u64>)> {
+        let t = &self.table;
+        match op {
+            StagedOp::Put { value, expires_at } => {
+                shard.put(t.hasher(), h, key, value, version, *expires_at)
+            }
+            StagedOp::Delete => shard.remove(t.hasher(), h, key),
+        }
+    }
+
+    /// Publishes one durable log record's staged changes, in order.
+    fn publish_durable(&self, staged: Staged) {
+        let t = &self.table;
+        for (si, h, key, version, op) in staged.ops {
+            let mut g = t.shards()[si].write();
+            self.publish_visible(Arc::make_mut(&mut g), h, &key, version, &op);
+            let mut st = self.staged[si].lock();
+            if st.get(&key).is_some_and(|e| e.version == version) {
+                st.remove(&key);
+            }
+        }
+    }
+
+    /// Makes everything appended durable and visible now (`sync`, `close`). Without a log
+    /// there is nothing to do.
+    fn sync_log(&self) -> Result<()> {
+        match &self.commit {
+            Some(c) => c.sync_now().map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Before a checkpoint's cut (under the exclusive cut lock): makes the writes staged until
+    /// durable durable and visible, so the cut's clone of the table holds every write of the
+    /// log it closes. Nothing to do unless writes are staged (sync `always` with a log).
+    pub(crate) fn settle(&self) -> Result<()> {
+        if self.hold_until_durable {
+            self.sync_log()
+        } else {
+            Ok(())
         }
     }
 
@@ -437,59 +601,109 @@ impl Engine for MemoryEngine {
     }
 
     fn put(&self, key: &[u8], value: Bytes, opts: PutOptions) -> Result<Written> {
+        let (written, ticket) = self.put_deferred(key, value, opts)?;
+        ticket.wait()?;
+        Ok(written)
+    }
+
+    fn put_deferred(
+        &self,
+        key: &[u8],
+        value: Bytes,
+        opts: PutOptions,
+    ) -> Result<(Written, Ticket)> {
         let inner = &*self.inner;
         check_key(key)?;
         check_value(&value)?;
         record_fits(key, &value)?;
         let h = inner.table.hash(key);
-        let shard = &inner.table.shards()[inner.table.shard_of(h)];
+        let si = inner.table.shard_of(h);
+        let shard = &inner.table.shards()[si];
         let now = UnixMillis::now().0;
         let expires_at = opts.expires_at.map(|t| t.0);
         let (written, pending) = {
             let _cut = inner.cut.read();
             inner.check_writable()?;
             let mut g = shard.write();
-            let current = g.get(h, key, now).map(|e| Version(e.version));
+            let current = inner.current(&g, si, h, key, now);
             opts.precondition.check(current)?;
             let version = inner.next_versions(1);
-            Arc::make_mut(&mut g).put(inner.table.hasher(), h, key, &value, version, expires_at);
-            let pending = inner.log_append(&[LogOp::Put {
+            let log_op = LogOp::Put {
                 version,
                 expires_at,
                 key,
                 value: &value,
-            }]);
+            };
+            let pending = if inner.hold_until_durable {
+                let key = Bytes::copy_from_slice(key);
+                let op = StagedOp::Put {
+                    value: value.clone(),
+                    expires_at,
+                };
+                inner.stage(si, &key, version, &op);
+                let staged = Staged {
+                    ops: vec![(si, h, key, version, op)],
+                };
+                inner.log_append(&[log_op], Some(staged))
+            } else {
+                let op = StagedOp::Put {
+                    value: value.clone(),
+                    expires_at,
+                };
+                inner.publish_visible(Arc::make_mut(&mut g), h, key, version, &op);
+                inner.log_append(&[log_op], None)
+            };
             let written = Written {
                 version: Version(version),
                 created: current.is_none(),
             };
             (written, pending)
         };
-        inner.log_commit(pending)?;
-        Ok(written)
+        Ok((written, inner.log_commit(pending)?))
     }
 
     fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>> {
+        let (old, ticket) = self.delete_deferred(key, precondition)?;
+        ticket.wait()?;
+        Ok(old)
+    }
+
+    fn delete_deferred(
+        &self,
+        key: &[u8],
+        precondition: Precondition,
+    ) -> Result<(Option<Version>, Ticket)> {
         let inner = &*self.inner;
         check_key(key)?;
         let h = inner.table.hash(key);
-        let shard = &inner.table.shards()[inner.table.shard_of(h)];
+        let si = inner.table.shard_of(h);
+        let shard = &inner.table.shards()[si];
         let now = UnixMillis::now().0;
         let (old, pending) = {
             let _cut = inner.cut.read();
             inner.check_writable()?;
             let mut g = shard.write();
-            let current = g.get(h, key, now).map(|e| Version(e.version));
+            let current = inner.current(&g, si, h, key, now);
             precondition.check(current)?;
             let Some(old) = current else {
-                return Ok(None);
+                return Ok((None, Ticket::ready()));
             };
             let version = inner.next_versions(1);
-            Arc::make_mut(&mut g).remove(inner.table.hasher(), h, key);
-            (old, inner.log_append(&[LogOp::Delete { version, key }]))
+            let log_op = LogOp::Delete { version, key };
+            let pending = if inner.hold_until_durable {
+                let key = Bytes::copy_from_slice(key);
+                inner.stage(si, &key, version, &StagedOp::Delete);
+                let staged = Staged {
+                    ops: vec![(si, h, key, version, StagedOp::Delete)],
+                };
+                inner.log_append(&[log_op], Some(staged))
+            } else {
+                inner.publish_visible(Arc::make_mut(&mut g), h, key, version, &StagedOp::Delete);
+                inner.log_append(&[log_op], None)
+            };
+            (old, pending)
         };
-        inner.log_commit(pending)?;
-        Ok(Some(old))
+        Ok((Some(old), inner.log_commit(pending)?))
     }
 
     fn apply_batch_checked(
@@ -497,6 +711,16 @@ impl Engine for MemoryEngine {
         checks: &[(Vec<u8>, Precondition)],
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchResult>> {
+        let (results, ticket) = self.apply_batch_checked_deferred(checks, ops)?;
+        ticket.wait()?;
+        Ok(results)
+    }
+
+    fn apply_batch_checked_deferred(
+        &self,
+        checks: &[(Vec<u8>, Precondition)],
+        ops: Vec<BatchOp>,
+    ) -> Result<(Vec<BatchResult>, Ticket)> {
         let inner = &*self.inner;
         for (key, _) in checks {
             check_key(key)?;
@@ -525,7 +749,7 @@ impl Engine for MemoryEngine {
         }
         if ops.is_empty() && checks.is_empty() {
             inner.check_open()?;
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Ticket::ready()));
         }
         let t = &inner.table;
         let place = |key: &[u8]| {
@@ -548,14 +772,17 @@ impl Engine for MemoryEngine {
                 let gi = ids.binary_search(&si).unwrap_or_else(|_| {
                     unreachable!("checked key's shard {si} is not among the locked shards {ids:?}")
                 });
-                pre.check(guards[gi].get(h, key, now).map(|e| Version(e.version)))?;
+                pre.check(inner.current(&guards[gi], si, h, key, now))?;
             }
             if ops.is_empty() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), Ticket::ready()));
             }
             let first = inner.next_versions(ops.len() as u64);
             let mut results = Vec::with_capacity(ops.len());
             let mut log_ops = Vec::with_capacity(ops.len());
+            let mut staged = Vec::new();
+            // Presence as the batch goes (staged writes): key -> exists after the ops so far.
+            let mut present: HashMap<&[u8], bool> = HashMap::new();
             for (i, (op, &(h, si))) in ops.iter().zip(&placed).enumerate() {
                 let version = first + i as u64;
                 // `ids` is every shard the batch touches, sorted and deduplicated, so each op's
@@ -563,36 +790,55 @@ impl Engine for MemoryEngine {
                 let gi = ids.binary_search(&si).unwrap_or_else(|_| {
                     unreachable!("batch op's shard {si} is not among the locked shards {ids:?}")
                 });
-                let shard = Arc::make_mut(&mut guards[gi]);
-                let prev = match op {
+                let key = op.key();
+                let (log_op, staged_op) = match op {
                     BatchOp::Put {
                         key,
                         value,
                         expires_at,
                     } => {
                         let exp = expires_at.map(|t| t.0);
-                        log_ops.push(LogOp::Put {
+                        let log_op = LogOp::Put {
                             version,
                             expires_at: exp,
                             key,
                             value,
-                        });
-                        shard.put(t.hasher(), h, key, value, version, exp)
+                        };
+                        let staged_op = StagedOp::Put {
+                            value: value.clone(),
+                            expires_at: exp,
+                        };
+                        (log_op, staged_op)
                     }
-                    BatchOp::Delete { key } => {
-                        log_ops.push(LogOp::Delete { version, key });
-                        shard.remove(t.hasher(), h, key)
-                    }
+                    BatchOp::Delete { key } => (LogOp::Delete { version, key }, StagedOp::Delete),
+                };
+                log_ops.push(log_op);
+                let existed = if inner.hold_until_durable {
+                    let existed = match present.get(key) {
+                        Some(&p) => p,
+                        None => inner.current(&guards[gi], si, h, key, now).is_some(),
+                    };
+                    present.insert(key, matches!(staged_op, StagedOp::Put { .. }));
+                    let key = Bytes::copy_from_slice(key);
+                    inner.stage(si, &key, version, &staged_op);
+                    staged.push((si, h, key, version, staged_op));
+                    existed
+                } else {
+                    let shard = Arc::make_mut(&mut guards[gi]);
+                    live(
+                        inner.publish_visible(shard, h, key, version, &staged_op),
+                        now,
+                    )
                 };
                 results.push(BatchResult {
                     version: Version(version),
-                    existed_before: live(prev, now),
+                    existed_before: existed,
                 });
             }
-            (results, inner.log_append(&log_ops))
+            let staged = inner.hold_until_durable.then_some(Staged { ops: staged });
+            (results, inner.log_append(&log_ops, staged))
         };
-        inner.log_commit(pending)?;
-        Ok(results)
+        Ok((results, inner.log_commit(pending)?))
     }
 
     fn advance_version(&self, floor: Version) -> Result<()> {
@@ -603,25 +849,24 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn list(&self, prefix: &[u8], start_after: Option<&[u8]>, limit: usize) -> Result<ListPage> {
+    fn list_range(
+        &self,
+        range: &crate::KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<ListPage> {
         let inner = &*self.inner;
         inner.check_open()?;
-        if limit == 0 {
-            return Ok(ListPage::default());
-        }
-        let now = UnixMillis::now().0;
-        let mut page = crate::listing::PageCollector::new(prefix, start_after, limit);
-        for s in inner.table.shards() {
-            s.read().offer_keys(now, &mut page);
-        }
-        Ok(page.finish())
+        Ok(inner
+            .table
+            .list(range, start_after, limit, UnixMillis::now().0))
     }
 
     fn sync(&self) -> Result<()> {
         let inner = &self.inner;
         inner.check_open()?;
         match &inner.log {
-            Some(log) => log.flush(true).map(|_| ()),
+            Some(_) => inner.sync_log(),
             None if inner.dirty.load(Ordering::Acquire) > 0 => {
                 checkpoint::run(inner, Kind::Snapshot, true).map(|_| ())
             }
@@ -685,17 +930,35 @@ impl Engine for MemoryEngine {
             let _ = t.join();
         }
         let r = match &inner.log {
-            Some(log) => log.flush(true).map(|_| ()),
+            Some(_) => inner.sync_log(),
             // Like Redis's save on shutdown: without a log, only a snapshot keeps writes.
             None if inner.dirty.load(Ordering::Acquire) > 0 => {
                 checkpoint::run(inner, Kind::Snapshot, true).map(|_| ())
             }
             None => Ok(()),
         };
+        if let Some(c) = &inner.commit {
+            c.stop();
+        }
+        if let Some(t) = self.committer.lock().take() {
+            let _ = t.join();
+        }
         if let Some(lock) = inner.lock.lock().take() {
             lock.release();
         }
         r
+    }
+}
+
+impl Flusher for Inner {
+    /// Writes the log buffer, fdatasyncs, publishes the changes of the records now durable.
+    fn flush_and_sync(&self) -> Result<u64> {
+        let log = self.log.as_ref().ok_or(Error::Closed)?;
+        let upto = log.flush(true)?;
+        for staged in log.take_durable(upto) {
+            self.publish_durable(staged);
+        }
+        Ok(upto)
     }
 }
 

@@ -22,12 +22,19 @@
 //! hash table and page list first (pages themselves are `Arc<[u8]>`, shared; only the page being
 //! appended to is copied). So a snapshot costs one `Arc` clone per shard, and a writer's pause is
 //! bounded by one shard's table.
+//!
+//! # Order
+//! Every shard shares the table's [`OrderedKeys`] (an `Arc`, so a copy-on-write clone shares it
+//! too; clones taken for snapshots are never written). A shard updates it only when a key is
+//! created or removed, under the shard's write lock; listings read it (see [`crate::listing`]).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use parking_lot::RwLock;
+
+use crate::ordered::OrderedKeys;
 
 const FLAG_ENTRY: u8 = 0x80;
 const FLAG_EXPIRY: u8 = 0x01;
@@ -174,6 +181,8 @@ pub(crate) struct Shard {
     live_bytes: usize,
     data_bytes: u64,
     ttl_keys: usize,
+    /// The table's ordered index (shared by every shard of the table).
+    order: Arc<OrderedKeys>,
 }
 
 impl Default for Shard {
@@ -190,6 +199,7 @@ impl Default for Shard {
             live_bytes: 0,
             data_bytes: 0,
             ttl_keys: 0,
+            order: Arc::default(),
         }
     }
 }
@@ -333,6 +343,7 @@ impl Shard {
             None => {
                 self.index
                     .insert_unique(h, new, |&s| hb.hash_one(entry_in(pages, s).key));
+                self.order.insert(key);
                 None
             }
         };
@@ -359,6 +370,7 @@ impl Shard {
             Ok(occupied) => occupied.remove().0,
             Err(_) => return None,
         };
+        self.order.remove(key);
         let e = entry_in(&self.pages, s);
         let prev = (e.version, e.expires_at);
         self.release(s);
@@ -392,6 +404,7 @@ impl Shard {
             !expired
         });
         for &s in &dead {
+            self.order.remove(entry_in(&self.pages, s).key);
             self.release(s);
         }
         self.maybe_clean(hb);
@@ -402,16 +415,6 @@ impl Shard {
     pub(crate) fn for_each(&self, mut f: impl FnMut(EntryRef<'_>)) {
         for &s in &self.index {
             f(entry_in(&self.pages, s));
-        }
-    }
-
-    /// Offers every live (unexpired at `now`) key of the shard to a listing page.
-    pub(crate) fn offer_keys(&self, now: u64, page: &mut crate::listing::PageCollector<'_>) {
-        for &s in &self.index {
-            let e = entry_in(&self.pages, s);
-            if !e.expired(now) {
-                page.offer(e.key);
-            }
         }
     }
 
@@ -479,17 +482,51 @@ pub(crate) struct Table {
     hb: DefaultHashBuilder,
     shards: Box<[RwLock<Arc<Shard>>]>,
     mask: usize,
+    order: Arc<OrderedKeys>,
 }
 
 impl Table {
     /// A table of `shards` shards (rounded up to a power of two, at most 65,536).
     pub(crate) fn new(shards: usize) -> Self {
         let n = shards.clamp(1, 1 << 16).next_power_of_two();
+        let order = Arc::new(OrderedKeys::new());
         Table {
             hb: DefaultHashBuilder::default(),
-            shards: (0..n).map(|_| RwLock::new(Arc::default())).collect(),
+            shards: (0..n)
+                .map(|_| {
+                    RwLock::new(Arc::new(Shard {
+                        order: order.clone(),
+                        ..Shard::default()
+                    }))
+                })
+                .collect(),
             mask: n - 1,
+            order,
         }
+    }
+
+    /// One page of the live (present, unexpired at `now`) keys of `range` after `start_after`,
+    /// from the ordered index; liveness is checked in the key's shard afterwards, one shard
+    /// read lock at a time.
+    pub(crate) fn list(
+        &self,
+        range: &crate::KeyRange<'_>,
+        start_after: Option<&[u8]>,
+        limit: usize,
+        now: u64,
+    ) -> crate::ListPage {
+        crate::listing::page(&self.order, range, start_after, limit, |key| {
+            let h = self.hash(key);
+            self.shards[self.shard_of(h)]
+                .read()
+                .get(h, key, now)
+                .is_some()
+        })
+    }
+
+    /// Bytes of memory of the ordered index (shared by the shards, so counted once here).
+    pub(crate) fn ordered_memory_bytes(&self) -> usize {
+        self.order.memory_bytes()
     }
 
     /// The hash of `key`.
