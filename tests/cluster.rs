@@ -13,12 +13,21 @@ use common::server::{STEP_TIMEOUT, Server, client, serve_command, wait_exit};
 
 const SECRET: &str = "test-cluster-secret";
 
+/// A free loopback port for a peer listener, below the kernel's ephemeral range (32768 and
+/// up on Linux): a port the kernel handed out for port 0 would be free only until the next
+/// `bind(0)` or outgoing connection of a parallel test took it, before the node listened on
+/// it (seen as "Address already in use"). Candidates are spread by a per-call hash so that
+/// parallel tests rarely probe the same one.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    use std::hash::{BuildHasher, RandomState};
+    let seed = RandomState::new();
+    for attempt in 0u32..10_000 {
+        let port = 20_000 + (seed.hash_one(attempt) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 fn node_flags(id: u64, peer: u16, first: Option<u16>) -> Vec<String> {
@@ -253,12 +262,12 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
                 .send()
                 .await
                 .expect("get");
+            let (code, body) = (g.status(), g.text().await.expect("body"));
             assert_eq!(
-                g.status(),
-                200,
-                "acknowledged {key} missing on survivor {i}"
+                code, 200,
+                "acknowledged {key} missing on survivor {i}: {body}"
             );
-            assert_eq!(&g.text().await.expect("body"), key);
+            assert_eq!(&body, key);
         }
     }
     // The old leader comes back and catches up.
@@ -268,6 +277,8 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
         peers[lead],
     )
     .await;
+    // Linearizable reads need a known leader (503 before): wait until it has heard from one.
+    wait_leader_known(&back).await;
     for key in &acked {
         let g = back
             .client
@@ -275,12 +286,12 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
             .send()
             .await
             .expect("get");
+        let (code, body) = (g.status(), g.text().await.expect("body"));
         assert_eq!(
-            g.status(),
-            200,
-            "acknowledged {key} missing on the returned node"
+            code, 200,
+            "acknowledged {key} missing on the returned node: {body}"
         );
-        assert_eq!(&g.text().await.expect("body"), key);
+        assert_eq!(&body, key);
     }
 }
 
@@ -353,6 +364,8 @@ async fn bad_cluster_input_is_refused_clearly() {
     let peer = free_port();
     let data = tempfile::tempdir().expect("tmp");
     let one = start_node(data.path(), 1, peer, None).await;
+    // Membership calls need a leader: wait until the one voter has elected itself.
+    leader_of(&[Some(&one)]).await;
     // /raft without the secret: 401, nothing reaches Raft.
     let r = client()
         .post(format!("http://127.0.0.1:{peer}/raft/vote"))
@@ -448,10 +461,10 @@ async fn cli(args: &[&str]) -> (std::process::ExitStatus, String) {
     )
 }
 
-// Ignored until it waits for the leader's purge before adding the learner: openraft purges
-// lazily, so the learner sometimes catches up from the log and the snapshot check fails.
-// Passed alone, and went red when snapshot install dropped half the records.
-#[ignore = "flaky: waits on openraft's lazy purge; see the comment"]
+// Waits for the leader's purge before adding the learner (openraft purges lazily, so without
+// the wait the learner may catch up from the log) and for the learner to apply everything
+// before checking it installed a snapshot. Went red when snapshot install dropped half the
+// records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     let data = tempfile::tempdir().expect("tmp");
@@ -485,12 +498,9 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
             .expect("put");
         assert!(r.status().is_success());
     }
-    let st = status(&nodes[0]).await;
-    assert!(
-        st["purged_index"].as_u64().unwrap_or(0) > 0
-            || st["snapshot_index"].as_u64().unwrap_or(0) > 0,
-        "{st}"
-    );
+    // openraft purges lazily (after a snapshot, once no replication needs the entries):
+    // wait until the leader's log no longer starts at 1.
+    wait_leader_purged(&nodes).await;
     // 3 -> 4: a learner with an empty log, added through the CLI; the leader's log no longer
     // starts at 1, so it can only catch up by a snapshot.
     let four = start(3, None, false).await;
@@ -507,6 +517,13 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     assert!(ok.success(), "{out}");
     let (ok, out) = cli(&["cluster", "promote", "--url", &nodes[2].base, "4"]).await;
     assert!(ok.success(), "{out}");
+    // The CLI returns once the membership changed, not once node 4 caught up: wait until it
+    // has applied everything committed so far, then see how it got there.
+    let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+    let committed = status(&nodes[leader_of(&refs).await]).await["commit_index"]
+        .as_u64()
+        .expect("commit index");
+    wait_applied(&four, committed).await;
     let m = four
         .client
         .get(four.url("/metrics"))
@@ -586,6 +603,55 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
         .await
         .expect("get");
     assert_eq!(g.status(), 200);
+}
+
+/// Waits (bounded) until `s` knows which node leads.
+async fn wait_leader_known(s: &Server) {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let st = status(s).await;
+        if st["leader"]["node_id"].as_u64().is_some() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never learned the leader: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until the leader of `nodes` (node id = index + 1) has purged its log.
+async fn wait_leader_purged(nodes: &[Server]) {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+        let st = status(&nodes[leader_of(&refs).await]).await;
+        if st["state"] == "leader" && st["purged_index"].as_u64().unwrap_or(0) > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leader never purged its log: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until `s` has applied the log up to `index`.
+async fn wait_applied(s: &Server, index: u64) {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let st = status(s).await;
+        if st["applied_index"].as_u64().is_some_and(|a| a >= index) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never applied up to {index}: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits (bounded) until `s` sees `n` voters.

@@ -135,6 +135,9 @@ pub struct Node {
     pub timeout: Duration,
 }
 
+/// Pause between two rounds of leadership confirmation for a linearizable read.
+const QUORUM_RETRY: Duration = Duration::from_millis(20);
+
 fn unavailable_quorum() -> String {
     "no quorum: the cluster did not confirm in time (a majority of voters is unreachable); \
      a write's outcome is unknown until a leader answers again"
@@ -211,15 +214,30 @@ impl Node {
 
     /// The read index, confirmed with a quorum (this node must lead).
     pub async fn read_index_here(&self) -> Result<u64, WriteError> {
-        match tokio::time::timeout(self.timeout, self.raft.ensure_linearizable()).await {
-            Err(_) => Err(WriteError::Unavailable(unavailable_quorum())),
-            Ok(Ok(id)) => Ok(id.map(|l| l.index).unwrap_or(0)),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                Err(WriteError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
+                Err(_) => return Err(WriteError::Unavailable(unavailable_quorum())),
+                Ok(Ok(id)) => return Ok(id.map(|l| l.index).unwrap_or(0)),
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                    return Err(WriteError::NotLeader {
+                        leader: f.leader_id.zip(f.leader_node),
+                    });
+                }
+                // openraft confirms leadership with one round of heartbeats, each given only
+                // the heartbeat interval: a follower slow to answer (a loaded machine) is not
+                // a lost quorum, so ask again until the cluster timeout, as writes wait.
+                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
+                    if tokio::time::Instant::now() + QUORUM_RETRY >= deadline {
+                        return Err(WriteError::Unavailable(format!(
+                            "{} ({q})",
+                            unavailable_quorum()
+                        )));
+                    }
+                    tokio::time::sleep(QUORUM_RETRY).await;
+                }
+                Ok(Err(e)) => return Err(WriteError::Unavailable(e.to_string())),
             }
-            Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
         }
     }
 
