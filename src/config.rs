@@ -24,6 +24,7 @@ use crate::engine::memory::{MemoryOptions, SavePoint};
 use crate::engine::{EngineKind, EngineOptions, MAX_KEY_LEN, SyncPolicy};
 use crate::exec::ExecMode;
 use crate::http::auth::{AuthConfig, TokenSet};
+use crate::http::watch::WatchOptions;
 use crate::http::{HeadLimits, Limits};
 use crate::telemetry::OtelConfig;
 use crate::tls::TlsConfig;
@@ -89,7 +90,7 @@ pub struct Settings {
     /// Where engine reads run: `inline`, `blocking` (tokio's pool) or `pool` (a dedicated pool)
     #[arg(long, env = "HOARDHAVEN_EXEC_READS", default_value_t = ExecMode::Inline)]
     pub exec_reads: ExecMode,
-    /// Where engine writes run (they can wait for fsync): `inline`, `blocking` or `pool`
+    /// Where blocking engine writes run (the fsync before a refused precondition is answered; key writes append inline and await their group commit): `inline`, `blocking` or `pool`
     #[arg(long, env = "HOARDHAVEN_EXEC_WRITES", default_value_t = ExecMode::Pool)]
     pub exec_writes: ExecMode,
     /// Threads of the dedicated engine pool
@@ -125,6 +126,9 @@ pub struct Settings {
         next_help_heading = "OpenTelemetry traces (docs/operations.md)"
     )]
     pub otel: OtelSettings,
+    /// Watch settings (`[watch]`).
+    #[command(flatten, next_help_heading = "Watch (docs/watch.md)")]
+    pub watch: WatchSettings,
     /// Cluster settings (top-level keys; docs/cluster.md).
     #[command(flatten, next_help_heading = "Cluster (docs/cluster.md)")]
     pub cluster: ClusterSettings,
@@ -262,6 +266,68 @@ impl ClusterSettings {
             heartbeat: Duration::from_millis(self.raft_heartbeat_ms),
             snapshot_every: self.raft_snapshot_every.max(1),
         }))
+    }
+}
+
+/// Settings of `GET /watch` and blocking reads (`[watch]`, `HOARDHAVEN_WATCH__*`).
+#[derive(Clone, Debug, Args)]
+pub struct WatchSettings {
+    /// Most watchers at once; more get 503 with Retry-After
+    #[arg(id = "watch.max_watchers", long = "watch-max-watchers", value_name = "N",
+          env = "HOARDHAVEN_WATCH__MAX_WATCHERS", default_value_t = WatchOptions::default().max_watchers)]
+    pub max_watchers: usize,
+    /// Events buffered per watcher before it counts as slow
+    #[arg(id = "watch.buffer_events", long = "watch-buffer-events", value_name = "N",
+          env = "HOARDHAVEN_WATCH__BUFFER_EVENTS", default_value_t = WatchOptions::default().buffer_events)]
+    pub buffer_events: usize,
+    /// Seconds between progress events to an idle watcher
+    #[arg(id = "watch.progress_secs", long = "watch-progress-secs", value_name = "SECS",
+          env = "HOARDHAVEN_WATCH__PROGRESS_SECS", default_value_t = WatchOptions::default().progress.as_secs())]
+    pub progress_secs: u64,
+    /// Recent changes kept in memory for watchers (older ones come from the data files or log)
+    #[arg(id = "watch.history_events", long = "watch-history-events", value_name = "N",
+          env = "HOARDHAVEN_WATCH__HISTORY_EVENTS", default_value_t = WatchOptions::default().history_events)]
+    pub history_events: usize,
+    /// Largest value sent with values=true (and kept in memory with a change)
+    #[arg(id = "watch.value_cap_bytes", long = "watch-value-cap-bytes", value_name = "BYTES",
+          env = "HOARDHAVEN_WATCH__VALUE_CAP_BYTES", default_value_t = WatchOptions::default().value_cap)]
+    pub value_cap_bytes: usize,
+    /// Longest wait of a blocking read (GET /kv/{key}?wait=)
+    #[arg(id = "watch.max_wait_secs", long = "watch-max-wait-secs", value_name = "SECS",
+          env = "HOARDHAVEN_WATCH__MAX_WAIT_SECS", default_value_t = WatchOptions::default().max_wait.as_secs())]
+    pub max_wait_secs: u64,
+}
+
+impl WatchSettings {
+    fn validate(&self) -> Result<WatchOptions, SettingError> {
+        let secs = |name: &str, v: u64| {
+            range(name, usize::try_from(v).unwrap_or(usize::MAX), 86_400)
+                .and_then(|v| {
+                    if v == 0 {
+                        Err(bad(name, "must be at least 1"))
+                    } else {
+                        Ok(v)
+                    }
+                })
+                .map(|v| Duration::from_secs(v as u64))
+        };
+        let at_least_one = |name: &str, v: usize, max: usize| {
+            range(name, v, max).and_then(|v| {
+                if v == 0 {
+                    Err(bad(name, "must be at least 1"))
+                } else {
+                    Ok(v)
+                }
+            })
+        };
+        Ok(WatchOptions {
+            max_watchers: at_least_one("watch.max_watchers", self.max_watchers, 1_000_000)?,
+            buffer_events: at_least_one("watch.buffer_events", self.buffer_events, 1_000_000)?,
+            progress: secs("watch.progress_secs", self.progress_secs)?,
+            history_events: at_least_one("watch.history_events", self.history_events, 100_000_000)?,
+            value_cap: range("watch.value_cap_bytes", self.value_cap_bytes, 1 << 30)?,
+            max_wait: secs("watch.max_wait_secs", self.max_wait_secs)?,
+        })
     }
 }
 
@@ -764,6 +830,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_level: String,
+    /// Watch settings.
+    pub watch: WatchOptions,
     /// File to write the bound address to.
     pub port_file: Option<PathBuf>,
     /// Longest wait for in-flight requests at shutdown.
@@ -901,6 +969,7 @@ impl Settings {
             pool_threads,
             log_format: self.log_format,
             log_level: self.log_level.clone(),
+            watch: self.watch.validate()?,
             port_file: self.port_file.clone(),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_secs),
             security,
@@ -1208,7 +1277,14 @@ mod tests {
         assert_eq!(c.engine.kind, EngineKind::Bitcask);
         assert_eq!(c.engine.sync, SyncPolicy::Always);
         assert_eq!(c.limits, Limits::default());
-        assert_eq!(c.engine.bitcask, BitcaskOptions::default());
+        // The server reads sealed files through maps (measured faster); the library keeps pread.
+        assert_eq!(
+            c.engine.bitcask,
+            BitcaskOptions {
+                read_mode: ReadMode::Mmap,
+                ..BitcaskOptions::default()
+            }
+        );
         assert_eq!(c.engine.memory, MemoryOptions::default());
     }
 

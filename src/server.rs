@@ -92,6 +92,7 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     };
     let metrics = http::metrics::install();
     let state = AppState::new(cfg.limits, exec, metrics.clone());
+    state.watch().configure(cfg.watch);
     let opts = HttpOptions {
         auth: auth.clone(),
         metrics_open: sec.auth.metrics_open,

@@ -248,17 +248,14 @@ async fn must_hold(system: System, nemesis: NemesisKind) {
     assert_verdict(system, &r);
 }
 
-// Ignored while the engines let a read, or a compare-and-set's 412, see a write that is not yet
-// durable (docs/consistency.md, "Findings"): about one kill in a hundred then shows a value
-// that the crash takes away. Remove the `ignore` with the fix.
+// These found that a read, or a compare-and-set's 412, could see a write that was not yet
+// durable (docs/consistency.md, "Findings"); both are fixed in the engines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known violation: reads see writes before they are durable (docs/consistency.md)"]
 async fn bitcask_sync_always_is_linearizable_under_kill9() {
     must_hold(System::Bitcask, NemesisKind::Kill).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known violation: reads see writes before they are durable (docs/consistency.md)"]
 async fn memory_sync_always_is_linearizable_under_kill9() {
     must_hold(System::Memory, NemesisKind::Kill).await;
 }

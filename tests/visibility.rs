@@ -37,6 +37,7 @@ fn readers_see_a_write_only_once_it_is_durable() {
         let e = open(kind, &dir, SyncPolicy::Always);
         put(&*e, b"k", b"old");
         let power = fault::track_power(&dir).expect("track power");
+        let feed = e.changes().map(|c| c.current());
         let hold = fault::hold(&dir, Op::Sync);
         hold.close();
         let writer = {
@@ -50,12 +51,21 @@ fn readers_see_a_write_only_once_it_is_durable() {
             Some(&b"old"[..]),
             "{kind}: a reader saw a write that is not durable yet"
         );
+        assert_eq!(
+            e.changes().map(|c| c.current()),
+            feed,
+            "{kind}: a watcher heard of a write that is not durable yet"
+        );
         // What a power cut now would leave: the old value.
         let cut = tmp.path().join("cut");
         power.cut_now(&cut).expect("cut");
         hold.open();
         writer.join().expect("writer");
         assert_eq!(get(&*e, b"k").as_deref(), Some(&b"new"[..]), "{kind}");
+        assert!(
+            e.changes().map(|c| c.current()) > feed,
+            "{kind}: the durable write reached the change feed"
+        );
         drop(hold);
         drop(power);
         e.close().expect("close");
@@ -63,6 +73,56 @@ fn readers_see_a_write_only_once_it_is_durable() {
             .expect("open the cut");
         assert_eq!(get(&*after, b"k").as_deref(), Some(&b"old"[..]), "{kind}");
         after.close().expect("close");
+    }
+}
+
+/// A refused precondition that rests on a write not yet durable is answered only once that
+/// write is durable: a crash before then would take the write away and leave the refusal
+/// describing a version that never existed (found by the consistency checker under kill -9).
+#[test]
+fn a_refusal_is_answered_once_the_write_it_saw_is_durable() {
+    for kind in ENGINES {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let e = open(kind, &dir, SyncPolicy::Always);
+        let v1 = put(&*e, b"k", b"v1");
+        let if_v1 = PutOptions {
+            precondition: Precondition::IfVersion(v1),
+            ..PutOptions::default()
+        };
+        let hold = fault::hold(&dir, Op::Sync);
+        hold.close();
+        // Appended, preconditions see it; not durable while fsyncs are held.
+        let (_, first) = e
+            .put_deferred(b"k", Bytes::from_static(b"a"), if_v1)
+            .expect("first write");
+        let loser = {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                let refused = e.put(b"k", Bytes::from_static(b"b"), if_v1);
+                // What a client told "412" could read right then.
+                (refused, get(&*e, b"k"))
+            })
+        };
+        // Either the loser answers (wrongly, before the write it saw is durable) or an
+        // fdatasync is held on its behalf: wait for whichever happens first.
+        while !loser.is_finished() && hold.blocked() == 0 {
+            std::thread::yield_now();
+        }
+        hold.open();
+        let (refused, seen) = loser.join().expect("loser");
+        assert!(
+            matches!(refused, Err(Error::PreconditionFailed { .. })),
+            "{kind}: {refused:?}"
+        );
+        assert_eq!(
+            seen.as_deref(),
+            Some(&b"a"[..]),
+            "{kind}: the 412 was answered before the write it rests on was durable"
+        );
+        first.wait().expect("first durable");
+        drop(hold);
+        e.close().expect("close");
     }
 }
 

@@ -32,7 +32,7 @@ pub enum Command {
     /// Serve the HTTP API (the default). Every flag is also a TOML key and a `HOARDHAVEN_*`
     /// environment variable; flags win over the environment, which wins over the file.
     Serve(crate::config::Settings),
-    /// Client subcommands (get, put, del, list, batch, merge, snapshot, stats).
+    /// Client subcommands (get, put, del, list, batch, merge, snapshot, stats, watch).
     #[command(flatten)]
     Client(client::ClientCommand),
     /// Offline tools over a data directory (check, export, import, compact, info).

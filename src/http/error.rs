@@ -38,6 +38,12 @@ pub struct Problem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(example = "no value under this key")]
     pub detail: Option<String>,
+    /// `history-gone` only: the oldest version a watch may resume after (`since`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_version: Option<u64>,
+    /// `history-gone` only: the current version (list, then watch from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
 }
 
 /// Everything a handler can fail with.
@@ -94,6 +100,18 @@ pub enum ApiError {
         /// Bytes given.
         len: usize,
         /// Largest allowed.
+        max: usize,
+    },
+    /// A watch asked to resume from a version older than the history kept (410).
+    HistoryGone {
+        /// The oldest version one may resume after.
+        oldest: Version,
+        /// The current version.
+        current: Version,
+    },
+    /// Every watcher slot is taken (503 with `Retry-After`).
+    TooManyWatchers {
+        /// The configured cap.
         max: usize,
     },
     /// The request's header fields together are larger than the configured limit (431).
@@ -193,6 +211,21 @@ impl ApiError {
                     "the header fields are {len} bytes, the limit is {max}"
                 )),
             ),
+            ApiError::HistoryGone { oldest, current } => (
+                S::GONE,
+                "history-gone",
+                Some(format!(
+                    "the change history no longer reaches back to that version: list the keys \
+                     (the listing's X-Hoardhaven-Version is {}), then watch from there; the \
+                     oldest version to resume after is {}",
+                    current.0, oldest.0
+                )),
+            ),
+            ApiError::TooManyWatchers { max } => (
+                S::SERVICE_UNAVAILABLE,
+                "too-many-watchers",
+                Some(format!("all {max} watcher slots are taken; retry shortly")),
+            ),
             ApiError::Engine(e) => engine_parts(e),
         }
     }
@@ -262,6 +295,16 @@ impl IntoResponse for ApiError {
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail,
+            oldest_version: None,
+            current_version: None,
+        };
+        let problem = match &self {
+            ApiError::HistoryGone { oldest, current } => Problem {
+                oldest_version: Some(oldest.0),
+                current_version: Some(current.0),
+                ..problem
+            },
+            _ => problem,
         };
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         let mut resp = (status, body).into_response();
@@ -274,6 +317,7 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::NotReady
             | ApiError::Overloaded
+            | ApiError::TooManyWatchers { .. }
             | ApiError::Engine(Error::Closed | Error::Unavailable(_)) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

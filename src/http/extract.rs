@@ -137,7 +137,7 @@ fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     }
 }
 
-fn bytes_param<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+pub(crate) fn bytes_param<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
     struct Bytes;
     impl Visitor<'_> for Bytes {
         type Value = Vec<u8>;

@@ -83,7 +83,8 @@ pub async fn limit_head(State(limits): State<HeadLimits>, req: Request, next: Ne
 /// True for requests the timeout does not cover: starting an admin job, which may wait for it
 /// (`?wait=true`) for as long as a merge or snapshot takes.
 fn exempt(req: &Request) -> bool {
-    req.method() == Method::POST && req.uri().path().starts_with("/admin/")
+    (req.method() == Method::POST && req.uri().path().starts_with("/admin/"))
+        || super::watch::is_long_poll(req.method(), req.uri())
 }
 
 /// Middleware: 408 when the request is not answered in time.

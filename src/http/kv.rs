@@ -105,6 +105,66 @@ pub async fn put_key(
     Ok((status, h).into_response())
 }
 
+/// `?wait=&version=` of `GET /kv/{key}`: a blocking read (Consul's blocking query on one key).
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct BlockingQuery {
+    /// Wait up to this long (`30s`, `500ms`, `2m`, or whole seconds; at most
+    /// `watch_max_wait_secs`) for the key's version to differ from `version`.
+    #[param(value_type = Option<String>, example = "30s")]
+    pub wait: Option<String>,
+    /// The version the client has (its ETag without quotes; `0` = absent). Without it the read
+    /// does not block.
+    pub version: Option<u64>,
+}
+
+/// Parses `30s`, `500ms`, `2m` or a bare number of seconds.
+fn parse_wait(s: &str) -> Result<Duration, ApiError> {
+    let bad = || ApiError::BadRequest(format!("bad `wait` `{s}`: use e.g. 30s, 500ms or 2m"));
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n.saturating_mul(60))),
+        _ => Err(bad()),
+    }
+}
+
+/// Blocks until `key`'s version differs from `have` (0 = absent), the wait passes, or the
+/// server stops. Returns true when it changed.
+async fn wait_for_change(
+    state: &AppState,
+    key: &[u8],
+    have: u64,
+    wait: Duration,
+) -> Result<bool, ApiError> {
+    let hub = state.watch();
+    let mut moved = hub.moved();
+    let mut stop = hub.stopping();
+    let deadline = tokio::time::Instant::now() + wait.min(hub.options().max_wait);
+    loop {
+        // Subscribed before reading: a write after this read wakes us.
+        moved.borrow_and_update();
+        let k = key.to_vec();
+        let now = state
+            .call(CallKind::Read, move |e| e.head(&k))
+            .await?
+            .map_or(0, |m| m.version.0);
+        if now != have {
+            return Ok(true);
+        }
+        tokio::select! {
+            r = moved.changed() => if r.is_err() { return Ok(false) },
+            () = tokio::time::sleep_until(deadline) => return Ok(false),
+            _ = stop.wait_for(|s| *s) => return Ok(false),
+        }
+    }
+}
+
 /// Reads the value under the key.
 #[utoipa::path(
     get,
@@ -113,12 +173,13 @@ pub async fn put_key(
     params(
         ("key" = String, Path, description = "The key, percent-encoded (see PUT)."),
         IfNoneMatch,
+        BlockingQuery,
     ),
     responses(
         (status = 200, description = "The value's bytes.", body = inline(RawValue), content_type = "application/octet-stream",
             headers(("ETag" = String, description = "The version, quoted."), ("X-TTL" = u64, description = "Seconds left before the value expires (only on expiring values)."))),
-        (status = 304, description = "Not modified: the client's ETag is current.", headers(("ETag" = String, description = "The version, quoted."))),
-        (status = 400, description = "Malformed key or header.", body = Problem, content_type = "application/problem+json"),
+        (status = 304, description = "Not modified: the client's ETag is current, or a blocking read's `wait` passed with the version unchanged.", headers(("ETag" = String, description = "The version, quoted."))),
+        (status = 400, description = "Malformed key, header, `wait` or `version`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Absent or expired.", body = Problem, content_type = "application/problem+json"),
         (status = 414, description = "Key over `max_key_bytes`.", body = Problem, content_type = "application/problem+json"),
         (status = 500, description = "The stored record failed its checksum (type `corrupted`): it is not served; see docs/operations.md.", body = Problem, content_type = "application/problem+json"),
@@ -129,7 +190,22 @@ pub async fn get_key(
     State(state): State<AppState>,
     Key(key): Key,
     cond: IfNoneMatch,
+    Query(blocking): Query<BlockingQuery>,
 ) -> Result<Response, ApiError> {
+    if let (Some(w), Some(have)) = (&blocking.wait, blocking.version) {
+        let wait = parse_wait(w)?;
+        if !wait_for_change(&state, &key, have, wait).await? {
+            let mut h = HeaderMap::new();
+            if have > 0
+                && let Ok(v) = HeaderValue::from_str(&etag(crate::engine::Version(have)))
+            {
+                h.insert(header::ETAG, v);
+            }
+            return Ok((StatusCode::NOT_MODIFIED, h).into_response());
+        }
+    } else if let Some(w) = &blocking.wait {
+        parse_wait(w)?;
+    }
     let value = state
         .call(CallKind::Read, move |e| e.get(&key))
         .await?
@@ -231,7 +307,8 @@ pub async fn delete_key(
     tag = "kv",
     params(ListQuery),
     responses(
-        (status = 200, description = "One page of keys.", body = ListResponse),
+        (status = 200, description = "One page of keys.", body = ListResponse,
+            headers(("X-Hoardhaven-Version" = u64, description = "The store's version when the page was read: watch `since` it for the changes after (docs/watch.md)."))),
         (status = 400, description = "Malformed parameter.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Starting or stopping.", body = Problem, content_type = "application/problem+json"),
     )
@@ -239,7 +316,7 @@ pub async fn delete_key(
 pub async fn list_keys(
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
-) -> Result<Json<ListResponse>, ApiError> {
+) -> Result<Response, ApiError> {
     let max = state.limits().max_list_limit;
     let prefix = query.prefix.unwrap_or_default();
     let limit = query
@@ -254,20 +331,30 @@ pub async fn list_keys(
         Some(c) => Some(decode_cursor(&c)?),
     };
     let (start, end) = (query.start, query.end);
-    let page = state
+    // The version is read before the listing: every change after it is in a watch `since` it,
+    // so "list, then watch from X-Hoardhaven-Version" has no gap (at worst a repeat).
+    let (version, page) = state
         .call(CallKind::Read, move |e| {
+            let v = e.changes().map(|c| c.current());
             let range = KeyRange {
                 prefix: &prefix,
                 start: start.as_deref(),
                 end: end.as_deref(),
             };
-            e.list_range(&range, start_after.as_deref(), limit)
+            Ok((v, e.list_range(&range, start_after.as_deref(), limit)?))
         })
         .await?;
-    Ok(Json(ListResponse {
+    let mut resp = Json(ListResponse {
         keys: page.keys.iter().map(|k| KeyRef::from_bytes(k)).collect(),
         next_cursor: page.next_start_after.as_deref().map(encode_cursor),
-    }))
+    })
+    .into_response();
+    if let Some(v) = version
+        && let Ok(h) = HeaderValue::from_str(&v.0.to_string())
+    {
+        resp.headers_mut().insert(super::watch::X_VERSION, h);
+    }
+    Ok(resp)
 }
 
 /// `/kv/` with nothing after it: the empty key, which no engine stores.

@@ -113,6 +113,18 @@ fn describe() {
     );
     describe_gauge!(HTTP_IN_FLIGHT, "HTTP requests being served now.");
     describe_gauge!(
+        super::watch::WATCHERS_ACTIVE,
+        "Watchers (GET /watch) connected now."
+    );
+    describe_counter!(
+        super::watch::WATCH_EVENTS,
+        "Change, progress and end events sent to watchers."
+    );
+    describe_counter!(
+        super::watch::WATCH_SLOW_CUT,
+        "Watchers closed because they fell behind the change history kept."
+    );
+    describe_gauge!(
         READY,
         "1 when the store is open and accepts writes, else 0."
     );

@@ -6,7 +6,7 @@
 //! [`error`], limits and engine dispatch in [`state`], the protections' logic in [`auth`] and
 //! [`guard`]; no storage logic anywhere here.
 //!
-//! Layout: [`kv`] single keys and listing, [`bulk`] batch and mget, [`admin`] jobs, stats,
+//! Layout: [`kv`] single keys, listing and blocking reads, [`watch`] the change feed, [`bulk`] batch and mget, [`admin`] jobs, stats,
 //! probes and metrics, [`dto`] JSON answers, [`requests`] JSON request bodies and their
 //! schemas, [`body`] limited bodies, [`extract`] the typed
 //! extractors (key, query structs that also document themselves), [`keys`] byte keys from raw
@@ -31,6 +31,7 @@ pub mod openapi;
 pub mod requests;
 pub mod state;
 pub mod trace;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,8 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
         .routes(routes!(admin::stats))
         .route("/kv/", any(kv::empty_key))
         .layer(shed);
+    // Watches are long-lived: capped by `watch_max_watchers`, not by the in-flight limit.
+    let api = api.routes(routes!(watch::watch));
     let ops = OpenApiRouter::new()
         .routes(routes!(admin::healthz))
         .routes(routes!(admin::readyz))

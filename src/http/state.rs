@@ -66,6 +66,7 @@ struct Inner {
     exec: Exec,
     metrics: Option<PrometheusHandle>,
     openapi_json: OnceLock<Bytes>,
+    watch: super::watch::WatchHub,
 }
 
 /// Shared by every handler; cheap to clone.
@@ -94,6 +95,7 @@ impl AppState {
             exec,
             metrics,
             openapi_json: OnceLock::new(),
+            watch: super::watch::WatchHub::default(),
         }))
     }
 
@@ -111,6 +113,7 @@ impl AppState {
 
     /// Hands over the opened engine: from now on the store is ready.
     pub fn set_engine(&self, engine: Arc<dyn Engine>) {
+        self.0.watch.attach(&*engine);
         let _ = self.0.engine.set(engine);
         super::metrics::record_ready(self.is_ready());
     }
@@ -123,6 +126,7 @@ impl AppState {
     /// Marks the server as stopping: readiness turns 503.
     pub fn set_stopping(&self) {
         self.0.stopping.store(true, Ordering::SeqCst);
+        self.0.watch.stop();
         super::metrics::record_ready(false);
     }
 
@@ -147,6 +151,11 @@ impl AppState {
     /// The Redis protocol listener's address, when it is on.
     pub fn resp_addr(&self) -> Option<std::net::SocketAddr> {
         self.0.resp_addr.get().copied()
+    }
+
+    /// Watchers and blocking reads: options, cap, wake-ups (see [`super::watch`]).
+    pub fn watch(&self) -> &super::watch::WatchHub {
+        &self.0.watch
     }
 
     /// The configured limits.
@@ -186,6 +195,11 @@ impl AppState {
             Ok((value, ticket)) => tracing::Instrument::instrument(ticket, span)
                 .await
                 .map(|()| value),
+            // A refusal may rest on a write not durable yet: answer it once that write is.
+            Err(e @ Error::PreconditionFailed { .. }) => {
+                self.call(CallKind::Write, |e| e.durable_barrier()).await?;
+                Err(e)
+            }
             Err(e) => Err(e),
         };
         self.observe(result)

@@ -52,6 +52,7 @@
 //! ```
 
 pub mod bitcask;
+pub mod changes;
 pub mod dir_lock;
 pub mod durability;
 pub mod error;
@@ -401,6 +402,18 @@ pub trait Engine: Send + Sync + 'static {
     /// [`crate::Error::Poisoned`] after an earlier failed fsync.
     fn put(&self, key: &[u8], value: Bytes, opts: PutOptions) -> Result<Written>;
 
+    /// Makes every write appended so far durable and visible, when writes are held back until
+    /// durable (sync `always`); does nothing otherwise. Call it before answering a refused
+    /// precondition: the refusal may rest on a write that is not durable yet, and a crash
+    /// could still take that write away, leaving the refusal a lie (a 412 for a version that
+    /// never existed). The blocking write methods do this themselves.
+    ///
+    /// # Errors
+    /// I/O failures (the engine is poisoned after a failed fsync).
+    fn durable_barrier(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Removes `key` if `precondition` holds. Returns the version of the removed value, or
     /// `None` when the key was absent (nothing is written then).
     ///
@@ -556,12 +569,30 @@ pub trait Engine: Send + Sync + 'static {
     /// I/O failures listing the directory.
     fn snapshots(&self) -> Result<Vec<SnapshotInfo>>;
 
+    /// The engine's change feed (see [`changes`]): what watchers and blocking reads are
+    /// served from. `None` for an engine that publishes none (then `/watch` is refused).
+    fn changes(&self) -> Option<&changes::ChangeLog> {
+        None
+    }
+
     /// Makes everything durable, stops background threads and releases the directory lock.
     /// Later calls fail with [`crate::Error::Closed`]. Idempotent.
     ///
     /// # Errors
     /// I/O failures of the final sync.
     fn close(&self) -> Result<()>;
+}
+
+/// `result` of a write, after [`Engine::durable_barrier`] when it is a refused precondition
+/// (what the blocking write methods answer with).
+///
+/// # Errors
+/// `result`'s own error, or the barrier's.
+pub fn settled<T>(engine: &dyn Engine, result: Result<T>) -> Result<T> {
+    if let Err(Error::PreconditionFailed { .. }) = &result {
+        engine.durable_barrier()?;
+    }
+    result
 }
 
 /// Validates a key against the engines' hard limits.

@@ -95,13 +95,16 @@ impl Shared {
         }
         // Stable: a key's operations stay in the order made, and the last one decides.
         batch.sort_by(|a, b| a.0.cmp(b.0));
-        let mut last: Vec<(&[u8], u8)> = Vec::with_capacity(batch.len());
         for (i, &(key, op)) in batch.iter().enumerate() {
-            if batch.get(i + 1).is_none_or(|n| n.0 != key) {
-                last.push((key, op));
+            if batch.get(i + 1).is_some_and(|n| n.0 == key) {
+                continue;
+            }
+            if op == OP_INSERT {
+                blocks.insert(key);
+            } else {
+                blocks.remove(key);
             }
         }
-        blocks.apply_sorted(&last);
     }
 }
 
@@ -355,98 +358,6 @@ impl Blocks {
             self.map.insert(fence, right);
         }
         true
-    }
-
-    /// Applies operations sorted by key (one per key) in one pass over the blocks: a cursor
-    /// walks the map forward instead of a search per key, so a batch costs a walk of the
-    /// blocks it touches plus one block edit per key.
-    fn apply_sorted(&mut self, ops: &[(&[u8], u8)]) {
-        // Keys below the first fence move it: the one-at-a-time path handles them.
-        let mut start = 0;
-        while let Some(&(key, op)) = ops.get(start) {
-            let below = self.map.first_key_value().is_none_or(|(f, _)| key < &**f);
-            if !below {
-                break;
-            }
-            if op == OP_INSERT {
-                self.insert(key);
-            } else {
-                self.remove(key);
-            }
-            start += 1;
-        }
-        let ops = &ops[start..];
-        let Some(&(first, _)) = ops.first() else {
-            return;
-        };
-        let Some(first_fence) = self
-            .map
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(first)))
-            .next_back()
-            .map(|(f, _)| f.clone())
-        else {
-            return;
-        };
-        let mut added: Vec<(Box<[u8]>, Vec<u8>)> = Vec::new();
-        let mut emptied: Vec<Box<[u8]>> = Vec::new();
-        let mut delta: isize = 0;
-        let mut i = 0;
-        let mut blocks = self
-            .map
-            .range_mut::<[u8], _>((Bound::Included(&*first_fence), Bound::Unbounded))
-            .peekable();
-        while i < ops.len() {
-            let Some((fence, data)) = blocks.next() else {
-                break;
-            };
-            let upper: Option<&[u8]> = blocks.peek().map(|(f, _)| &***f);
-            let mut touched = false;
-            while let Some(&(key, op)) = ops.get(i) {
-                if upper.is_some_and(|u| key >= u) {
-                    break;
-                }
-                touched = true;
-                if op == OP_INSERT {
-                    if block_insert(data, key).is_some() {
-                        delta += 1;
-                    }
-                } else if block_remove(data, key) {
-                    delta -= 1;
-                }
-                i += 1;
-            }
-            if !touched {
-                continue;
-            }
-            if data.is_empty() {
-                emptied.push(fence.clone());
-            }
-            // Split what grew past a block: halves for a block just over, chunks of 3/4 of a
-            // block for one that grew a lot (a sorted run appended at once).
-            let at = |len: usize| (len / 2).min(BLOCK_MAX * 3 / 4);
-            let mut rest = if data.len() > BLOCK_MAX {
-                block_split(data, at(data.len()))
-            } else {
-                None
-            };
-            while let Some(mut t) = rest.take() {
-                if t.1.len() > BLOCK_MAX {
-                    let cut = at(t.1.len());
-                    if let Some(r) = block_split(&mut t.1, cut) {
-                        rest = Some(r);
-                    }
-                }
-                added.push(t);
-            }
-        }
-        drop(blocks);
-        self.len = self.len.saturating_add_signed(delta);
-        for f in emptied {
-            self.map.remove(&f);
-        }
-        for (f, d) in added {
-            self.map.insert(f, d);
-        }
     }
 
     fn remove(&mut self, key: &[u8]) -> bool {

@@ -105,6 +105,18 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Sends `req` and streams a success answer's body to `chunk` (see [`Wire::stream`]).
+    ///
+    /// # Errors
+    /// When the server cannot be reached or the stream breaks.
+    pub fn stream(&self, req: Request, chunk: impl FnMut(&[u8]) -> bool) -> Result<Response, Exit> {
+        self.wire
+            .stream(req, chunk)
+            .map_err(|e| Exit::new(exit::UNREACHABLE, format!("{}: {e}", self.wire.base().url)))
+    }
+}
+
 /// Turns a non-success response into an [`Exit`] with the status's code and the problem
 /// document's detail (RFC 9457) when the server sent one.
 pub fn failure(resp: Response) -> Exit {

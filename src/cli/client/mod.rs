@@ -1,4 +1,5 @@
-//! Client subcommands: `get`, `put`, `del`, `list`, `batch`, `merge`, `snapshot`, `stats`.
+//! Client subcommands: `get`, `put`, `del`, `list`, `batch`, `merge`, `snapshot`, `stats`,
+//! `watch`.
 //!
 //! Owns their flags and what they print; the HTTP plumbing (URLs, token, error mapping) is in
 //! [`conn`]. Output is raw by default (a value's bytes, one key per line, `name: value` lines)
@@ -50,6 +51,27 @@ pub enum ClientCommand {
     Stats(StatsArgs),
     /// Cluster membership: status, init, add, promote, remove (docs/cluster.md)
     Cluster(cluster::ClusterArgs),
+    /// Follow changes under a prefix, one line per change: `VERSION EVENT KEY [VALUE]`
+    Watch(WatchArgs),
+}
+
+/// Flags of `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Only keys starting with these bytes (default: every key)
+    #[arg(default_value = "")]
+    prefix: OsString,
+    /// Start after this version (exclusive); default: from now on
+    #[arg(long)]
+    since: Option<u64>,
+    /// Print values too (text, or `base64:...` when not UTF-8)
+    #[arg(long)]
+    values: bool,
+    /// Also print progress events (`VERSION progress`)
+    #[arg(long)]
+    progress: bool,
 }
 
 /// Flags of `get`.
@@ -160,6 +182,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Snapshot(a) => job(&a, "snapshot"),
         ClientCommand::Stats(a) => stats(&a),
         ClientCommand::Cluster(a) => cluster::run(&a),
+        ClientCommand::Watch(a) => watch(&a),
     }
     .map_err(anyhow::Error::new)
 }
@@ -354,6 +377,98 @@ fn list(a: &ListArgs) -> Result<(), Exit> {
         return out_json(&json!({ "keys": all }));
     }
     Ok(())
+}
+
+/// `watch`: `GET /watch` as Server-Sent Events, printed one line per event (JSON lines with
+/// `--json`). Ends with status 0 when the server ends the stream cleanly (shutdown), 5 after
+/// an `error` event (slow consumer, history gone: the message says where to resume).
+fn watch(a: &WatchArgs) -> Result<(), Exit> {
+    let c = Conn::new(&a.conn, true)?;
+    let mut url = c.url(&format!(
+        "/watch?prefix={}&values={}",
+        encode_key(bytes_of(&a.prefix)),
+        a.values
+    ));
+    if let Some(v) = a.since {
+        url.push_str(&format!("&since={v}"));
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    let mut failed: Option<Exit> = None;
+    let mut printed: Result<(), Exit> = Ok(());
+    let json = a.conn.json;
+    let resp = c.stream(c.request(Method::GET, &url), |chunk| {
+        pending.extend_from_slice(chunk);
+        while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+            let block: Vec<u8> = pending.drain(..end + 2).collect();
+            let (event, data) = sse_fields(&block);
+            let Some(data) = data else { continue };
+            if event == "error" {
+                let detail = data["detail"]
+                    .as_str()
+                    .unwrap_or("the server ended the watch");
+                failed = Some(Exit::new(exit::SERVER, detail.to_owned()));
+                return false;
+            }
+            if event == "progress" && !a.progress {
+                continue;
+            }
+            printed = if json {
+                let mut doc = data.clone();
+                if let Some(o) = doc.as_object_mut() {
+                    o.insert("event".into(), Json::from(event.clone()));
+                }
+                let mut line = serde_json::to_vec(&doc).unwrap_or_default();
+                line.push(b'\n');
+                out(&line)
+            } else {
+                out(&watch_line(&event, &data))
+            };
+            if printed.is_err() {
+                return false;
+            }
+        }
+        true
+    })?;
+    if !resp.status().is_success() {
+        return Err(failure(resp));
+    }
+    printed?;
+    failed.map_or(Ok(()), Err)
+}
+
+/// The `event:` name and the JSON `data:` of one SSE block.
+fn sse_fields(block: &[u8]) -> (String, Option<Json>) {
+    let text = String::from_utf8_lossy(block);
+    let mut event = "message".to_owned();
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("event:") {
+            event = v.trim().to_owned();
+        } else if let Some(v) = line.strip_prefix("data:") {
+            data.push_str(v.trim_start());
+        }
+    }
+    (event, serde_json::from_str(&data).ok())
+}
+
+/// `VERSION EVENT KEY [VALUE]` (a non-UTF-8 key or value as `base64:...`).
+fn watch_line(event: &str, d: &Json) -> Vec<u8> {
+    let version = d["version"].as_u64().unwrap_or(0);
+    let mut line = format!("{version} {event}");
+    if let Some(k) = d["key"].as_str() {
+        line.push_str(&format!(" {k}"));
+    } else if let Some(k) = d["key_base64"].as_str() {
+        line.push_str(&format!(" base64:{k}"));
+    }
+    if let Some(v) = d["value"].as_str() {
+        line.push_str(&format!(" {v}"));
+    } else if let Some(v) = d["value_base64"].as_str() {
+        line.push_str(&format!(" base64:{v}"));
+    } else if d["value_omitted"].as_bool() == Some(true) {
+        line.push_str(" (value omitted)");
+    }
+    line.push('\n');
+    line.into_bytes()
 }
 
 /// The bytes of a `{"key": ..}` / `{"key_base64": ..}` object.

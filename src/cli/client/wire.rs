@@ -269,7 +269,53 @@ impl Wire {
         })
     }
 
-    async fn exchange(&self, req: Request) -> Result<Response, WireError> {
+    /// Sends `req` and, when the answer is a success, hands its body to `chunk` piece by
+    /// piece as it arrives (no timeout: a stream such as `GET /watch` lasts as long as the
+    /// server keeps it open) until the server ends it or `chunk` returns false. A failure
+    /// answer is read whole and returned as the [`Response`].
+    ///
+    /// # Errors
+    /// See [`WireError`].
+    pub fn stream(
+        &self,
+        req: Request,
+        mut chunk: impl FnMut(&[u8]) -> bool,
+    ) -> Result<Response, WireError> {
+        self.rt.block_on(async {
+            let (parts, mut body) = self.open(req).await?;
+            if !parts.status.is_success() {
+                let body = body
+                    .collect()
+                    .await
+                    .map_err(|e| self.classify(&e))?
+                    .to_bytes();
+                return Ok(Response {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                });
+            }
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| self.classify(&e))?;
+                if let Some(data) = frame.data_ref()
+                    && !chunk(data)
+                {
+                    break;
+                }
+            }
+            Ok(Response {
+                status: parts.status,
+                headers: parts.headers,
+                body: Bytes::new(),
+            })
+        })
+    }
+
+    /// Sends `req` and returns the answer's head and its body, unread.
+    async fn open(
+        &self,
+        req: Request,
+    ) -> Result<(hyper::http::response::Parts, hyper::body::Incoming), WireError> {
         if let Some(bad) = req.bad {
             return Err(WireError::Build(bad));
         }
@@ -304,12 +350,17 @@ impl Wire {
             .await
             .map_err(|e| self.classify(&e))?;
         let (parts, body) = resp.into_parts();
+        *self.idle.borrow_mut() = Some(sender);
+        Ok((parts, body))
+    }
+
+    async fn exchange(&self, req: Request) -> Result<Response, WireError> {
+        let (parts, body) = self.open(req).await?;
         let body = body
             .collect()
             .await
             .map_err(|e| self.classify(&e))?
             .to_bytes();
-        *self.idle.borrow_mut() = Some(sender);
         Ok(Response {
             status: parts.status,
             headers: parts.headers,

@@ -262,6 +262,8 @@ fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
             if !live {
                 report.records_dropped += 1;
                 if item.header.kind == Kind::Put && loc.expired_at(now) {
+                    // Swept: watchers hear of it (a tombstone, if the store takes writes).
+                    inner.expire_found(item.key, loc);
                     // Collect the expired entry if it is still the current one.
                     let (old, changed) = inner
                         .keydir

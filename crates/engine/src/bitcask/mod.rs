@@ -11,6 +11,7 @@
 //! - [`merge`]: compaction of sealed files, and its policy.
 //! - [`snapshot`]: point-in-time copies that are themselves data directories.
 //! - [`ops`]: the read and write paths behind the [`Engine`] trait.
+//! - `history`: the change history watchers read from the data files.
 //!
 //! Concurrency: one writer mutex orders appends; the keydir has its own sharded locks; the
 //! file table is behind an `RwLock` that readers hold only to clone an `Arc<DataFile>`.
@@ -18,6 +19,7 @@
 
 pub mod data_file;
 pub mod hint;
+mod history;
 pub mod keydir;
 mod merge;
 mod mmap;
@@ -40,10 +42,11 @@ use parking_lot::{Mutex, RwLock};
 pub use data_file::ReadMode;
 pub use merge::MergePolicy;
 
+use crate::changes::ChangeLog;
 use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
 use crate::jobs::{JobLock, job_lock};
-use crate::{JobStatus, SyncPolicy};
+use crate::{JobStatus, SyncPolicy, Version};
 use data_file::{DataFile, FileId};
 use keydir::Keydir;
 use writer::Writer;
@@ -142,6 +145,8 @@ pub(crate) struct Inner {
     /// Hint writers started on rotation; joined on close.
     hint_threads: Mutex<Vec<JoinHandle<()>>>,
     lock: Mutex<Option<DirLock>>,
+    /// The change feed: published under the writer mutex where a write becomes visible.
+    changes: ChangeLog,
 }
 
 impl std::fmt::Debug for Inner {
@@ -335,6 +340,9 @@ impl Bitcask {
         let inner = Self::inner(
             dir, sync, opts, lock, rec, files, active_no, active, len, next_no,
         );
+        inner
+            .changes
+            .set_history(Box::new(history::DiskHistory::new(Arc::downgrade(&inner))));
         let mut background = Background::default();
         if sync == SyncPolicy::Always {
             background.committer = Some(inner.commit.spawn_committer("hoardhaven-commit")?);
@@ -393,6 +401,7 @@ impl Bitcask {
             retire: Mutex::new(()),
             hint_threads: Mutex::new(Vec::new()),
             lock: Mutex::new(lock),
+            changes: ChangeLog::new(Version(rec.next_seq.saturating_sub(1))),
         });
         let flusher: Arc<dyn Flusher> = inner.clone();
         inner.commit.set_flusher(Arc::downgrade(&flusher));

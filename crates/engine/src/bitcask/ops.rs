@@ -15,6 +15,7 @@ use super::keydir::Loc;
 use super::record::{self, HEADER_LEN, Kind};
 use super::writer::{BatchRecord, Writer};
 use super::{Bitcask, Inner, MAX_VALUE_LEN, merge, snapshot};
+use crate::changes::{Change, ChangeKind, ChangeLog};
 use crate::error::{Error, Result};
 use crate::jobs;
 use crate::{
@@ -117,6 +118,9 @@ impl Inner {
             // The clock is read only for keys that expire (it was 6-15 % of a GET's
             // instructions under callgrind).
             if loc.expiry_s != 0 && loc.expired_at(UnixMillis::now().0) {
+                if w.is_none() {
+                    self.expire_found(key, loc);
+                }
                 return Ok(None);
             }
             if let Some((h, raw)) = self.read_record(key, loc, w)? {
@@ -128,6 +132,34 @@ impl Inner {
             "reading a key moved by a merge",
             std::io::Error::other("the record kept moving"),
         ))
+    }
+
+    /// A key found expired on read: writes a tombstone for it and publishes an `expire`
+    /// change, once (only if the keydir still points at `loc`). Best effort: a store that
+    /// refuses writes (read-only, poisoned, disk full) keeps hiding the key without it. The
+    /// tombstone is not waited on: if a crash loses it, the key is still expired.
+    pub(super) fn expire_found(&self, key: &[u8], loc: Loc) {
+        if self.writable().is_err() {
+            return;
+        }
+        let mut w = self.writer.lock();
+        // Not when the keydir moved on, nor when a newer write to the key is staged (not yet
+        // visible): the tombstone would land after it and remove it.
+        if self.keydir.get(key) != Some(loc) || w.staged(key).is_some() {
+            return;
+        }
+        let seq = match w.append(self, Kind::Tombstone, key, &[], None, UnixMillis::now()) {
+            Ok((seq, _)) => seq,
+            Err(e) => {
+                tracing::warn!(error = %e, "writing the tombstone of an expired key failed");
+                return;
+            }
+        };
+        w.stage(self, key, seq, None);
+        w.feed(
+            self,
+            vec![Change::removal(Version(seq), ChangeKind::Expire, key)],
+        );
     }
 
     /// The current version of `key` as far as `pre` needs it, under the writer mutex. The
@@ -228,8 +260,16 @@ impl Engine for Bitcask {
         Ok(self.get(key)?.map(|v| v.meta))
     }
 
+    fn durable_barrier(&self) -> Result<()> {
+        if self.inner.sync == SyncPolicy::Always {
+            self.sync()
+        } else {
+            Ok(())
+        }
+    }
+
     fn put(&self, key: &[u8], value: Bytes, opts: PutOptions) -> Result<Written> {
-        let (written, ticket) = self.put_deferred(key, value, opts)?;
+        let (written, ticket) = crate::settled(self, self.put_deferred(key, value, opts))?;
         ticket.wait()?;
         Ok(written)
     }
@@ -256,6 +296,7 @@ impl Engine for Bitcask {
             };
             let (seq, loc) = w.append(inner, Kind::Put, key, &value, expires_at, now)?;
             w.stage(inner, key, seq, Some(loc));
+            w.feed(inner, vec![Change::put(Version(seq), key, &value)]);
             (seq, !existed)
         };
         let written = Written {
@@ -266,7 +307,7 @@ impl Engine for Bitcask {
     }
 
     fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>> {
-        let (removed, ticket) = self.delete_deferred(key, precondition)?;
+        let (removed, ticket) = crate::settled(self, self.delete_deferred(key, precondition))?;
         ticket.wait()?;
         Ok(removed)
     }
@@ -298,6 +339,10 @@ impl Engine for Bitcask {
             };
             let (seq, _) = w.append(inner, Kind::Tombstone, key, &[], None, UnixMillis::now())?;
             w.stage(inner, key, seq, None);
+            w.feed(
+                inner,
+                vec![Change::removal(Version(seq), ChangeKind::Delete, key)],
+            );
             (seq, removed)
         };
         Ok((Some(removed), inner.ticket(seq)))
@@ -308,7 +353,8 @@ impl Engine for Bitcask {
         checks: &[(Vec<u8>, Precondition)],
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchResult>> {
-        let (results, ticket) = self.apply_batch_checked_deferred(checks, ops)?;
+        let (results, ticket) =
+            crate::settled(self, self.apply_batch_checked_deferred(checks, ops))?;
         ticket.wait()?;
         Ok(results)
     }
@@ -385,6 +431,22 @@ impl Engine for Bitcask {
                     existed_before: existed,
                 });
             }
+            if let Some(first) = results.first().map(|r| r.version) {
+                let feed = ops
+                    .iter()
+                    .zip(&results)
+                    .map(|(op, r)| {
+                        match op {
+                            BatchOp::Put { value, .. } => Change::put(r.version, op.key(), value),
+                            BatchOp::Delete { .. } => {
+                                Change::removal(r.version, ChangeKind::Delete, op.key())
+                            }
+                        }
+                        .in_batch(first)
+                    })
+                    .collect();
+                w.feed(inner, feed);
+            }
             (w.last_seq(), results)
         };
         Ok((results, inner.ticket(last_seq)))
@@ -395,7 +457,7 @@ impl Engine for Bitcask {
         inner.writable()?;
         let mut w = inner.writer.lock();
         // The next record's sequence number (its version) is `next_seq`.
-        w.raise_next_seq(floor.0.saturating_add(1));
+        w.raise_next_seq(inner, floor.0.saturating_add(1));
         Ok(())
     }
 
@@ -501,6 +563,10 @@ impl Engine for Bitcask {
 
     fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         snapshot::list(&self.inner.dir)
+    }
+
+    fn changes(&self) -> Option<&ChangeLog> {
+        Some(&self.inner.changes)
     }
 
     fn close(&self) -> Result<()> {

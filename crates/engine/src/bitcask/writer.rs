@@ -130,8 +130,13 @@ impl Writer {
     /// Raises the sequence number the next record gets to at least `next` (never lowers it).
     /// No record is written: the gap is a range of versions no record holds (cluster replicas
     /// use it so versions follow the Raft log).
-    pub fn raise_next_seq(&mut self, next: u64) {
-        self.next_seq = self.next_seq.max(next);
+    pub fn raise_next_seq(&mut self, inner: &Inner, next: u64) {
+        if next > self.next_seq {
+            inner
+                .changes
+                .skip(crate::Version(self.next_seq), crate::Version(next - 1));
+            self.next_seq = next;
+        }
     }
 
     /// Logical length of the active file (file plus buffer).
@@ -291,6 +296,16 @@ impl Writer {
         }
     }
 
+    /// Hands the change feed (watch) the changes of the write just staged: published now
+    /// when writes are visible at once, held until [`Writer::publish_durable`] otherwise.
+    pub fn feed(&self, inner: &Inner, batch: Vec<crate::changes::Change>) {
+        if self.hold_until_durable {
+            inner.changes.stage(batch);
+        } else {
+            inner.changes.publish(batch);
+        }
+    }
+
     /// The newest change to `key` not yet visible to readers, if any.
     pub fn staged(&self, key: &[u8]) -> Option<Change> {
         self.staged.get(key).map(|(_, c)| *c)
@@ -308,6 +323,8 @@ impl Writer {
                 self.staged.remove(&key);
             }
         }
+        // Watchers hear of these writes once readers can see them.
+        inner.changes.release_upto(crate::Version(upto));
     }
 
     /// Writes the buffer to the file.

@@ -12,9 +12,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::Inner;
+use super::aof::LogOp;
 use super::checkpoint::{self, Kind};
+use crate::changes::{Change, ChangeKind};
 use crate::error::{Error, Result};
-use crate::{SyncPolicy, UnixMillis};
+use crate::{SyncPolicy, UnixMillis, Version};
 
 /// Starts the engine's threads.
 pub(crate) fn spawn(inner: &Arc<Inner>) -> Result<Vec<JoinHandle<()>>> {
@@ -67,6 +69,8 @@ fn maintenance(inner: &Inner) {
 }
 
 /// Active expiry: removes expired keys shard by shard (lazy expiry on read already hides them).
+/// Each swept key is logged as a delete (not waited for) and published as an `expire` change
+/// with a version of its own, as a write would be.
 fn sweep(inner: &Inner) {
     let now = UnixMillis::now().0;
     let t = &inner.table;
@@ -74,8 +78,38 @@ fn sweep(inner: &Inner) {
         if s.read().count_expired(now) == 0 {
             continue;
         }
+        let _cut = inner.cut.read();
+        let writable = inner.check_writable().is_ok();
         let mut g = s.write();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        if writable {
+            g.for_each(|e| {
+                if e.expired(now) {
+                    keys.push(e.key.to_vec());
+                }
+            });
+        }
         Arc::make_mut(&mut g).sweep_expired(t.hasher(), now);
+        if keys.is_empty() {
+            continue;
+        }
+        let first = inner.next_versions(keys.len() as u64);
+        let ops: Vec<LogOp<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| LogOp::Delete {
+                version: first + i as u64,
+                key,
+            })
+            .collect();
+        // Not staged: the keys are already gone from the table (expired), so nothing waits.
+        let _ = inner.log_append(&ops, None);
+        inner.changes.publish(
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| Change::removal(Version(first + i as u64), ChangeKind::Expire, k))
+                .collect(),
+        );
     }
 }
 

@@ -8,7 +8,8 @@
 //! - `snapshot`: snapshot files; `manifest`: which snapshot is the base, which logs follow;
 //! - `recovery`: start-up; `checkpoint`: snapshots and log rewrites;
 //! - `background`: the flusher, expiry sweeper and save-point threads;
-//! - `codec`: checked byte parsing shared by the formats.
+//! - `codec`: checked byte parsing shared by the formats;
+//! - `history`: the change history watchers read from the logs.
 //!
 //! File formats: `docs/format.md`, section "Memory engine", and the module docs.
 //!
@@ -29,6 +30,7 @@ mod aof;
 mod background;
 mod checkpoint;
 mod codec;
+mod history;
 mod manifest;
 mod recovery;
 mod snapshot;
@@ -50,6 +52,7 @@ use self::aof::{LogOp, LogWriter, MAX_RECORD, create_log, log_name};
 use self::checkpoint::Kind;
 use self::manifest::Manifest;
 use self::table::Table;
+use crate::changes::{Change, ChangeKind, ChangeLog};
 use crate::dir_lock::DirLock;
 use crate::durability::{Flusher, GroupCommit, Poison};
 use crate::error::{Error, Result};
@@ -199,6 +202,9 @@ pub(crate) struct Inner {
     snapshot_bytes_written: AtomicU64,
     corrupt_records: AtomicU64,
     poison: Arc<Poison>,
+    /// The change feed: a write is published to it where it becomes visible to readers
+    /// (held back with the write until durable under sync=always).
+    changes: ChangeLog,
 }
 
 /// What a staged write does to a key.
@@ -300,6 +306,11 @@ impl MemoryEngine {
             Some(c) if sync == SyncPolicy::Always => Some(c.spawn_committer("hoardhaven-commit")?),
             _ => None,
         };
+        if inner.log.is_some() {
+            inner
+                .changes
+                .set_history(Box::new(history::LogHistory::new(Arc::downgrade(&inner))));
+        }
         let threads = background::spawn(&inner)?;
         Ok(MemoryEngine {
             inner,
@@ -356,6 +367,7 @@ impl Inner {
         poison: Arc<Poison>,
     ) -> Arc<Inner> {
         let floor = UnixMillis::now().0.saturating_mul(1000);
+        let first = rec.last_version.max(floor);
         let commit = log.as_ref().map(|_| GroupCommit::new(0, poison.clone()));
         let hold_until_durable = log.is_some() && sync == SyncPolicy::Always;
         let shards = rec.table.shards().len();
@@ -363,7 +375,7 @@ impl Inner {
             dir: dir.to_path_buf(),
             sync,
             opts: opts.clone(),
-            seq: AtomicU64::new(rec.last_version.max(floor)),
+            seq: AtomicU64::new(first),
             log,
             commit,
             staged: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
@@ -392,6 +404,8 @@ impl Inner {
             snapshot_bytes_written: AtomicU64::new(0),
             corrupt_records: AtomicU64::new(rec.torn_tails),
             poison,
+            // Versions between the last recovered one and `first` are never handed out.
+            changes: ChangeLog::starting(Version(rec.last_version), Version(first)),
         });
         if let Some(c) = &inner.commit {
             let flusher: Arc<dyn Flusher> = inner.clone();
@@ -516,6 +530,7 @@ impl Inner {
     /// Publishes one durable log record's staged changes, in order.
     fn publish_durable(&self, staged: Staged) {
         let t = &self.table;
+        let first = staged.ops.first().map(|op| Version(op.3));
         for (si, h, key, version, op) in staged.ops {
             let mut g = t.shards()[si].write();
             self.publish_visible(Arc::make_mut(&mut g), h, &key, version, &op);
@@ -523,6 +538,10 @@ impl Inner {
             if st.get(&key).is_some_and(|e| e.version == version) {
                 st.remove(&key);
             }
+        }
+        // Watchers hear of the record's changes once readers can see them.
+        if let Some(first) = first {
+            self.changes.release(first);
         }
     }
 
@@ -600,8 +619,16 @@ impl Engine for MemoryEngine {
         Ok(g.get(h, key, UnixMillis::now().0).map(|e| meta_of(&e)))
     }
 
+    fn durable_barrier(&self) -> Result<()> {
+        if self.inner.hold_until_durable {
+            self.inner.sync_log()
+        } else {
+            Ok(())
+        }
+    }
+
     fn put(&self, key: &[u8], value: Bytes, opts: PutOptions) -> Result<Written> {
-        let (written, ticket) = self.put_deferred(key, value, opts)?;
+        let (written, ticket) = crate::settled(self, self.put_deferred(key, value, opts))?;
         ticket.wait()?;
         Ok(written)
     }
@@ -641,6 +668,9 @@ impl Engine for MemoryEngine {
                     expires_at,
                 };
                 inner.stage(si, &key, version, &op);
+                inner
+                    .changes
+                    .stage(vec![Change::put(Version(version), &key, &value)]);
                 let staged = Staged {
                     ops: vec![(si, h, key, version, op)],
                 };
@@ -651,6 +681,9 @@ impl Engine for MemoryEngine {
                     expires_at,
                 };
                 inner.publish_visible(Arc::make_mut(&mut g), h, key, version, &op);
+                inner
+                    .changes
+                    .publish(vec![Change::put(Version(version), key, &value)]);
                 inner.log_append(&[log_op], None)
             };
             let written = Written {
@@ -663,7 +696,7 @@ impl Engine for MemoryEngine {
     }
 
     fn delete(&self, key: &[u8], precondition: Precondition) -> Result<Option<Version>> {
-        let (old, ticket) = self.delete_deferred(key, precondition)?;
+        let (old, ticket) = crate::settled(self, self.delete_deferred(key, precondition))?;
         ticket.wait()?;
         Ok(old)
     }
@@ -693,12 +726,22 @@ impl Engine for MemoryEngine {
             let pending = if inner.hold_until_durable {
                 let key = Bytes::copy_from_slice(key);
                 inner.stage(si, &key, version, &StagedOp::Delete);
+                inner.changes.stage(vec![Change::removal(
+                    Version(version),
+                    ChangeKind::Delete,
+                    &key,
+                )]);
                 let staged = Staged {
                     ops: vec![(si, h, key, version, StagedOp::Delete)],
                 };
                 inner.log_append(&[log_op], Some(staged))
             } else {
                 inner.publish_visible(Arc::make_mut(&mut g), h, key, version, &StagedOp::Delete);
+                inner.changes.publish(vec![Change::removal(
+                    Version(version),
+                    ChangeKind::Delete,
+                    key,
+                )]);
                 inner.log_append(&[log_op], None)
             };
             (old, pending)
@@ -711,7 +754,8 @@ impl Engine for MemoryEngine {
         checks: &[(Vec<u8>, Precondition)],
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchResult>> {
-        let (results, ticket) = self.apply_batch_checked_deferred(checks, ops)?;
+        let (results, ticket) =
+            crate::settled(self, self.apply_batch_checked_deferred(checks, ops))?;
         ticket.wait()?;
         Ok(results)
     }
@@ -835,7 +879,24 @@ impl Engine for MemoryEngine {
                     existed_before: existed,
                 });
             }
+            let feed: Vec<Change> = ops
+                .iter()
+                .enumerate()
+                .map(|(i, op)| {
+                    let v = Version(first + i as u64);
+                    match op {
+                        BatchOp::Put { key, value, .. } => Change::put(v, key, value),
+                        BatchOp::Delete { key } => Change::removal(v, ChangeKind::Delete, key),
+                    }
+                    .in_batch(Version(first))
+                })
+                .collect();
             let staged = inner.hold_until_durable.then_some(Staged { ops: staged });
+            if staged.is_some() {
+                inner.changes.stage(feed);
+            } else {
+                inner.changes.publish(feed);
+            }
             (results, inner.log_append(&log_ops, staged))
         };
         Ok((results, inner.log_commit(pending)?))
@@ -845,7 +906,9 @@ impl Engine for MemoryEngine {
         let inner = &*self.inner;
         inner.check_open()?;
         // `next_versions` hands out `seq + 1` onwards.
-        inner.seq.fetch_max(floor.0, Ordering::SeqCst);
+        let before = inner.seq.fetch_max(floor.0, Ordering::SeqCst);
+        // Versions nobody drew: the change feed must not wait for them.
+        inner.changes.skip(Version(before.saturating_add(1)), floor);
         Ok(())
     }
 
@@ -915,6 +978,10 @@ impl Engine for MemoryEngine {
     fn snapshots(&self) -> Result<Vec<SnapshotInfo>> {
         self.inner.check_open()?;
         checkpoint::list_snapshots(&self.inner.dir)
+    }
+
+    fn changes(&self) -> Option<&ChangeLog> {
+        Some(&self.inner.changes)
     }
 
     fn close(&self) -> Result<()> {
