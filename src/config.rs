@@ -129,6 +129,144 @@ pub struct Settings {
     /// Watch settings (`[watch]`).
     #[command(flatten, next_help_heading = "Watch (docs/watch.md)")]
     pub watch: WatchSettings,
+    /// Cluster settings (top-level keys; docs/cluster.md).
+    #[command(flatten, next_help_heading = "Cluster (docs/cluster.md)")]
+    pub cluster: ClusterSettings,
+}
+
+/// Settings of a clustered node. Top-level keys (no section): grouped here only for `--help`.
+/// With no `node_id` the server is a single node, exactly as without clustering.
+#[derive(Clone, Debug, Args)]
+pub struct ClusterSettings {
+    /// This node's id in a Raft cluster (unique, never reused); unset = single node
+    #[arg(long, env = "HOARDHAVEN_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Address of the peer listener serving /raft/* to other nodes (required with --node-id)
+    #[arg(long, env = "HOARDHAVEN_PEER_LISTEN")]
+    pub peer_listen: Option<String>,
+    /// URL other nodes reach this node's peer listener at; default http://<peer-listen>
+    #[arg(long, env = "HOARDHAVEN_PEER_URL")]
+    pub peer_url: Option<String>,
+    /// URL clients reach this node's API at (sent in X-Hoardhaven-Leader); default http(s)://<listen>
+    #[arg(long, env = "HOARDHAVEN_API_URL")]
+    pub api_url: Option<String>,
+    /// Make this node a one-voter cluster on first start (ignored once initialized)
+    #[arg(long, env = "HOARDHAVEN_CLUSTER_INIT", action = ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true", default_value_t = false)]
+    pub cluster_init: bool,
+    /// Join the cluster through this member's peer URL on first start
+    #[arg(long, env = "HOARDHAVEN_JOIN")]
+    pub join: Option<String>,
+    /// Secret every /raft/* call must carry (required when tokens are configured)
+    #[arg(long, env = "HOARDHAVEN_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Milliseconds a write or linearizable read waits for a quorum before 503
+    #[arg(long, env = "HOARDHAVEN_CLUSTER_TIMEOUT_MS", default_value_t = 5000)]
+    pub cluster_timeout_ms: u64,
+    /// Raft heartbeat in milliseconds (elections time out after 6-12 heartbeats)
+    #[arg(long, env = "HOARDHAVEN_RAFT_HEARTBEAT_MS", default_value_t = 250)]
+    pub raft_heartbeat_ms: u64,
+    /// Log entries applied since the last Raft snapshot that trigger the next one
+    #[arg(long, env = "HOARDHAVEN_RAFT_SNAPSHOT_EVERY", default_value_t = 100000)]
+    pub raft_snapshot_every: u64,
+}
+
+/// The validated cluster settings.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Node id.
+    pub node_id: u64,
+    /// Peer listener.
+    pub peer_listen: SocketAddr,
+    /// Peer URL.
+    pub peer_url: String,
+    /// API URL; `None` = `http(s)://` and the bound listen address.
+    pub api_url: Option<String>,
+    /// Initialize.
+    pub init: bool,
+    /// Join through.
+    pub join: Option<String>,
+    /// Secret.
+    pub secret: Option<String>,
+    /// Quorum timeout.
+    pub timeout: Duration,
+    /// Heartbeat.
+    pub heartbeat: Duration,
+    /// Snapshot trigger.
+    pub snapshot_every: u64,
+}
+
+impl ClusterSettings {
+    fn validate(
+        &self,
+        listen: SocketAddr,
+        security: &SecurityConfig,
+    ) -> Result<Option<ClusterConfig>, SettingError> {
+        let Some(node_id) = self.node_id else {
+            for (set, name) in [
+                (self.peer_listen.is_some(), "peer_listen"),
+                (self.cluster_init, "cluster_init"),
+                (self.join.is_some(), "join"),
+            ] {
+                if set {
+                    return Err(bad(
+                        name,
+                        "needs node_id (a cluster node); unset it for a single node",
+                    ));
+                }
+            }
+            return Ok(None);
+        };
+        let peer = self
+            .peer_listen
+            .as_deref()
+            .ok_or_else(|| bad("peer_listen", "required with node_id"))?;
+        let peer_listen = resolve(peer).map_err(|r| bad("peer_listen", r))?;
+        if peer_listen == listen {
+            return Err(bad("peer_listen", "must differ from listen"));
+        }
+        if self.cluster_init && self.join.is_some() {
+            return Err(bad("join", "give either cluster_init or join, not both"));
+        }
+        let secret = self.cluster_secret.clone().filter(|s| !s.is_empty());
+        if security.auth.enabled() && secret.is_none() {
+            return Err(bad(
+                "cluster_secret",
+                "required when tokens are configured (peers must prove they belong)",
+            ));
+        }
+        if !security.auth.enabled()
+            && secret.is_none()
+            && !peer_listen.ip().to_canonical().is_loopback()
+            && !security.allow_unauthenticated_remote
+        {
+            return Err(bad(
+                "cluster_secret",
+                "required when peer_listen is not a loopback address (or allow_unauthenticated_remote)",
+            ));
+        }
+        if self.raft_heartbeat_ms == 0 || self.raft_heartbeat_ms > 10_000 {
+            return Err(bad("raft_heartbeat_ms", "must be between 1 and 10000"));
+        }
+        if self.cluster_timeout_ms < 100 {
+            return Err(bad("cluster_timeout_ms", "must be at least 100"));
+        }
+        Ok(Some(ClusterConfig {
+            node_id,
+            peer_listen,
+            peer_url: self
+                .peer_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{peer_listen}")),
+            api_url: self.api_url.clone().filter(|u| !u.is_empty()),
+            init: self.cluster_init,
+            join: self.join.clone().filter(|j| !j.is_empty()),
+            secret,
+            timeout: Duration::from_millis(self.cluster_timeout_ms),
+            heartbeat: Duration::from_millis(self.raft_heartbeat_ms),
+            snapshot_every: self.raft_snapshot_every.max(1),
+        }))
+    }
 }
 
 /// Settings of `GET /watch` and blocking reads (`[watch]`, `HOARDHAVEN_WATCH__*`).
@@ -704,6 +842,8 @@ pub struct ServeConfig {
     pub http2: Option<Http2Limits>,
     /// Trace export; `None` = off.
     pub otel: Option<OtelConfig>,
+    /// Cluster settings; `None` = a single node.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// A setting that failed validation; the message names it.
@@ -816,7 +956,9 @@ impl Settings {
         if let Some(r) = resp_listen {
             protected_mode(&security, r, "resp_listen")?;
         }
+        let cluster = self.cluster.validate(listen, &security)?;
         Ok(ServeConfig {
+            cluster,
             listen,
             resp_listen,
             engine,

@@ -31,6 +31,7 @@
 //! Engines are synchronous libraries with no HTTP in them; the service wraps them.
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod exec;
 pub mod http;

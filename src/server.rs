@@ -102,6 +102,13 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         cors_origins: sec.cors_origins.clone(),
     };
     let app = http::router_with(state.clone(), &opts);
+    // A cluster node: the /cluster routes, the read barrier and the leader header around the
+    // same router; the node appears in `slot` once started.
+    let slot: crate::cluster::admin::Slot = Default::default();
+    let app = match &cfg.cluster {
+        Some(_) => crate::cluster::admin::wrap(app, Arc::clone(&slot), auth.clone()),
+        None => app,
+    };
 
     if let Some(handle) = metrics {
         let sd = shutdown.clone();
@@ -125,17 +132,31 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         }))
     };
 
-    let opts = cfg.engine.clone();
-    let opened = tokio::task::spawn_blocking(move || engine::open(&opts))
-        .await
-        .map_err(|e| anyhow!("opening the engine: {e}"))?;
+    let opened: anyhow::Result<Arc<dyn Engine>> = match &cfg.cluster {
+        None => {
+            let opts = cfg.engine.clone();
+            tokio::task::spawn_blocking(move || engine::open(&opts))
+                .await
+                .map_err(|e| anyhow!("opening the engine: {e}"))?
+                .map_err(anyhow::Error::new)
+        }
+        Some(c) => start_cluster(&cfg, c, format!("{scheme}://{addr}"), &shutdown)
+            .await
+            .map(|node| {
+                let _ = slot.set(Arc::clone(&node));
+                Arc::new(crate::cluster::facade::ClusterStore::new(
+                    node,
+                    tokio::runtime::Handle::current(),
+                )) as Arc<dyn Engine>
+            }),
+    };
     let engine: Arc<dyn Engine> = match opened {
         Ok(e) => e,
         Err(e) => {
             shutdown.trigger();
             let _ = serve.await;
             remove_port_file(cfg.port_file.as_deref());
-            return Err(anyhow::Error::new(e));
+            return Err(e);
         }
     };
     // Logged before /readyz turns 200, so whoever sees ready can also find this line.
@@ -176,6 +197,31 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     remove_port_file(cfg.port_file.as_deref());
     tracing::info!("engine closed; data durable; bye");
     Ok(())
+}
+
+/// Starts this server's cluster node (log, engine, Raft, peer listener; init or join).
+async fn start_cluster(
+    cfg: &ServeConfig,
+    c: &crate::config::ClusterConfig,
+    bound_url: String,
+    shutdown: &Shutdown,
+) -> anyhow::Result<Arc<crate::cluster::node::Node>> {
+    crate::cluster::metrics::describe();
+    let opts = crate::cluster::node::ClusterOptions {
+        node_id: c.node_id,
+        peer_listen: c.peer_listen,
+        peer_url: c.peer_url.clone(),
+        api_url: c.api_url.clone().unwrap_or(bound_url),
+        init: c.init,
+        join: c.join.clone(),
+        secret: c.secret.clone(),
+        data_dir: cfg.engine.dir.clone(),
+        engine: cfg.engine.clone(),
+        timeout: c.timeout,
+        snapshot_every: c.snapshot_every,
+        heartbeat: c.heartbeat,
+    };
+    crate::cluster::node::start(opts, shutdown.clone()).await
 }
 
 /// Writes `addr` to `path` atomically (temporary file, then rename), so a reader never sees a

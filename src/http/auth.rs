@@ -293,6 +293,7 @@ pub fn access(method: &Method, path: &str, metrics_open: bool, docs_open: bool) 
         "/openapi.json" | "/docs" if docs_open => Access::Open,
         p if docs_open && p.starts_with("/docs/") => Access::Open,
         p if p == "/admin" || p.starts_with("/admin/") => Access::Needs(Role::Admin),
+        p if p == "/cluster" || p.starts_with("/cluster/") => Access::Needs(Role::Admin),
         "/batch" => Access::Needs(Role::Write),
         "/mget" => Access::Needs(Role::Read),
         p if (p == "/kv" || p.starts_with("/kv/")) && !read_only => Access::Needs(Role::Write),

@@ -267,6 +267,8 @@ fn engine_parts(e: &Error) -> (StatusCode, &'static str, Option<String>) {
                     .into(),
             ),
         ),
+        Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", Some(e.to_string())),
+        Error::ReservedKey(_) => (S::BAD_REQUEST, "reserved-key", Some(e.to_string())),
         Error::Closed => (
             S::SERVICE_UNAVAILABLE,
             "not-ready",
@@ -316,7 +318,7 @@ impl IntoResponse for ApiError {
             ApiError::NotReady
             | ApiError::Overloaded
             | ApiError::TooManyWatchers { .. }
-            | ApiError::Engine(Error::Closed) => {
+            | ApiError::Engine(Error::Closed | Error::Unavailable(_)) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized { invalid } => {

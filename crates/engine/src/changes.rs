@@ -171,6 +171,8 @@ struct Ring {
     current: Version,
     /// Changes that arrived before an earlier version did, by version.
     pending: BTreeMap<u64, Vec<Change>>,
+    /// Ranges of versions no write will ever have ([`ChangeLog::skip`]), first -> last.
+    skipped: BTreeMap<u64, u64>,
 }
 
 impl Ring {
@@ -215,8 +217,20 @@ impl Ring {
         } else {
             self.append(batch);
         }
-        while let Some(b) = self.pending.remove(&(self.current.0 + 1)) {
-            self.append(b);
+        self.drain();
+    }
+
+    /// Publishes what waited for the versions now current: pending batches and skipped ranges.
+    fn drain(&mut self) {
+        loop {
+            let next = self.current.0 + 1;
+            if let Some(b) = self.pending.remove(&next) {
+                self.append(b);
+            } else if let Some(last) = self.skipped.remove(&next) {
+                self.current = Version(last);
+            } else {
+                return;
+            }
         }
     }
 
@@ -267,6 +281,7 @@ impl ChangeLog {
                 floor: floor.min(current),
                 current,
                 pending: BTreeMap::new(),
+                skipped: BTreeMap::new(),
             }),
             listeners: Mutex::new(Vec::new()),
             history: OnceLock::new(),
@@ -327,6 +342,33 @@ impl ChangeLog {
         };
         for (_, batch) in done {
             self.publish(batch);
+        }
+    }
+
+    /// Records that no write will ever have a version in `first..=last` (an engine raised its
+    /// version counter: [`crate::Engine::advance_version`]), so the feed does not wait for
+    /// them. Call it where versions are drawn, before any version above `last` is published.
+    pub fn skip(&self, first: Version, last: Version) {
+        if last < first {
+            return;
+        }
+        let current = {
+            let mut r = self.ring.write();
+            let before = r.current;
+            if first.0 <= before.0.saturating_add(1) {
+                r.current = r.current.max(last);
+                r.drain();
+            } else {
+                r.skipped.insert(first.0, last.0);
+            }
+            if r.current == before {
+                return;
+            }
+            r.current
+        };
+        let listeners = self.listeners.lock().clone();
+        for l in &listeners {
+            l(current);
         }
     }
 
@@ -424,6 +466,32 @@ mod tests {
         log.publish(vec![put(11)]);
         assert_eq!(log.current(), Version(12));
         assert_eq!(versions(log.read_after(Version(10), 10)), vec![11, 12]);
+    }
+
+    #[test]
+    fn skipped_versions_are_not_waited_for() {
+        let log = ChangeLog::new(Version(10));
+        log.skip(Version(13), Version(20));
+        log.publish(vec![Change::put(
+            Version(21),
+            b"b",
+            &Bytes::from_static(b"2"),
+        )]);
+        assert_eq!(log.current(), Version(10), "11 and 12 are still drawn");
+        log.publish(vec![Change::put(
+            Version(11),
+            b"a",
+            &Bytes::from_static(b"1"),
+        )]);
+        log.publish(vec![Change::put(
+            Version(12),
+            b"a",
+            &Bytes::from_static(b"1"),
+        )]);
+        assert_eq!(log.current(), Version(21));
+        assert_eq!(versions(log.read_after(Version(10), 10)), vec![11, 12, 21]);
+        log.skip(Version(22), Version(30));
+        assert_eq!(log.current(), Version(30));
     }
 
     #[test]

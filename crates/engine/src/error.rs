@@ -97,6 +97,13 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// The store cannot serve this now but may shortly (a replicated store without a quorum
+    /// or a leader); the request may be retried.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The key lies in a range the store keeps for itself (a replicated store's bookkeeping).
+    #[error("keys starting with the bytes {0:?} are reserved")]
+    ReservedKey(&'static str),
     /// The engine was closed.
     #[error("engine is closed")]
     Closed,

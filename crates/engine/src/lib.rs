@@ -486,6 +486,19 @@ pub trait Engine: Send + Sync + 'static {
         ops: Vec<BatchOp>,
     ) -> Result<Vec<BatchResult>>;
 
+    /// Raises the version counter so that the next write gets a version above `floor` (no
+    /// effect when the counter is already there). A replicated store calls it before applying
+    /// a log entry so that versions derive from the log position and are the same on every
+    /// replica; nothing is written. Engines that cannot choose versions refuse with
+    /// [`crate::Error::ReadOnly`].
+    ///
+    /// # Errors
+    /// [`crate::Error::ReadOnly`] (this default), [`crate::Error::Closed`].
+    fn advance_version(&self, floor: Version) -> Result<()> {
+        let _ = floor;
+        Err(crate::Error::ReadOnly)
+    }
+
     /// Lists live keys starting with `prefix`, in ascending byte order, strictly after
     /// `start_after` when given, at most `limit` of them.
     ///

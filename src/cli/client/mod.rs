@@ -9,6 +9,7 @@
 //! Keys are taken from the command line as raw bytes (on Unix an argument may hold any byte but
 //! NUL), so `hoardhaven get $'\xff'` reads the key 0xFF.
 
+pub mod cluster;
 pub mod conn;
 mod sniff;
 pub mod tls;
@@ -48,6 +49,8 @@ pub enum ClientCommand {
     Snapshot(JobArgs),
     /// Print the server's statistics
     Stats(StatsArgs),
+    /// Cluster membership: status, init, add, promote, remove (docs/cluster.md)
+    Cluster(cluster::ClusterArgs),
     /// Follow changes under a prefix, one line per change: `VERSION EVENT KEY [VALUE]`
     Watch(WatchArgs),
 }
@@ -178,6 +181,7 @@ pub fn run(cmd: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Merge(a) => job(&a, "merge"),
         ClientCommand::Snapshot(a) => job(&a, "snapshot"),
         ClientCommand::Stats(a) => stats(&a),
+        ClientCommand::Cluster(a) => cluster::run(&a),
         ClientCommand::Watch(a) => watch(&a),
     }
     .map_err(anyhow::Error::new)
@@ -188,11 +192,11 @@ fn bytes_of(s: &OsStr) -> &[u8] {
 }
 
 /// Writes to stdout; a closed pipe (`| head`) stops the command quietly with status 0.
-fn out(bytes: &[u8]) -> Result<(), Exit> {
+pub(crate) fn out(bytes: &[u8]) -> Result<(), Exit> {
     exit::stdout(bytes)
 }
 
-fn out_json(v: &Json) -> Result<(), Exit> {
+pub(crate) fn out_json(v: &Json) -> Result<(), Exit> {
     let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
     s.push('\n');
     out(s.as_bytes())

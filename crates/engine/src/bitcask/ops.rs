@@ -452,6 +452,15 @@ impl Engine for Bitcask {
         Ok((results, inner.ticket(last_seq)))
     }
 
+    fn advance_version(&self, floor: Version) -> Result<()> {
+        let inner = &*self.inner;
+        inner.writable()?;
+        let mut w = inner.writer.lock();
+        // The next record's sequence number (its version) is `next_seq`.
+        w.raise_next_seq(inner, floor.0.saturating_add(1));
+        Ok(())
+    }
+
     fn list_range(
         &self,
         range: &KeyRange<'_>,

@@ -127,6 +127,18 @@ impl Writer {
         self.next_seq
     }
 
+    /// Raises the sequence number the next record gets to at least `next` (never lowers it).
+    /// No record is written: the gap is a range of versions no record holds (cluster replicas
+    /// use it so versions follow the Raft log).
+    pub fn raise_next_seq(&mut self, inner: &Inner, next: u64) {
+        if next > self.next_seq {
+            inner
+                .changes
+                .skip(crate::Version(self.next_seq), crate::Version(next - 1));
+            self.next_seq = next;
+        }
+    }
+
     /// Logical length of the active file (file plus buffer).
     pub fn len(&self) -> u64 {
         self.len

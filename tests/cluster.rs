@@ -1,0 +1,671 @@
+//! A Raft cluster of real `hoardhaven` processes on loopback: writes through any node read
+//! back linearizably through every node with the same ETag; the leader killed with SIGKILL
+//! under write load loses no acknowledged write; without a quorum writes and linearizable
+//! reads answer 503 while stale reads work; bad cluster input is refused clearly.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::server::{STEP_TIMEOUT, Server, client, serve_command, wait_exit};
+
+const SECRET: &str = "test-cluster-secret";
+
+/// A free loopback port for a peer listener, below the kernel's ephemeral range (32768 and
+/// up on Linux): a port the kernel handed out for port 0 would be free only until the next
+/// `bind(0)` or outgoing connection of a parallel test took it, before the node listened on
+/// it (seen as "Address already in use"). Candidates are spread by a per-call hash so that
+/// parallel tests rarely probe the same one.
+fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    let seed = RandomState::new();
+    for attempt in 0u32..10_000 {
+        let port = 20_000 + (seed.hash_one(attempt) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
+
+fn node_flags(id: u64, peer: u16, first: Option<u16>) -> Vec<String> {
+    let mut f = vec![
+        "--node-id".to_string(),
+        id.to_string(),
+        "--peer-listen".into(),
+        format!("127.0.0.1:{peer}"),
+        "--raft-heartbeat-ms".into(),
+        "100".into(),
+        "--cluster-secret".into(),
+        SECRET.into(),
+    ];
+    match first {
+        None => f.push("--cluster-init".into()),
+        Some(p) => {
+            f.push("--join".into());
+            f.push(format!("http://127.0.0.1:{p}"));
+        }
+    }
+    f
+}
+
+async fn start_node(data: &std::path::Path, id: u64, peer: u16, first: Option<u16>) -> Server {
+    let flags = node_flags(id, peer, first);
+    let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::start_in(data, "bitcask", &refs).await
+}
+
+async fn restart_node(data: &std::path::Path, id: u64, peer: u16) -> Server {
+    let flags = [
+        "--node-id".to_string(),
+        id.to_string(),
+        "--peer-listen".into(),
+        format!("127.0.0.1:{peer}"),
+        "--raft-heartbeat-ms".into(),
+        "100".into(),
+        "--cluster-secret".into(),
+        SECRET.into(),
+    ];
+    let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::start_in(data, "bitcask", &refs).await
+}
+
+/// Three nodes; their data directories live in the returned temporary directory (`n1`..`n3`)
+/// so that a node killed by dropping its `Server` keeps its data.
+async fn three() -> (Vec<Server>, Vec<u16>, tempfile::TempDir) {
+    let data = tempfile::tempdir().expect("tmp");
+    let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes = vec![start_node(&data.path().join("n1"), 1, peers[0], None).await];
+    for i in 1..3 {
+        let dir = data.path().join(format!("n{}", i + 1));
+        nodes.push(start_node(&dir, i as u64 + 1, peers[i], Some(peers[0])).await);
+    }
+    (nodes, peers, data)
+}
+
+async fn status(s: &Server) -> serde_json::Value {
+    s.client
+        .get(s.url("/cluster"))
+        .send()
+        .await
+        .expect("GET /cluster")
+        .json()
+        .await
+        .expect("status json")
+}
+
+/// The index in `nodes` of the node every live node agrees leads (bounded wait).
+async fn leader_of(nodes: &[Option<&Server>]) -> usize {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if let Some(n) = n
+                && let Ok(r) = n.client.get(n.url("/cluster")).send().await
+                && let Ok(v) = r.json::<serde_json::Value>().await
+                && v["state"] == "leader"
+            {
+                return i;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_through_any_node_read_linearizably_everywhere() {
+    let (nodes, _, _data) = three().await;
+    let st = status(&nodes[0]).await;
+    assert_eq!(st["voters"].as_array().expect("voters").len(), 3, "{st}");
+    for (i, n) in nodes.iter().enumerate() {
+        let key = format!("k{i}");
+        let r = n
+            .client
+            .put(n.url(&format!("/kv/{key}")))
+            .body(format!("v{i}"))
+            .send()
+            .await
+            .expect("put");
+        assert_eq!(r.status(), 201, "put through node {i}");
+        assert!(r.headers().contains_key("x-hoardhaven-leader"));
+        let etag = r.headers()["etag"].to_str().expect("etag").to_string();
+        // Read right after the ack, through every node: linearizable by default.
+        for (j, m) in nodes.iter().enumerate() {
+            let g = m
+                .client
+                .get(m.url(&format!("/kv/{key}")))
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(g.status(), 200, "read of {key} through node {j}");
+            assert_eq!(
+                g.headers()["etag"].to_str().expect("etag"),
+                etag,
+                "same ETag on node {j}"
+            );
+            assert_eq!(g.text().await.expect("body"), format!("v{i}"));
+        }
+    }
+    // If-Match keeps its meaning across nodes: a stale ETag is refused through another node.
+    let r = nodes[1]
+        .client
+        .put(nodes[1].url("/kv/k0"))
+        .header("if-match", "\"1\"")
+        .body("x")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 412);
+    // Stale reads answer from the local copy.
+    let g = nodes[2]
+        .client
+        .get(nodes[2].url("/kv/k1?consistency=stale"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(g.status(), 200);
+    // Batches go through the log too.
+    let r = nodes[2]
+        .client
+        .post(nodes[2].url("/batch"))
+        .json(&serde_json::json!({"ops":[{"op":"put","key":"b1","value":"1"},{"op":"delete","key":"k2"}]}))
+        .send()
+        .await
+        .expect("batch");
+    assert_eq!(r.status(), 200);
+    let g = nodes[0]
+        .client
+        .get(nodes[0].url("/kv/k2"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(g.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_killed_under_load_loses_no_acknowledged_write() {
+    let (nodes, peers, data) = three().await;
+    let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+    let lead = leader_of(&refs).await;
+    let mut nodes: Vec<Option<Server>> = nodes.into_iter().map(Some).collect();
+    let followers: Vec<String> = (0..3)
+        .filter(|&i| i != lead)
+        .map(|i| nodes[i].as_ref().expect("node").base.clone())
+        .collect();
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let after_kill = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let base = followers[w % 2].clone();
+        let (acked, stop, after_kill, killed) = (
+            acked.clone(),
+            stop.clone(),
+            after_kill.clone(),
+            killed.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let c = client();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let key = format!("w{w}-{i}");
+                i += 1;
+                if let Ok(r) = c
+                    .put(format!("{base}/kv/{key}"))
+                    .body(key.clone())
+                    .send()
+                    .await
+                    && r.status().is_success()
+                {
+                    acked.lock().expect("lock").insert(key);
+                    if killed.load(std::sync::atomic::Ordering::SeqCst) {
+                        after_kill.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            }
+        }));
+    }
+    // Let some writes land, then SIGKILL the leader (dropping a Server kills it with SIGKILL).
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    while acked.lock().expect("lock").len() < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no writes acknowledged"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SIGKILL (the Server's drop); its data directory stays in `data`.
+    drop(nodes[lead].take());
+    killed.store(true, std::sync::atomic::Ordering::SeqCst);
+    // A new leader must take writes: wait for acknowledgements after the kill.
+    while after_kill.load(std::sync::atomic::Ordering::SeqCst) < 50 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no write acknowledged after the leader died"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        w.await.expect("writer");
+    }
+    let acked = acked.lock().expect("lock").clone();
+    for i in (0..3).filter(|&i| i != lead) {
+        let n = nodes[i].as_ref().expect("survivor");
+        for key in &acked {
+            let g = n
+                .client
+                .get(n.url(&format!("/kv/{key}")))
+                .send()
+                .await
+                .expect("get");
+            let (code, body) = (g.status(), g.text().await.expect("body"));
+            assert_eq!(
+                code, 200,
+                "acknowledged {key} missing on survivor {i}: {body}"
+            );
+            assert_eq!(&body, key);
+        }
+    }
+    // The old leader comes back and catches up.
+    let back = restart_node(
+        &data.path().join(format!("n{}", lead + 1)),
+        lead as u64 + 1,
+        peers[lead],
+    )
+    .await;
+    // Linearizable reads need a known leader (503 before): wait until it has heard from one.
+    wait_leader_known(&back).await;
+    for key in &acked {
+        let g = back
+            .client
+            .get(back.url(&format!("/kv/{key}")))
+            .send()
+            .await
+            .expect("get");
+        let (code, body) = (g.status(), g.text().await.expect("body"));
+        assert_eq!(
+            code, 200,
+            "acknowledged {key} missing on the returned node: {body}"
+        );
+        assert_eq!(&body, key);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_quorum_writes_and_linearizable_reads_are_503_stale_reads_work() {
+    let (nodes, _, _data) = three().await;
+    let r = nodes[0]
+        .client
+        .put(nodes[0].url("/kv/a"))
+        .body("1")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+    // Wait until node 0 has applied it locally, then cut it off: stop both others.
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let g = nodes[0]
+            .client
+            .get(nodes[0].url("/kv/a?consistency=stale"))
+            .send()
+            .await
+            .expect("get");
+        if g.status() == 200 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut nodes = nodes.into_iter();
+    let alone = nodes.next().expect("node 0");
+    drop(nodes); // SIGKILL nodes 1 and 2
+    let r = alone
+        .client
+        .put(alone.url("/kv/b"))
+        .body("2")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(
+        r.status(),
+        503,
+        "a write without a quorum must not be acknowledged"
+    );
+    assert!(r.headers().contains_key("retry-after"));
+    let g = alone
+        .client
+        .get(alone.url("/kv/a"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(
+        g.status(),
+        503,
+        "a linearizable read without a quorum must not answer 200"
+    );
+    assert!(g.headers().contains_key("retry-after"));
+    let g = alone
+        .client
+        .get(alone.url("/kv/a?consistency=stale"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(g.status(), 200);
+    assert_eq!(g.text().await.expect("body"), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_cluster_input_is_refused_clearly() {
+    let peer = free_port();
+    let data = tempfile::tempdir().expect("tmp");
+    let one = start_node(data.path(), 1, peer, None).await;
+    // Membership calls need a leader: wait until the one voter has elected itself.
+    leader_of(&[Some(&one)]).await;
+    // /raft without the secret: 401, nothing reaches Raft.
+    let r = client()
+        .post(format!("http://127.0.0.1:{peer}/raft/vote"))
+        .body(vec![0u8; 8])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 401);
+    let r = client()
+        .post(format!("http://127.0.0.1:{peer}/raft/vote"))
+        .header("authorization", "Bearer wrong")
+        .body(vec![0u8; 8])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 401);
+    // Removing the last voter.
+    let r = one
+        .client
+        .delete(one.url("/cluster/members/1"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), 409, "{}", r.text().await.unwrap_or_default());
+    // A node id clash.
+    let r = one
+        .client
+        .post(one.url("/cluster/learners"))
+        .json(&serde_json::json!({"node_id": 1, "peer_url": "http://127.0.0.1:1", "api_url": "http://127.0.0.1:2"}))
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 409);
+    // Joining with a wrong secret: the process exits non-zero saying why.
+    let scratch = tempfile::tempdir().expect("tmp");
+    let mut cmd = serve_command(
+        "bitcask",
+        &scratch.path().join("data"),
+        &scratch.path().join("port"),
+    );
+    let log = scratch.path().join("stderr.log");
+    cmd.args([
+        "--node-id",
+        "2",
+        "--peer-listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--cluster-secret",
+        "not-the-secret",
+        "--join",
+        &format!("http://127.0.0.1:{peer}"),
+    ])
+    .stderr(std::fs::File::create(&log).expect("log"));
+    let mut child = cmd.spawn().expect("spawn");
+    let status = wait_exit(&mut child).await;
+    assert!(!status.success());
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(err.contains("cluster secret"), "{err}");
+    // Nothing lost: the cluster still has one voter and serves.
+    let st = status_of(&one).await;
+    assert_eq!(st["voters"].as_array().expect("voters").len(), 1, "{st}");
+    let r = one
+        .client
+        .put(one.url("/kv/x"))
+        .body("1")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+}
+
+async fn status_of(s: &Server) -> serde_json::Value {
+    status(s).await
+}
+
+async fn cli(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(common::server::binary())
+            .args(&args)
+            .env_remove("RUST_LOG")
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run cli");
+    (
+        out.status,
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+// Waits for the leader's purge before adding the learner (openraft purges lazily, so without
+// the wait the learner may catch up from the log) and for the learner to apply everything
+// before checking it installed a snapshot. Went red when snapshot install dropped half the
+// records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
+    let data = tempfile::tempdir().expect("tmp");
+    let peers: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let snap = ["--raft-snapshot-every", "50"];
+    let start = |i: usize, first: Option<u16>, join: bool| {
+        let mut f = node_flags(i as u64 + 1, peers[i], first);
+        if !join {
+            // Neither init nor join (drop `--cluster-init`): added by the CLI.
+            f.pop();
+        }
+        f.extend(snap.iter().map(|s| s.to_string()));
+        let dir = data.path().join(format!("n{}", i + 1));
+        async move {
+            let refs: Vec<&str> = f.iter().map(String::as_str).collect();
+            Server::start_in(&dir, "bitcask", &refs).await
+        }
+    };
+    let mut nodes = vec![start(0, None, true).await];
+    nodes.push(start(1, Some(peers[0]), true).await);
+    nodes.push(start(2, Some(peers[0]), true).await);
+    // Enough entries that snapshots are taken and the log is purged past the start.
+    for i in 0..400 {
+        let n = &nodes[i % 3];
+        let r = n
+            .client
+            .put(n.url(&format!("/kv/s{i}")))
+            .body(format!("{i}"))
+            .send()
+            .await
+            .expect("put");
+        assert!(r.status().is_success());
+    }
+    // openraft purges lazily (after a snapshot, once no replication needs the entries):
+    // wait until the leader's log no longer starts at 1.
+    wait_leader_purged(&nodes).await;
+    // 3 -> 4: a learner with an empty log, added through the CLI; the leader's log no longer
+    // starts at 1, so it can only catch up by a snapshot.
+    let four = start(3, None, false).await;
+    let (ok, out) = cli(&[
+        "cluster",
+        "add",
+        "--url",
+        &nodes[1].base,
+        "4",
+        &format!("http://127.0.0.1:{}", peers[3]),
+        &four.base,
+    ])
+    .await;
+    assert!(ok.success(), "{out}");
+    let (ok, out) = cli(&["cluster", "promote", "--url", &nodes[2].base, "4"]).await;
+    assert!(ok.success(), "{out}");
+    // The CLI returns once the membership changed, not once node 4 caught up: wait until it
+    // has applied everything committed so far, then see how it got there.
+    let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+    let committed = status(&nodes[leader_of(&refs).await]).await["commit_index"]
+        .as_u64()
+        .expect("commit index");
+    wait_applied(&four, committed).await;
+    let m = four
+        .client
+        .get(four.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("hoardhaven_raft_snapshots_installed_total") && !l.ends_with(" 0")
+        ),
+        "node 4 did not install a snapshot:\n{}",
+        m.lines()
+            .filter(|l| l.contains("raft"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for i in [0usize, 1, 199, 399] {
+        let g = four
+            .client
+            .get(four.url(&format!("/kv/s{i}")))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(g.status(), 200, "s{i} on the new node");
+        assert_eq!(g.text().await.expect("body"), format!("{i}"));
+    }
+    // Same version on the snapshot-installed node as on the leader.
+    let e0 = nodes[0]
+        .client
+        .get(nodes[0].url("/kv/s7"))
+        .send()
+        .await
+        .expect("get");
+    let e4 = four
+        .client
+        .get(four.url("/kv/s7"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(e0.headers()["etag"], e4.headers()["etag"]);
+    // 4 -> 5 by --join.
+    let five = start(4, Some(peers[2]), true).await;
+    wait_voters(&five, 5).await;
+    let r = five
+        .client
+        .put(five.url("/kv/after5"))
+        .body("x")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+    // 5 -> 3.
+    for id in ["5", "4"] {
+        let (ok, out) = cli(&["cluster", "remove", "--url", &nodes[0].base, id]).await;
+        assert!(ok.success(), "remove {id}: {out}");
+    }
+    wait_voters(&nodes[1], 3).await;
+    let (ok, out) = cli(&["cluster", "status", "--url", &nodes[1].base, "--json"]).await;
+    assert!(ok.success(), "{out}");
+    let st: serde_json::Value = serde_json::from_str(out.trim()).expect("status json");
+    assert_eq!(st["voters"].as_array().expect("voters").len(), 3, "{st}");
+    let r = nodes[2]
+        .client
+        .put(nodes[2].url("/kv/after3"))
+        .body("y")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+    let g = nodes[0]
+        .client
+        .get(nodes[0].url("/kv/after5"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(g.status(), 200);
+}
+
+/// Waits (bounded) until `s` knows which node leads.
+async fn wait_leader_known(s: &Server) {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let st = status(s).await;
+        if st["leader"]["node_id"].as_u64().is_some() {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never learned the leader: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until the leader of `nodes` (node id = index + 1) has purged its log.
+async fn wait_leader_purged(nodes: &[Server]) {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+        let st = status(&nodes[leader_of(&refs).await]).await;
+        if st["state"] == "leader" && st["purged_index"].as_u64().unwrap_or(0) > 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leader never purged its log: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until `s` has applied the log up to `index`.
+async fn wait_applied(s: &Server, index: u64) {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let st = status(s).await;
+        if st["applied_index"].as_u64().is_some_and(|a| a >= index) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never applied up to {index}: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded) until `s` sees `n` voters.
+async fn wait_voters(s: &Server, n: usize) {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let st = status(s).await;
+        if st["voters"].as_array().map(Vec::len) == Some(n) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never saw {n} voters: {st}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
