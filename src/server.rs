@@ -168,12 +168,10 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     if let Some(l) = resp_listener {
         let resp_addr = l.local_addr().context("reading the RESP address")?;
         state.set_resp_addr(resp_addr);
-        let shared = Arc::new(crate::resp::Shared::new(
-            Arc::clone(&engine),
-            auth.clone(),
-            cfg.limits,
-            resp_addr,
-        ));
+        let mut shared =
+            crate::resp::Shared::new(Arc::clone(&engine), auth.clone(), cfg.limits, resp_addr);
+        shared.cluster = slot.get().cloned();
+        let shared = Arc::new(shared);
         tracing::info!(addr = %resp_addr, "Redis protocol listening on {resp_addr}");
         tokio::spawn(crate::resp::serve(l, shared, shutdown.clone()));
     }

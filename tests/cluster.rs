@@ -669,3 +669,69 @@ async fn wait_voters(s: &Server, n: usize) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The Redis protocol door on a cluster node: a SET through one node's RESP port, then a GET
+/// through another node's, sees the write every time (the read barrier; a follower alone
+/// applies a commit only at the next heartbeat). READONLY asks for the local copy instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resp_reads_are_linearizable_through_every_node() {
+    let data = tempfile::tempdir().expect("tmp");
+    let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let resp: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let mut flags = node_flags(i as u64 + 1, peers[i], (i > 0).then_some(peers[0]));
+        flags.push("--resp-listen".into());
+        flags.push(format!("127.0.0.1:{}", resp[i]));
+        let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let dir = data.path().join(format!("n{}", i + 1));
+        nodes.push(Server::start_in(&dir, "bitcask", &refs).await);
+    }
+    let all: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+    leader_of(&all).await;
+    for n in &nodes {
+        wait_leader_known(n).await;
+    }
+    let checked = tokio::task::spawn_blocking(move || {
+        let conns: Vec<redis::Connection> = resp
+            .iter()
+            .map(|p| {
+                redis::Client::open(format!("redis://127.0.0.1:{p}/"))
+                    .expect("client")
+                    .get_connection_with_timeout(STEP_TIMEOUT)
+                    .expect("connect")
+            })
+            .collect();
+        let mut conns = conns;
+        for i in 0..60usize {
+            let (w, r) = (i % 3, (i + 1) % 3);
+            let _: () = redis::cmd("SET")
+                .arg("k")
+                .arg(i)
+                .query(&mut conns[w])
+                .expect("SET");
+            let got: usize = redis::cmd("GET")
+                .arg("k")
+                .query(&mut conns[r])
+                .expect("GET");
+            assert_eq!(
+                got,
+                i,
+                "GET through node {} after SET through node {}",
+                r + 1,
+                w + 1
+            );
+        }
+        let _: () = redis::cmd("READONLY")
+            .query(&mut conns[1])
+            .expect("READONLY");
+        let _: Option<usize> = redis::cmd("GET")
+            .arg("k")
+            .query(&mut conns[1])
+            .expect("a local read");
+        60
+    })
+    .await
+    .expect("resp client");
+    assert_eq!(checked, 60);
+}

@@ -96,6 +96,11 @@ fn plain_set_run(group: &VecDeque<Args>, max: usize) -> usize {
         .count()
 }
 
+/// Whether a command reads keys (so, on a cluster node, needs the read barrier first).
+fn reads_keys(args: &Args) -> bool {
+    super::spec::lookup_bytes(&args[0]).is_some_and(|(_, spec)| spec.first_key > 0)
+}
+
 fn runs_inline(args: &Args, durable_writes: bool) -> bool {
     let Some((_, spec)) = super::spec::lookup_bytes(&args[0]) else {
         return true; // answered "unknown command" at once
@@ -172,6 +177,26 @@ pub async fn handle(
                     Ok(()) => reply.encode(s.proto, &mut output),
                     Err(e) => Reply::err(e.to_string()).encode(s.proto, &mut output),
                 }
+            }
+            if stream.write_all(&output).await.is_err() {
+                break;
+            }
+            output.clear();
+            continue;
+        }
+        // On a cluster node reads are linearizable: one read barrier (read index) covers every
+        // command received so far, unless the client asked for its local copy (READONLY).
+        if let Some(node) = &shared.cluster
+            && fatal.is_none()
+            && session
+                .as_ref()
+                .is_some_and(|s| !s.stale_reads && s.role.is_some())
+            && pending.iter().any(reads_keys)
+            && let Err(e) = node.read_barrier().await
+        {
+            let proto = session.as_ref().map_or(Proto::Resp2, |s| s.proto);
+            for _ in pending.drain(..) {
+                Reply::Error(format!("TRYAGAIN {e}")).encode(proto, &mut output);
             }
             if stream.write_all(&output).await.is_err() {
                 break;

@@ -87,6 +87,14 @@ pub fn run(s: &mut Session, shared: &Shared, name: &str, args: &Args) -> CmdResu
             }
             Err(e) => return Err(e),
         },
+        "readonly" => {
+            s.stale_reads = true;
+            Reply::OK
+        }
+        "readwrite" => {
+            s.stale_reads = false;
+            Reply::OK
+        }
         "lastsave" => {
             Reply::Int(i64::try_from(shared.last_save.load(Ordering::Relaxed)).unwrap_or(0))
         }

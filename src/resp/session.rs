@@ -64,6 +64,8 @@ pub struct Shared {
     /// SCAN cursors of every connection (a client library may continue a scan on another
     /// pooled connection).
     pub cursors: Mutex<Cursors>,
+    /// On a cluster node: the node, whose read barrier makes reads linearizable.
+    pub cluster: Option<Arc<crate::cluster::node::Node>>,
 }
 
 /// The metric series of one command.
@@ -188,6 +190,9 @@ pub struct Session {
     pub quit: bool,
     /// During EXEC of an optimistic transaction: the overlay its commands run against.
     pub txn_view: Option<Arc<Overlay>>,
+    /// READONLY was sent: on a cluster node, reads serve the local copy (no read barrier),
+    /// as Redis Cluster's replicas do; READWRITE turns it off.
+    pub stale_reads: bool,
 }
 
 /// The store a command reads and writes: the engine, or during EXEC the transaction's
@@ -242,6 +247,7 @@ impl Shared {
             last_save: AtomicU64::new(unix_secs()),
             commands: AtomicU64::new(0),
             cursors: Mutex::new(Cursors::default()),
+            cluster: None,
             metrics: spec::COMMANDS
                 .iter()
                 .map(|c| c.label)
@@ -290,6 +296,7 @@ impl Session {
             watched: Vec::new(),
             quit: false,
             txn_view: None,
+            stale_reads: false,
         }
     }
 

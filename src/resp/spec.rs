@@ -101,6 +101,8 @@ pub const COMMANDS: &[Spec] = &[
     direct(open(c("reset", 1, R, S))),
     c("select", 2, R, S),
     c("client", -2, R, S),
+    c("readonly", 1, R, S),
+    c("readwrite", 1, R, S),
     // strings
     keys(c("get", 2, R, T), 1, 1, 1),
     w(keys(c("set", -3, W, T), 1, 1, 1)),
