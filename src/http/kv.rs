@@ -111,7 +111,7 @@ pub async fn put_key(
 pub struct BlockingQuery {
     /// Wait up to this long (`30s`, `500ms`, `2m`, or whole seconds; at most
     /// `watch_max_wait_secs`) for the key's version to differ from `version`.
-    #[param(value_type = Option<String>, example = "30s")]
+    #[param(value_type = Option<String>, example = "30s", pattern = "^[0-9]{1,18}(ms|s|m)?$")]
     pub wait: Option<String>,
     /// The version the client has (its ETag without quotes; `0` = absent). Without it the read
     /// does not block.

@@ -298,7 +298,7 @@ fn error_event(slug: &str, detail: String, oldest: Option<Version>, current: Ver
             `id:` the current version) come every `progress` seconds while idle. The stream ends with an \
             `error` event (`Problem` data: `slow-consumer` when the client fell behind the history kept, \
             `history-gone`) or, when the server stops, an `end` event.",
-            content_type = "text/event-stream", body = ChangeEvent,
+            content_type = "text/event-stream", body = serde_json::Value,
             headers(("X-Hoardhaven-Version" = u64, description = "The current version when the watch started."))),
         (status = 400, description = "Malformed parameter or Last-Event-ID.", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "`since` / `Last-Event-ID` is older than the history kept (type `history-gone`): `oldest_version` and `current_version` say where to re-list and resume.", body = Problem, content_type = "application/problem+json"),
