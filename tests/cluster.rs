@@ -605,69 +605,51 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     assert_eq!(g.status(), 200);
 }
 
-/// Waits (bounded) until `s` knows which node leads.
-async fn wait_leader_known(s: &Server) {
+/// Polls `s`'s `/cluster` status until `done` holds of it (bounded by the step timeout).
+async fn wait_status(s: &Server, what: &str, done: impl Fn(&serde_json::Value) -> bool) {
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
         let st = status(s).await;
-        if st["leader"]["node_id"].as_u64().is_some() {
+        if done(&st) {
             return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never learned the leader: {st}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {st}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits (bounded) until `s` knows which node leads.
+async fn wait_leader_known(s: &Server) {
+    wait_status(s, "never learned the leader", |st| {
+        st["leader"]["node_id"].as_u64().is_some()
+    })
+    .await;
 }
 
 /// Waits (bounded) until the leader of `nodes` (node id = index + 1) has purged its log.
 async fn wait_leader_purged(nodes: &[Server]) {
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
-        let st = status(&nodes[leader_of(&refs).await]).await;
-        if st["state"] == "leader" && st["purged_index"].as_u64().unwrap_or(0) > 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the leader never purged its log: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+    let leader = &nodes[leader_of(&refs).await];
+    wait_status(leader, "the leader never purged its log", |st| {
+        st["purged_index"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
 }
 
 /// Waits (bounded) until `s` has applied the log up to `index`.
 async fn wait_applied(s: &Server, index: u64) {
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        let st = status(s).await;
-        if st["applied_index"].as_u64().is_some_and(|a| a >= index) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never applied up to {index}: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_status(s, &format!("never applied up to {index}"), |st| {
+        st["applied_index"].as_u64().is_some_and(|a| a >= index)
+    })
+    .await;
 }
 
 /// Waits (bounded) until `s` sees `n` voters.
 async fn wait_voters(s: &Server, n: usize) {
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        let st = status(s).await;
-        if st["voters"].as_array().map(Vec::len) == Some(n) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never saw {n} voters: {st}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_status(s, &format!("never saw {n} voters"), |st| {
+        st["voters"].as_array().map(Vec::len) == Some(n)
+    })
+    .await;
 }
 
 /// The Redis protocol door on a cluster node: a SET through one node's RESP port, then a GET
