@@ -21,13 +21,13 @@
 //! not (see [`smallest_window`]), so `s` is found by scanning back from `t`: the latest start
 //! for which `[s, t]` still fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use serde::Serialize;
 
 use crate::history::{Event, F, Input, NEMESIS, Op, Output, pair};
-use crate::model::{CasRegister, Interner, Reg, RegOp};
+use crate::model::{CasRegister, Interner, Reg, RegOp, ValueId};
 use crate::wgl::{self, Budget, Timed, Verdict};
 
 /// The verdict on one key.
@@ -178,12 +178,60 @@ fn run(ops: &[Op], s: Option<u64>, t: u64, budget: Budget) -> Verdict {
             })
         })
         .collect();
+    let timed = drop_unobserved_unknowns(timed);
     let init = if s.is_some() {
         Reg::Unknown
     } else {
         Reg::Known(None)
     };
     wgl::check(&CasRegister, init, &timed, budget)
+}
+
+/// Drops the operations of unknown outcome whose value nothing observes, when no CAS was
+/// refused: the search would otherwise try every subset of them (2^n states for n writes left
+/// hanging by a kill), and none of them can help or hurt.
+///
+/// Sound: take a valid order in which such an operation (writing `w`) takes effect. Until the
+/// next write, the register holds `w`; no read returns `w` and no CAS expects it, so what
+/// follows it there is only CASes of unknown outcome that found `w` and did nothing. Remove the
+/// operation and move those CASes to the very end (an unknown outcome may take effect at any
+/// time after its call, or never; nothing follows the end): every other operation sees the
+/// same state as before, so the order stays valid. A refused CAS is the one operation that can
+/// need a value nobody reads (it needs "not `expect`"), hence the condition.
+fn drop_unobserved_unknowns(timed: Vec<Timed<RegOp>>) -> Vec<Timed<RegOp>> {
+    let refused = timed.iter().any(|t| {
+        matches!(
+            t.op,
+            RegOp::Cas {
+                applied: Some(false),
+                ..
+            }
+        )
+    });
+    if refused {
+        return timed;
+    }
+    let observed: HashSet<ValueId> = timed
+        .iter()
+        .filter_map(|t| match t.op {
+            RegOp::Read(v) => v,
+            RegOp::Cas { expect, .. } => Some(expect),
+            RegOp::Write(_) => None,
+        })
+        .collect();
+    timed
+        .into_iter()
+        .filter(|t| {
+            let written = match t.op {
+                RegOp::Write(v) => Some(v),
+                RegOp::Cas {
+                    new, applied: None, ..
+                } => Some(new),
+                _ => None,
+            };
+            !(t.ret.is_none() && written.is_some_and(|v| !observed.contains(&v)))
+        })
+        .collect()
 }
 
 /// The smallest window of a key's operations that has no valid order (module docs).

@@ -246,6 +246,52 @@ fn lost_writes_counts_acknowledged_writes_a_later_read_misses() {
 }
 
 #[test]
+fn unknown_writes_nobody_reads_do_not_blow_up_the_search() {
+    // Forty writes left hanging (a kill each), whose values no one ever reads: 2^40 subsets if
+    // the search tried them. Then a stale read. A small step budget must still decide it.
+    let mut h = H::default();
+    h.write(0, 10, "a");
+    for i in 0..40u64 {
+        h.write_unknown(20 + i, &format!("lost{i}"));
+    }
+    h.write(100, 110, "b").read(120, 130, Some("a"));
+    let small = Budget {
+        steps: 20_000,
+        ..Budget::default()
+    };
+    let report = check_history(&h.events(), small);
+    assert_eq!(report.outcome(), Outcome::NotLinearizable, "{report}");
+    let w = report.keys[0].window.as_ref().expect("a window");
+    assert_eq!(w.ops.iter().filter(|o| !o.relaxed).count(), 2, "{w}");
+    // Without the stale read the same history passes.
+    let mut h = H::default();
+    h.write(0, 10, "a");
+    for i in 0..40u64 {
+        h.write_unknown(20 + i, &format!("lost{i}"));
+    }
+    h.write(100, 110, "b").read(120, 130, Some("b"));
+    assert_eq!(
+        check_history(&h.events(), small).outcome(),
+        Outcome::Linearizable
+    );
+}
+
+#[test]
+fn an_unread_unknown_write_still_explains_a_refused_cas() {
+    // The unknown write of w is read by no one, but only it explains why the CAS expecting a
+    // was refused: it must not be set aside.
+    let mut h = H::default();
+    h.write(0, 10, "a")
+        .write_unknown(20, "w")
+        .cas(30, 40, "a", "b", End::Refused);
+    assert_eq!(h.outcome(), Outcome::Linearizable);
+    // Without it the refusal has no explanation.
+    let mut h = H::default();
+    h.write(0, 10, "a").cas(30, 40, "a", "b", End::Refused);
+    assert_eq!(h.outcome(), Outcome::NotLinearizable);
+}
+
+#[test]
 fn keys_are_checked_apart() {
     let mut h = H::default();
     h.op("x", 0, 10, F::Write, Some("a"), None, End::Ok)
@@ -339,7 +385,12 @@ fn generate(steps: &[(Gen, u64, u64, u8)]) -> (H, Vec<String>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // A failure shrinks for at most a minute: each shrink step runs the whole window search.
+    #![proptest_config(ProptestConfig {
+        cases: 256,
+        max_shrink_time: 60_000,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn generated_linearizable_histories_pass(steps in prop::collection::vec(gen_step(), 0..60)) {
