@@ -137,6 +137,17 @@ fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     }
 }
 
+/// A version or count in a query: a whole number the document's `int64` can say (at most
+/// `i64::MAX`; versions never come near it). Larger numbers are a 400, not a silent wrap.
+pub(crate) fn int64_param<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match u64::deserialize(d)? {
+        n if n > MAX_LIMIT_PARAM => Err(de::Error::custom(format!(
+            "{n} is out of range: at most {MAX_LIMIT_PARAM}"
+        ))),
+        n => Ok(Some(n)),
+    }
+}
+
 pub(crate) fn bytes_param<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
     struct Bytes;
     impl Visitor<'_> for Bytes {

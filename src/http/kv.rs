@@ -115,6 +115,7 @@ pub struct BlockingQuery {
     pub wait: Option<String>,
     /// The version the client has (its ETag without quotes; `0` = absent). Without it the read
     /// does not block.
+    #[serde(default, deserialize_with = "super::extract::int64_param")]
     pub version: Option<u64>,
 }
 

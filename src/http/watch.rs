@@ -193,10 +193,12 @@ pub struct WatchQuery {
     pub end: Option<Vec<u8>>,
     /// Send changes with versions above this one (exclusive; `Last-Event-ID` wins when both
     /// are given). Default: the current version (only changes from now on).
+    #[serde(default, deserialize_with = "super::extract::int64_param")]
     pub since: Option<u64>,
     /// Include values (up to `watch_value_cap_bytes`; larger ones say `value_omitted`).
     pub values: Option<bool>,
     /// Seconds between progress events while idle (default `watch_progress_secs`, min 1).
+    #[serde(default, deserialize_with = "super::extract::int64_param")]
     pub progress: Option<u64>,
 }
 
