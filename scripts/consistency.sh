@@ -7,12 +7,14 @@
 #   seconds   how long each run's nemesis strikes (default 60)
 #   nemesis   kill | pause | partition | none | all (default all = kill, pause, partition)
 #
-# Each nemesis runs against bitcask (sync=always) and the memory engine (aof on, sync=always),
-# which must be linearizable with no acknowledged write lost. With `kill`, the memory engine
-# with `--aof off` (acknowledges before durability) runs too and must FAIL the checker.
+# Each nemesis runs against bitcask (sync=always), the memory engine (aof on, sync=always) and
+# a 3-node Raft cluster (kills favour the leader; partitions cut peer and client links), which
+# must be linearizable with no acknowledged write lost. Two mutants run too and must FAIL the
+# checker: with `kill`, the memory engine with `--aof off` (acknowledges before durability);
+# with `partition`, the cluster read with `consistency=stale` (each node's local copy).
 #
 # Environment:
-#   CONSISTENCY_SYSTEMS  systems to run (default "bitcask memory")
+#   CONSISTENCY_SYSTEMS  systems to run (default "bitcask memory raft")
 #   CONSISTENCY_REPORT   the Markdown file whose results table is updated (default
 #                        docs/consistency.md; CI points it at target/)
 #   CONSISTENCY_SEED     repeat a run's random choices
@@ -24,7 +26,7 @@ cd "$(dirname "$0")/.."
 
 seconds="${1:-60}"
 nemesis="${2:-all}"
-systems="${CONSISTENCY_SYSTEMS:-bitcask memory}"
+systems="${CONSISTENCY_SYSTEMS:-bitcask memory raft}"
 report="${CONSISTENCY_REPORT:-docs/consistency.md}"
 case "$nemesis" in
   all) nemeses="kill pause partition" ;;
@@ -62,9 +64,13 @@ for n in $nemeses; do
   for s in $systems; do
     run "$s" "$n" "$seconds"
   done
-  if [ "$n" = kill ]; then
-    # The mutant: must be caught. Short: a few kills suffice.
-    run memory-noaof kill "$(( seconds < 10 ? seconds : 10 ))"
+  # The mutants: must be caught. Short: a few faults suffice.
+  short="$(( seconds < 10 ? seconds : 10 ))"
+  if [ "$n" = kill ] && [[ " $systems " == *" memory "* ]]; then
+    run memory-noaof kill "$short"
+  fi
+  if [ "$n" = partition ] && [[ " $systems " == *" raft "* ]]; then
+    run raft-stale partition "$short"
   fi
 done
 
@@ -93,10 +99,12 @@ for line in open(rows_file):
     rows[(cells[0], cells[1])] = f"{row} {load} | {stamp}, `{commit}` |"
 def cells(r):
     return [c.strip() for c in r.strip().strip("|").split("|")]
-held = [cells(r) for r in rows.values() if "before durability" not in cells(r)[1]]
+def is_mutant(c):
+    return "before durability" in c[1] or "stale reads" in c[1]
+held = [cells(r) for r in rows.values() if not is_mutant(cells(r))]
 faults = sum(int(c[6]) for c in held)
 ok = all(c[8] == "Linearizable" and c[9] == "0" for c in held)
-mutant = [cells(r) for r in rows.values() if "before durability" in cells(r)[1]]
+mutants = [cells(r) for r in rows.values() if is_mutant(cells(r))]
 lines = [
     "| nemesis | system | seconds | events | ok / fail / info | ok ops/s | faults | keys | outcome | acked writes lost | check s | seed | load avg | when |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -106,9 +114,8 @@ summary = (
     f"\nSystems that must hold (sync=always): **{faults} faults injected** over {len(held)} runs; "
     + ("every run linearizable with 0 acknowledged writes lost." if ok else "**NOT every run passed: see above.**")
 )
-if mutant:
-    m = mutant[0]
-    summary += (f" The mutant (memory engine, `--aof off`) under kill -9: **{m[8]}**, "
+for m in mutants:
+    summary += (f" The mutant ({m[1]}) under {m[0]}: **{m[8]}**, "
                 f"{m[9]} acknowledged writes lost, over {m[6]} faults.")
 block = "\n".join(lines) + "\n" + summary + "\n"
 open(report, "w").write(head + BEGIN + "\n" + block + END + tail)

@@ -9,67 +9,19 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::cluster::{self, Entry, free_port, node_flags};
 use common::server::{STEP_TIMEOUT, Server, client, serve_command, wait_exit};
 
-const SECRET: &str = "test-cluster-secret";
-
-/// A free loopback port for a peer listener, below the kernel's ephemeral range (32768 and
-/// up on Linux): a port the kernel handed out for port 0 would be free only until the next
-/// `bind(0)` or outgoing connection of a parallel test took it, before the node listened on
-/// it (seen as "Address already in use"). Candidates are spread by a per-call hash so that
-/// parallel tests rarely probe the same one.
-fn free_port() -> u16 {
-    use std::hash::{BuildHasher, RandomState};
-    let seed = RandomState::new();
-    for attempt in 0u32..10_000 {
-        let port = 20_000 + (seed.hash_one(attempt) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in 20000..32000");
-}
-
-fn node_flags(id: u64, peer: u16, first: Option<u16>) -> Vec<String> {
-    let mut f = vec![
-        "--node-id".to_string(),
-        id.to_string(),
-        "--peer-listen".into(),
-        format!("127.0.0.1:{peer}"),
-        "--raft-heartbeat-ms".into(),
-        "100".into(),
-        "--cluster-secret".into(),
-        SECRET.into(),
-    ];
-    match first {
-        None => f.push("--cluster-init".into()),
-        Some(p) => {
-            f.push("--join".into());
-            f.push(format!("http://127.0.0.1:{p}"));
-        }
-    }
-    f
-}
-
 async fn start_node(data: &std::path::Path, id: u64, peer: u16, first: Option<u16>) -> Server {
-    let flags = node_flags(id, peer, first);
-    let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Server::start_in(data, "bitcask", &refs).await
+    let entry = match first {
+        None => Entry::Init,
+        Some(p) => Entry::Join(format!("http://127.0.0.1:{p}")),
+    };
+    cluster::start_node(data, id, peer, None, &entry, &[]).await
 }
 
 async fn restart_node(data: &std::path::Path, id: u64, peer: u16) -> Server {
-    let flags = [
-        "--node-id".to_string(),
-        id.to_string(),
-        "--peer-listen".into(),
-        format!("127.0.0.1:{peer}"),
-        "--raft-heartbeat-ms".into(),
-        "100".into(),
-        "--cluster-secret".into(),
-        SECRET.into(),
-    ];
-    let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
-    Server::start_in(data, "bitcask", &refs).await
+    cluster::start_node(data, id, peer, None, &Entry::Restart, &[]).await
 }
 
 /// Three nodes; their data directories live in the returned temporary directory (`n1`..`n3`)
@@ -306,12 +258,17 @@ async fn without_quorum_writes_and_linearizable_reads_are_503_stale_reads_work()
         .await
         .expect("put");
     assert_eq!(r.status(), 201);
-    // Wait until node 0 has applied it locally, then cut it off: stop both others.
+    // A follower is cut off: both others are killed, its leader among them.
+    let all: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+    let leader = leader_of(&all).await;
+    let follower = (leader + 1) % 3;
+    wait_leader_known(&nodes[follower]).await;
+    // Wait until it has applied the write locally.
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
     loop {
-        let g = nodes[0]
+        let g = nodes[follower]
             .client
-            .get(nodes[0].url("/kv/a?consistency=stale"))
+            .get(nodes[follower].url("/kv/a?consistency=stale"))
             .send()
             .await
             .expect("get");
@@ -321,9 +278,9 @@ async fn without_quorum_writes_and_linearizable_reads_are_503_stale_reads_work()
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut nodes = nodes.into_iter();
-    let alone = nodes.next().expect("node 0");
-    drop(nodes); // SIGKILL nodes 1 and 2
+    let mut nodes = nodes;
+    let alone = nodes.swap_remove(follower);
+    drop(nodes); // SIGKILL the other two
     let r = alone
         .client
         .put(alone.url("/kv/b"))
@@ -337,6 +294,10 @@ async fn without_quorum_writes_and_linearizable_reads_are_503_stale_reads_work()
         "a write without a quorum must not be acknowledged"
     );
     assert!(r.headers().contains_key("retry-after"));
+    // Its leader refused every connection: the write was applied nowhere, and the problem
+    // type says so (a client may retry without fear of applying it twice).
+    let p: serde_json::Value = r.json().await.expect("problem");
+    assert_eq!(p["type"], "urn:hoardhaven:problem:not-applied", "{p}");
     let g = alone
         .client
         .get(alone.url("/kv/a"))
@@ -471,11 +432,13 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     let peers: Vec<u16> = (0..5).map(|_| free_port()).collect();
     let snap = ["--raft-snapshot-every", "50"];
     let start = |i: usize, first: Option<u16>, join: bool| {
-        let mut f = node_flags(i as u64 + 1, peers[i], first);
-        if !join {
-            // Neither init nor join (drop `--cluster-init`): added by the CLI.
-            f.pop();
-        }
+        // Neither init nor join when not joining: added by the CLI.
+        let entry = match (join, first) {
+            (false, _) => Entry::Restart,
+            (true, None) => Entry::Init,
+            (true, Some(p)) => Entry::Join(format!("http://127.0.0.1:{p}")),
+        };
+        let mut f = node_flags(i as u64 + 1, peers[i], None, &entry);
         f.extend(snap.iter().map(|s| s.to_string()));
         let dir = data.path().join(format!("n{}", i + 1));
         async move {
@@ -662,7 +625,12 @@ async fn resp_reads_are_linearizable_through_every_node() {
     let resp: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut nodes = Vec::new();
     for i in 0..3 {
-        let mut flags = node_flags(i as u64 + 1, peers[i], (i > 0).then_some(peers[0]));
+        let entry = if i == 0 {
+            Entry::Init
+        } else {
+            Entry::Join(format!("http://127.0.0.1:{}", peers[0]))
+        };
+        let mut flags = node_flags(i as u64 + 1, peers[i], None, &entry);
         flags.push("--resp-listen".into());
         flags.push(format!("127.0.0.1:{}", resp[i]));
         let refs: Vec<&str> = flags.iter().map(String::as_str).collect();

@@ -1,20 +1,23 @@
-//! Linearizability of the real server under faults (issue 13), on a single node until the
-//! Raft cluster lands: clients record a history of reads, writes and compare-and-sets through a
-//! cuttable proxy while a nemesis kills (SIGKILL), pauses (SIGSTOP) or partitions the node;
-//! the history is then checked against a compare-and-set register per key
-//! (crates/histories).
+//! Linearizability of the real server under faults (issue 13): clients record a history of
+//! reads, writes and compare-and-sets through cuttable proxies while a nemesis kills
+//! (SIGKILL), pauses (SIGSTOP) or partitions nodes; the history is then checked against a
+//! compare-and-set register per key (crates/histories).
 //!
-//! - With `--sync always` (both engines) every run must be linearizable, with no acknowledged
-//!   write lost.
-//! - The memory engine with `--aof off` acknowledges writes that only a later snapshot makes
-//!   durable: under kill -9 the checker must find the violation (it is kept as a test, so the
-//!   checker is seen to catch a real bug, not only hand-made ones).
+//! Two systems under test implement the same [`Cluster`] trait:
+//! - a single node behind a client proxy ([`SingleNode`]): with `--sync always` (both
+//!   engines) every run must be linearizable, with no acknowledged write lost;
+//! - a 3-node Raft cluster ([`RaftCluster`]): kills favour the leader, pauses stop any node,
+//!   partitions cut the proxies in front of nodes' peer listeners (Raft RPCs and forwarded
+//!   writes) and client links; every run must be linearizable with no acknowledged write lost.
+//!
+//! Two mutants show the checker catches real bugs, not only hand-made ones:
+//! - the memory engine with `--aof off` acknowledges writes that only a later snapshot makes
+//!   durable: under kill -9 the checker must find the violation;
+//! - cluster clients reading with `consistency=stale` get each node's local copy, which lags
+//!   the leader's commit: the checker must find the stale reads.
 //!
 //! [`run_from_env`] (ignored) is the long run `scripts/consistency.sh` drives; it writes the
 //! history (JSON lines), the summary and a table row for docs/consistency.md.
-//!
-//! The single node is a [`Cluster`] of one: the Raft harness plugs in by implementing the same
-//! trait for its nodes.
 
 mod common;
 
@@ -23,7 +26,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::Server;
+use common::cluster::{self, Entry, free_port};
+use common::{STEP_TIMEOUT, Server};
 use hoardhaven_histories::check::Outcome;
 use hoardhaven_histories::history::write_jsonl;
 use hoardhaven_histories::nemesis::{Cluster, FaultError, Link, NemesisKind};
@@ -42,6 +46,11 @@ enum System {
     Memory,
     /// memory engine, `--aof off`: acknowledges before durability (the mutant).
     MemoryNoAof,
+    /// Three Raft nodes (bitcask), reads linearizable (the default).
+    Raft,
+    /// Three Raft nodes whose clients read with `consistency=stale`: each node answers reads
+    /// from its local copy (the mutant of the cluster).
+    RaftStaleReads,
 }
 
 impl System {
@@ -50,6 +59,8 @@ impl System {
             "bitcask" => System::Bitcask,
             "memory" => System::Memory,
             "memory-noaof" => System::MemoryNoAof,
+            "raft" => System::Raft,
+            "raft-stale" => System::RaftStaleReads,
             other => panic!("CONSISTENCY_SYSTEM: unknown system {other:?}"),
         }
     }
@@ -58,6 +69,7 @@ impl System {
         match self {
             System::Bitcask => "bitcask",
             System::Memory | System::MemoryNoAof => "memory",
+            System::Raft | System::RaftStaleReads => "bitcask",
         }
     }
 
@@ -65,7 +77,18 @@ impl System {
         match self {
             System::Bitcask | System::Memory => &["--sync", "always"],
             System::MemoryNoAof => &["--aof", "off"],
+            // Durability is the Raft log's (fsync before an entry counts toward a quorum).
+            System::Raft | System::RaftStaleReads => &[],
         }
+    }
+
+    fn is_cluster(self) -> bool {
+        matches!(self, System::Raft | System::RaftStaleReads)
+    }
+
+    /// The query string of the clients' reads.
+    fn read_query(self) -> Option<String> {
+        (self == System::RaftStaleReads).then(|| "consistency=stale".to_owned())
     }
 
     fn describe(self) -> &'static str {
@@ -73,14 +96,16 @@ impl System {
             System::Bitcask => "bitcask, sync=always",
             System::Memory => "memory, aof on, sync=always",
             System::MemoryNoAof => "memory, aof off (acks before durability)",
+            System::Raft => "3-node Raft (bitcask), linearizable reads",
+            System::RaftStaleReads => "3-node Raft, reads with consistency=stale (stale reads)",
         }
     }
 
     /// What the checker must say about it.
     fn expected(self) -> Outcome {
         match self {
-            System::Bitcask | System::Memory => Outcome::Linearizable,
-            System::MemoryNoAof => Outcome::NotLinearizable,
+            System::Bitcask | System::Memory | System::Raft => Outcome::Linearizable,
+            System::MemoryNoAof | System::RaftStaleReads => Outcome::NotLinearizable,
         }
     }
 }
@@ -180,6 +205,187 @@ impl Cluster for SingleNode {
     }
 }
 
+/// Three Raft nodes (real processes, bitcask), each behind two cuttable links: its client link
+/// (where the clients of this node connect) and its peer link (a proxy in front of its peer
+/// listener, advertised as its peer URL, so every Raft RPC and every forwarded write *to* the
+/// node crosses it). Cutting a node's peer link cuts it off from what the others send it; its
+/// own requests to them still go out, so a cut of one or two peer links makes the asymmetric
+/// and partial partitions Jepsen's partition nemeses make; SIGSTOP isolates a node entirely.
+struct RaftCluster {
+    data: tempfile::TempDir,
+    nodes: Vec<Option<Server>>,
+    peer_ports: Vec<u16>,
+    peer_links: Vec<Arc<Proxy>>,
+    client_links: Vec<Arc<Proxy>>,
+    /// Status queries of the harness (short timeout: a paused node must not stall it).
+    http: reqwest::Client,
+}
+
+impl RaftCluster {
+    const SIZE: usize = 3;
+
+    async fn start() -> RaftCluster {
+        let data = tempfile::tempdir().expect("data dir");
+        let peer_ports: Vec<u16> = (0..Self::SIZE).map(|_| free_port()).collect();
+        let mut peer_links = Vec::new();
+        for &p in &peer_ports {
+            let backend = std::net::SocketAddr::from(([127, 0, 0, 1], p));
+            peer_links.push(Arc::new(Proxy::start(backend).await.expect("peer proxy")));
+        }
+        let mut c = RaftCluster {
+            data,
+            nodes: Vec::new(),
+            peer_ports,
+            peer_links,
+            client_links: Vec::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_millis(500))
+                .build()
+                .expect("client"),
+        };
+        for i in 0..Self::SIZE {
+            let entry = if i == 0 {
+                Entry::Init
+            } else {
+                Entry::Join(c.peer_url(0))
+            };
+            let server = c.start_node(i, &entry).await;
+            let link = Proxy::start(server.addr).await.expect("client proxy");
+            c.client_links.push(Arc::new(link));
+            c.nodes.push(Some(server));
+        }
+        c.wait_all_follow_a_leader().await;
+        c
+    }
+
+    fn peer_url(&self, i: usize) -> String {
+        format!("http://{}", self.peer_links[i].addr())
+    }
+
+    async fn start_node(&self, i: usize, entry: &Entry) -> Server {
+        let dir = self.data.path().join(format!("n{}", i + 1));
+        let url = self.peer_url(i);
+        cluster::start_node(
+            &dir,
+            i as u64 + 1,
+            self.peer_ports[i],
+            Some(&url),
+            entry,
+            &[],
+        )
+        .await
+    }
+
+    /// The node ids every live node reports as leader, by node.
+    async fn leaders(&self) -> Vec<Option<u64>> {
+        let mut out = Vec::new();
+        for n in &self.nodes {
+            let mut leader = None;
+            if let Some(n) = n
+                && let Ok(r) = self.http.get(n.url("/cluster")).send().await
+                && let Ok(v) = r.json::<serde_json::Value>().await
+            {
+                leader = v["leader"]["node_id"].as_u64();
+            }
+            out.push(leader);
+        }
+        out
+    }
+
+    /// Waits (bounded) until every running node names the same leader.
+    async fn wait_all_follow_a_leader(&self) {
+        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+        loop {
+            let l = self.leaders().await;
+            let running: Vec<Option<u64>> = l
+                .iter()
+                .zip(&self.nodes)
+                .filter(|(_, n)| n.is_some())
+                .map(|(l, _)| *l)
+                .collect();
+            if running.first().is_some_and(Option::is_some)
+                && running.iter().all(|x| *x == running[0])
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader every node follows: {l:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn pid(&self, node: usize) -> Result<u32, FaultError> {
+        self.nodes[node]
+            .as_ref()
+            .and_then(Server::pid)
+            .ok_or_else(|| FaultError::new("signal", format!("n{} is not running", node + 1)))
+    }
+}
+
+impl Cluster for RaftCluster {
+    fn client_urls(&self) -> Vec<String> {
+        self.client_links
+            .iter()
+            .map(|l| format!("http://{}", l.addr()))
+            .collect()
+    }
+
+    fn nodes(&self) -> usize {
+        Self::SIZE
+    }
+
+    async fn favoured(&mut self) -> Option<usize> {
+        let id = self.leaders().await.into_iter().flatten().next()?;
+        usize::try_from(id).ok()?.checked_sub(1)
+    }
+
+    async fn kill(&mut self, node: usize) -> Result<String, FaultError> {
+        let pid = self.pid(node)?;
+        signal("-KILL", pid)?;
+        drop(self.nodes[node].take());
+        Ok(format!("SIGKILL n{} (pid {pid})", node + 1))
+    }
+
+    async fn restart(&mut self, node: usize) -> Result<String, FaultError> {
+        let server = self.start_node(node, &Entry::Restart).await;
+        self.client_links[node].set_backend(server.addr);
+        let what = format!(
+            "n{} up at {} (pid {})",
+            node + 1,
+            server.addr,
+            server.pid().unwrap_or(0)
+        );
+        self.nodes[node] = Some(server);
+        Ok(what)
+    }
+
+    async fn pause(&mut self, node: usize) -> Result<String, FaultError> {
+        let pid = self.pid(node)?;
+        signal("-STOP", pid)?;
+        Ok(format!("SIGSTOP n{} (pid {pid})", node + 1))
+    }
+
+    async fn resume(&mut self, node: usize) -> Result<String, FaultError> {
+        let pid = self.pid(node)?;
+        signal("-CONT", pid)?;
+        Ok(format!("SIGCONT n{} (pid {pid})", node + 1))
+    }
+
+    fn links(&self) -> Vec<Link> {
+        let peers = self.peer_links.iter().enumerate().map(|(i, l)| Link {
+            name: format!("peers->n{}", i + 1),
+            proxy: Arc::clone(l),
+        });
+        let clients = self.client_links.iter().enumerate().map(|(i, l)| Link {
+            name: format!("clients->n{}", i + 1),
+            proxy: Arc::clone(l),
+        });
+        peers.chain(clients).collect()
+    }
+}
+
 /// Runs `nemesis` against `system` for `seconds`; returns the history and summary.
 async fn consistency_run(
     system: System,
@@ -188,7 +394,6 @@ async fn consistency_run(
     seed: u64,
 ) -> (Vec<hoardhaven_histories::history::Event>, RunReport) {
     let _one_at_a_time = SERIAL.lock().await;
-    let mut node = SingleNode::start(system).await;
     let mut cfg = RunConfig {
         duration: Duration::from_secs(seconds),
         ..RunConfig::default()
@@ -201,10 +406,16 @@ async fn consistency_run(
     if let Some(n) = knob("CONSISTENCY_KEYS") {
         cfg.workload.active_keys = n.max(1);
     }
+    cfg.workload.read_query = system.read_query();
     let mut nemesis = nemesis;
-    let (events, report) = run(&mut node, &mut nemesis, &cfg, system.describe())
-        .await
-        .unwrap_or_else(|e| panic!("{system:?} under {nemesis:?}: {e}"));
+    let result = if system.is_cluster() {
+        let mut cluster = RaftCluster::start().await;
+        run(&mut cluster, &mut nemesis, &cfg, system.describe()).await
+    } else {
+        let mut node = SingleNode::start(system).await;
+        run(&mut node, &mut nemesis, &cfg, system.describe()).await
+    };
+    let (events, report) = result.unwrap_or_else(|e| panic!("{system:?} under {nemesis:?}: {e}"));
     eprintln!("{}", serde_json::to_string(&report).unwrap_or_default());
     (events, report)
 }
@@ -289,8 +500,44 @@ async fn acks_before_durability_fail_the_checker_under_kill9() {
     eprintln!("seed {seed}: the checker's report:\n{text}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_is_linearizable_under_kill9_favouring_the_leader() {
+    must_hold(System::Raft, NemesisKind::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_is_linearizable_under_pauses() {
+    must_hold(System::Raft, NemesisKind::Pause).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_is_linearizable_under_peer_and_client_partitions() {
+    must_hold(System::Raft, NemesisKind::Partition).await;
+}
+
+/// The checker catches a real bug in the cluster: reads served from a node's local copy
+/// (`consistency=stale`) miss writes the leader has already acknowledged. A follower learns of
+/// a commit only with the leader's next message, so a client that writes through its node and
+/// then reads there sees its own write missing, with or without faults; cut peer links make
+/// the lag longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_follower_reads_fail_the_checker() {
+    let seed = seed();
+    let (_, r) = consistency_run(
+        System::RaftStaleReads,
+        NemesisKind::Partition,
+        seconds_from_env(4),
+        seed,
+    )
+    .await;
+    assert_verdict(System::RaftStaleReads, &r);
+    let text = r.report.to_string();
+    assert!(text.contains("window"), "{text}");
+    eprintln!("seed {seed}: the checker's report:\n{text}");
+}
+
 /// The run scripts/consistency.sh drives: `CONSISTENCY_SYSTEM` (bitcask | memory |
-/// memory-noaof), `CONSISTENCY_NEMESIS` (none | kill | pause | partition),
+/// memory-noaof | raft | raft-stale), `CONSISTENCY_NEMESIS` (none | kill | pause | partition),
 /// `CONSISTENCY_SECONDS`, `CONSISTENCY_OUT` (a directory: history.jsonl, report.json, row.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long run: scripts/consistency.sh"]

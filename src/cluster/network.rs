@@ -24,7 +24,15 @@ use super::types::{NodeId, NodeInfo, TypeConfig};
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    /// No connection could be made, or it broke.
+    /// No connection could be made: the request was certainly not delivered.
+    #[error("peer {url} not reached: {reason}")]
+    NotSent {
+        /// The URL called.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection broke or timed out after the request may have been delivered.
     #[error("peer {url} unreachable: {reason}")]
     Unreachable {
         /// The URL called.
@@ -106,9 +114,19 @@ impl PeerClient {
         if let Some(s) = &self.secret {
             req = req.header("authorization", format!("Bearer {s}"));
         }
-        let resp = req.send().await.map_err(|e| PeerError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
+        let resp = req.send().await.map_err(|e| {
+            let reason = e.to_string();
+            if e.is_connect() {
+                PeerError::NotSent {
+                    url: url.clone(),
+                    reason,
+                }
+            } else {
+                PeerError::Unreachable {
+                    url: url.clone(),
+                    reason,
+                }
+            }
         })?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map_err(|e| PeerError::Unreachable {
@@ -180,7 +198,7 @@ impl Network {
                 self.node.clone(),
                 e,
             ))),
-            Err(e @ PeerError::Unreachable { .. }) => {
+            Err(e @ (PeerError::Unreachable { .. } | PeerError::NotSent { .. })) => {
                 Err(RPCError::Unreachable(Unreachable::new(&e)))
             }
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),

@@ -169,10 +169,18 @@ impl Node {
 
     /// Proposes `cmd` through the leader, wherever it is.
     ///
+    /// A forward that could not connect, or a leader's "not leader" answer (openraft gives it
+    /// only for an entry it never appended or has truncated as uncommitted), leaves the write
+    /// applied nowhere: it is retried, and the deadline answers [`eng::Error::NotApplied`] so
+    /// the client knows a retry cannot apply it twice.
+    ///
     /// # Errors
-    /// [`eng::Error::Unavailable`] without a leader or quorum in time.
+    /// [`eng::Error::NotApplied`] without a reachable leader in time;
+    /// [`eng::Error::Unavailable`] when the outcome is unknown (no quorum in time, a forward
+    /// broken after it was sent).
     pub async fn write(&self, cmd: Command) -> eng::Result<Outcome> {
         let deadline = Instant::now() + self.timeout;
+        let mut why_not = String::from("no leader elected");
         loop {
             let r = match self.write_here(cmd.clone()).await {
                 Err(WriteError::NotLeader {
@@ -190,7 +198,12 @@ impl Node {
                         .await
                     {
                         Ok(r) => r,
-                        // Unreachable before sending: not applied; after: unknown.
+                        // Not sent: applied nowhere, try again.
+                        Err(e @ PeerError::NotSent { .. }) => {
+                            why_not = format!("forwarding to the leader: {e}");
+                            Err(WriteError::NotLeader { leader: None })
+                        }
+                        // Broken after it may have been delivered: unknown.
                         Err(e) => Err(WriteError::Unavailable(format!(
                             "forwarding to the leader: {e}"
                         ))),
@@ -205,7 +218,7 @@ impl Node {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(WriteError::NotLeader { .. }) => {
-                    return Err(eng::Error::Unavailable("no leader elected".into()));
+                    return Err(eng::Error::NotApplied(why_not));
                 }
                 Err(WriteError::Unavailable(m)) => return Err(eng::Error::Unavailable(m)),
             }

@@ -268,6 +268,9 @@ fn engine_parts(e: &Error) -> (StatusCode, &'static str, Option<String>) {
             ),
         ),
         Error::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable", Some(e.to_string())),
+        // The type tells a client the write was applied nowhere (a retry is safe); plain
+        // "unavailable" leaves the outcome unknown.
+        Error::NotApplied(_) => (S::SERVICE_UNAVAILABLE, "not-applied", Some(e.to_string())),
         Error::ReservedKey(_) => (S::BAD_REQUEST, "reserved-key", Some(e.to_string())),
         Error::Closed => (
             S::SERVICE_UNAVAILABLE,
@@ -318,7 +321,7 @@ impl IntoResponse for ApiError {
             ApiError::NotReady
             | ApiError::Overloaded
             | ApiError::TooManyWatchers { .. }
-            | ApiError::Engine(Error::Closed | Error::Unavailable(_)) => {
+            | ApiError::Engine(Error::Closed | Error::Unavailable(_) | Error::NotApplied(_)) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized { invalid } => {

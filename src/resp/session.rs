@@ -547,6 +547,10 @@ pub fn engine_error(e: EngineError) -> Reply {
         }
         EngineError::EmptyKey => Reply::err("empty keys are not supported by hoardhaven"),
         EngineError::PreconditionFailed { .. } => Reply::err("the key changed concurrently; retry"),
+        // Redis Cluster's words: TRYAGAIN is safe to retry (nothing applied), CLUSTERDOWN
+        // leaves the outcome unknown.
+        EngineError::NotApplied(_) => Reply::Error(format!("TRYAGAIN {e}")),
+        EngineError::Unavailable(_) => Reply::Error(format!("CLUSTERDOWN {e}")),
         other => Reply::err(other),
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`child`]: crash-test children, their output read with deadlines, and death at a crash
 //!   point checked by signal and marker;
+//! - [`cluster`]: Raft nodes (peer ports, the flags that start, join and restart one);
 //! - [`listing`]: key ranges paged with a cursor, checked against a `BTreeMap` (model tests);
 //! - [`server`]: the real `hoardhaven` binary on an ephemeral loopback port (HTTP, CLI,
 //!   security suites);
@@ -17,6 +18,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod child;
+pub mod cluster;
 pub mod listing;
 pub mod server;
 pub mod smallfs;

@@ -101,6 +101,10 @@ pub enum Error {
     /// or a leader); the request may be retried.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Like [`Error::Unavailable`], and the write was certainly not applied (no leader could be
+    /// reached in time): a retry cannot apply it twice.
+    #[error("unavailable, not applied: {0}")]
+    NotApplied(String),
     /// The key lies in a range the store keeps for itself (a replicated store's bookkeeping).
     #[error("keys starting with the bytes {0:?} are reserved")]
     ReservedKey(&'static str),

@@ -4,8 +4,10 @@
 //!
 //! How a response becomes an event is decided here and nowhere else ([`classify`]):
 //! 2xx is `ok`; 412 on a CAS is `fail` with [`PRECONDITION_FAILED`]; any other 4xx is `fail`
-//! (refused, no effect); a 5xx, a timeout or a connection lost after the request was sent is
-//! `info` (unknown); a connection refused is `fail` (nothing was sent).
+//! (refused, no effect); a 503 whose problem type is [`NOT_APPLIED`] is `fail` (the server
+//! says the write was applied nowhere); any other 5xx, a timeout or a connection lost after
+//! the request was sent is `info` (unknown); a connection refused is `fail` (nothing was
+//! sent).
 //!
 //! Keys rotate as Jepsen's independent keys do: the clients share a few active keys and move to
 //! fresh ones every `ops_per_key` operations or so, which keeps each key's history small enough
@@ -34,6 +36,9 @@ pub struct Workload {
     pub request_timeout: Duration,
     /// Random seed (key and operation choices).
     pub seed: u64,
+    /// A query string for the clients' reads (`consistency=stale` asks a cluster node for its
+    /// local copy: the stale-read mutant). The final reads never use it.
+    pub read_query: Option<String>,
 }
 
 impl Default for Workload {
@@ -44,6 +49,7 @@ impl Default for Workload {
             ops_per_key: 250,
             request_timeout: Duration::from_millis(1000),
             seed: 1,
+            read_query: None,
         }
     }
 }
@@ -73,6 +79,9 @@ pub enum Done {
     /// Unknown.
     Info(String),
 }
+
+/// The problem type of a 503 that says the write was applied nowhere (a `fail`, not `info`).
+pub const NOT_APPLIED: &str = "urn:hoardhaven:problem:not-applied";
 
 /// Builds a client with the run's timeout.
 ///
@@ -121,7 +130,7 @@ pub(crate) async fn client_loop(id: usize, url: String, w: Workload, shared: Arc
         };
         let mut done_draft = draft.clone();
         shared.recorder.record(draft.clone());
-        let done = perform(&http, &url, &draft).await;
+        let done = perform(&http, &url, &draft, w.read_query.as_deref()).await;
         let kind = match &done {
             Done::Ok { value, etag } => {
                 match (f, value, etag) {
@@ -164,11 +173,20 @@ pub(crate) async fn client_loop(id: usize, url: String, w: Workload, shared: Arc
     }
 }
 
-/// Sends the request an invoke event describes and classifies the answer.
-pub async fn perform(http: &reqwest::Client, url: &str, d: &crate::history::Draft) -> Done {
+/// Sends the request an invoke event describes (a read with `read_query` appended, when
+/// given) and classifies the answer.
+pub async fn perform(
+    http: &reqwest::Client,
+    url: &str,
+    d: &crate::history::Draft,
+    read_query: Option<&str>,
+) -> Done {
     let target = format!("{url}/kv/{}", d.key);
     let req = match d.f {
-        F::Read => http.get(&target),
+        F::Read => match read_query {
+            Some(q) => http.get(format!("{target}?{q}")),
+            None => http.get(&target),
+        },
         F::Write => http.put(&target).body(d.value.clone().unwrap_or_default()),
         F::Cas => http
             .put(&target)
@@ -194,7 +212,25 @@ pub async fn perform(http: &reqwest::Client, url: &str, d: &crate::history::Draf
                     Err(e) => Done::Info(format!("body: {e}")),
                 };
             }
-            classify(d.f, status, etag)
+            match classify(d.f, status, etag) {
+                // The problem's detail says why (a person reading the history wants it).
+                Done::Info(why) if status.is_server_error() => {
+                    let body = resp.text().await.unwrap_or_default();
+                    let problem = serde_json::from_str::<serde_json::Value>(&body).ok();
+                    let field = |k: &str| {
+                        problem
+                            .as_ref()
+                            .and_then(|v| v[k].as_str().map(str::to_owned))
+                    };
+                    let detail = field("detail").unwrap_or(body);
+                    if field("type").as_deref() == Some(NOT_APPLIED) {
+                        Done::Fail(format!("{why}: {detail}"))
+                    } else {
+                        Done::Info(format!("{why}: {detail}"))
+                    }
+                }
+                done => done,
+            }
         }
     }
 }
@@ -240,7 +276,7 @@ pub async fn final_reads(url: &str, max_key: u64, timeout: Duration, recorder: &
         for _attempt in 0..20 {
             let d = Draft::new("final", Kind::Invoke, F::Read, &key);
             recorder.record(d.clone());
-            let done = perform(&http, url, &d).await;
+            let done = perform(&http, url, &d, None).await;
             let mut r = d;
             let ok = match done {
                 Done::Ok { value, etag } => {
