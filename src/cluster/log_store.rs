@@ -148,9 +148,16 @@ pub fn read_state_file(dir: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(payload.to_vec()))
 }
 
+/// Decodes exactly `bytes` as a `T`: bytes left over mean the file holds something else (a
+/// lenient decode once read a saved `Option<LogId>` as a `LogId`, index 1, and a restarted
+/// leader served reads from before its last acknowledged writes).
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> io::Result<T> {
-    postcard::from_bytes(bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}")))
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"));
+    let (v, rest) = postcard::take_from_bytes(bytes).map_err(|e| bad(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(bad(format!("{} bytes left over", rest.len())));
+    }
+    Ok(v)
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> io::Result<Vec<u8>> {
@@ -234,9 +241,11 @@ impl LogStore {
         let last_purged: Option<LogId> = read_state_file(dir, "purged")?
             .map(|b| decode("purged", &b))
             .transpose()?;
+        // Saved as `Option<LogId>` (what `save_committed` is given).
         let committed: Option<LogId> = read_state_file(dir, "committed")?
-            .map(|b| decode("committed", &b))
-            .transpose()?;
+            .map(|b| decode::<Option<LogId>>("committed", &b))
+            .transpose()?
+            .flatten();
         let mut segments = BTreeMap::new();
         let mut index = BTreeMap::new();
         let count = firsts.len();
@@ -570,5 +579,44 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.purge_sync(log_id)
             .map_err(|e| sio(StorageIOError::write_logs(any(&e))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::storage::RaftLogStorage;
+
+    fn log_id(index: u64) -> LogId {
+        LogId::new(openraft::CommittedLeaderId::new(3, 2), index)
+    }
+
+    /// A restarted node must read back the commit index it saved: the restored leader's read
+    /// index rests on it. Went red when the file was decoded as a `LogId` (index 1).
+    #[tokio::test]
+    async fn the_saved_commit_index_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut log = LogStore::open(dir.path()).expect("open");
+        log.save_committed(Some(log_id(47))).await.expect("save");
+        let vote = Vote::new_committed(3, 2);
+        log.save_vote(&vote).await.expect("vote");
+        drop(log);
+        let mut log = LogStore::open(dir.path()).expect("reopen");
+        assert_eq!(log.read_committed().await.expect("read"), Some(log_id(47)));
+        assert_eq!(log.read_vote().await.expect("read"), Some(vote));
+        log.save_committed(None).await.expect("save none");
+        drop(log);
+        let mut log = LogStore::open(dir.path()).expect("reopen");
+        assert_eq!(log.read_committed().await.expect("read"), None);
+    }
+
+    #[test]
+    fn a_state_file_with_bytes_left_over_is_refused() {
+        let bytes = encode(&Some(log_id(47))).expect("encode");
+        assert!(decode::<LogId>("committed", &bytes).is_err());
+        assert_eq!(
+            decode::<Option<LogId>>("committed", &bytes).expect("decode"),
+            Some(log_id(47))
+        );
     }
 }
