@@ -100,6 +100,7 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         head: sec.head,
         request_timeout: sec.request_timeout,
         cors_origins: sec.cors_origins.clone(),
+        cluster_doc: cfg.cluster.is_some(),
     };
     let app = http::router_with(state.clone(), &opts);
     // A cluster node: the /cluster routes, the read barrier and the leader header around the

@@ -327,6 +327,7 @@ async fn bad_cluster_input_is_refused_clearly() {
     let one = start_node(data.path(), 1, peer, None).await;
     // Membership calls need a leader: wait until the one voter has elected itself.
     leader_of(&[Some(&one)]).await;
+    document_names_the_cluster_routes(&one).await;
     // /raft without the secret: 401, nothing reaches Raft.
     let r = client()
         .post(format!("http://127.0.0.1:{peer}/raft/vote"))
@@ -684,4 +685,66 @@ async fn resp_reads_are_linearizable_through_every_node() {
     .await
     .expect("resp client");
     assert_eq!(checked, 60);
+}
+
+/// A cluster node's OpenAPI document adds the `/cluster` routes, the `consistency` parameter
+/// of reads and the 503 types of writes, and still validates.
+async fn document_names_the_cluster_routes(node: &Server) {
+    let text = node
+        .client
+        .get(node.url("/openapi.json"))
+        .send()
+        .await
+        .expect("openapi")
+        .text()
+        .await
+        .expect("body");
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    for (p, m) in [
+        ("/cluster", "get"),
+        ("/cluster/init", "post"),
+        ("/cluster/learners", "post"),
+        ("/cluster/voters/{id}", "post"),
+        ("/cluster/members/{id}", "delete"),
+    ] {
+        assert!(doc["paths"][p][m].is_object(), "{m} {p} documented");
+    }
+    for (p, m) in [
+        ("/kv/{key}", "get"),
+        ("/kv/{key}", "head"),
+        ("/kv", "get"),
+        ("/mget", "post"),
+    ] {
+        let params = doc["paths"][p][m]["parameters"].as_array().expect("params");
+        assert!(
+            params.iter().any(|x| x["name"] == "consistency"),
+            "{m} {p} documents consistency"
+        );
+    }
+    let put_503 = &doc["paths"]["/kv/{key}"]["put"]["responses"]["503"]["description"];
+    assert!(
+        put_503.as_str().is_some_and(|d| d.contains("not-applied")),
+        "{put_503}"
+    );
+    let have_validator = std::process::Command::new("python3")
+        .args(["-c", "import openapi_spec_validator"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_validator {
+        common::skip_unless_required("openapi-spec-validator is not installed; check skipped");
+        return;
+    }
+    let file = node.scratch.path().join("cluster-openapi.json");
+    std::fs::write(&file, &text).expect("write");
+    let out = std::process::Command::new("python3")
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .expect("validator");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

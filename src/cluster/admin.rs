@@ -24,6 +24,8 @@ use super::node::{AdminError, AdminOp, Node};
 use super::types::{NodeId, NodeInfo};
 use crate::engine::Error as EngineError;
 use crate::http::ApiError;
+#[allow(unused_imports)] // named in the utoipa attributes
+use crate::http::error::Problem;
 
 /// Where the node appears once started (the router is built before).
 pub type Slot = Arc<OnceLock<Arc<Node>>>;
@@ -71,14 +73,36 @@ fn admin_result(r: Result<String, AdminError>) -> Response {
     }
 }
 
-async fn status(State(slot): State<Slot>) -> Response {
+/// This node's view of the cluster: its state and term, the leader, voters and learners
+/// (with each one's replication lag on the leader), and its log indexes.
+#[utoipa::path(
+    get,
+    path = "/cluster",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "`node_id`, `state` (leader, follower, candidate, learner), `term`, `leader` (`node_id`, `api_url`, `peer_url`), `voters` and `learners` (`node_id`, URLs, `matched_index`, `lag`), `last_log_index`, `first_log_index`, `commit_index`, `applied_index`, `snapshot_index`, `purged_index`.", body = Object),
+        (status = 503, description = "The node is starting.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn status(State(slot): State<Slot>) -> Response {
     match node_of(&slot) {
         Ok(n) => Json(n.status()).into_response(),
         Err(r) => r,
     }
 }
 
-async fn init(State(slot): State<Slot>) -> Response {
+/// Makes this node a one-voter cluster (what `--cluster-init` does on first start).
+#[utoipa::path(
+    post,
+    path = "/cluster/init",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "Initialized: `{\"result\": \"...\"}`.", body = Object),
+        (status = 409, description = "Already initialized (type `cluster-conflict`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Starting, or no leader / quorum in time.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn init(State(slot): State<Slot>) -> Response {
     match node_of(&slot) {
         Ok(n) => admin_result(
             n.init()
@@ -90,7 +114,7 @@ async fn init(State(slot): State<Slot>) -> Response {
 }
 
 /// Body of `POST /cluster/learners`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LearnerBody {
     /// The new node's id.
@@ -101,7 +125,21 @@ pub struct LearnerBody {
     pub api_url: String,
 }
 
-async fn add_learner(
+/// Adds a node as a learner (it receives the log, or a snapshot, but does not vote); the
+/// call returns once the learner has caught up. Promote it with `POST /cluster/voters/{id}`.
+#[utoipa::path(
+    post,
+    path = "/cluster/learners",
+    tag = "cluster",
+    request_body = LearnerBody,
+    responses(
+        (status = 200, description = "Added and caught up.", body = Object),
+        (status = 400, description = "Bad body.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The id or a URL is already a member's (type `cluster-conflict`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No leader or quorum in time.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn add_learner(
     State(slot): State<Slot>,
     body: Result<Json<LearnerBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
@@ -134,7 +172,20 @@ fn parse_id(id: &str) -> Result<NodeId, Response> {
     })
 }
 
-async fn promote(State(slot): State<Slot>, Path(id): Path<String>) -> Response {
+/// Makes a learner a voter (a joint-consensus membership change).
+#[utoipa::path(
+    post,
+    path = "/cluster/voters/{id}",
+    tag = "cluster",
+    params(("id" = u64, Path, description = "The learner's node id.")),
+    responses(
+        (status = 200, description = "Promoted.", body = Object),
+        (status = 400, description = "Not a node id.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such learner.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No leader or quorum in time.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn promote(State(slot): State<Slot>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(i) => i,
         Err(r) => return r,
@@ -145,7 +196,21 @@ async fn promote(State(slot): State<Slot>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn remove(State(slot): State<Slot>, Path(id): Path<String>) -> Response {
+/// Removes a voter or learner from the cluster (never the last voter).
+#[utoipa::path(
+    delete,
+    path = "/cluster/members/{id}",
+    tag = "cluster",
+    params(("id" = u64, Path, description = "The member's node id.")),
+    responses(
+        (status = 200, description = "Removed.", body = Object),
+        (status = 400, description = "Not a node id.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such member.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "It is the last voter (type `cluster-conflict`).", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No leader or quorum in time.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn remove(State(slot): State<Slot>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(i) => i,
         Err(r) => return r,

@@ -6,7 +6,8 @@
 //! (the snapshot file between nodes), [`network`] (Raft RPCs over HTTP, client side) and
 //! [`peer`] (the `/raft/*` routes on the peer listener), [`node`] (starting a node), [`facade`]
 //! (the store the HTTP handlers call: an [`crate::Engine`] whose writes go through the log),
-//! [`admin`] (the `/cluster` routes and the read barrier), [`metrics`].
+//! [`admin`] (the `/cluster` routes and the read barrier), [`openapi`] (their part of the
+//! OpenAPI document), [`metrics`].
 
 pub mod admin;
 pub mod facade;
@@ -14,6 +15,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod openapi;
 pub mod peer;
 pub mod snapshot;
 pub mod state_machine;

@@ -53,6 +53,9 @@ pub struct HttpOptions {
     pub request_timeout: Option<Duration>,
     /// Origins allowed by CORS; empty = CORS off (no CORS headers at all). `*` = any origin.
     pub cors_origins: Vec<String>,
+    /// A Raft cluster node: the OpenAPI document gains the `/cluster` routes and the read
+    /// consistency parameter (`crate::cluster::openapi::ClusterDoc`).
+    pub cluster_doc: bool,
 }
 
 /// Middleware: refuses a request target or header block over the limits.

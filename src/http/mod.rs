@@ -130,14 +130,12 @@ pub fn router_with(state: AppState, opts: &HttpOptions) -> Router {
         metrics_open: opts.metrics_open,
         docs_open: opts.docs_open,
     };
-    let doc = openapi::finish(
-        &doc,
-        &[
-            &openapi::PathTemplates,
-            &openapi::LimitsDoc(limits),
-            &security,
-        ],
-    );
+    let limits_doc = openapi::LimitsDoc(limits);
+    let mut steps: Vec<&dyn utoipa::Modify> = vec![&openapi::PathTemplates, &limits_doc, &security];
+    if opts.cluster_doc {
+        steps.push(&crate::cluster::openapi::ClusterDoc);
+    }
+    let doc = openapi::finish(&doc, &steps);
     state.set_openapi_json(openapi::to_bytes(&doc));
 
     let docs = SwaggerUi::new("/docs").config(Config::from("/openapi.json"));
