@@ -111,7 +111,7 @@ lines = [
 ]
 lines += sorted(rows.values())
 summary = (
-    f"\nSystems that must hold (sync=always): **{faults} faults injected** over {len(held)} runs; "
+    f"\nSystems that must hold (single node with sync=always, the Raft cluster): **{faults} faults injected** over {len(held)} runs; "
     + ("every run linearizable with 0 acknowledged writes lost." if ok else "**NOT every run passed: see above.**")
 )
 for m in mutants:
