@@ -164,7 +164,7 @@ pub struct ClusterSettings {
     #[arg(long, env = "HOARDHAVEN_CLUSTER_TIMEOUT_MS", default_value_t = 5000)]
     pub cluster_timeout_ms: u64,
     /// Raft heartbeat in milliseconds (elections time out after 6-12 heartbeats)
-    #[arg(long, env = "HOARDHAVEN_RAFT_HEARTBEAT_MS", default_value_t = 250)]
+    #[arg(long, env = "HOARDHAVEN_RAFT_HEARTBEAT_MS", default_value_t = 100)]
     pub raft_heartbeat_ms: u64,
     /// Log entries applied since the last Raft snapshot that trigger the next one
     #[arg(long, env = "HOARDHAVEN_RAFT_SNAPSHOT_EVERY", default_value_t = 100000)]

@@ -150,6 +150,35 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let after_kill = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // A fifth writer sends batches of BATCH puts through a follower (forwarded to the leader),
+    // so batches are in flight at the kill: each must end all present or all absent.
+    let batches_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let batches_acked = Arc::new(Mutex::new(BTreeSet::new()));
+    const BATCH: usize = 5;
+    let batch_writer = {
+        let base = followers[0].clone();
+        let (sent, acked_b, stop) = (batches_sent.clone(), batches_acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let c = client();
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let ops: Vec<serde_json::Value> = (0..BATCH)
+                    .map(|j| serde_json::json!({"op": "put", "key": format!("b{i}/{j}"), "value": "x"}))
+                    .collect();
+                sent.store(i + 1, std::sync::atomic::Ordering::SeqCst);
+                if let Ok(r) = c
+                    .post(format!("{base}/batch"))
+                    .json(&serde_json::json!({ "ops": ops }))
+                    .send()
+                    .await
+                    && r.status().is_success()
+                {
+                    acked_b.lock().expect("lock").insert(i);
+                }
+                i += 1;
+            }
+        })
+    };
     let mut writers = Vec::new();
     for w in 0..4 {
         let base = followers[w % 2].clone();
@@ -204,6 +233,7 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     for w in writers {
         w.await.expect("writer");
     }
+    batch_writer.await.expect("batch writer");
     let acked = acked.lock().expect("lock").clone();
     for i in (0..3).filter(|&i| i != lead) {
         let n = nodes[i].as_ref().expect("survivor");
@@ -244,6 +274,32 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
             "acknowledged {key} missing on the returned node: {body}"
         );
         assert_eq!(&body, key);
+    }
+    // Every batch, the ones in flight at the kill included: all of it or none of it, on
+    // every node (the returned one read linearizably, like the survivors).
+    let batches_acked = batches_acked.lock().expect("lock").clone();
+    let sent = batches_sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(!batches_acked.is_empty(), "no batch acknowledged");
+    let mut all = vec![&back];
+    all.extend(nodes.iter().flatten());
+    for n in all {
+        for b in 0..sent {
+            let page: serde_json::Value = n
+                .client
+                .get(n.url(&format!("/kv?prefix=b{b}%2F")))
+                .send()
+                .await
+                .expect("list")
+                .json()
+                .await
+                .expect("json");
+            let have = page["keys"].as_array().expect("keys").len();
+            if batches_acked.contains(&b) {
+                assert_eq!(have, BATCH, "acknowledged batch {b} is partly missing");
+            } else {
+                assert!(have == 0 || have == BATCH, "batch {b} half applied: {have} keys");
+            }
+        }
     }
 }
 

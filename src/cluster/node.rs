@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use axum::serve::ListenerExt;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
@@ -559,7 +560,11 @@ pub async fn start(opts: ClusterOptions, shutdown: Shutdown) -> anyhow::Result<A
     });
     let listener = tokio::net::TcpListener::bind(opts.peer_listen)
         .await
-        .with_context(|| format!("cannot listen on {} (peer_listen)", opts.peer_listen))?;
+        .with_context(|| format!("cannot listen on {} (peer_listen)", opts.peer_listen))?
+        // Raft RPCs are small request/response pairs: no Nagle delay on the answers.
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     let app = super::peer::router(Arc::clone(&node));
     let sd = shutdown.clone();
     tokio::spawn(async move {
