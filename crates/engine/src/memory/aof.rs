@@ -23,16 +23,26 @@
 //! covered ([`LogWriter::take_durable`]). Otherwise a background thread writes the buffer every
 //! flush interval and, for `Every(d)`, fsyncs every `d`. A failed write or fsync poisons the
 //! engine: every later write fails with [`Error::Poisoned`].
+//!
+//! # A full disk
+//! Before a write draws its version or touches the table it reserves disk space for its record
+//! ([`LogWriter::reserve`]): the log file is zero-filled ahead (4 MiB at a time, fdatasynced)
+//! and a write that would pass the filled part waits for the next chunk. A full disk met there
+//! refuses the write with [`Error::DiskFull`] before anything of it is applied, without
+//! poisoning, so the engine takes writes again once space is back, with no restart. Writing
+//! the buffer later only overwrites zeros it owns. Readers take zeros after the last record as
+//! the end of the data; the zeros are cut off when a log is switched or closed.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
 use super::codec::{Reader, crc_of};
 use crate::SyncPolicy;
-use crate::durability::append::PlainFile;
+use crate::durability::append::{PlainFile, Prealloc};
 use crate::durability::{AppendFile, PendingQueue, Poison};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{self, sync_dir};
@@ -44,6 +54,8 @@ const RECORD_TAG: u8 = 0xB7;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_PUT_TTL: u8 = 3;
+/// Zero-fill the log this much ahead of its data (see "A full disk" above).
+const PREALLOC_CHUNK: u64 = 4 << 20;
 /// Largest record body (the length field is a `u32`).
 pub(crate) const MAX_RECORD: usize = u32::MAX as usize;
 
@@ -83,7 +95,6 @@ impl LogOp<'_> {
     }
 
     /// Bytes this op takes in a record body.
-    #[cfg(test)]
     pub(crate) fn encoded_len(&self) -> usize {
         match self {
             LogOp::Put {
@@ -126,6 +137,11 @@ impl LogOp<'_> {
             }
         }
     }
+}
+
+/// Bytes of the framed record holding `ops`.
+pub(crate) fn record_len(ops: &[LogOp<'_>]) -> usize {
+    8 + 1 + 4 + ops.iter().map(LogOp::encoded_len).sum::<usize>()
 }
 
 /// Appends one framed record holding `ops` to `out`. Callers keep the body under
@@ -296,6 +312,14 @@ pub(crate) fn read_log_with(
                 scan.records += 1;
                 pos += len;
             }
+            Err(_) if buf[pos..].iter().all(|&b| b == 0) => {
+                // Zero-filled preallocation past the last record (a crash before the log
+                // was trimmed): the end of the data, not damage.
+                if cut {
+                    truncate(path, pos as u64)?;
+                }
+                break;
+            }
             Err(reason) => {
                 if !is_last {
                     return Err(Error::corrupted(path, pos as u64, reason));
@@ -361,6 +385,10 @@ struct Pending<T> {
     appended: u64,
     /// What each record changes, published once it is durable (sync `always`).
     staged: PendingQueue<T>,
+    /// The LSN at which the current file's records begin.
+    file_start: u64,
+    /// Bytes reserved by writes not yet appended ([`LogWriter::reserve`]).
+    reserved: u64,
 }
 
 struct Io {
@@ -374,6 +402,8 @@ pub(crate) struct LogWriter<T> {
     policy: SyncPolicy,
     pending: Mutex<Pending<T>>,
     io: Mutex<Io>,
+    /// Physical length of the current file (data and zero-filled space), as last allocated.
+    allocated: AtomicU64,
     poison: Arc<Poison>,
 }
 
@@ -387,16 +417,22 @@ impl<T> LogWriter<T> {
                 buf: Vec::with_capacity(64 * 1024),
                 appended: 0,
                 staged: PendingQueue::new(),
+                file_start: 0,
+                reserved: 0,
             }),
             io: Mutex::new(Io {
                 log: AppendFile::new(
                     PlainFile { file, path },
                     LOG_HEADER_LEN as u64,
-                    None,
+                    Some(Prealloc {
+                        chunk: PREALLOC_CHUNK,
+                        max: u64::MAX,
+                    }),
                     poison.clone(),
                 ),
                 spare: Vec::with_capacity(64 * 1024),
             }),
+            allocated: AtomicU64::new(LOG_HEADER_LEN as u64),
             poison,
         }
     }
@@ -406,10 +442,47 @@ impl<T> LogWriter<T> {
         self.poison.check()
     }
 
+    /// Reserves disk space for a record of `ops` before anything of the write is applied
+    /// (call it with the cut lock held shared, so that no log switch comes between it and
+    /// [`LogWriter::append`]); returns the bytes reserved, to hand to `append`.
+    ///
+    /// # Errors
+    /// [`Error::DiskFull`] when the space cannot be allocated: nothing is reserved and the
+    /// engine is not poisoned. Other I/O errors poison.
+    pub(crate) fn reserve(&self, ops: &[LogOp<'_>]) -> Result<u64> {
+        let len = record_len(ops) as u64;
+        loop {
+            let need = {
+                let mut p = self.pending.lock();
+                let need = LOG_HEADER_LEN as u64 + (p.appended - p.file_start) + p.reserved + len;
+                if need <= self.allocated.load(Ordering::Acquire) {
+                    p.reserved += len;
+                    return Ok(len);
+                }
+                need
+            };
+            let mut io = self.io.lock();
+            io.log.preallocate(need)?;
+            let allocated = io.log.allocated();
+            self.allocated.store(allocated, Ordering::Release);
+            if allocated < need {
+                // Cannot happen with preallocation on; never spin if it does.
+                return Err(Error::Poisoned("log preallocation did not grow".into()));
+            }
+        }
+    }
+
     /// Buffers one record of `ops`, with `staged` (what it changes, published once the
-    /// record is durable); returns its end LSN and the buffered byte count.
-    pub(crate) fn append(&self, ops: &[LogOp<'_>], staged: Option<T>) -> (u64, usize) {
+    /// record is durable), releasing `reserved` bytes taken by [`LogWriter::reserve`];
+    /// returns its end LSN and the buffered byte count.
+    pub(crate) fn append(
+        &self,
+        ops: &[LogOp<'_>],
+        staged: Option<T>,
+        reserved: u64,
+    ) -> (u64, usize) {
         let mut p = self.pending.lock();
+        p.reserved = p.reserved.saturating_sub(reserved);
         let before = p.buf.len();
         encode_record(&mut p.buf, ops);
         p.appended += (p.buf.len() - before) as u64;
@@ -455,11 +528,24 @@ impl<T> LogWriter<T> {
             .write(&io.spare)
             .inspect_err(|e| self.poison.poison(e));
         io.spare.clear();
+        self.allocated.store(io.log.allocated(), Ordering::Release);
         r?;
         if sync {
             io.log.sync()?;
         }
         Ok(end)
+    }
+
+    /// Cuts the zero-filled space off the end of the current file (at close, after the last
+    /// flush).
+    ///
+    /// # Errors
+    /// I/O errors (poisoned).
+    pub(crate) fn trim(&self) -> Result<()> {
+        let mut io = self.io.lock();
+        io.log.trim()?;
+        self.allocated.store(io.log.allocated(), Ordering::Release);
+        Ok(())
     }
 
     /// Switches appends to `file` (a new log at `path`); the caller excludes appenders while
@@ -473,15 +559,21 @@ impl<T> LogWriter<T> {
         {
             let mut p = self.pending.lock();
             std::mem::swap(&mut p.buf, &mut tail);
+            p.file_start = p.appended;
+            p.reserved = 0;
         }
         let old_len = io.log.flushed();
+        let old_allocated = io.log.allocated();
+        self.allocated
+            .store(LOG_HEADER_LEN as u64, Ordering::Release);
         let old = io
             .log
             .replace(PlainFile { file, path }, LOG_HEADER_LEN as u64);
         Rotation {
             writer: self,
             _io: io,
-            old: AppendFile::new(old, old_len, None, self.poison.clone()),
+            old: AppendFile::new(old, old_len, None, self.poison.clone())
+                .with_allocated(old_allocated),
             tail,
         }
     }
@@ -503,6 +595,8 @@ impl<T> Rotation<'_, T> {
         self.old
             .write(&self.tail)
             .inspect_err(|e| w.poison.poison(e))?;
+        // The old log ends at its data: cut the zero-filled space off.
+        self.old.trim()?;
         if w.policy != SyncPolicy::Never {
             self.old.sync()?;
         }
@@ -679,6 +773,7 @@ mod tests {
                                 value: b"v",
                             }],
                             None,
+                            0,
                         );
                         assert!(w.flush(true).expect("flush") >= lsn);
                     }
