@@ -689,6 +689,59 @@ mod tests {
     }
 
     #[test]
+    fn zero_filled_space_after_the_records_is_the_end_not_damage() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut body = sample();
+        let records = body.len();
+        body.resize(records + 64 * 1024, 0);
+        // A log switched in a crash before its zeros were cut: not last, yet not corrupt.
+        for is_last in [false, true] {
+            let path = write_log(dir.path(), 3, &body);
+            let mut n = 0;
+            let scan = read_log(&path, 3, is_last, |_| n += 1).expect("zeros end the data");
+            assert_eq!(scan.torn_at, None, "zeros are not a torn tail");
+            assert!(n > 0);
+            let len = std::fs::metadata(&path).expect("meta").len();
+            assert_eq!(len, (LOG_HEADER_LEN + records) as u64, "zeros cut off");
+        }
+    }
+
+    #[test]
+    fn a_reservation_preallocates_and_a_full_disk_refuses_it_unpoisoned() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = create_log(dir.path(), 1).expect("create");
+        let path = dir.path().join(log_name(1));
+        let poison = Arc::new(Poison::new());
+        let w: LogWriter<()> = LogWriter::new(file, path.clone(), SyncPolicy::Always, poison.clone());
+        let op = [LogOp::Put {
+            version: 1,
+            expires_at: None,
+            key: b"k",
+            value: b"v",
+        }];
+        let r = w.reserve(&op).expect("reserve");
+        assert_eq!(r, record_len(&op) as u64);
+        let allocated = std::fs::metadata(&path).expect("meta").len();
+        assert!(allocated >= PREALLOC_CHUNK, "zero-filled ahead: {allocated}");
+        w.append(&op, None, r);
+        w.flush(true).expect("flush");
+        w.trim().expect("trim");
+        let len = std::fs::metadata(&path).expect("meta").len();
+        assert_eq!(len, (LOG_HEADER_LEN + record_len(&op)) as u64);
+        let mut plan = crate::fault::Plan::new(dir.path(), &[crate::fault::Op::Write], 1);
+        plan.fault = crate::fault::Fault::Short(28);
+        plan.sticky = true;
+        let armed = crate::fault::arm(plan);
+        assert!(matches!(w.reserve(&op), Err(Error::DiskFull { .. })));
+        assert!(!poison.is_set(), "a full disk does not poison");
+        armed.heal();
+        drop(armed);
+        let r = w.reserve(&op).expect("space is back");
+        w.append(&op, None, r);
+        w.flush(true).expect("flush");
+    }
+
+    #[test]
     fn torn_tail_is_truncated_in_last_log_only() {
         let dir = tempfile::tempdir().expect("tmp");
         let buf = sample();
