@@ -48,6 +48,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use hashbrown::HashMap;
 
+use crate::compression::Codec;
 use self::aof::{LogOp, LogWriter, MAX_RECORD, create_log, log_name};
 use self::checkpoint::Kind;
 use self::manifest::Manifest;
@@ -98,6 +99,9 @@ pub struct MemoryOptions {
     pub max_batch_ops: usize,
     /// Most key + value bytes in one batch.
     pub max_batch_bytes: usize,
+    /// Value compression in the log (the table and snapshots are not affected: snapshot
+    /// blocks are LZ4-compressed whole anyway).
+    pub compression: crate::compression::Compression,
     /// Test hook: abort the process when a checkpoint reaches the named step
     /// (`log-created`, `cut`, `snapshot-written`, `snapshot-renamed`, `manifest-stored`,
     /// `cleaned`). Not for production use.
@@ -121,6 +125,7 @@ impl Default for MemoryOptions {
             sweep_interval: Duration::from_millis(100),
             max_batch_ops: 10_000,
             max_batch_bytes: 64 << 20,
+            compression: crate::compression::Compression::default(),
             crash_at: None,
         }
     }
@@ -293,6 +298,7 @@ impl MemoryEngine {
                 file,
                 dir.join(log_name(log_seq)),
                 sync,
+                opts.compression,
                 poison.clone(),
             ))
         } else {
@@ -676,6 +682,7 @@ impl Engine for MemoryEngine {
                 expires_at,
                 key,
                 value: &value,
+                codec: Codec::Raw,
             };
             let reserved = inner.log_reserve(&[log_op])?;
             let version = inner.next_versions(1);
@@ -855,6 +862,7 @@ impl Engine for MemoryEngine {
                         expires_at: expires_at.map(|t| t.0),
                         key,
                         value,
+                        codec: Codec::Raw,
                     },
                     BatchOp::Delete { key } => LogOp::Delete { version: 0, key },
                 })
@@ -887,6 +895,7 @@ impl Engine for MemoryEngine {
                             expires_at: exp,
                             key,
                             value,
+                            codec: Codec::Raw,
                         };
                         let staged_op = StagedOp::Put {
                             value: value.clone(),
