@@ -73,7 +73,10 @@ async fn run(engine: &str, codec: &str) -> (Vec<String>, u64) {
     }
     for (i, etag) in etags.iter().enumerate() {
         let (body, tag) = get(&s, &format!("doc-{i}")).await;
-        assert!(body == json_doc(i), "{engine} {codec}: doc-{i} bytes differ");
+        assert!(
+            body == json_doc(i),
+            "{engine} {codec}: doc-{i} bytes differ"
+        );
         assert_eq!(&tag, etag, "{engine} {codec}: doc-{i}");
     }
     let dir = s.data_dir.clone();

@@ -229,7 +229,11 @@ fn real_full_tmpfs(engine: &str) {
         "{engine}"
     );
     for key in &acked {
-        assert_eq!(get(&base, key), (200, vec![b'y'; 64 * 1024]), "{engine}: {key}");
+        assert_eq!(
+            get(&base, key),
+            (200, vec![b'y'; 64 * 1024]),
+            "{engine}: {key}"
+        );
     }
     assert_eq!(get(&base, &refused).0, 404, "{engine}: refused {refused}");
     child.kill().expect("kill");

@@ -150,7 +150,8 @@ fn run(base: &Path, c: &Corpus, a: Algorithm) -> Row {
     let e = Bitcask::open(&dir, SyncPolicy::Never, &opts).expect("open");
     let t = Instant::now();
     for (i, v) in c.values.iter().enumerate() {
-        e.put(&key(i), v.clone(), PutOptions::default()).expect("put");
+        e.put(&key(i), v.clone(), PutOptions::default())
+            .expect("put");
     }
     e.sync().expect("sync");
     let put_per_s = c.values.len() as f64 / t.elapsed().as_secs_f64();
@@ -173,7 +174,8 @@ fn run(base: &Path, c: &Corpus, a: Algorithm) -> Row {
     assert!(total > 0);
     // Every key overwritten once: half of the store is dead, then merged.
     for (i, v) in c.values.iter().enumerate() {
-        e.put(&key(i), v.clone(), PutOptions::default()).expect("put");
+        e.put(&key(i), v.clone(), PutOptions::default())
+            .expect("put");
     }
     e.sync().expect("sync");
     let t = Instant::now();
@@ -192,7 +194,8 @@ fn run(base: &Path, c: &Corpus, a: Algorithm) -> Row {
     let e = MemoryEngine::open(&dir, SyncPolicy::Never, &mopts).expect("open memory");
     let t = Instant::now();
     for (i, v) in c.values.iter().enumerate() {
-        e.put(&key(i), v.clone(), PutOptions::default()).expect("put");
+        e.put(&key(i), v.clone(), PutOptions::default())
+            .expect("put");
     }
     e.sync().expect("sync");
     let mem_put_per_s = n as f64 / t.elapsed().as_secs_f64();
@@ -216,13 +219,20 @@ fn main() {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--values" => values = args.next().and_then(|v| v.parse().ok()).expect("--values N"),
+            "--values" => {
+                values = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--values N")
+            }
             "--dir" => dir = args.next().map(PathBuf::from),
             _ => {} // cargo bench passes --bench
         }
     }
     let tmp = tempfile::tempdir_in(dir.unwrap_or_else(std::env::temp_dir)).expect("tempdir");
-    println!("values per corpus: {values}; bitcask sync=never, mmap reads; memory engine log, sync=never");
+    println!(
+        "values per corpus: {values}; bitcask sync=never, mmap reads; memory engine log, sync=never"
+    );
     println!(
         "| corpus | codec | raw MiB | bitcask data MiB | saved | PUT/s | GET/s | merge ms | memory log MiB | memory PUT/s |"
     );

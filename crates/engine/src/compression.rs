@@ -147,7 +147,9 @@ mod tests {
         let mut v = Vec::new();
         let mut i = 0;
         while v.len() < n {
-            v.extend_from_slice(format!("{{\"id\":{i},\"name\":\"user-{i}\",\"ok\":true}},").as_bytes());
+            v.extend_from_slice(
+                format!("{{\"id\":{i},\"name\":\"user-{i}\",\"ok\":true}},").as_bytes(),
+            );
             i += 1;
         }
         v.truncate(n);

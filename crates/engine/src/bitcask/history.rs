@@ -121,9 +121,7 @@ impl HistorySource for DiskHistory {
                                 stored,
                                 super::MAX_VALUE_LEN,
                             )
-                            .map_err(|reason| {
-                                Error::corrupted(&f.path, item.offset, reason)
-                            })?;
+                            .map_err(|reason| Error::corrupted(&f.path, item.offset, reason))?;
                             &unpacked[..]
                         };
                         Change {

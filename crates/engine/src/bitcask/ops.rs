@@ -13,10 +13,10 @@ use bytes::Bytes;
 
 use super::keydir::Loc;
 use super::record::{self, HEADER_LEN, Kind};
-use crate::compression::Codec;
 use super::writer::{BatchRecord, Writer};
 use super::{Bitcask, Inner, MAX_VALUE_LEN, merge, snapshot};
 use crate::changes::{Change, ChangeKind, ChangeLog};
+use crate::compression::Codec;
 use crate::error::{Error, Result};
 use crate::jobs;
 use crate::{

@@ -161,7 +161,16 @@ pub fn encode(
     key: &[u8],
     value: &[u8],
 ) -> usize {
-    encode_stored(out, kind, Codec::Raw, seq, timestamp, expires_at, key, value)
+    encode_stored(
+        out,
+        kind,
+        Codec::Raw,
+        seq,
+        timestamp,
+        expires_at,
+        key,
+        value,
+    )
 }
 
 /// As [`encode`], for a value already stored under `codec` (packed by
@@ -235,7 +244,11 @@ pub fn decode(b: &[u8]) -> Result<RecordRef<'_>, String> {
 ///
 /// # Errors
 /// A reason when a packed value does not unpack (corruption).
-pub fn value_of(header: &Header, stored: bytes::Bytes, max_len: usize) -> Result<bytes::Bytes, String> {
+pub fn value_of(
+    header: &Header,
+    stored: bytes::Bytes,
+    max_len: usize,
+) -> Result<bytes::Bytes, String> {
     match header.codec {
         Codec::Raw => Ok(stored),
         codec => compression::unpack(codec, &stored, max_len).map(bytes::Bytes::from),
@@ -334,13 +347,23 @@ mod tests {
         };
         let (codec, packed) = c.pack(&big).expect("compressible");
         let mut buf = Vec::new();
-        let n = encode_stored(&mut buf, Kind::Put, codec, 9, UnixMillis(1), None, b"k", &packed);
+        let n = encode_stored(
+            &mut buf,
+            Kind::Put,
+            codec,
+            9,
+            UnixMillis(1),
+            None,
+            b"k",
+            &packed,
+        );
         assert_eq!(n, HEADER_LEN + 1 + packed.len());
         assert_eq!(buf[5], 0x11, "kind put, codec lz4 in the high bits");
         let r = decode(&buf).expect("decodes");
         assert_eq!(r.header.codec, Codec::Lz4);
         assert_eq!(r.header.kind, Kind::Put);
-        let v = value_of(&r.header, bytes::Bytes::copy_from_slice(r.value), 1 << 30).expect("value");
+        let v =
+            value_of(&r.header, bytes::Bytes::copy_from_slice(r.value), 1 << 30).expect("value");
         assert_eq!(&v[..], &big[..]);
         // A small value: no flag, stored as it is.
         let mut buf = Vec::new();
@@ -363,7 +386,16 @@ mod tests {
         packed[last] ^= 0x5a;
         packed[4] ^= 0xff;
         let mut buf = Vec::new();
-        encode_stored(&mut buf, Kind::Put, codec, 1, UnixMillis(1), None, b"k", &packed);
+        encode_stored(
+            &mut buf,
+            Kind::Put,
+            codec,
+            1,
+            UnixMillis(1),
+            None,
+            b"k",
+            &packed,
+        );
         let r = decode(&buf).expect("the CRC covers what is on disk: it passes");
         assert!(value_of(&r.header, bytes::Bytes::copy_from_slice(r.value), 1 << 30).is_err());
         // An unknown codec, or a codec on a tombstone, is a bad header.
@@ -371,7 +403,16 @@ mod tests {
         bad[5] = 0x21;
         assert!(decode(&bad).is_err());
         let mut t = Vec::new();
-        encode_stored(&mut t, Kind::Tombstone, Codec::Lz4, 1, UnixMillis(1), None, b"k", b"");
+        encode_stored(
+            &mut t,
+            Kind::Tombstone,
+            Codec::Lz4,
+            1,
+            UnixMillis(1),
+            None,
+            b"k",
+            b"",
+        );
         assert!(decode(&t).is_err());
     }
 

@@ -721,8 +721,21 @@ mod tests {
         assert!(body.len() < big.len() / 2, "packed: {} bytes", body.len());
         let (ops, _) = decode_record(&body).expect("decodes");
         // Flag set on the large value only; the small one is stored as it is.
-        assert!(matches!(ops[0], LogOp::Put { codec: Codec::Lz4, .. }));
-        assert!(matches!(ops[1], LogOp::Put { codec: Codec::Raw, value: b"small", .. }));
+        assert!(matches!(
+            ops[0],
+            LogOp::Put {
+                codec: Codec::Lz4,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ops[1],
+            LogOp::Put {
+                codec: Codec::Raw,
+                value: b"small",
+                ..
+            }
+        ));
         // Reading unpacks: the bytes applied are the bytes written.
         let path = write_log(dir.path(), 2, &body);
         let mut seen = Vec::new();
@@ -867,7 +880,10 @@ mod tests {
         let r = w.reserve(&op).expect("reserve");
         assert_eq!(r, record_len(&op) as u64);
         let allocated = std::fs::metadata(&path).expect("meta").len();
-        assert!(allocated >= PREALLOC_CHUNK, "zero-filled ahead: {allocated}");
+        assert!(
+            allocated >= PREALLOC_CHUNK,
+            "zero-filled ahead: {allocated}"
+        );
         w.append(&op, None, r);
         w.flush(true).expect("flush");
         w.trim().expect("trim");

@@ -48,12 +48,12 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use hashbrown::HashMap;
 
-use crate::compression::Codec;
 use self::aof::{LogOp, LogWriter, MAX_RECORD, create_log, log_name};
 use self::checkpoint::Kind;
 use self::manifest::Manifest;
 use self::table::Table;
 use crate::changes::{Change, ChangeKind, ChangeLog};
+use crate::compression::Codec;
 use crate::dir_lock::DirLock;
 use crate::durability::{Flusher, GroupCommit, Poison};
 use crate::error::{Error, Result};
