@@ -123,3 +123,70 @@ async fn compressed_values_read_back_identical_with_the_same_etags_in_less_space
         );
     }
 }
+
+/// A store whose files are format 1 (as written before compression existed: the same bytes
+/// as format 2 with raw values, headers patched back to 1) opens with compression on, reads
+/// every value, takes compressed writes beside the old records, and merges them together.
+#[test]
+fn format_1_bitcask_files_read_back_with_compression_on() {
+    use bytes::Bytes;
+    use hoardhaven::engine::bitcask::Bitcask;
+    use hoardhaven::engine::compression::{Algorithm, Compression};
+    use hoardhaven::engine::{Engine, PutOptions, SyncPolicy};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = common::bitcask_opts(65536);
+    let e = Bitcask::open(dir.path(), SyncPolicy::Always, &o).expect("open");
+    for i in 0..20 {
+        e.put(
+            format!("old-{i}").as_bytes(),
+            Bytes::from(json_doc(i)),
+            PutOptions::default(),
+        )
+        .expect("put");
+    }
+    e.close().expect("close");
+    drop(e);
+    let mut patched = 0;
+    for entry in std::fs::read_dir(dir.path()).expect("read_dir").flatten() {
+        let p = entry.path();
+        if !p.extension().is_some_and(|x| x == "data" || x == "hint") {
+            continue;
+        }
+        let mut b = std::fs::read(&p).expect("read");
+        assert_eq!(b[8..12], 2u32.to_le_bytes(), "{} is format 2", p.display());
+        b[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&b[..28]);
+        b[28..32].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&p, b).expect("write");
+        patched += 1;
+    }
+    assert!(patched > 1, "data files patched: {patched}");
+    o.compression = Compression {
+        algorithm: Algorithm::Lz4,
+        min_bytes: 1024,
+    };
+    let e = Bitcask::open(dir.path(), SyncPolicy::Always, &o).expect("open format 1 with lz4");
+    for i in 20..40 {
+        e.put(
+            format!("new-{i}").as_bytes(),
+            Bytes::from(json_doc(i)),
+            PutOptions::default(),
+        )
+        .expect("put");
+    }
+    for round in ["before merge", "after merge"] {
+        for i in 0..40 {
+            let key = if i < 20 {
+                format!("old-{i}")
+            } else {
+                format!("new-{i}")
+            };
+            let v = e.get(key.as_bytes()).expect("get").expect("present");
+            assert!(v.bytes == json_doc(i), "{round}: {key}");
+            assert_eq!(v.meta.value_len, 8192, "{round}: {key}");
+        }
+        e.merge().expect("merge");
+    }
+    e.close().expect("close");
+}
