@@ -3,6 +3,7 @@
 //! the ETag its PUT answered, before and after a restart (bitcask: out of sealed, mmap-read
 //! files and after a merge; memory: replayed from its log), the ETags are the same as with
 //! compression off, and the data files take less disk than the same writes uncompressed.
+//! Files from before compression (bitcask format 1) read back with it on.
 
 mod common;
 
