@@ -20,6 +20,7 @@ use clap::{ArgAction, ArgMatches, Args, FromArgMatches, ValueEnum};
 use config::{Config, File, FileFormat};
 
 use crate::engine::bitcask::{BitcaskOptions, MergePolicy, ReadMode};
+use crate::engine::compression::{Algorithm as CompressionAlgorithm, Compression};
 use crate::engine::memory::{MemoryOptions, SavePoint};
 use crate::engine::{EngineKind, EngineOptions, MAX_KEY_LEN, SyncPolicy};
 use crate::exec::ExecMode;
@@ -57,6 +58,14 @@ pub struct Settings {
     /// Memory engine: the append-only log `on`, or `off` (snapshots only)
     #[arg(long, env = "HOARDHAVEN_AOF", value_enum, default_value_t = Aof::On)]
     pub aof: Aof,
+    /// Value compression of new records (bitcask data files, the memory engine's log): `none` or `lz4`
+    #[arg(long, env = "HOARDHAVEN_COMPRESSION", value_name = "CODEC",
+          default_value_t = Compression::default().algorithm)]
+    pub compression: CompressionAlgorithm,
+    /// Values shorter than this many bytes are stored as they are
+    #[arg(long, env = "HOARDHAVEN_COMPRESSION_MIN_BYTES", value_name = "BYTES",
+          default_value_t = Compression::default().min_bytes)]
+    pub compression_min_bytes: usize,
     /// TOML configuration file; its keys are these settings' names (`[bitcask]` etc. for sections)
     #[arg(long, env = "HOARDHAVEN_CONFIG")]
     pub config: Option<PathBuf>,
@@ -705,6 +714,7 @@ impl BitcaskSettings {
                 window,
             },
             snapshots_kept: self.snapshots_kept,
+            ..BitcaskOptions::default()
         };
         opts.validate().map_err(|e| engine_setting("bitcask", e))?;
         Ok(opts)
@@ -914,6 +924,14 @@ fn range(name: &str, v: usize, max: usize) -> Result<usize, SettingError> {
 }
 
 impl Settings {
+    /// The compression setting both engines write with.
+    fn compression(&self) -> Compression {
+        Compression {
+            algorithm: self.compression,
+            min_bytes: self.compression_min_bytes,
+        }
+    }
+
     /// Checks every setting and converts them to typed values.
     ///
     /// # Errors
@@ -947,8 +965,14 @@ impl Settings {
             kind,
             dir: self.data_dir.clone(),
             sync: self.sync,
-            bitcask: self.bitcask.validate()?,
-            memory: self.memory.validate(self.aof)?,
+            bitcask: BitcaskOptions {
+                compression: self.compression(),
+                ..self.bitcask.validate()?
+            },
+            memory: MemoryOptions {
+                compression: self.compression(),
+                ..self.memory.validate(self.aof)?
+            },
         };
         let security = self
             .guard

@@ -1,6 +1,8 @@
 //! Model-based property test: random operation sequences, including reopen, merge, rotation
 //! and snapshot, must leave the bitcask engine agreeing with a `BTreeMap`, in both read modes;
-//! listing pages of ranges, continued by cursor between writes, agree with it too.
+//! listing pages of ranges, continued by cursor between writes, agree with it too. Value
+//! compression is on or off at the start and flips at every reopen, so files written with it
+//! off are read with it on and the other way round; values include compressible ones.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +13,7 @@ use common::bitcask_opts;
 use common::listing::{Pager, RangeSpec};
 use hoardhaven::Error;
 use hoardhaven::engine::bitcask::{Bitcask, ReadMode};
+use hoardhaven::engine::compression::{Algorithm, Compression};
 use hoardhaven::engine::{BatchOp, Engine, Precondition, PutOptions, SyncPolicy, Version};
 use proptest::prelude::*;
 
@@ -29,7 +32,12 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     let key = 0u8..24;
-    let val = proptest::collection::vec(any::<u8>(), 0..300);
+    // Random bytes (stored raw: they do not shrink) and repetitive ones (compressed).
+    let val = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..300),
+        (proptest::collection::vec(any::<u8>(), 1..8), 0usize..600)
+            .prop_map(|(unit, n)| unit.repeat(n)),
+    ];
     prop_oneof![
         6 => (key.clone(), val.clone()).prop_map(|(k, v)| Op::Put(k, v)),
         3 => key.clone().prop_map(Op::Delete),
@@ -51,13 +59,21 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
-    fn bitcask_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..60), mmap in any::<bool>()) {
+    fn bitcask_agrees_with_a_btreemap(ops in proptest::collection::vec(op(), 1..60), mmap in any::<bool>(), compress in any::<bool>()) {
         let dir = tempfile::tempdir().expect("tempdir");
         // Both read modes: sealed files read with pread, or served as slices of their maps.
         let mut o = bitcask_opts(4096);
         o.read_mode = if mmap { ReadMode::Mmap } else { ReadMode::Pread };
-        let open_bitcask = |p: &std::path::Path, sync| Bitcask::open(p, sync, &o).expect("open");
-        let mut e = open_bitcask(dir.path(), SyncPolicy::Never);
+        let mut compress = compress;
+        let open_bitcask = |p: &std::path::Path, sync, compress: bool| {
+            let mut o = o.clone();
+            o.compression = Compression {
+                algorithm: if compress { Algorithm::Lz4 } else { Algorithm::None },
+                min_bytes: 64,
+            };
+            Bitcask::open(p, sync, &o).expect("open")
+        };
+        let mut e = open_bitcask(dir.path(), SyncPolicy::Never, compress);
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         // Every version each key was written with by `Put` / `CasPut` (all but the newest are
         // stale), kept across reopen and merge.
@@ -115,7 +131,8 @@ proptest! {
                 Op::Reopen => {
                     e.close().expect("close");
                     drop(e);
-                    e = open_bitcask(dir.path(), SyncPolicy::Never);
+                    compress = !compress;
+                    e = open_bitcask(dir.path(), SyncPolicy::Never, compress);
                 }
                 Op::Merge => { e.merge().expect("merge"); }
                 Op::Snapshot => { e.snapshot().expect("snapshot"); }

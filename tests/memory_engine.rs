@@ -737,9 +737,22 @@ mod model {
     proptest! {
         #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
         #[test]
-        fn matches_a_btreemap(ops in prop::collection::vec(op(), 1..60), aof in any::<bool>()) {
+        fn matches_a_btreemap(ops in prop::collection::vec(op(), 1..60), aof in any::<bool>(), compress in any::<bool>()) {
+            use hoardhaven::engine::compression::{Algorithm, Compression};
             let dir = tempfile::tempdir().expect("tmp");
-            let o = MemoryOptions { aof, shards: 4, ..opts() };
+            // Log compression on or off, flipped at every reopen: logs written with it off
+            // are replayed with it on and the other way round.
+            let with = |compress: bool| MemoryOptions {
+                aof,
+                shards: 4,
+                compression: Compression {
+                    algorithm: if compress { Algorithm::Lz4 } else { Algorithm::None },
+                    min_bytes: 64,
+                },
+                ..opts()
+            };
+            let mut compress = compress;
+            let mut o = with(compress);
             let mut e = open(dir.path(), SyncPolicy::Never, &o);
             let mut model: BTreeMap<Vec<u8>, (Bytes, Version)> = BTreeMap::new();
             let mut last = Version(0);
@@ -792,6 +805,8 @@ mod model {
                     Op::Merge => { e.merge().expect("merge"); }
                     Op::Reopen => {
                         drop(e);
+                        compress = !compress;
+                        o = with(compress);
                         e = open(dir.path(), SyncPolicy::Never, &o);
                     }
                     Op::Page(p, s, end, limit) => {

@@ -4,8 +4,8 @@
 //! this process, so the engine's fault seam can fail its writes: ENOSPC on every write that
 //! needs new space (a full disk), or EIO on an fsync. What a client sees:
 //!
-//! - full disk: `507 disk-full`; reads go on; bitcask takes writes again once space is
-//!   back, the memory engine refuses later writes with `503 write-refused` (fail-stop);
+//! - full disk: `507 disk-full`; reads go on; both engines take writes again once space is
+//!   back, without a restart;
 //! - failed fsync: the write fails (`500`, in doubt), every later write gets
 //!   `503 write-refused`, reads go on, `/readyz` says not ready (a balancer stops sending).
 //!
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use claims_support::{ENGINES, open, wait_until};
 use hoardhaven::engine::fault::{self, Fault, Op, Plan};
-use hoardhaven::engine::{Engine, EngineKind, SyncPolicy};
+use hoardhaven::engine::{Engine, SyncPolicy};
 use hoardhaven::http::{AppState, Limits};
 
 async fn serve(engine: Arc<dyn Engine>) -> String {
@@ -118,24 +118,13 @@ async fn a_full_disk_answers_507_and_reads_go_on() {
             "{kind}"
         );
         full.heal();
+        // Both engines take writes again once space is back, without a restart.
         let (status, body) = c.put("after", b"space is back").await;
-        match kind {
-            EngineKind::Bitcask => {
-                assert_eq!(
-                    status, 201,
-                    "{kind}: writes again once space is back: {body}"
-                );
-                assert_eq!(c.ready().await, 200, "{kind}");
-            }
-            EngineKind::Memory => {
-                assert_eq!(
-                    status, 503,
-                    "{kind}: fail-stop after a failed log write: {body}"
-                );
-                assert!(body.contains("write-refused"), "{kind}: {body}");
-                assert_eq!(c.ready().await, 503, "{kind}");
-            }
-        }
+        assert_eq!(
+            status, 201,
+            "{kind}: writes again once space is back: {body}"
+        );
+        assert_eq!(c.ready().await, 200, "{kind}");
         assert_eq!(c.get("kept").await.0, 200, "{kind}: reads go on");
         drop(full);
         let _ = e.close();
@@ -174,25 +163,103 @@ async fn a_failed_fsync_answers_500_then_503_for_every_write() {
 
 #[test]
 fn a_real_full_tmpfs_answers_507() {
+    real_full_tmpfs("bitcask");
+}
+
+#[test]
+fn a_real_full_tmpfs_answers_507_memory_engine_recovers_without_restart() {
+    real_full_tmpfs("memory");
+}
+
+/// The real binary on a 4 MiB tmpfs: fill it, see 507, free space, see writes taken again by
+/// the same process, then kill -9 and restart: every acknowledged write is there, no refused
+/// one is.
+fn real_full_tmpfs(engine: &str) {
     let Some(fs) = common::SmallFs::mount("4m") else {
         return;
     };
     let data = fs.dir.join("data");
     let scratch = tempfile::tempdir().expect("tempdir");
-    let port_file = scratch.path().join("port");
-    let log = scratch.path().join("stderr.log");
+    let http = reqwest::blocking::Client::new();
+    let (mut child, base) = spawn_server(engine, &data, scratch.path(), &http);
+    let put = |base: &str, k: &str, v: Vec<u8>| {
+        let r = http
+            .put(format!("{base}/kv/{k}"))
+            .body(v)
+            .send()
+            .expect("put");
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    let get = |base: &str, k: &str| {
+        let r = http.get(format!("{base}/kv/{k}")).send().expect("get");
+        (r.status().as_u16(), r.bytes().expect("body").to_vec())
+    };
+    assert_eq!(put(&base, "kept", b"before".to_vec()).0, 201, "{engine}");
+    fs.fill(0);
+    let mut acked = Vec::new();
+    let mut last = (0, String::new());
+    let mut refused = String::new();
+    for i in 0..2000 {
+        let key = format!("fill-{i}");
+        last = put(&base, &key, vec![b'y'; 64 * 1024]);
+        if last.0 != 201 {
+            refused = key;
+            break;
+        }
+        acked.push(key);
+    }
+    assert_eq!(last.0, 507, "{engine}: {}", last.1);
+    assert!(last.1.contains("disk-full"), "{engine}: {}", last.1);
+    assert_eq!(get(&base, "kept").0, 200, "{engine}");
+    std::fs::remove_file(fs.dir.join("filler")).expect("free space");
+    assert_eq!(
+        put(&base, "after", b"space is back".to_vec()).0,
+        201,
+        "{engine}: writes taken again without a restart"
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    // Reopen: nothing acknowledged lost, the refused write absent.
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let (mut child, base) = spawn_server(engine, &data, scratch.path(), &http);
+    assert_eq!(get(&base, "kept"), (200, b"before".to_vec()), "{engine}");
+    assert_eq!(
+        get(&base, "after"),
+        (200, b"space is back".to_vec()),
+        "{engine}"
+    );
+    for key in &acked {
+        assert_eq!(
+            get(&base, key),
+            (200, vec![b'y'; 64 * 1024]),
+            "{engine}: {key}"
+        );
+    }
+    assert_eq!(get(&base, &refused).0, 404, "{engine}: refused {refused}");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
+
+fn spawn_server(
+    engine: &str,
+    data: &std::path::Path,
+    scratch: &std::path::Path,
+    http: &reqwest::blocking::Client,
+) -> (std::process::Child, String) {
+    let port_file = scratch.join("port");
+    let log = scratch.join("stderr.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_hoardhaven"))
         .arg("serve")
         .args([
             "--listen",
             "127.0.0.1:0",
             "--engine",
-            "bitcask",
+            engine,
             "--sync",
             "always",
         ])
         .arg("--data-dir")
-        .arg(&data)
+        .arg(data)
         .arg("--port-file")
         .arg(&port_file)
         .env_remove("RUST_LOG")
@@ -201,7 +268,6 @@ fn a_real_full_tmpfs_answers_507() {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("spawn");
-    let http = reqwest::blocking::Client::new();
     let mut base = String::new();
     wait_until("server ready", || {
         assert!(
@@ -217,29 +283,5 @@ fn a_real_full_tmpfs_answers_507() {
             .send()
             .is_ok_and(|r| r.status().is_success())
     });
-    let put = |k: &str, v: Vec<u8>| {
-        let r = http
-            .put(format!("{base}/kv/{k}"))
-            .body(v)
-            .send()
-            .expect("put");
-        (r.status().as_u16(), r.text().unwrap_or_default())
-    };
-    assert_eq!(put("kept", b"before".to_vec()).0, 201);
-    fs.fill(0);
-    let mut last = (0, String::new());
-    for i in 0..2000 {
-        last = put(&format!("fill-{i}"), vec![b'y'; 64 * 1024]);
-        if last.0 != 201 {
-            break;
-        }
-    }
-    assert_eq!(last.0, 507, "{}", last.1);
-    assert!(last.1.contains("disk-full"), "{}", last.1);
-    let r = http.get(format!("{base}/kv/kept")).send().expect("get");
-    assert_eq!(r.status().as_u16(), 200);
-    std::fs::remove_file(fs.dir.join("filler")).expect("free space");
-    assert_eq!(put("after", b"space is back".to_vec()).0, 201);
-    child.kill().expect("kill");
-    child.wait().expect("wait");
+    (child, base)
 }

@@ -53,6 +53,7 @@
 
 pub mod bitcask;
 pub mod changes;
+pub mod compression;
 pub mod dir_lock;
 pub mod durability;
 pub mod error;

@@ -11,7 +11,7 @@
 //! ```text
 //! offset size field
 //!      0    8 magic       "HHBCDATA" (data) or "HHBCHINT" (hint)
-//!      8    4 format      u32, 1
+//!      8    4 format      u32, 2 (1 is read too: files from before value compression)
 //!     12    4 major       u32, as in the file name
 //!     16    4 minor       u32
 //!     20    8 base_seq    u64: every sequence number issued before this file was created
@@ -34,8 +34,10 @@ pub const FILE_HEADER_LEN: usize = 32;
 pub const DATA_MAGIC: &[u8; 8] = b"HHBCDATA";
 /// Hint file magic.
 pub const HINT_MAGIC: &[u8; 8] = b"HHBCHINT";
-/// The file format this build writes and reads.
-pub const FILE_FORMAT: u32 = 1;
+/// The file format this build writes; it reads every format from 1 up to it. Format 2 lets
+/// records name a value codec in the high bits of their kind byte (see `record.rs`); format
+/// 1 files (written before compression existed) hold only raw values and stay readable.
+pub const FILE_FORMAT: u32 = 2;
 
 /// A data file's identity: ordered by (major, minor).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,7 +119,7 @@ impl FileHeader {
         }
         let u32_at = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
         let format = u32_at(8);
-        if format != FILE_FORMAT {
+        if !(1..=FILE_FORMAT).contains(&format) {
             return Err(Error::UnsupportedFormat {
                 path: path.to_path_buf(),
                 found: format,
@@ -281,13 +283,21 @@ mod tests {
         let mut bad = b;
         bad[20] ^= 1;
         assert!(FileHeader::decode(&bad, DATA_MAGIC, p).is_err());
-        let mut newer = h.encode(DATA_MAGIC);
-        newer[8] = 2;
-        let crc = crc32c::crc32c(&newer[..28]);
-        newer[28..32].copy_from_slice(&crc.to_le_bytes());
+        let with_format = |f: u8| {
+            let mut b = h.encode(DATA_MAGIC);
+            b[8] = f;
+            let crc = crc32c::crc32c(&b[..28]);
+            b[28..32].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
         assert!(matches!(
-            FileHeader::decode(&newer, DATA_MAGIC, p),
-            Err(Error::UnsupportedFormat { found: 2, .. })
+            FileHeader::decode(&with_format(3), DATA_MAGIC, p),
+            Err(Error::UnsupportedFormat { found: 3, .. })
         ));
+        // Files of format 1 (before value compression) stay readable.
+        assert_eq!(
+            FileHeader::decode(&with_format(1), DATA_MAGIC, p).expect("format 1"),
+            h
+        );
     }
 }

@@ -111,7 +111,19 @@ impl HistorySource for DiskHistory {
                 let change = match item.header.kind {
                     Kind::Put => {
                         let start = HEADER_LEN + item.key.len();
-                        let value = &item.raw[start.min(item.raw.len())..];
+                        let stored = &item.raw[start.min(item.raw.len())..];
+                        let unpacked;
+                        let value = if item.header.codec == crate::compression::Codec::Raw {
+                            stored
+                        } else {
+                            unpacked = crate::compression::unpack(
+                                item.header.codec,
+                                stored,
+                                super::MAX_VALUE_LEN,
+                            )
+                            .map_err(|reason| Error::corrupted(&f.path, item.offset, reason))?;
+                            &unpacked[..]
+                        };
                         Change {
                             version,
                             kind: ChangeKind::Put,

@@ -71,6 +71,8 @@ pub struct BitcaskOptions {
     pub merge: MergePolicy,
     /// Snapshots kept in `<dir>/snapshots`; older ones are pruned.
     pub snapshots_kept: usize,
+    /// Value compression for new records (any stored codec is read whatever this says).
+    pub compression: crate::compression::Compression,
 }
 
 impl Default for BitcaskOptions {
@@ -80,6 +82,7 @@ impl Default for BitcaskOptions {
             read_mode: ReadMode::Pread,
             merge: MergePolicy::default(),
             snapshots_kept: 3,
+            compression: crate::compression::Compression::default(),
         }
     }
 }

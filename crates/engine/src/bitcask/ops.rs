@@ -16,6 +16,7 @@ use super::record::{self, HEADER_LEN, Kind};
 use super::writer::{BatchRecord, Writer};
 use super::{Bitcask, Inner, MAX_VALUE_LEN, merge, snapshot};
 use crate::changes::{Change, ChangeKind, ChangeLog};
+use crate::compression::Codec;
 use crate::error::{Error, Result};
 use crate::jobs;
 use crate::{
@@ -109,6 +110,19 @@ impl Inner {
         }
     }
 
+    /// Counts and reports a record of `key` whose CRC passed but whose value does not unpack.
+    fn corrupt_value(&self, key: &[u8], reason: String) -> Error {
+        self.corrupt_records.fetch_add(1, Ordering::Relaxed);
+        let loc = self.keydir.get(key);
+        let path = loc
+            .and_then(|l| self.file(l.file))
+            .map(|f| f.path.clone())
+            .unwrap_or_default();
+        let offset = loc.map_or(0, |l| u64::from(l.offset));
+        tracing::error!(file = %path.display(), offset, %reason, "corrupt record");
+        Error::corrupted(path, offset, reason)
+    }
+
     /// The current record of `key` (not expired), retrying if a merge moves it meanwhile.
     fn lookup(&self, key: &[u8], w: Option<&Writer>) -> Result<Option<(record::Header, Bytes)>> {
         for _ in 0..64 {
@@ -148,7 +162,14 @@ impl Inner {
         if self.keydir.get(key) != Some(loc) || w.staged(key).is_some() {
             return;
         }
-        let seq = match w.append(self, Kind::Tombstone, key, &[], None, UnixMillis::now()) {
+        let seq = match w.append(
+            self,
+            Kind::Tombstone,
+            key,
+            (Codec::Raw, &[]),
+            None,
+            UnixMillis::now(),
+        ) {
             Ok((seq, _)) => seq,
             Err(e) => {
                 tracing::warn!(error = %e, "writing the tombstone of an expired key failed");
@@ -243,16 +264,23 @@ impl Engine for Bitcask {
     fn get(&self, key: &[u8]) -> Result<Option<Value>> {
         check_key(key)?;
         self.inner.check_open()?;
-        Ok(self.inner.lookup(key, None)?.map(|(h, raw)| {
-            let start = HEADER_LEN + usize::from(h.key_len);
-            Value {
-                bytes: raw.slice(start..),
-                meta: Meta {
-                    version: h.version(),
-                    expires_at: h.expiry(),
-                    value_len: u64::from(h.value_len),
-                },
-            }
+        let Some((h, raw)) = self.inner.lookup(key, None)? else {
+            return Ok(None);
+        };
+        let start = HEADER_LEN + usize::from(h.key_len);
+        // Raw values stay a slice of what was read (of the map, zero-copy, in mmap mode);
+        // a compressed one is unpacked into a buffer of its own.
+        let bytes = match record::value_of(&h, raw.slice(start..), MAX_VALUE_LEN) {
+            Ok(b) => b,
+            Err(reason) => return Err(self.inner.corrupt_value(key, reason)),
+        };
+        Ok(Some(Value {
+            meta: Meta {
+                version: h.version(),
+                expires_at: h.expiry(),
+                value_len: bytes.len() as u64,
+            },
+            bytes,
         }))
     }
 
@@ -285,6 +313,12 @@ impl Engine for Bitcask {
         let inner = &*self.inner;
         inner.writable()?;
         let expires_at = round_expiry(opts.expires_at);
+        // Packed before the writer mutex: compressing is the slow part of a large put.
+        let packed = inner.opts.compression.pack(&value);
+        let stored = match &packed {
+            Some((codec, p)) => (*codec, &p[..]),
+            None => (Codec::Raw, &value[..]),
+        };
         let (seq, created) = {
             let mut w = inner.writer.lock();
             let current = inner.current_version(key, opts.precondition, &w)?;
@@ -294,7 +328,7 @@ impl Engine for Bitcask {
                 Some(change) => change.is_some_and(|o| !o.expired_at(now.0)),
                 None => inner.keydir.get(key).is_some_and(|o| !o.expired_at(now.0)),
             };
-            let (seq, loc) = w.append(inner, Kind::Put, key, &value, expires_at, now)?;
+            let (seq, loc) = w.append(inner, Kind::Put, key, stored, expires_at, now)?;
             w.stage(inner, key, seq, Some(loc));
             w.feed(inner, vec![Change::put(Version(seq), key, &value)]);
             (seq, !existed)
@@ -337,7 +371,14 @@ impl Engine for Bitcask {
                 }
                 return Ok((None, Ticket::ready()));
             };
-            let (seq, _) = w.append(inner, Kind::Tombstone, key, &[], None, UnixMillis::now())?;
+            let (seq, _) = w.append(
+                inner,
+                Kind::Tombstone,
+                key,
+                (Codec::Raw, &[]),
+                None,
+                UnixMillis::now(),
+            )?;
             w.stage(inner, key, seq, None);
             w.feed(
                 inner,
@@ -378,6 +419,13 @@ impl Engine for Bitcask {
         }
         let inner = &*self.inner;
         inner.writable()?;
+        let packed: Vec<Option<(Codec, Vec<u8>)>> = ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Put { value, .. } => inner.opts.compression.pack(value),
+                BatchOp::Delete { .. } => None,
+            })
+            .collect();
         let (last_seq, results) = {
             let mut w = inner.writer.lock();
             // Under the writer mutex: no write can come between these checks and the batch.
@@ -392,7 +440,7 @@ impl Engine for Bitcask {
             let mut present: HashMap<&[u8], bool> = HashMap::new();
             let mut records = Vec::with_capacity(ops.len());
             let mut existed_before = Vec::with_capacity(ops.len());
-            for op in &ops {
+            for (op, packed) in ops.iter().zip(&packed) {
                 let key = op.key();
                 let existed = match present.get(key) {
                     Some(&p) => p,
@@ -405,16 +453,24 @@ impl Engine for Bitcask {
                 let record = match op {
                     BatchOp::Put {
                         value, expires_at, ..
-                    } => BatchRecord {
-                        kind: Kind::Put,
-                        key,
-                        value,
-                        expires_at: round_expiry(*expires_at),
-                    },
+                    } => {
+                        let (codec, value) = match packed {
+                            Some((codec, p)) => (*codec, &p[..]),
+                            None => (Codec::Raw, &value[..]),
+                        };
+                        BatchRecord {
+                            kind: Kind::Put,
+                            key,
+                            value,
+                            codec,
+                            expires_at: round_expiry(*expires_at),
+                        }
+                    }
                     BatchOp::Delete { .. } => BatchRecord {
                         kind: Kind::Tombstone,
                         key,
                         value: &[],
+                        codec: Codec::Raw,
                         expires_at: None,
                     },
                 };

@@ -8,7 +8,9 @@
 //! offset size field
 //!      0    4 crc32c       of bytes 4 .. end of record
 //!      4    1 format       record format version, 1
-//!      5    1 kind         1 = put, 2 = tombstone, 3 = batch envelope
+//!      5    1 kind         low 4 bits: 1 = put, 2 = tombstone, 3 = batch envelope;
+//!                          high 4 bits: value codec, 0 = raw, 1 = LZ4 (puts only; files of
+//!                          format 2 and later, see `data_file.rs`)
 //!      6    2 key_len      u16
 //!      8    4 value_len    u32 (for a batch: length of the nested records)
 //!     12    8 seq          u64 sequence number = the value's version
@@ -17,11 +19,16 @@
 //!     36      key bytes, then value bytes
 //! ```
 //!
+//! `value_len` is the stored length. A compressed value is stored as
+//! [`crate::compression`] packs it (`raw_len u32 | LZ4 block`); readers unpack it after the
+//! CRC check ([`value_of`]), and a packed value that does not unpack is corruption.
+//!
 //! A batch is one envelope record (kind 3, empty key) whose value is the batch's put and
 //! tombstone records laid end to end, each a complete record with its own CRC. The envelope's
 //! CRC covers all of them, so after a crash a batch is either wholly valid or rejected whole;
 //! the keydir points straight at the nested records.
 
+use crate::compression::{self, Codec};
 use crate::{UnixMillis, Version};
 
 /// Size of the fixed record header.
@@ -69,6 +76,8 @@ pub struct Header {
     pub crc: u32,
     /// Record kind.
     pub kind: Kind,
+    /// How the value is stored.
+    pub codec: Codec,
     /// Key length.
     pub key_len: u16,
     /// Value length (nested bytes for a batch).
@@ -114,10 +123,16 @@ impl Header {
         if h[4] != RECORD_FORMAT {
             return Err(format!("unknown record format {}", h[4]));
         }
-        let kind = Kind::try_from(h[5])?;
+        let kind = Kind::try_from(h[5] & 0x0f)?;
+        let codec = Codec::from_bits(h[5] >> 4)
+            .ok_or_else(|| format!("unknown value codec {}", h[5] >> 4))?;
+        if codec != Codec::Raw && kind != Kind::Put {
+            return Err(format!("a {kind:?} record with a compressed value"));
+        }
         Ok(Header {
             crc: u32::from_le_bytes([h[0], h[1], h[2], h[3]]),
             kind,
+            codec,
             key_len: u16::from_le_bytes([h[6], h[7]]),
             value_len: u32::from_le_bytes([h[8], h[9], h[10], h[11]]),
             seq: le_u64(&h[12..20]),
@@ -146,11 +161,36 @@ pub fn encode(
     key: &[u8],
     value: &[u8],
 ) -> usize {
+    encode_stored(
+        out,
+        kind,
+        Codec::Raw,
+        seq,
+        timestamp,
+        expires_at,
+        key,
+        value,
+    )
+}
+
+/// As [`encode`], for a value already stored under `codec` (packed by
+/// [`compression::Compression::pack`] unless `Raw`).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_stored(
+    out: &mut Vec<u8>,
+    kind: Kind,
+    codec: Codec,
+    seq: u64,
+    timestamp: UnixMillis,
+    expires_at: Option<UnixMillis>,
+    key: &[u8],
+    value: &[u8],
+) -> usize {
     let start = out.len();
     out.reserve(HEADER_LEN + key.len() + value.len());
     out.extend_from_slice(&[0u8; 4]);
     out.push(RECORD_FORMAT);
-    out.push(kind.to_byte());
+    out.push(kind.to_byte() | codec.to_bits() << 4);
     out.extend_from_slice(&(key.len() as u16).to_le_bytes());
     out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
@@ -197,6 +237,22 @@ pub fn decode(b: &[u8]) -> Result<RecordRef<'_>, String> {
         key: &rec[HEADER_LEN..key_end],
         value: &rec[key_end..],
     })
+}
+
+/// The value a checked put record holds: `stored` itself when raw (zero-copy), else unpacked
+/// into an owned buffer of at most `max_len` bytes.
+///
+/// # Errors
+/// A reason when a packed value does not unpack (corruption).
+pub fn value_of(
+    header: &Header,
+    stored: bytes::Bytes,
+    max_len: usize,
+) -> Result<bytes::Bytes, String> {
+    match header.codec {
+        Codec::Raw => Ok(stored),
+        codec => compression::unpack(codec, &stored, max_len).map(bytes::Bytes::from),
+    }
 }
 
 /// Iterates the nested records of a batch envelope's value, yielding each with its offset
@@ -280,6 +336,84 @@ mod tests {
         }
         assert!(decode(&[0xff; 64]).is_err());
         assert!(decode(&[0u8; 64]).is_err());
+    }
+
+    #[test]
+    fn compressed_value_round_trip_flag_set_and_unset() {
+        let big: Vec<u8> = b"{\"k\":\"some repeated json text\"},".repeat(200);
+        let c = compression::Compression {
+            algorithm: compression::Algorithm::Lz4,
+            min_bytes: 1024,
+        };
+        let (codec, packed) = c.pack(&big).expect("compressible");
+        let mut buf = Vec::new();
+        let n = encode_stored(
+            &mut buf,
+            Kind::Put,
+            codec,
+            9,
+            UnixMillis(1),
+            None,
+            b"k",
+            &packed,
+        );
+        assert_eq!(n, HEADER_LEN + 1 + packed.len());
+        assert_eq!(buf[5], 0x11, "kind put, codec lz4 in the high bits");
+        let r = decode(&buf).expect("decodes");
+        assert_eq!(r.header.codec, Codec::Lz4);
+        assert_eq!(r.header.kind, Kind::Put);
+        let v =
+            value_of(&r.header, bytes::Bytes::copy_from_slice(r.value), 1 << 30).expect("value");
+        assert_eq!(&v[..], &big[..]);
+        // A small value: no flag, stored as it is.
+        let mut buf = Vec::new();
+        encode(&mut buf, Kind::Put, 1, UnixMillis(1), None, b"k", b"small");
+        assert_eq!(buf[5], 1);
+        let r = decode(&buf).expect("decodes");
+        assert_eq!(r.header.codec, Codec::Raw);
+        assert!(c.pack(b"small").is_none());
+    }
+
+    #[test]
+    fn corrupt_compressed_payload_with_a_valid_crc_is_an_error() {
+        let big = vec![b'a'; 4096];
+        let c = compression::Compression {
+            algorithm: compression::Algorithm::Lz4,
+            min_bytes: 1,
+        };
+        let (codec, mut packed) = c.pack(&big).expect("compressible");
+        let last = packed.len() - 1;
+        packed[last] ^= 0x5a;
+        packed[4] ^= 0xff;
+        let mut buf = Vec::new();
+        encode_stored(
+            &mut buf,
+            Kind::Put,
+            codec,
+            1,
+            UnixMillis(1),
+            None,
+            b"k",
+            &packed,
+        );
+        let r = decode(&buf).expect("the CRC covers what is on disk: it passes");
+        assert!(value_of(&r.header, bytes::Bytes::copy_from_slice(r.value), 1 << 30).is_err());
+        // An unknown codec, or a codec on a tombstone, is a bad header.
+        let mut bad = buf.clone();
+        bad[5] = 0x21;
+        assert!(decode(&bad).is_err());
+        let mut t = Vec::new();
+        encode_stored(
+            &mut t,
+            Kind::Tombstone,
+            Codec::Lz4,
+            1,
+            UnixMillis(1),
+            None,
+            b"k",
+            b"",
+        );
+        assert!(decode(&t).is_err());
     }
 
     #[test]

@@ -33,6 +33,7 @@ use super::Inner;
 use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId};
 use super::keydir::Loc;
 use super::record::{self, HEADER_LEN, Kind};
+use crate::compression::Codec;
 use crate::durability::append::{LogFile, Prealloc, sync_file};
 use crate::durability::{AppendFile, Flusher, PendingQueue, Poison};
 use crate::error::{Error, IoContext, Result};
@@ -62,8 +63,10 @@ pub struct BatchRecord<'a> {
     pub kind: Kind,
     /// The key.
     pub key: &'a [u8],
-    /// The value (empty for a tombstone).
+    /// The value as stored under `codec` (empty for a tombstone).
     pub value: &'a [u8],
+    /// How `value` is stored.
+    pub codec: Codec,
     /// Expiry, rounded to seconds.
     pub expires_at: Option<UnixMillis>,
 }
@@ -181,12 +184,13 @@ impl Writer {
     ///
     /// # Errors
     /// [`Error::DiskFull`] (nothing appended), other I/O errors (poisoned).
+    #[allow(clippy::too_many_arguments)]
     pub fn append(
         &mut self,
         inner: &Inner,
         kind: Kind,
         key: &[u8],
-        value: &[u8],
+        (codec, value): (Codec, &[u8]),
         expires_at: Option<UnixMillis>,
         now: UnixMillis,
     ) -> Result<(u64, Loc)> {
@@ -194,7 +198,7 @@ impl Writer {
         let offset = self.reserve(inner, len)?;
         let seq = self.next_seq;
         self.next_seq += 1;
-        record::encode(&mut self.buf, kind, seq, now, expires_at, key, value);
+        record::encode_stored(&mut self.buf, kind, codec, seq, now, expires_at, key, value);
         let loc = Loc {
             file: self.active_no,
             offset: offset as u32,
@@ -222,7 +226,16 @@ impl Writer {
         for (i, r) in records.iter().enumerate() {
             let at = nested.len();
             let seq = first_seq + i as u64;
-            record::encode(&mut nested, r.kind, seq, now, r.expires_at, r.key, r.value);
+            record::encode_stored(
+                &mut nested,
+                r.kind,
+                r.codec,
+                seq,
+                now,
+                r.expires_at,
+                r.key,
+                r.value,
+            );
             placed.push((at, nested.len() - at));
         }
         if nested.len() > u32::MAX as usize - HEADER_LEN {

@@ -93,6 +93,20 @@ impl<F: LogFile> AppendFile<F> {
         }
     }
 
+    /// Takes `allocated` bytes as the file's physical length (zero-filled past the data), so
+    /// that [`AppendFile::trim`] cuts them off: for a file handed over from another
+    /// `AppendFile` (a log switch).
+    #[must_use]
+    pub fn with_allocated(mut self, allocated: u64) -> Self {
+        self.allocated = allocated.max(self.flushed);
+        self
+    }
+
+    /// Physical length: data plus zero-filled preallocation.
+    pub fn allocated(&self) -> u64 {
+        self.allocated
+    }
+
     /// The file.
     pub fn inner(&self) -> &F {
         &self.f

@@ -4,15 +4,19 @@
 //! Owns log files `log-<seq>.hha` (16 hex digits). It does not decide when logs are rotated or
 //! deleted (the engine's checkpoint does) nor what the records mean to the table.
 //!
-//! # Format (version 1, little-endian)
-//! File header, 24 bytes: `magic "HHMEMLOG" | format_version u32 = 1 | seq u64 |
+//! # Format (version 2, little-endian; version 1 files are read too)
+//! File header, 24 bytes: `magic "HHMEMLOG" | format_version u32 = 2 | seq u64 |
 //! crc32c u32 over the 20 bytes before it`.
 //! Then records, back to back:
 //! `crc32c u32 | body_len u32 | body`, the CRC covering `body_len` and `body`.
 //! `body = tag u8 (0xB7) | op_count u32 | op*` — one record per put, delete or whole batch,
 //! so a batch is applied entirely or not at all after a crash.
 //! `op = kind u8 | version u64 | [expires_at u64 if kind = 3] | key_len u16 | [value_len u32 if
-//! put] | key | [value]`; kind 1 = put without expiry, 3 = put with expiry, 2 = delete.
+//! put] | key | [value]`; kind (low 4 bits) 1 = put without expiry, 3 = put with expiry,
+//! 2 = delete. Version 2 adds the value codec in the high 4 bits of a put's kind (0 = raw,
+//! 1 = LZ4, see [`crate::compression`]); `value_len` is then the stored length. Version 1
+//! files (written before compression) only hold raw values. A packed value that passes the
+//! CRC but does not unpack is [`Error::Corrupted`], never a torn tail.
 //!
 //! # Durability
 //! Appends go to an in-memory buffer under a mutex (cheap, keeps the log in apply order),
@@ -23,27 +27,40 @@
 //! covered ([`LogWriter::take_durable`]). Otherwise a background thread writes the buffer every
 //! flush interval and, for `Every(d)`, fsyncs every `d`. A failed write or fsync poisons the
 //! engine: every later write fails with [`Error::Poisoned`].
+//!
+//! # A full disk
+//! Before a write draws its version or touches the table it reserves disk space for its record
+//! ([`LogWriter::reserve`]): the log file is zero-filled ahead (4 MiB at a time, fdatasynced)
+//! and a write that would pass the filled part waits for the next chunk. A full disk met there
+//! refuses the write with [`Error::DiskFull`] before anything of it is applied, without
+//! poisoning, so the engine takes writes again once space is back, with no restart. Writing
+//! the buffer later only overwrites zeros it owns. Readers take zeros after the last record as
+//! the end of the data; the zeros are cut off when a log is switched or closed.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
 use super::codec::{Reader, crc_of};
 use crate::SyncPolicy;
-use crate::durability::append::PlainFile;
+use crate::compression::{self, Codec, Compression};
+use crate::durability::append::{PlainFile, Prealloc};
 use crate::durability::{AppendFile, PendingQueue, Poison};
 use crate::error::{Error, IoContext, Result};
 use crate::fs::{self, sync_dir};
 
 pub(crate) const LOG_MAGIC: &[u8; 8] = b"HHMEMLOG";
-pub(crate) const LOG_VERSION: u32 = 1;
+pub(crate) const LOG_VERSION: u32 = 2;
 pub(crate) const LOG_HEADER_LEN: usize = 24;
 const RECORD_TAG: u8 = 0xB7;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_PUT_TTL: u8 = 3;
+/// Zero-fill the log this much ahead of its data (see "A full disk" above).
+const PREALLOC_CHUNK: u64 = 4 << 20;
 /// Largest record body (the length field is a `u32`).
 pub(crate) const MAX_RECORD: usize = u32::MAX as usize;
 
@@ -69,7 +86,9 @@ pub(crate) enum LogOp<'a> {
         version: u64,
         expires_at: Option<u64>,
         key: &'a [u8],
+        /// The value as stored under `codec` (writers hand raw values; the log packs them).
         value: &'a [u8],
+        codec: Codec,
     },
     /// A delete.
     Delete { version: u64, key: &'a [u8] },
@@ -83,7 +102,6 @@ impl LogOp<'_> {
     }
 
     /// Bytes this op takes in a record body.
-    #[cfg(test)]
     pub(crate) fn encoded_len(&self) -> usize {
         match self {
             LogOp::Put {
@@ -96,19 +114,29 @@ impl LogOp<'_> {
         }
     }
 
-    fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut Vec<u8>, comp: &Compression) {
         match *self {
             LogOp::Put {
                 version,
                 expires_at,
                 key,
                 value,
+                codec,
             } => {
-                out.push(if expires_at.is_some() {
+                let packed = match codec {
+                    Codec::Raw => comp.pack(value),
+                    _ => None,
+                };
+                let (codec, value) = match &packed {
+                    Some((c, p)) => (*c, &p[..]),
+                    None => (codec, value),
+                };
+                let kind = if expires_at.is_some() {
                     OP_PUT_TTL
                 } else {
                     OP_PUT
-                });
+                };
+                out.push(kind | codec.to_bits() << 4);
                 out.extend_from_slice(&version.to_le_bytes());
                 if let Some(t) = expires_at {
                     out.extend_from_slice(&t.to_le_bytes());
@@ -128,15 +156,20 @@ impl LogOp<'_> {
     }
 }
 
+/// Bytes of the framed record holding `ops`.
+pub(crate) fn record_len(ops: &[LogOp<'_>]) -> usize {
+    8 + 1 + 4 + ops.iter().map(LogOp::encoded_len).sum::<usize>()
+}
+
 /// Appends one framed record holding `ops` to `out`. Callers keep the body under
 /// [`MAX_RECORD`] (key and value lengths are checked by the engine beforehand).
-pub(crate) fn encode_record(out: &mut Vec<u8>, ops: &[LogOp<'_>]) {
+pub(crate) fn encode_record(out: &mut Vec<u8>, ops: &[LogOp<'_>], comp: &Compression) {
     let start = out.len();
     out.extend_from_slice(&[0u8; 8]);
     out.push(RECORD_TAG);
     out.extend_from_slice(&(ops.len() as u32).to_le_bytes());
     for op in ops {
-        op.encode(out);
+        op.encode(out, comp);
     }
     let body_len = (out.len() - start - 8) as u32;
     let len_bytes = body_len.to_le_bytes();
@@ -172,7 +205,11 @@ fn decode_body(body: &[u8]) -> Option<Vec<LogOp<'_>>> {
     // Each op takes at least 11 bytes: bound the allocation by the body's size.
     let mut ops = Vec::with_capacity(count.min(r.remaining() / 11));
     for _ in 0..count {
-        let kind = r.u8()?;
+        let byte = r.u8()?;
+        let (kind, codec) = (byte & 0x0f, Codec::from_bits(byte >> 4)?);
+        if codec != Codec::Raw && kind == OP_DELETE {
+            return None;
+        }
         let version = r.u64()?;
         let op = match kind {
             OP_PUT | OP_PUT_TTL => {
@@ -190,6 +227,7 @@ fn decode_body(body: &[u8]) -> Option<Vec<LogOp<'_>>> {
                     expires_at,
                     key,
                     value,
+                    codec,
                 }
             }
             OP_DELETE => {
@@ -291,10 +329,38 @@ pub(crate) fn read_log_with(
             Ok((ops, len)) => {
                 for op in &ops {
                     scan.max_version = scan.max_version.max(op.version());
-                    apply(op);
+                    match *op {
+                        LogOp::Put {
+                            version,
+                            expires_at,
+                            key,
+                            value,
+                            codec,
+                        } if codec != Codec::Raw => {
+                            // The CRC passed: a value that does not unpack is corruption.
+                            let raw = compression::unpack(codec, value, u32::MAX as usize)
+                                .map_err(|reason| Error::corrupted(path, pos as u64, reason))?;
+                            apply(&LogOp::Put {
+                                version,
+                                expires_at,
+                                key,
+                                value: &raw,
+                                codec: Codec::Raw,
+                            });
+                        }
+                        _ => apply(op),
+                    }
                 }
                 scan.records += 1;
                 pos += len;
+            }
+            Err(_) if buf[pos..].iter().all(|&b| b == 0) => {
+                // Zero-filled preallocation past the last record (a crash before the log
+                // was trimmed): the end of the data, not damage.
+                if cut {
+                    truncate(path, pos as u64)?;
+                }
+                break;
             }
             Err(reason) => {
                 if !is_last {
@@ -326,7 +392,7 @@ fn check_header(path: &Path, buf: &[u8], seq: u64) -> Result<()> {
         return Err(bad("not a hoardhaven memory-engine log (bad magic)"));
     }
     let version = r.u32().ok_or_else(|| bad("truncated header"))?;
-    if version != LOG_VERSION {
+    if !(1..=LOG_VERSION).contains(&version) {
         return Err(Error::UnsupportedFormat {
             path: path.to_path_buf(),
             found: version,
@@ -361,6 +427,10 @@ struct Pending<T> {
     appended: u64,
     /// What each record changes, published once it is durable (sync `always`).
     staged: PendingQueue<T>,
+    /// The LSN at which the current file's records begin.
+    file_start: u64,
+    /// Bytes reserved by writes not yet appended ([`LogWriter::reserve`]).
+    reserved: u64,
 }
 
 struct Io {
@@ -372,31 +442,47 @@ struct Io {
 /// record is durable (see [`crate::durability::pending`]).
 pub(crate) struct LogWriter<T> {
     policy: SyncPolicy,
+    compression: Compression,
     pending: Mutex<Pending<T>>,
     io: Mutex<Io>,
+    /// Physical length of the current file (data and zero-filled space), as last allocated.
+    allocated: AtomicU64,
     poison: Arc<Poison>,
 }
 
 impl<T> LogWriter<T> {
     /// A writer appending to `file` at `path` (a new log holding only its header); failures
     /// poison `poison`.
-    pub(crate) fn new(file: File, path: PathBuf, policy: SyncPolicy, poison: Arc<Poison>) -> Self {
+    pub(crate) fn new(
+        file: File,
+        path: PathBuf,
+        policy: SyncPolicy,
+        compression: Compression,
+        poison: Arc<Poison>,
+    ) -> Self {
         LogWriter {
             policy,
+            compression,
             pending: Mutex::new(Pending {
                 buf: Vec::with_capacity(64 * 1024),
                 appended: 0,
                 staged: PendingQueue::new(),
+                file_start: 0,
+                reserved: 0,
             }),
             io: Mutex::new(Io {
                 log: AppendFile::new(
                     PlainFile { file, path },
                     LOG_HEADER_LEN as u64,
-                    None,
+                    Some(Prealloc {
+                        chunk: PREALLOC_CHUNK,
+                        max: u64::MAX,
+                    }),
                     poison.clone(),
                 ),
                 spare: Vec::with_capacity(64 * 1024),
             }),
+            allocated: AtomicU64::new(LOG_HEADER_LEN as u64),
             poison,
         }
     }
@@ -406,12 +492,58 @@ impl<T> LogWriter<T> {
         self.poison.check()
     }
 
+    /// Reserves disk space for a record of `ops` before anything of the write is applied
+    /// (call it with the cut lock held shared, so that no log switch comes between it and
+    /// [`LogWriter::append`]); returns the bytes reserved, to hand to `append`.
+    ///
+    /// # Errors
+    /// [`Error::DiskFull`] when the space cannot be allocated: nothing is reserved and the
+    /// engine is not poisoned. Other I/O errors poison.
+    pub(crate) fn reserve(&self, ops: &[LogOp<'_>]) -> Result<u64> {
+        let len = record_len(ops) as u64;
+        loop {
+            let need = {
+                let mut p = self.pending.lock();
+                let need = LOG_HEADER_LEN as u64 + (p.appended - p.file_start) + p.reserved + len;
+                if need <= self.allocated.load(Ordering::Acquire) {
+                    p.reserved += len;
+                    return Ok(len);
+                }
+                need
+            };
+            let mut io = self.io.lock();
+            io.log.preallocate(need)?;
+            let allocated = io.log.allocated();
+            self.allocated.store(allocated, Ordering::Release);
+            if allocated < need {
+                // Cannot happen with preallocation on; never spin if it does.
+                return Err(Error::Poisoned("log preallocation did not grow".into()));
+            }
+        }
+    }
+
     /// Buffers one record of `ops`, with `staged` (what it changes, published once the
-    /// record is durable); returns its end LSN and the buffered byte count.
-    pub(crate) fn append(&self, ops: &[LogOp<'_>], staged: Option<T>) -> (u64, usize) {
+    /// record is durable), releasing `reserved` bytes taken by [`LogWriter::reserve`];
+    /// returns its end LSN and the buffered byte count.
+    pub(crate) fn append(
+        &self,
+        ops: &[LogOp<'_>],
+        staged: Option<T>,
+        reserved: u64,
+    ) -> (u64, usize) {
+        // Values are packed before the lock: compressing is the slow part of a large put.
+        let packed = (self.compression.algorithm != compression::Algorithm::None).then(|| {
+            let mut rec = Vec::new();
+            encode_record(&mut rec, ops, &self.compression);
+            rec
+        });
         let mut p = self.pending.lock();
+        p.reserved = p.reserved.saturating_sub(reserved);
         let before = p.buf.len();
-        encode_record(&mut p.buf, ops);
+        match &packed {
+            Some(rec) => p.buf.extend_from_slice(rec),
+            None => encode_record(&mut p.buf, ops, &self.compression),
+        }
         p.appended += (p.buf.len() - before) as u64;
         let lsn = p.appended;
         if let Some(t) = staged {
@@ -455,11 +587,24 @@ impl<T> LogWriter<T> {
             .write(&io.spare)
             .inspect_err(|e| self.poison.poison(e));
         io.spare.clear();
+        self.allocated.store(io.log.allocated(), Ordering::Release);
         r?;
         if sync {
             io.log.sync()?;
         }
         Ok(end)
+    }
+
+    /// Cuts the zero-filled space off the end of the current file (at close, after the last
+    /// flush).
+    ///
+    /// # Errors
+    /// I/O errors (poisoned).
+    pub(crate) fn trim(&self) -> Result<()> {
+        let mut io = self.io.lock();
+        io.log.trim()?;
+        self.allocated.store(io.log.allocated(), Ordering::Release);
+        Ok(())
     }
 
     /// Switches appends to `file` (a new log at `path`); the caller excludes appenders while
@@ -473,15 +618,21 @@ impl<T> LogWriter<T> {
         {
             let mut p = self.pending.lock();
             std::mem::swap(&mut p.buf, &mut tail);
+            p.file_start = p.appended;
+            p.reserved = 0;
         }
         let old_len = io.log.flushed();
+        let old_allocated = io.log.allocated();
+        self.allocated
+            .store(LOG_HEADER_LEN as u64, Ordering::Release);
         let old = io
             .log
             .replace(PlainFile { file, path }, LOG_HEADER_LEN as u64);
         Rotation {
             writer: self,
             _io: io,
-            old: AppendFile::new(old, old_len, None, self.poison.clone()),
+            old: AppendFile::new(old, old_len, None, self.poison.clone())
+                .with_allocated(old_allocated),
             tail,
         }
     }
@@ -503,6 +654,8 @@ impl<T> Rotation<'_, T> {
         self.old
             .write(&self.tail)
             .inspect_err(|e| w.poison.poison(e))?;
+        // The old log ends at its data: cut the zero-filled space off.
+        self.old.trim()?;
         if w.policy != SyncPolicy::Never {
             self.old.sync()?;
         }
@@ -523,7 +676,9 @@ mod tests {
                 expires_at: None,
                 key: b"a",
                 value: b"1",
+                codec: Codec::Raw,
             }],
+            &Compression::default(),
         );
         encode_record(
             &mut out,
@@ -533,14 +688,103 @@ mod tests {
                     expires_at: Some(99),
                     key: b"b",
                     value: b"",
+                    codec: Codec::Raw,
                 },
                 LogOp::Delete {
                     version: 3,
                     key: b"a",
                 },
             ],
+            &Compression::default(),
         );
         out
+    }
+
+    #[test]
+    fn compressed_puts_round_trip_and_a_bad_packed_value_is_corruption() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let big = b"{\"name\":\"a json value that repeats\"},".repeat(100);
+        let lz4 = Compression {
+            algorithm: compression::Algorithm::Lz4,
+            min_bytes: 1024,
+        };
+        let op = |value: &'static [u8]| LogOp::Put {
+            version: 5,
+            expires_at: None,
+            key: b"k",
+            value,
+            codec: Codec::Raw,
+        };
+        let big: &'static [u8] = Box::leak(big.into_boxed_slice());
+        let mut body = Vec::new();
+        encode_record(&mut body, &[op(big), op(b"small")], &lz4);
+        assert!(body.len() < big.len() / 2, "packed: {} bytes", body.len());
+        let (ops, _) = decode_record(&body).expect("decodes");
+        // Flag set on the large value only; the small one is stored as it is.
+        assert!(matches!(
+            ops[0],
+            LogOp::Put {
+                codec: Codec::Lz4,
+                ..
+            }
+        ));
+        assert!(matches!(
+            ops[1],
+            LogOp::Put {
+                codec: Codec::Raw,
+                value: b"small",
+                ..
+            }
+        ));
+        // Reading unpacks: the bytes applied are the bytes written.
+        let path = write_log(dir.path(), 2, &body);
+        let mut seen = Vec::new();
+        read_log(&path, 2, true, |op| {
+            if let LogOp::Put { value, codec, .. } = op {
+                assert_eq!(*codec, Codec::Raw);
+                seen.push(value.to_vec());
+            }
+        })
+        .expect("reads");
+        assert_eq!(seen, vec![big.to_vec(), b"small".to_vec()]);
+        // A packed value that passes the CRC but does not unpack: corruption, in any log.
+        let (_, packed) = lz4.pack(big).expect("packs");
+        let mut bad = packed.clone();
+        bad[..4].copy_from_slice(&(big.len() as u32 + 7).to_le_bytes());
+        let mut body = Vec::new();
+        encode_record(
+            &mut body,
+            &[LogOp::Put {
+                version: 1,
+                expires_at: None,
+                key: b"k",
+                value: &bad,
+                codec: Codec::Lz4,
+            }],
+            &Compression::default(),
+        );
+        let path = write_log(dir.path(), 3, &body);
+        assert!(matches!(
+            read_log(&path, 3, true, |_| {}),
+            Err(Error::Corrupted { .. })
+        ));
+        // A file written with compression off reads the same with it on, and vice versa:
+        // reading never depends on the setting (version 1 files included).
+        let mut v1 = header(4);
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[..20]);
+        v1[20..24].copy_from_slice(&crc.to_le_bytes());
+        let mut bytes = v1.to_vec();
+        encode_record(&mut bytes, &[op(big)], &Compression::default());
+        let path = dir.path().join(log_name(4));
+        std::fs::write(&path, bytes).expect("write");
+        let mut n = 0;
+        read_log(&path, 4, true, |op| {
+            assert!(matches!(op, LogOp::Put { value, .. } if *value == big));
+            n += 1;
+        })
+        .expect("a version 1 log reads");
+        assert_eq!(n, 1);
     }
 
     #[test]
@@ -558,7 +802,8 @@ mod tests {
                     version: 2,
                     expires_at: Some(99),
                     key: b"b",
-                    value: b""
+                    value: b"",
+                    codec: Codec::Raw,
                 },
                 LogOp::Delete {
                     version: 3,
@@ -592,6 +837,69 @@ mod tests {
         bytes.extend_from_slice(body);
         std::fs::write(&path, bytes).expect("write");
         path
+    }
+
+    #[test]
+    fn zero_filled_space_after_the_records_is_the_end_not_damage() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut body = sample();
+        let records = body.len();
+        body.resize(records + 64 * 1024, 0);
+        // A log switched in a crash before its zeros were cut: not last, yet not corrupt.
+        for is_last in [false, true] {
+            let path = write_log(dir.path(), 3, &body);
+            let mut n = 0;
+            let scan = read_log(&path, 3, is_last, |_| n += 1).expect("zeros end the data");
+            assert_eq!(scan.torn_at, None, "zeros are not a torn tail");
+            assert!(n > 0);
+            let len = std::fs::metadata(&path).expect("meta").len();
+            assert_eq!(len, (LOG_HEADER_LEN + records) as u64, "zeros cut off");
+        }
+    }
+
+    #[test]
+    fn a_reservation_preallocates_and_a_full_disk_refuses_it_unpoisoned() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = create_log(dir.path(), 1).expect("create");
+        let path = dir.path().join(log_name(1));
+        let poison = Arc::new(Poison::new());
+        let w: LogWriter<()> = LogWriter::new(
+            file,
+            path.clone(),
+            SyncPolicy::Always,
+            Compression::default(),
+            poison.clone(),
+        );
+        let op = [LogOp::Put {
+            version: 1,
+            expires_at: None,
+            key: b"k",
+            value: b"v",
+            codec: Codec::Raw,
+        }];
+        let r = w.reserve(&op).expect("reserve");
+        assert_eq!(r, record_len(&op) as u64);
+        let allocated = std::fs::metadata(&path).expect("meta").len();
+        assert!(
+            allocated >= PREALLOC_CHUNK,
+            "zero-filled ahead: {allocated}"
+        );
+        w.append(&op, None, r);
+        w.flush(true).expect("flush");
+        w.trim().expect("trim");
+        let len = std::fs::metadata(&path).expect("meta").len();
+        assert_eq!(len, (LOG_HEADER_LEN + record_len(&op)) as u64);
+        let mut plan = crate::fault::Plan::new(dir.path(), &[crate::fault::Op::Write], 1);
+        plan.fault = crate::fault::Fault::Short(28);
+        plan.sticky = true;
+        let armed = crate::fault::arm(plan);
+        assert!(matches!(w.reserve(&op), Err(Error::DiskFull { .. })));
+        assert!(!poison.is_set(), "a full disk does not poison");
+        armed.heal();
+        drop(armed);
+        let r = w.reserve(&op).expect("space is back");
+        w.append(&op, None, r);
+        w.flush(true).expect("flush");
     }
 
     #[test]
@@ -663,6 +971,7 @@ mod tests {
             f,
             path.clone(),
             SyncPolicy::Always,
+            Compression::default(),
             Arc::new(Poison::new()),
         ));
         let threads: Vec<_> = (0..4u64)
@@ -677,8 +986,10 @@ mod tests {
                                 expires_at: None,
                                 key: key.as_bytes(),
                                 value: b"v",
+                                codec: Codec::Raw,
                             }],
                             None,
+                            0,
                         );
                         assert!(w.flush(true).expect("flush") >= lsn);
                     }

@@ -53,6 +53,7 @@ use self::checkpoint::Kind;
 use self::manifest::Manifest;
 use self::table::Table;
 use crate::changes::{Change, ChangeKind, ChangeLog};
+use crate::compression::Codec;
 use crate::dir_lock::DirLock;
 use crate::durability::{Flusher, GroupCommit, Poison};
 use crate::error::{Error, Result};
@@ -98,6 +99,9 @@ pub struct MemoryOptions {
     pub max_batch_ops: usize,
     /// Most key + value bytes in one batch.
     pub max_batch_bytes: usize,
+    /// Value compression in the log (the table and snapshots are not affected: snapshot
+    /// blocks are LZ4-compressed whole anyway).
+    pub compression: crate::compression::Compression,
     /// Test hook: abort the process when a checkpoint reaches the named step
     /// (`log-created`, `cut`, `snapshot-written`, `snapshot-renamed`, `manifest-stored`,
     /// `cleaned`). Not for production use.
@@ -121,6 +125,7 @@ impl Default for MemoryOptions {
             sweep_interval: Duration::from_millis(100),
             max_batch_ops: 10_000,
             max_batch_bytes: 64 << 20,
+            compression: crate::compression::Compression::default(),
             crash_at: None,
         }
     }
@@ -293,6 +298,7 @@ impl MemoryEngine {
                 file,
                 dir.join(log_name(log_seq)),
                 sync,
+                opts.compression,
                 poison.clone(),
             ))
         } else {
@@ -453,8 +459,25 @@ impl Inner {
         }
     }
 
-    fn log_append(&self, ops: &[LogOp<'_>], staged: Option<Staged>) -> Option<(u64, usize)> {
-        let r = self.log.as_ref().map(|l| l.append(ops, staged));
+    /// Reserves log space for a record of `ops` before the write draws a version or touches
+    /// the table (see "A full disk" in [`aof`]); 0 without a log.
+    ///
+    /// # Errors
+    /// [`Error::DiskFull`] (nothing applied, not poisoned), other I/O errors (poisoned).
+    fn log_reserve(&self, ops: &[LogOp<'_>]) -> Result<u64> {
+        match &self.log {
+            Some(l) => l.reserve(ops),
+            None => Ok(0),
+        }
+    }
+
+    fn log_append(
+        &self,
+        ops: &[LogOp<'_>],
+        staged: Option<Staged>,
+        reserved: u64,
+    ) -> Option<(u64, usize)> {
+        let r = self.log.as_ref().map(|l| l.append(ops, staged, reserved));
         self.log_ops.fetch_add(ops.len() as u64, Ordering::Relaxed);
         self.dirty.fetch_add(1, Ordering::Relaxed);
         r
@@ -654,13 +677,18 @@ impl Engine for MemoryEngine {
             let mut g = shard.write();
             let current = inner.current(&g, si, h, key, now);
             opts.precondition.check(current)?;
-            let version = inner.next_versions(1);
-            let log_op = LogOp::Put {
-                version,
+            let mut log_op = LogOp::Put {
+                version: 0,
                 expires_at,
                 key,
                 value: &value,
+                codec: Codec::Raw,
             };
+            let reserved = inner.log_reserve(&[log_op])?;
+            let version = inner.next_versions(1);
+            if let LogOp::Put { version: v, .. } = &mut log_op {
+                *v = version;
+            }
             let pending = if inner.hold_until_durable {
                 let key = Bytes::copy_from_slice(key);
                 let op = StagedOp::Put {
@@ -674,7 +702,7 @@ impl Engine for MemoryEngine {
                 let staged = Staged {
                     ops: vec![(si, h, key, version, op)],
                 };
-                inner.log_append(&[log_op], Some(staged))
+                inner.log_append(&[log_op], Some(staged), reserved)
             } else {
                 let op = StagedOp::Put {
                     value: value.clone(),
@@ -684,7 +712,7 @@ impl Engine for MemoryEngine {
                 inner
                     .changes
                     .publish(vec![Change::put(Version(version), key, &value)]);
-                inner.log_append(&[log_op], None)
+                inner.log_append(&[log_op], None, reserved)
             };
             let written = Written {
                 version: Version(version),
@@ -721,6 +749,7 @@ impl Engine for MemoryEngine {
             let Some(old) = current else {
                 return Ok((None, Ticket::ready()));
             };
+            let reserved = inner.log_reserve(&[LogOp::Delete { version: 0, key }])?;
             let version = inner.next_versions(1);
             let log_op = LogOp::Delete { version, key };
             let pending = if inner.hold_until_durable {
@@ -734,7 +763,7 @@ impl Engine for MemoryEngine {
                 let staged = Staged {
                     ops: vec![(si, h, key, version, StagedOp::Delete)],
                 };
-                inner.log_append(&[log_op], Some(staged))
+                inner.log_append(&[log_op], Some(staged), reserved)
             } else {
                 inner.publish_visible(Arc::make_mut(&mut g), h, key, version, &StagedOp::Delete);
                 inner.changes.publish(vec![Change::removal(
@@ -742,7 +771,7 @@ impl Engine for MemoryEngine {
                     ChangeKind::Delete,
                     key,
                 )]);
-                inner.log_append(&[log_op], None)
+                inner.log_append(&[log_op], None, reserved)
             };
             (old, pending)
         };
@@ -821,6 +850,25 @@ impl Engine for MemoryEngine {
             if ops.is_empty() {
                 return Ok((Vec::new(), Ticket::ready()));
             }
+            let sized: Vec<LogOp<'_>> = ops
+                .iter()
+                .map(|op| match op {
+                    BatchOp::Put {
+                        key,
+                        value,
+                        expires_at,
+                    } => LogOp::Put {
+                        version: 0,
+                        expires_at: expires_at.map(|t| t.0),
+                        key,
+                        value,
+                        codec: Codec::Raw,
+                    },
+                    BatchOp::Delete { key } => LogOp::Delete { version: 0, key },
+                })
+                .collect();
+            let reserved = inner.log_reserve(&sized)?;
+            drop(sized);
             let first = inner.next_versions(ops.len() as u64);
             let mut results = Vec::with_capacity(ops.len());
             let mut log_ops = Vec::with_capacity(ops.len());
@@ -847,6 +895,7 @@ impl Engine for MemoryEngine {
                             expires_at: exp,
                             key,
                             value,
+                            codec: Codec::Raw,
                         };
                         let staged_op = StagedOp::Put {
                             value: value.clone(),
@@ -897,7 +946,7 @@ impl Engine for MemoryEngine {
             } else {
                 inner.changes.publish(feed);
             }
-            (results, inner.log_append(&log_ops, staged))
+            (results, inner.log_append(&log_ops, staged, reserved))
         };
         Ok((results, inner.log_commit(pending)?))
     }
@@ -997,7 +1046,11 @@ impl Engine for MemoryEngine {
             let _ = t.join();
         }
         let r = match &inner.log {
-            Some(_) => inner.sync_log(),
+            // The zero-filled space past the last record is cut off once it is all written.
+            Some(log) => inner.sync_log().and_then(|()| {
+                log.flush(inner.sync != SyncPolicy::Never)?;
+                log.trim()
+            }),
             // Like Redis's save on shutdown: without a log, only a snapshot keeps writes.
             None if inner.dirty.load(Ordering::Acquire) > 0 => {
                 checkpoint::run(inner, Kind::Snapshot, true).map(|_| ())

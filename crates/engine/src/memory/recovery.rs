@@ -216,6 +216,7 @@ pub(crate) fn apply(t: &Table, op: &LogOp<'_>, now: u64) {
             expires_at,
             key,
             value,
+            ..
         } => {
             if matches!(expires_at, Some(x) if x <= now) {
                 remove(t, key);
