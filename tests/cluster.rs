@@ -297,7 +297,10 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
             if batches_acked.contains(&b) {
                 assert_eq!(have, BATCH, "acknowledged batch {b} is partly missing");
             } else {
-                assert!(have == 0 || have == BATCH, "batch {b} half applied: {have} keys");
+                assert!(
+                    have == 0 || have == BATCH,
+                    "batch {b} half applied: {have} keys"
+                );
             }
         }
     }
