@@ -188,7 +188,8 @@ fn dialer(args: &BenchArgs) -> anyhow::Result<(Dialer, String)> {
     let host = base.host.trim_start_matches('[').trim_end_matches(']');
     let mut d = Dialer::plain(format!("{host}:{}", base.port));
     if base.https {
-        let connector = client_tls::connector(args.ca_cert.as_deref()).map_err(Exit::local)?;
+        let connector =
+            client_tls::connector(args.ca_cert.as_deref(), None).map_err(Exit::local)?;
         let name = client_tls::server_name(&base.host).map_err(|m| Exit::new(exit::USAGE, m))?;
         d.tls = Some((connector, name));
     }

@@ -35,6 +35,12 @@ pub struct ConnArgs {
     /// Trust only the CA certificates in this PEM file for https:// (default: the system's)
     #[arg(long, env = "HOARDHAVEN_CA_CERT")]
     pub ca_cert: Option<PathBuf>,
+    /// PEM certificate to present when the server, or a proxy in front of it, asks for a client certificate (https://)
+    #[arg(long, env = "HOARDHAVEN_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of --client-cert
+    #[arg(long, env = "HOARDHAVEN_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
     /// Print JSON instead of raw output
     #[arg(long)]
     pub json: bool,
@@ -64,7 +70,12 @@ impl Conn {
     pub fn new(args: &ConnArgs, long: bool) -> Result<Self, Exit> {
         let base = Base::parse(&args.url).map_err(|m| Exit::new(exit::USAGE, m))?;
         let timeout = (!long && args.timeout > 0).then(|| Duration::from_secs(args.timeout));
-        let wire = Wire::new(base, args.ca_cert.as_deref(), timeout).map_err(Exit::local)?;
+        let identity = match (&args.client_cert, &args.client_key) {
+            (Some(cert), Some(key)) => Some(super::tls::Identity { cert, key }),
+            _ => None,
+        };
+        let wire =
+            Wire::new(base, args.ca_cert.as_deref(), identity, timeout).map_err(Exit::local)?;
         Ok(Conn {
             wire,
             token: args.token.clone().filter(|t| !t.is_empty()),

@@ -6,14 +6,16 @@
 //! certificate. Without it the system's trust store is used (`rustls-native-certs`: the
 //! `SSL_CERT_FILE` / `SSL_CERT_DIR` variables, else the distribution's bundle). rustls with
 //! the `ring` provider, like the server ([`crate::tls`]), set on the configuration itself so no
-//! process-wide default provider is needed. ALPN offers `http/1.1` only.
+//! process-wide default provider is needed. ALPN offers `http/1.1` only. With `--client-cert`
+//! and `--client-key` the client presents that certificate when the server (or a proxy in front
+//! of it: hoardhaven itself authenticates clients by token) asks for one.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
 
 /// The trusted roots: those in `ca` when given, else the system's.
@@ -54,17 +56,60 @@ pub fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// A TLS connector trusting [`roots`]`(ca)`.
+/// A client certificate and its key (PEM files), presented when the server asks for one.
+#[derive(Clone, Copy, Debug)]
+pub struct Identity<'a> {
+    /// The certificate chain, leaf first.
+    pub cert: &'a Path,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: &'a Path,
+}
+
+fn load_identity(
+    id: Identity<'_>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+    let certs = CertificateDer::pem_file_iter(id.cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--client-cert {}: {e}", id.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "--client-cert {}: no PEM certificate in it",
+            id.cert.display()
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(id.key)
+        .map_err(|e| format!("--client-key {}: {e}", id.key.display()))?;
+    Ok((certs, key))
+}
+
+/// A TLS connector trusting [`roots`]`(ca)`, presenting `identity` when asked for a client
+/// certificate.
 ///
 /// # Errors
-/// As [`roots`], or when rustls refuses the protocol versions (it does not).
-pub fn connector(ca: Option<&Path>) -> Result<TlsConnector, String> {
+/// As [`roots`]; an unreadable certificate or key, or a key that does not match the
+/// certificate, named by its flag.
+pub fn connector(
+    ca: Option<&Path>,
+    identity: Option<Identity<'_>>,
+) -> Result<TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS set-up: {e}"))?
-        .with_root_certificates(roots(ca)?)
-        .with_no_client_auth();
+        .with_root_certificates(roots(ca)?);
+    let mut cfg = match identity {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let (certs, key) = load_identity(id)?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| {
+                format!(
+                    "--client-cert {} with --client-key {}: {e}",
+                    id.cert.display(),
+                    id.key.display()
+                )
+            })?
+        }
+    };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsConnector::from(Arc::new(cfg)))
 }

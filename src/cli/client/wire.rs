@@ -220,19 +220,25 @@ impl std::fmt::Debug for Wire {
 }
 
 impl Wire {
-    /// A client for `base`; `ca` is the `--ca-cert` file (https only); `timeout` bounds each
+    /// A client for `base`; `ca` is the `--ca-cert` file and `identity` the client certificate
+    /// (https only); `timeout` bounds each
     /// request from connecting to the last byte of the answer (`None` = no bound).
     ///
     /// # Errors
     /// A message: the runtime cannot start, or the TLS roots cannot be loaded.
-    pub fn new(base: Base, ca: Option<&Path>, timeout: Option<Duration>) -> Result<Self, String> {
+    pub fn new(
+        base: Base,
+        ca: Option<&Path>,
+        identity: Option<super::tls::Identity<'_>>,
+        timeout: Option<Duration>,
+    ) -> Result<Self, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("starting the client runtime: {e}"))?;
         let tls = if base.https {
             Some((
-                super::tls::connector(ca)?,
+                super::tls::connector(ca, identity)?,
                 super::tls::server_name(&base.host)?,
             ))
         } else {
