@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use common::tools::{external, show};
 use common::{Server, copy_dir, enc, run_to_exit};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH};
@@ -994,51 +995,6 @@ async fn metrics_are_exposed(engine: &str) {
             show(&out)
         );
     }
-}
-
-/// Runs an external checker. When it is not installed, the check is skipped with a note, unless
-/// `HOARDHAVEN_REQUIRE_TOOLS` is set (as `.ci/run` should, after installing promtool, chromium
-/// and openapi-spec-validator): then a missing checker fails the test.
-fn external(
-    name: &str,
-    cmd: &mut std::process::Command,
-    stdin: Option<&[u8]>,
-) -> Option<std::process::Output> {
-    use std::io::Write;
-    use std::process::Stdio;
-    let child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child = match child {
-        Ok(c) => c,
-        Err(e) => {
-            common::skip_unless_required(&format!("{name} is not installed ({e}); check skipped"));
-            return None;
-        }
-    };
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("write stdin");
-    }
-    Some(child.wait_with_output().expect("wait"))
-}
-
-fn show(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 async fn openapi_docs_and_probes(engine: &str) {

@@ -39,37 +39,14 @@ fn node_of(slot: &Slot) -> Result<Arc<Node>, Response> {
         .ok_or_else(|| ApiError::NotReady.into_response())
 }
 
-fn problem(status: StatusCode, kind: &str, detail: String) -> Response {
-    let body = serde_json::json!({
-        "type": format!("urn:hoardhaven:problem:{kind}"),
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail,
-    });
-    let mut r = (status, Json(body)).into_response();
-    r.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        r.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            HeaderValue::from_static("1"),
-        );
-    }
-    r
-}
-
 fn admin_result(r: Result<String, AdminError>) -> Response {
     match r {
         Ok(msg) => (StatusCode::OK, Json(serde_json::json!({ "result": msg }))).into_response(),
-        Err(AdminError::Conflict(m)) => problem(StatusCode::CONFLICT, "cluster-conflict", m),
-        Err(AdminError::NotFound(m)) => problem(StatusCode::NOT_FOUND, "not-found", m),
-        Err(e @ (AdminError::Unavailable(_) | AdminError::NotLeader { .. })) => problem(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        ),
+        Err(AdminError::Conflict(m)) => ApiError::ClusterConflict(m).into_response(),
+        Err(AdminError::NotFound(m)) => ApiError::NoSuchMember(m).into_response(),
+        Err(e @ (AdminError::Unavailable(_) | AdminError::NotLeader { .. })) => {
+            ApiError::Engine(EngineError::Unavailable(e.to_string())).into_response()
+        }
     }
 }
 
@@ -145,7 +122,7 @@ pub(crate) async fn add_learner(
 ) -> Response {
     let Json(b) = match body {
         Ok(b) => b,
-        Err(e) => return problem(StatusCode::BAD_REQUEST, "bad-request", e.body_text()),
+        Err(e) => return ApiError::BadRequest(e.body_text()).into_response(),
     };
     match node_of(&slot) {
         Ok(n) => admin_result(
@@ -163,13 +140,8 @@ pub(crate) async fn add_learner(
 }
 
 fn parse_id(id: &str) -> Result<NodeId, Response> {
-    id.parse().map_err(|_| {
-        problem(
-            StatusCode::BAD_REQUEST,
-            "bad-request",
-            format!("`{id}` is not a node id"),
-        )
-    })
+    id.parse()
+        .map_err(|_| ApiError::BadRequest(format!("`{id}` is not a node id")).into_response())
 }
 
 /// Makes a learner a voter (a joint-consensus membership change).
@@ -265,11 +237,10 @@ async fn barrier(State(slot): State<Slot>, mut req: Request, next: Next) -> Resp
             None | Some("linearizable") => false,
             Some("stale") => true,
             Some(other) => {
-                return problem(
-                    StatusCode::BAD_REQUEST,
-                    "bad-query",
-                    format!("consistency must be `linearizable` or `stale`, not `{other}`"),
-                );
+                return ApiError::BadRequest(format!(
+                    "consistency must be `linearizable` or `stale`, not `{other}`"
+                ))
+                .into_response();
             }
         };
         if !stale {

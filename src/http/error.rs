@@ -102,6 +102,11 @@ pub enum ApiError {
         /// Largest allowed.
         max: usize,
     },
+    /// A cluster membership change that conflicts with the membership (409 `cluster-conflict`):
+    /// an id or URL already in use, the last voter, a cluster already initialized.
+    ClusterConflict(String),
+    /// A cluster member named by id that is not one (404).
+    NoSuchMember(String),
     /// A watch asked to resume from a version older than the history kept (410).
     HistoryGone {
         /// The oldest version one may resume after.
@@ -150,6 +155,8 @@ impl ApiError {
                 (status, "key-too-long", Some(detail))
             }
             ApiError::PayloadTooLarge(m) => (S::PAYLOAD_TOO_LARGE, "too-large", Some(m.clone())),
+            ApiError::ClusterConflict(m) => (S::CONFLICT, "cluster-conflict", Some(m.clone())),
+            ApiError::NoSuchMember(m) => (S::NOT_FOUND, "not-found", Some(m.clone())),
             ApiError::UnsupportedMediaType => (
                 S::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
@@ -362,9 +369,11 @@ impl ApiError {
     fn log_detail(&self) -> String {
         match self {
             ApiError::Engine(e) => e.to_string(),
-            ApiError::Internal(m) | ApiError::BadRequest(m) | ApiError::PayloadTooLarge(m) => {
-                m.clone()
-            }
+            ApiError::Internal(m)
+            | ApiError::BadRequest(m)
+            | ApiError::PayloadTooLarge(m)
+            | ApiError::ClusterConflict(m)
+            | ApiError::NoSuchMember(m) => m.clone(),
             other => format!("{other:?}"),
         }
     }

@@ -10,6 +10,8 @@
 //! - [`smallfs`]: a small tmpfs mounted by the disk-full tests, and filling it;
 //! - [`store`]: opening engines with test options, `put`/`get`/`fill`, dumps, diffs and
 //!   directory helpers (engine-level suites);
+//! - [`tools`]: external checkers (promtool, openapi-spec-validator), skipped when absent
+//!   unless required;
 //! - [`workload`]: the deterministic workload of the reliability suites, with a model of what
 //!   was acknowledged and what is in doubt.
 //!
@@ -23,6 +25,7 @@ pub mod listing;
 pub mod server;
 pub mod smallfs;
 pub mod store;
+pub mod tools;
 pub mod workload;
 
 pub use child::*;
