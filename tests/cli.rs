@@ -673,6 +673,60 @@ fn the_client_speaks_tls_with_a_ca_file() {
     assert!(lossy(&out).contains("get"), "{}", lossy(&out));
 }
 
+#[test]
+fn the_client_speaks_http2_by_alpn_or_prior_knowledge() {
+    // Over TLS: h2 when the server offers it; `--http-version 2` refuses a server that does
+    // not, so a success with it is a real HTTP/2 exchange.
+    let h2 = tls_server(&[]);
+    let h1 = tls_server(&["--http2-enabled", "false"]);
+    for (s, offers_h2) in [(&h2, true), (&h1, false)] {
+        let ca = s.cert.to_str().expect("utf-8");
+        let call = |version: &str, args: &[&str]| {
+            run(hh().args(args).args([
+                "--url",
+                &s.base,
+                "--ca-cert",
+                ca,
+                "--http-version",
+                version,
+            ]))
+        };
+        for version in ["auto", "1.1"] {
+            let (code, _, err) = call(version, &["put", "k", version]);
+            assert_eq!(code, 0, "{version}: {err}");
+            let (code, out, err) = call(version, &["get", "k"]);
+            assert_eq!((code, lossy(&out)), (0, version.into()), "{err}");
+        }
+        let (code, out, err) = call("2", &["get", "k"]);
+        if offers_h2 {
+            assert_eq!((code, lossy(&out)), (0, "1.1".into()), "{err}");
+        } else {
+            assert_eq!(code, 6, "{err}");
+            assert!(err.contains("does not offer HTTP/2"), "{err}");
+        }
+    }
+    drop((h2, h1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_speaks_h2c_with_prior_knowledge() {
+    let on = Server::start("memory", &[]).await;
+    let off = Server::start("memory", &["--http2-enabled", "false"]).await;
+    let (code, _, err) = client(&on, &["put", "--http-version", "2", "k", "h2c"], None);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = client(&on, &["get", "--http-version", "2", "k"], None);
+    assert_eq!((code, lossy(&out)), (0, "h2c".into()), "{err}");
+    // A server with HTTP/2 off answers the preface in HTTP/1.1: unreachable (6), saying why.
+    let (code, _, err) = client(&off, &["get", "--http-version", "2", "k"], None);
+    assert_eq!(code, 6, "{err}");
+    assert!(
+        err.contains("prior knowledge") && err.contains("HTTP/2"),
+        "{err}"
+    );
+    let (code, _, err) = client(&off, &["get", "k"], None);
+    assert_eq!(code, 1, "auto is HTTP/1.1 on http://: {err}");
+}
+
 /// A TLS port that requires a client certificate signed by its own CA (as a proxy doing mTLS
 /// in front of hoardhaven would) and answers `GET` with `200 mtls-ok`; returns its `https://`
 /// URL, the CA file, a client certificate and key signed by that CA, and the scratch dir.

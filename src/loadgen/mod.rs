@@ -28,7 +28,7 @@ use anyhow::{Context, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::cli::client::tls as client_tls;
-use crate::cli::client::wire::Base;
+use crate::cli::client::wire::{Base, HttpVersion};
 use crate::cli::exit::{self, Exit};
 use driver::{Dialer, KeyOrder, Live, Phase};
 pub use report::{Report, TestResult};
@@ -189,7 +189,8 @@ fn dialer(args: &BenchArgs) -> anyhow::Result<(Dialer, String)> {
     let mut d = Dialer::plain(format!("{host}:{}", base.port));
     if base.https {
         let connector =
-            client_tls::connector(args.ca_cert.as_deref(), None).map_err(Exit::local)?;
+            client_tls::connector(args.ca_cert.as_deref(), None, HttpVersion::Http1.alpn())
+                .map_err(Exit::local)?;
         let name = client_tls::server_name(&base.host).map_err(|m| Exit::new(exit::USAGE, m))?;
         d.tls = Some((connector, name));
     }

@@ -13,7 +13,7 @@ use clap::Args;
 use hyper::{Method, StatusCode};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_encode};
 
-use super::wire::{Base, Request, Response, Wire, WireError};
+use super::wire::{Base, HttpVersion, Request, Response, Wire, WireError};
 use crate::cli::exit::{self, Exit};
 
 /// Bytes left as they are in a key path segment: RFC 3986 unreserved characters.
@@ -41,6 +41,9 @@ pub struct ConnArgs {
     /// PEM private key of --client-cert
     #[arg(long, env = "HOARDHAVEN_CLIENT_KEY", requires = "client_cert")]
     pub client_key: Option<PathBuf>,
+    /// HTTP version: auto (h2 over https:// when offered, else 1.1), 1.1, or 2 (h2c with prior knowledge on http://)
+    #[arg(long, value_enum, default_value_t, env = "HOARDHAVEN_HTTP_VERSION")]
+    pub http_version: HttpVersion,
     /// Print JSON instead of raw output
     #[arg(long)]
     pub json: bool,
@@ -74,8 +77,14 @@ impl Conn {
             (Some(cert), Some(key)) => Some(super::tls::Identity { cert, key }),
             _ => None,
         };
-        let wire =
-            Wire::new(base, args.ca_cert.as_deref(), identity, timeout).map_err(Exit::local)?;
+        let wire = Wire::new(
+            base,
+            args.ca_cert.as_deref(),
+            identity,
+            args.http_version,
+            timeout,
+        )
+        .map_err(Exit::local)?;
         Ok(Conn {
             wire,
             token: args.token.clone().filter(|t| !t.is_empty()),

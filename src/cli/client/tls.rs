@@ -83,7 +83,7 @@ fn load_identity(
 }
 
 /// A TLS connector trusting [`roots`]`(ca)`, presenting `identity` when asked for a client
-/// certificate.
+/// certificate and offering the ALPN protocols `alpn`.
 ///
 /// # Errors
 /// As [`roots`]; an unreadable certificate or key, or a key that does not match the
@@ -91,6 +91,7 @@ fn load_identity(
 pub fn connector(
     ca: Option<&Path>,
     identity: Option<Identity<'_>>,
+    alpn: Vec<Vec<u8>>,
 ) -> Result<TlsConnector, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -110,7 +111,7 @@ pub fn connector(
             })?
         }
     };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.alpn_protocols = alpn;
     Ok(TlsConnector::from(Arc::new(cfg)))
 }
 

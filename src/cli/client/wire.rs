@@ -1,9 +1,11 @@
-//! A small blocking HTTP/1.1 client for the client subcommands: plain TCP or TLS, one
-//! keep-alive connection reused across the requests of one invocation.
+//! A small blocking HTTP client for the client subcommands: HTTP/1.1 or HTTP/2, plain TCP or
+//! TLS, one keep-alive connection reused across the requests of one invocation.
 //!
-//! Owns [`Base`] (a parsed `--url`), [`Wire`], [`Request`] and [`Response`]. It is hyper's
-//! client connection on a current-thread tokio runtime, so `https://` goes through the same
-//! rustls (ring) stack as the server ([`super::tls`]). Transport failures are a [`WireError`]
+//! Owns [`Base`] (a parsed `--url`), [`HttpVersion`], [`Wire`], [`Request`] and [`Response`].
+//! It is hyper's client connection on a current-thread tokio runtime, so `https://` goes
+//! through the same rustls (ring) stack as the server ([`super::tls`]). Over TLS the version
+//! is chosen by ALPN (h2 preferred unless `--http-version 1.1`); over plain TCP it is HTTP/1.1
+//! unless `--http-version 2` asks for h2c with prior knowledge. Transport failures are a [`WireError`]
 //! that says what went wrong in the words an operator needs: no answer in time, nobody
 //! listening, a certificate not trusted, or a port that speaks TLS to a plain `http://` URL
 //! (recognised by the first byte it sent back: a TLS record, 0x15 alert or 0x16 handshake).
@@ -17,10 +19,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::{http1, http2};
 use hyper::header::{AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, StatusCode, Uri};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -90,6 +92,31 @@ impl Base {
     }
 }
 
+/// The HTTP version the client speaks (`--http-version`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HttpVersion {
+    /// https://: HTTP/2 when the server offers it (ALPN), else HTTP/1.1; http://: HTTP/1.1
+    #[default]
+    Auto,
+    /// HTTP/1.1 only
+    #[value(name = "1.1")]
+    Http1,
+    /// HTTP/2 only: ALPN h2 on https://, prior knowledge (h2c) on http://
+    #[value(name = "2")]
+    Http2,
+}
+
+impl HttpVersion {
+    /// The ALPN protocols to offer over TLS, most preferred first.
+    pub fn alpn(self) -> Vec<Vec<u8>> {
+        match self {
+            HttpVersion::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            HttpVersion::Http1 => vec![b"http/1.1".to_vec()],
+            HttpVersion::Http2 => vec![b"h2".to_vec()],
+        }
+    }
+}
+
 /// Why a request got no answer.
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -107,6 +134,15 @@ pub enum WireError {
     /// An `https://` URL on a port that answers plain HTTP.
     #[error("this port does not speak TLS: use http:// (the server answered in plain HTTP)")]
     NotTls,
+    /// `--http-version 2` on an `https://` server that did not choose h2.
+    #[error("the server does not offer HTTP/2 over TLS (ALPN h2): drop --http-version 2")]
+    NoH2,
+    /// `--http-version 2` on an `http://` server that did not answer in HTTP/2.
+    #[error(
+        "no HTTP/2 answer to prior knowledge (h2c): {0} (is HTTP/2 enabled on the server? \
+         drop --http-version 2)"
+    )]
+    NoH2c(String),
     /// A plain `http://` URL on a port that answers with TLS.
     #[error("this port speaks TLS: use https:// (and --ca-cert FILE for a private CA)")]
     SpeaksTls,
@@ -200,13 +236,51 @@ impl Response {
     }
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+/// One connection's request sender, of the version it speaks.
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::H1(s) => s.ready().await,
+            Sender::H2(s) => s.ready().await,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        req: hyper::Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error> {
+        match self {
+            Sender::H1(s) => s.send_request(req).await,
+            Sender::H2(s) => s.send_request(req).await,
+        }
+    }
+
+    fn version(&self) -> hyper::Version {
+        match self {
+            Sender::H1(_) => hyper::Version::HTTP_11,
+            Sender::H2(_) => hyper::Version::HTTP_2,
+        }
+    }
+}
 
 /// A client for one server.
 pub struct Wire {
     rt: tokio::runtime::Runtime,
     base: Base,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    http: HttpVersion,
     timeout: Option<Duration>,
     idle: RefCell<Option<Sender>>,
     /// The first byte the server sent on the current plain connection ([`NOTHING`] if none).
@@ -220,9 +294,9 @@ impl std::fmt::Debug for Wire {
 }
 
 impl Wire {
-    /// A client for `base`; `ca` is the `--ca-cert` file and `identity` the client certificate
-    /// (https only); `timeout` bounds each
-    /// request from connecting to the last byte of the answer (`None` = no bound).
+    /// A client for `base` speaking `http`; `ca` is the `--ca-cert` file and `identity` the
+    /// client certificate (https only); `timeout` bounds each request from connecting to the
+    /// last byte of the answer (`None` = no bound).
     ///
     /// # Errors
     /// A message: the runtime cannot start, or the TLS roots cannot be loaded.
@@ -230,6 +304,7 @@ impl Wire {
         base: Base,
         ca: Option<&Path>,
         identity: Option<super::tls::Identity<'_>>,
+        http: HttpVersion,
         timeout: Option<Duration>,
     ) -> Result<Self, String> {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -238,7 +313,7 @@ impl Wire {
             .map_err(|e| format!("starting the client runtime: {e}"))?;
         let tls = if base.https {
             Some((
-                super::tls::connector(ca, identity)?,
+                super::tls::connector(ca, identity, http.alpn())?,
                 super::tls::server_name(&base.host)?,
             ))
         } else {
@@ -248,6 +323,7 @@ impl Wire {
             rt,
             base,
             tls,
+            http,
             timeout,
             idle: RefCell::new(None),
             first: Arc::new(AtomicU16::new(NOTHING)),
@@ -257,6 +333,11 @@ impl Wire {
     /// The server's base URL.
     pub fn base(&self) -> &Base {
         &self.base
+    }
+
+    /// The HTTP version of the connection kept open (`None` before the first request).
+    pub fn version(&self) -> Option<hyper::Version> {
+        self.idle.borrow().as_ref().map(Sender::version)
     }
 
     /// Sends `req` and reads the whole answer.
@@ -329,9 +410,6 @@ impl Wire {
             .url
             .parse()
             .map_err(|e| WireError::Build(format!("{}: {e}", req.url)))?;
-        let target = uri
-            .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
         let idle = self.idle.borrow_mut().take();
         let mut sender = match idle {
             Some(s) if !s.is_closed() => s,
@@ -341,20 +419,32 @@ impl Wire {
             sender = self.connect().await?;
             sender.ready().await.map_err(|e| self.classify(&e))?;
         }
-        let mut builder = hyper::Request::builder().method(req.method).uri(target);
+        // HTTP/1.1 sends the path and a Host header; HTTP/2 the absolute URI, from which
+        // hyper takes `:scheme` and `:authority`.
+        let builder = match sender {
+            Sender::H1(_) => {
+                let target = uri
+                    .path_and_query()
+                    .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+                hyper::Request::builder().uri(target)
+            }
+            Sender::H2(_) => hyper::Request::builder()
+                .uri(uri)
+                .version(hyper::Version::HTTP_2),
+        };
+        let mut builder = builder.method(req.method);
         if let Some(h) = builder.headers_mut() {
             *h = req.headers;
-            if let Ok(v) = HeaderValue::from_str(&self.base.authority()) {
+            if matches!(sender, Sender::H1(_))
+                && let Ok(v) = HeaderValue::from_str(&self.base.authority())
+            {
                 h.insert(HOST, v);
             }
         }
         let request = builder
             .body(Full::new(req.body))
             .map_err(|e| WireError::Build(e.to_string()))?;
-        let resp = sender
-            .send_request(request)
-            .await
-            .map_err(|e| self.classify(&e))?;
+        let resp = sender.send(request).await.map_err(|e| self.classify(&e))?;
         let (parts, body) = resp.into_parts();
         *self.idle.borrow_mut() = Some(sender);
         Ok((parts, body))
@@ -379,6 +469,9 @@ impl Wire {
         if self.tls.is_none() && speaks_tls(&self.first) {
             return WireError::SpeaksTls;
         }
+        if self.tls.is_none() && self.http == HttpVersion::Http2 {
+            return WireError::NoH2c(error_chain(e));
+        }
         WireError::Http(error_chain(e))
     }
 
@@ -396,7 +489,8 @@ impl Wire {
             None => {
                 self.first.store(NOTHING, Ordering::Relaxed);
                 let io = Sniff::sharing(tcp, Arc::clone(&self.first));
-                handshake(io).await.map_err(|e| self.classify(&e))
+                let h2 = self.http == HttpVersion::Http2;
+                handshake(io, h2).await.map_err(|e| self.classify(&e))
             }
             Some((connector, name)) => {
                 let tls =
@@ -406,11 +500,17 @@ impl Wire {
                         .map_err(|e| {
                             if is_not_tls(&e) {
                                 WireError::NotTls
+                            } else if self.http == HttpVersion::Http2 && refused_alpn(&e) {
+                                WireError::NoH2
                             } else {
                                 WireError::Tls(e)
                             }
                         })?;
-                handshake(tls)
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                if self.http == HttpVersion::Http2 && !h2 {
+                    return Err(WireError::NoH2);
+                }
+                handshake(tls, h2)
                     .await
                     .map_err(|e| WireError::Http(error_chain(&e)))
             }
@@ -425,16 +525,36 @@ fn is_not_tls(e: &io::Error) -> bool {
         .is_some_and(|r| matches!(r, rustls::Error::InvalidMessage(_)))
 }
 
-async fn handshake<S>(io: S) -> Result<Sender, hyper::Error>
+/// Whether a TLS handshake failed because the server speaks none of the ALPN protocols offered.
+fn refused_alpn(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| {
+            matches!(
+                r,
+                rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+            )
+        })
+}
+
+/// Starts HTTP/2 (`h2`) or HTTP/1.1 on `io`; the connection runs on a task that ends when the
+/// sender is dropped or the server closes the connection.
+async fn handshake<S>(io: S, h2: bool) -> Result<Sender, hyper::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    if h2 {
+        let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        return Ok(Sender::H2(sender));
+    }
+    let (sender, conn) = http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {
-        // Ends when the sender is dropped or the server closes the connection.
         let _ = conn.await;
     });
-    Ok(sender)
+    Ok(Sender::H1(sender))
 }
 
 /// The error and its sources on one line.
