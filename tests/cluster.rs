@@ -306,6 +306,106 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     }
 }
 
+/// Sends `sig` (`-STOP`, `-CONT`) to a node.
+fn signal(s: &Server, sig: &str) {
+    let pid = s.pid().expect("pid").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// The leader is SIGKILLed right after a run of acknowledged writes (its engine runs
+/// sync=never, so its last applied writes are lost with it) and its saved commit index is
+/// wiped, as a power cut may leave it (that hint is written without fsync). It restarts while
+/// both followers are paused (SIGSTOP), reads are sent through it, and the followers resume.
+/// Every acknowledged write must read back. A leader restored in its old term answered these
+/// reads from its own stale engine (its read index rests on its saved commit index, and the
+/// followers confirm its leadership in one heartbeat while its catch-up replication is still
+/// backing off); it must call an election instead, and a leader of a new term commits an
+/// entry past every acknowledged write before it serves a read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_leader_that_lost_its_commit_index_serves_no_stale_read() {
+    let (nodes, peers, data) = three().await;
+    let mut nodes: Vec<Option<Server>> = nodes.into_iter().map(Some).collect();
+    for round in 0..2 {
+        let refs: Vec<Option<&Server>> = nodes.iter().map(Option::as_ref).collect();
+        let lead = leader_of(&refs).await;
+        let n = nodes[lead].as_ref().expect("leader");
+        let keys: Vec<String> = (0..40).map(|i| format!("r{round}-{i}")).collect();
+        for key in &keys {
+            let r = n
+                .client
+                .put(n.url(&format!("/kv/{key}")))
+                .body(key.clone())
+                .send()
+                .await
+                .expect("put");
+            assert!(r.status().is_success(), "put {key}: {}", r.status());
+        }
+        let followers: Vec<usize> = (0..3).filter(|&i| i != lead).collect();
+        for &f in &followers {
+            signal(nodes[f].as_ref().expect("follower"), "-STOP");
+        }
+        drop(nodes[lead].take()); // SIGKILL, then wait
+        let dir = data.path().join(format!("n{}", lead + 1));
+        std::fs::write(dir.join("raft").join("committed"), b"").expect("wipe the hint");
+        let back = Arc::new(restart_node(&dir, lead as u64 + 1, peers[lead]).await);
+        // Reads in flight while the followers are paused, then the followers resume.
+        let readers: Vec<_> = keys
+            .iter()
+            .rev()
+            .take(8)
+            .map(|key| {
+                let (back, key) = (Arc::clone(&back), key.clone());
+                tokio::spawn(async move { read_until_served(&back, &key).await })
+            })
+            .collect();
+        // Not a wait for an event: the readers may or may not have been sent yet when the
+        // followers resume, and either way every read must be fresh.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for &f in &followers {
+            signal(nodes[f].as_ref().expect("follower"), "-CONT");
+        }
+        for (r, key) in readers.into_iter().zip(keys.iter().rev()) {
+            let body = r.await.expect("reader");
+            assert_eq!(
+                body, *key,
+                "round {round}: acknowledged {key} read stale through the restarted leader"
+            );
+        }
+        for key in &keys {
+            let body = read_until_served(&back, key).await;
+            assert_eq!(body, *key, "round {round}: acknowledged {key} read stale");
+        }
+        nodes[lead] = Some(Arc::into_inner(back).expect("readers done"));
+    }
+}
+
+/// A linearizable read of `key` through `s`, retried while there is no leader (503): the
+/// body, or `<status>` when the answer is not 200.
+async fn read_until_served(s: &Server, key: &str) -> String {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let r = s.client.get(s.url(&format!("/kv/{key}"))).send().await;
+        if let Ok(g) = r {
+            let code = g.status();
+            let body = g.text().await.unwrap_or_default();
+            if code != 503 {
+                return if code == 200 {
+                    body
+                } else {
+                    format!("<{code}>")
+                };
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{key}: no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_quorum_writes_and_linearizable_reads_are_503_stale_reads_work() {
     let (nodes, _, _data) = three().await;
