@@ -589,13 +589,6 @@ pub async fn start(opts: ClusterOptions, shutdown: Shutdown) -> anyhow::Result<A
     {
         join(&node, url, &shutdown).await?;
     }
-    if initialized && node.log.led_before_restart(opts.node_id) {
-        // It led before the restart and is not restored as leader (the log store's module
-        // doc says why): it calls the election at once instead of after a timeout.
-        if let Err(e) = raft.trigger().elect().await {
-            tracing::warn!(error = %e, "calling an election at start-up");
-        }
-    }
     Ok(node)
 }
 
