@@ -43,6 +43,13 @@ pub const WAKE_AT: usize = 4096;
 /// Queued operations at which a writer applies the queue itself.
 pub const DRAIN_INLINE_AT: usize = 1 << 18;
 
+/// A batch applied to at most one block in this many is applied a key at a time (a map search
+/// each) rather than by a walk of the map.
+const SPARSE_RATIO: usize = 32;
+
+/// The largest queue buffer a drain keeps for the writers to reuse.
+const SPARE_MAX: usize = 128 << 10;
+
 const OP_INSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
 
@@ -76,34 +83,46 @@ impl Shared {
     }
 
     fn drain_into(&self, blocks: &mut Blocks) {
-        let ops = {
+        let mut ops = {
             let mut q = self.queue.lock();
             if q.count == 0 {
                 return;
             }
             q.count = 0;
-            std::mem::take(&mut q.ops)
+            // The writers go on with the buffer the previous drain emptied (no regrowth).
+            let spare = std::mem::take(&mut blocks.spare);
+            std::mem::replace(&mut q.ops, spare)
         };
-        let mut batch: Vec<(&[u8], u8)> = Vec::new();
+        // (first 8 key bytes as a big-endian number, key, op): the number decides most
+        // comparisons of the sort without touching the key.
+        let mut batch: Vec<(u64, &[u8], u8)> = Vec::new();
         let mut pos = 0;
         while pos < ops.len() {
             let op = ops[pos];
             let len = u32::from_le_bytes([ops[pos + 1], ops[pos + 2], ops[pos + 3], ops[pos + 4]])
                 as usize;
-            batch.push((&ops[pos + 5..pos + 5 + len], op));
+            let key = &ops[pos + 5..pos + 5 + len];
+            let mut head = [0u8; 8];
+            let h = key.len().min(8);
+            head[..h].copy_from_slice(&key[..h]);
+            batch.push((u64::from_be_bytes(head), key, op));
             pos += 5 + len;
         }
         // Stable: a key's operations stay in the order made, and the last one decides.
-        batch.sort_by(|a, b| a.0.cmp(b.0));
-        for (i, &(key, op)) in batch.iter().enumerate() {
-            if batch.get(i + 1).is_some_and(|n| n.0 == key) {
-                continue;
+        batch.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let mut last: Vec<(&[u8], u8)> = Vec::with_capacity(batch.len());
+        for (i, &(_, key, op)) in batch.iter().enumerate() {
+            if batch.get(i + 1).is_none_or(|n| n.1 != key) {
+                last.push((key, op));
             }
-            if op == OP_INSERT {
-                blocks.insert(key);
-            } else {
-                blocks.remove(key);
-            }
+        }
+        blocks.apply_sorted(&last);
+        drop(last);
+        drop(batch);
+        // Kept unless a large batch (a lagging drainer) grew it: that memory goes back.
+        if ops.capacity() <= SPARE_MAX {
+            ops.clear();
+            blocks.spare = ops;
         }
     }
 }
@@ -133,6 +152,10 @@ impl std::fmt::Debug for OrderedKeys {
 struct Blocks {
     map: BTreeMap<Box<[u8]>, Vec<u8>>,
     len: usize,
+    /// Reused by [`block_insert`].
+    scratch: Vec<u8>,
+    /// The queue's buffer from the previous drain, emptied, handed back to the writers.
+    spare: Vec<u8>,
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: usize) {
@@ -220,42 +243,168 @@ fn reserve(v: &mut Vec<u8>, extra: usize) {
 }
 
 /// Inserts `key` into a block: `None` when already there, else whether it went at the end.
-fn block_insert(data: &mut Vec<u8>, key: &[u8]) -> Option<bool> {
-    let mut walk = Walk::new(data);
-    let mut prev_lcp = 0;
+///
+/// Walks the entries without rebuilding their keys: `m` is the length `key` shares with the
+/// previous entry, which is below `key`. An entry sharing more than `m` bytes with the previous
+/// one is below `key` too (it agrees with the previous entry where that one was below `key`);
+/// otherwise its first `shared` bytes are `key`'s and only its suffix needs comparing.
+/// `scratch` is a buffer reused between calls (no allocation per key).
+fn block_insert(data: &mut Vec<u8>, key: &[u8], scratch: &mut Vec<u8>) -> Option<bool> {
+    let mut m = 0;
+    let mut pos = 0;
+    // The entry above `key`: its span, and where its tail (bytes past `key`'s lcp) starts.
     let mut at = None;
-    while let Some(e) = walk.advance() {
-        let m = lcp(&walk.key, key);
-        let cur = walk.key.as_slice();
-        let less = if m == cur.len() {
-            if m == key.len() {
+    while pos < data.len() {
+        let (shared, p) = get_varint(data, pos);
+        let (slen, p) = get_varint(data, p);
+        let end = p + slen;
+        if shared > m {
+            pos = end;
+            continue;
+        }
+        let suffix = &data[p..end];
+        let rest = &key[shared..];
+        let c = lcp(suffix, rest);
+        if c == suffix.len() {
+            if c == rest.len() {
                 return None;
             }
-            true
-        } else {
-            m != key.len() && cur[m] < key[m]
-        };
-        if !less {
-            at = Some((e, m, walk.key[m..].to_vec()));
-            break;
+            // The entry is a proper prefix of `key`: below it.
+            m = shared + c;
+            pos = end;
+            continue;
         }
-        prev_lcp = m;
+        if c < rest.len() && suffix[c] < rest[c] {
+            m = shared + c;
+            pos = end;
+            continue;
+        }
+        at = Some((pos, end, shared + c, p + c));
+        break;
     }
-    let mut rep = Vec::with_capacity(key.len() + 8);
-    encode(&mut rep, prev_lcp, &key[prev_lcp..]);
+    scratch.clear();
+    encode(scratch, m, &key[m..]);
     match at {
-        Some((e, m, next_tail)) => {
-            // The next entry is now coded against `key`: they share `m` bytes.
-            encode(&mut rep, m, &next_tail);
-            reserve(data, rep.len());
-            data.splice(e.start..e.end, rep);
+        Some((start, end, next_lcp, tail)) => {
+            // The next entry is now coded against `key`: they share `next_lcp` bytes.
+            encode(scratch, next_lcp, &data[tail..end]);
+            let old = end - start;
+            let grow = scratch.len() - old;
+            reserve(data, grow);
+            let len = data.len();
+            data.resize(len + grow, 0);
+            data.copy_within(end..len, end + grow);
+            data[start..start + scratch.len()].copy_from_slice(scratch);
             Some(false)
         }
         None => {
-            reserve(data, rep.len());
-            data.extend_from_slice(&rep);
+            reserve(data, scratch.len());
+            data.extend_from_slice(scratch);
             Some(true)
         }
+    }
+}
+
+/// Merges `ops` (sorted by key, one per key, all within this block's range) into a block in one
+/// pass, rewriting it. Returns the change in key count and, when the result is larger than a
+/// block, the further blocks it was cut into (fence and data; the first part stays in `data`).
+fn block_merge(data: &mut Vec<u8>, ops: &[(&[u8], u8)]) -> (isize, Vec<(Box<[u8]>, Vec<u8>)>) {
+    let bound = data.len() + ops.iter().map(|(k, _)| k.len() + 4).sum::<usize>();
+    let mut out = Builder {
+        cut: if bound > BLOCK_MAX {
+            BLOCK_MAX * 3 / 4
+        } else {
+            usize::MAX
+        },
+        cur: Vec::with_capacity(bound.min(BLOCK_MAX + 64)),
+        prev: Vec::new(),
+        fence: None,
+        done: Vec::new(),
+    };
+    let mut delta = 0isize;
+    let mut walk = Walk::new(data);
+    let mut have = walk.advance().is_some();
+    let mut i = 0;
+    loop {
+        let op = ops.get(i);
+        match (have, op) {
+            (false, None) => break,
+            (true, None) => {
+                out.push(&walk.key);
+                have = walk.advance().is_some();
+            }
+            (false, Some(&(key, op))) => {
+                if op == OP_INSERT {
+                    out.push(key);
+                    delta += 1;
+                }
+                i += 1;
+            }
+            (true, Some(&(key, op))) => match walk.key.as_slice().cmp(key) {
+                std::cmp::Ordering::Less => {
+                    out.push(&walk.key);
+                    have = walk.advance().is_some();
+                }
+                std::cmp::Ordering::Equal => {
+                    if op == OP_INSERT {
+                        out.push(key);
+                    } else {
+                        delta -= 1;
+                    }
+                    have = walk.advance().is_some();
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    if op == OP_INSERT {
+                        out.push(key);
+                        delta += 1;
+                    }
+                    i += 1;
+                }
+            },
+        }
+    }
+    let mut done = out.done;
+    let mut first = out.cur;
+    if let Some(f) = out.fence {
+        // The last part is a new block; the first finished part replaces `data`.
+        done.push((f, std::mem::take(&mut first)));
+        first = done.remove(0).1;
+    }
+    first.shrink_to(first.len() + first.len() / 8);
+    *data = first;
+    (delta, done)
+}
+
+/// Encodes sorted keys into blocks of about `cut` bytes (see [`block_merge`]).
+struct Builder {
+    cut: usize,
+    cur: Vec<u8>,
+    prev: Vec<u8>,
+    /// The current part's fence; `None` for the first part, which keeps the block's fence.
+    fence: Option<Box<[u8]>>,
+    /// Finished parts after the first: the first is at index 0 with an unused fence.
+    done: Vec<(Box<[u8]>, Vec<u8>)>,
+}
+
+impl Builder {
+    fn push(&mut self, key: &[u8]) {
+        if self.cur.len() >= self.cut {
+            let mut finished =
+                std::mem::replace(&mut self.cur, Vec::with_capacity(BLOCK_MAX + 64));
+            finished.shrink_to(finished.len() + finished.len() / 8);
+            let fence = self.fence.replace(key.into()).unwrap_or_default();
+            self.done.push((fence, finished));
+            self.prev.clear();
+        }
+        let m = if self.cur.is_empty() {
+            0
+        } else {
+            lcp(&self.prev, key)
+        };
+        encode(&mut self.cur, m, &key[m..]);
+        self.prev.clear();
+        self.prev.extend_from_slice(key);
     }
 }
 
@@ -319,7 +468,7 @@ impl Blocks {
             .next_back();
         let split = match found {
             Some((_, data)) => {
-                let Some(at_end) = block_insert(data, key) else {
+                let Some(at_end) = block_insert(data, key, &mut self.scratch) else {
                     return false;
                 };
                 // An append at a block's end (sequential loads) splits near the end, so the
@@ -342,7 +491,7 @@ impl Blocks {
                     Some((_, d)) => d,
                     None => Vec::with_capacity(64),
                 };
-                block_insert(&mut data, key);
+                block_insert(&mut data, key, &mut self.scratch);
                 let split = if data.len() > BLOCK_MAX {
                     let half = data.len() / 2;
                     block_split(&mut data, half)
@@ -358,6 +507,106 @@ impl Blocks {
             self.map.insert(fence, right);
         }
         true
+    }
+
+    /// Applies operations sorted by key (one per key). A batch that is sparse beside the number
+    /// of blocks is applied one key at a time (a map search and a block edit each); a denser one
+    /// in one pass: a cursor walks the map forward instead of a search per key, a block that
+    /// gets one operation is edited in place and one that gets several is rewritten once
+    /// ([`block_merge`]), so a batch costs a walk of the blocks plus about one pass over each
+    /// block it touches.
+    fn apply_sorted(&mut self, ops: &[(&[u8], u8)]) {
+        if ops.len().saturating_mul(SPARSE_RATIO) < self.map.len() {
+            for &(key, op) in ops {
+                if op == OP_INSERT {
+                    self.insert(key);
+                } else {
+                    self.remove(key);
+                }
+            }
+            return;
+        }
+        // Keys below the first fence move it: the one-at-a-time path handles them.
+        let mut start = 0;
+        while let Some(&(key, op)) = ops.get(start) {
+            let below = self.map.first_key_value().is_none_or(|(f, _)| key < &**f);
+            if !below {
+                break;
+            }
+            if op == OP_INSERT {
+                self.insert(key);
+            } else {
+                self.remove(key);
+            }
+            start += 1;
+        }
+        let ops = &ops[start..];
+        let Some(&(first, _)) = ops.first() else {
+            return;
+        };
+        let Some(first_fence) = self
+            .map
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(first)))
+            .next_back()
+            .map(|(f, _)| f.clone())
+        else {
+            return;
+        };
+        let mut added: Vec<(Box<[u8]>, Vec<u8>)> = Vec::new();
+        let mut emptied: Vec<Box<[u8]>> = Vec::new();
+        let mut delta: isize = 0;
+        let mut i = 0;
+        let mut blocks = self
+            .map
+            .range_mut::<[u8], _>((Bound::Included(&*first_fence), Bound::Unbounded))
+            .peekable();
+        while i < ops.len() {
+            let Some((fence, data)) = blocks.next() else {
+                break;
+            };
+            let upper: Option<&[u8]> = blocks.peek().map(|(f, _)| &***f);
+            // The operations below the next fence (a short forward scan: they are few per
+            // block, and the total over the walk is the batch).
+            let n = match upper {
+                None => ops.len() - i,
+                Some(u) => ops[i..].iter().take_while(|(k, _)| *k < u).count(),
+            };
+            match n {
+                0 => continue,
+                1 => {
+                    let (key, op) = ops[i];
+                    if op == OP_INSERT {
+                        if block_insert(data, key, &mut self.scratch).is_some() {
+                            delta += 1;
+                        }
+                    } else if block_remove(data, key) {
+                        delta -= 1;
+                    }
+                    if data.len() > BLOCK_MAX
+                        && let Some(right) = block_split(data, data.len() / 2)
+                    {
+                        added.push(right);
+                    }
+                }
+                _ => {
+                    let (d, parts) = block_merge(data, &ops[i..i + n]);
+                    delta += d;
+                    added.extend(parts);
+                }
+            }
+            i += n;
+            if data.is_empty() {
+                emptied.push(fence.clone());
+            }
+        }
+        drop(blocks);
+        self.len = self.len.saturating_add_signed(delta);
+        for f in emptied {
+            self.map.remove(&f);
+        }
+        for (f, d) in added {
+            self.map.insert(f, d);
+        }
     }
 
     fn remove(&mut self, key: &[u8]) -> bool {
@@ -562,7 +811,7 @@ impl OrderedKeys {
             .iter()
             .map(|(f, d)| f.len() + d.capacity() + per_slot * 3 / 2)
             .sum();
-        blocks + self.shared.queue.lock().ops.capacity()
+        blocks + b.spare.capacity() + self.shared.queue.lock().ops.capacity()
     }
 }
 
@@ -701,6 +950,112 @@ mod tests {
             .map(|i| format!("q{i:07}").into_bytes())
             .collect();
         assert_eq!(all(&o), want);
+    }
+
+    /// Checks the blocks' invariants (no empty block, fences at or below each block's first
+    /// key and above the previous block's last, keys strictly ascending, each `shared` the
+    /// exact common prefix with the previous key) and returns every key in order.
+    fn checked_keys(b: &Blocks) -> Vec<Vec<u8>> {
+        let fences: Vec<&[u8]> = b.map.keys().map(|f| &**f).collect();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for (j, (fence, data)) in b.map.iter().enumerate() {
+            assert!(!data.is_empty(), "empty block at fence {fence:?}");
+            let mut walk = Walk::new(data);
+            let mut first = true;
+            while let Some(e) = walk.advance() {
+                if first {
+                    assert_eq!(e.shared, 0);
+                    assert!(**fence <= *walk.key, "fence above the block's first key");
+                    first = false;
+                } else {
+                    let prev = keys.last().expect("previous key");
+                    assert_eq!(e.shared, lcp(prev, &walk.key), "shared is not exact");
+                }
+                if let Some(prev) = keys.last() {
+                    assert!(*prev < walk.key, "keys out of order");
+                }
+                if let Some(next) = fences.get(j + 1) {
+                    assert!(walk.key.as_slice() < *next, "key at or above the next fence");
+                }
+                keys.push(walk.key.clone());
+            }
+        }
+        assert_eq!(keys.len(), b.len);
+        keys
+    }
+
+    #[test]
+    fn batches_applied_in_one_pass_agree_with_a_btreeset() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut b = Blocks::default();
+        let mut model = BTreeSet::new();
+        for i in 0..20_000u64 {
+            let k = (next(&mut s) % 60_000).to_be_bytes().to_vec();
+            if model.insert(k.clone()) {
+                b.insert(&k);
+            }
+            if i == 0 {
+                assert_eq!(checked_keys(&b), vec![k]);
+            }
+        }
+        let mut seq = 60_000u64;
+        // Batch sizes on both sides of the sparse limit; every key family in each batch.
+        for (round, size) in [1usize, 10, 500, 5000, 40, 20_000, 3, 2000, 9000, 700]
+            .into_iter()
+            .cycle()
+            .take(40)
+            .enumerate()
+        {
+            let mut ops: Vec<(Vec<u8>, u8)> = Vec::new();
+            for _ in 0..size {
+                let r = next(&mut s);
+                let key = match r % 8 {
+                    // Present or absent keys among the loaded ones.
+                    0..=3 => (r % 60_000).to_be_bytes().to_vec(),
+                    // A sorted run past the end (many keys into the last block).
+                    4 => {
+                        seq += 1;
+                        seq.to_be_bytes().to_vec()
+                    }
+                    // Below every key (moves the first fence).
+                    5 => vec![0, 0, (r % 7) as u8],
+                    // Long keys, a few per block, sharing prefixes with the loaded keys.
+                    6 => {
+                        let mut k = (r % 60_000).to_be_bytes().to_vec();
+                        k.extend(std::iter::repeat_n(b'x', (r % 300) as usize));
+                        k
+                    }
+                    _ => (r % 60_000).to_be_bytes()[..(r % 8) as usize].to_vec(),
+                };
+                let op = if (r >> 40).is_multiple_of(3) || round % 9 == 8 {
+                    OP_REMOVE
+                } else {
+                    OP_INSERT
+                };
+                ops.push((key, op));
+            }
+            // As a drain does: sorted, the last operation per key.
+            ops.reverse();
+            ops.sort_by(|a, b| a.0.cmp(&b.0));
+            ops.dedup_by(|a, b| a.0 == b.0);
+            for (k, op) in &ops {
+                if *op == OP_INSERT {
+                    model.insert(k.clone());
+                } else {
+                    model.remove(k);
+                }
+            }
+            let batch: Vec<(&[u8], u8)> = ops.iter().map(|(k, op)| (k.as_slice(), *op)).collect();
+            b.apply_sorted(&batch);
+            let got = checked_keys(&b);
+            assert!(
+                got == model.iter().cloned().collect::<Vec<_>>(),
+                "round {round}, batch of {size}: {} keys, model {}",
+                got.len(),
+                model.len()
+            );
+        }
+        assert!(b.map.len() > 100, "{} blocks only", b.map.len());
     }
 
     #[test]
