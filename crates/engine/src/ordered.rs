@@ -10,7 +10,9 @@
 //! key has in common with the previous key of the block (0 for a block's first key). A
 //! `BTreeMap` maps each block's fence (a key <= the block's first key and > the previous
 //! block's last key) to the block. Keys with common prefixes (`users/42/...`) therefore cost
-//! a few bytes each; the map adds one fence key and a node slot per block (~30 keys).
+//! a few bytes each; the map adds one fence key and a node slot per block (~30 keys). A fence
+//! also keeps its first 8 bytes inline as a number, so that searching or walking the map
+//! rarely follows a fence's pointer (a cache miss each on a large index).
 //!
 //! Chosen by measurement against a `BTreeSet<Box<[u8]>>` (key + ~40 B per key) and a per-key
 //! skip list (more): see `docs/benchmarks.md`, "ordered index".
@@ -18,11 +20,18 @@
 //! # Concurrency and the cost to writers
 //! Writers do not touch the blocks: creating or removing a key appends the operation to a
 //! queue (a mutex and a `Vec` push, from inside the writer's hash shard lock), so a PUT of a
-//! new key costs about what it did without this index. The queue is applied to the blocks,
-//! sorted by key and with only the last operation per key kept (membership is all that
-//! matters), by a drainer thread once [`WAKE_AT`] operations are queued, by any reader before
-//! it reads (so a listing always sees every write made before it), and by a writer itself when
-//! the queue reaches [`DRAIN_INLINE_AT`] (back-pressure, so the queue stays bounded).
+//! new key costs the writer about what it did without this index. The queue is applied to the
+//! blocks, sorted by key and with only the last operation per key kept (membership is all that
+//! matters), by a drainer thread once [`WAKE_AT`] operations (or two per block on a large
+//! index, so a batch of random keys shares each block's cache misses) are queued, by any
+//! reader before it reads (so a listing always sees every write made before it), and by a
+//! writer itself when the queue reaches [`DRAIN_INLINE_AT`] (back-pressure, so the queue stays
+//! bounded). A batch is applied in one walk of the map, each touched block edited once per run
+//! of keys (see [`Blocks::apply_sorted`]).
+//!
+//! The drain's work is not free: on this 2-core machine it is about as much CPU per new key as
+//! the rest of a PUT (`docs/benchmarks.md`, issue 16), so where both cores are busy a PUT of a
+//! new key is slower than without the index.
 //!
 //! Locks: the blocks' `RwLock`, then the queue's mutex (a drain takes the blocks first, so two
 //! drains apply their batches in queue order). Writers take only the queue's mutex, under their
@@ -31,15 +40,21 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
 /// A block is split when it grows past this many bytes.
 pub const BLOCK_MAX: usize = 1024;
-/// Queued operations that wake the drainer thread.
+/// Queued operations that wake the drainer thread, at least.
 pub const WAKE_AT: usize = 4096;
+/// On a larger index the drainer waits for this many operations per block (up to
+/// [`WAKE_MAX`]): a batch of random keys then touches most blocks, so the walk of the map and
+/// each block's cache misses are shared by several keys.
+const WAKE_PER_BLOCK: usize = 2;
+/// The most queued operations the drainer waits for.
+const WAKE_MAX: usize = 1 << 17;
 /// Queued operations at which a writer applies the queue itself.
 pub const DRAIN_INLINE_AT: usize = 1 << 18;
 
@@ -48,7 +63,7 @@ pub const DRAIN_INLINE_AT: usize = 1 << 18;
 const SPARSE_RATIO: usize = 32;
 
 /// The largest queue buffer a drain keeps for the writers to reuse.
-const SPARE_MAX: usize = 128 << 10;
+const SPARE_MAX: usize = 1 << 20;
 
 const OP_INSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
@@ -66,6 +81,8 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     stop: AtomicBool,
+    /// The drainer's batch size beyond [`WAKE_AT`], set from the block count by each drain.
+    wake_at: AtomicUsize,
 }
 
 /// Operations not yet applied: `op u8 | key_len u32 LE | key`, in the order made.
@@ -76,6 +93,11 @@ struct Queue {
 }
 
 impl Shared {
+    /// Queued operations that wake the drainer.
+    fn wake_threshold(&self) -> usize {
+        self.wake_at.load(Ordering::Relaxed).max(WAKE_AT)
+    }
+
     /// Applies every queued operation to the blocks.
     fn drain(&self) {
         let mut blocks = self.blocks.write();
@@ -83,48 +105,84 @@ impl Shared {
     }
 
     fn drain_into(&self, blocks: &mut Blocks) {
+        let q_count;
         let mut ops = {
             let mut q = self.queue.lock();
             if q.count == 0 {
                 return;
             }
+            q_count = q.count;
             q.count = 0;
             // The writers go on with the buffer the previous drain emptied (no regrowth).
             let spare = std::mem::take(&mut blocks.spare);
             std::mem::replace(&mut q.ops, spare)
         };
-        // (first 8 key bytes as a big-endian number, key, op): the number decides most
-        // comparisons of the sort without touching the key.
-        let mut batch: Vec<(u64, &[u8], u8)> = Vec::new();
-        let mut pos = 0;
-        while pos < ops.len() {
-            let op = ops[pos];
-            let len = u32::from_le_bytes([ops[pos + 1], ops[pos + 2], ops[pos + 3], ops[pos + 4]])
-                as usize;
-            let key = &ops[pos + 5..pos + 5 + len];
-            let mut head = [0u8; 8];
-            let h = key.len().min(8);
-            head[..h].copy_from_slice(&key[..h]);
-            batch.push((u64::from_be_bytes(head), key, op));
-            pos += 5 + len;
-        }
-        // Stable: a key's operations stay in the order made, and the last one decides.
-        batch.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
-        let mut last: Vec<(&[u8], u8)> = Vec::with_capacity(batch.len());
-        for (i, &(_, key, op)) in batch.iter().enumerate() {
-            if batch.get(i + 1).is_none_or(|n| n.1 != key) {
-                last.push((key, op));
-            }
-        }
+        let last = sorted_last_ops(&ops, q_count);
         blocks.apply_sorted(&last);
+        self.wake_at.store(
+            (blocks.map.len() * WAKE_PER_BLOCK).min(WAKE_MAX),
+            Ordering::Relaxed,
+        );
         drop(last);
-        drop(batch);
         // Kept unless a large batch (a lagging drainer) grew it: that memory goes back.
         if ops.capacity() <= SPARE_MAX {
             ops.clear();
             blocks.spare = ops;
         }
     }
+}
+
+/// The operation queued at `pos` of a queue buffer and its key.
+fn op_at(ops: &[u8], pos: usize) -> (u8, &[u8]) {
+    let len = u32::from_le_bytes([ops[pos + 1], ops[pos + 2], ops[pos + 3], ops[pos + 4]]) as usize;
+    (ops[pos], &ops[pos + 5..pos + 5 + len])
+}
+
+/// The queued operations (`count` of them) sorted by key, with only the last one made on each
+/// key kept (membership is all that matters).
+///
+/// Sorted as numbers first: (first 8 key bytes big-endian, position in the queue) packed in a
+/// `u128`, which orders by key wherever the first 8 bytes differ and keeps queue order among
+/// equal ones; only runs with equal first 8 bytes are then sorted by their whole key.
+fn sorted_last_ops(ops: &[u8], count: usize) -> Vec<(&[u8], u8)> {
+    let mut order: Vec<u128> = Vec::with_capacity(count);
+    let mut pos = 0;
+    while pos < ops.len() {
+        let (_, key) = op_at(ops, pos);
+        order.push((u128::from(head(key)) << 64) | pos as u128);
+        pos += 5 + key.len();
+    }
+    order.sort_unstable();
+    let at = |x: u128| op_at(ops, (x as u64) as usize);
+    let mut last: Vec<(&[u8], u8)> = Vec::with_capacity(order.len());
+    let mut run: Vec<(&[u8], usize, u8)> = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let h = order[i] >> 64;
+        let mut j = i + 1;
+        while j < order.len() && order[j] >> 64 == h {
+            j += 1;
+        }
+        if j == i + 1 {
+            let (op, key) = at(order[i]);
+            last.push((key, op));
+        } else {
+            run.clear();
+            run.extend(order[i..j].iter().map(|&x| {
+                let (op, key) = at(x);
+                (key, (x as u64) as usize, op)
+            }));
+            // Stable by key: queue order is kept among a key's operations.
+            run.sort_by(|a, b| a.0.cmp(b.0));
+            for (k, &(key, _, op)) in run.iter().enumerate() {
+                if run.get(k + 1).is_none_or(|n| n.0 != key) {
+                    last.push((key, op));
+                }
+            }
+        }
+        i = j;
+    }
+    last
 }
 
 impl Drop for OrderedKeys {
@@ -148,9 +206,55 @@ impl std::fmt::Debug for OrderedKeys {
     }
 }
 
+/// A block's fence: its key, with the first 8 bytes also kept inline as a big-endian number, so
+/// that most comparisons of a search or a walk of the map never follow the key's pointer (on a
+/// large index each such pointer is a cache miss).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Fence {
+    head: u64,
+    key: Box<[u8]>,
+}
+
+/// The first 8 bytes of `key` as a big-endian number, zero-padded: `a < b` implies
+/// `head(a) <= head(b)`, so ordering by (head, key) is ordering by key.
+fn head(key: &[u8]) -> u64 {
+    let mut h = [0u8; 8];
+    let n = key.len().min(8);
+    h[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(h)
+}
+
+impl Fence {
+    fn new(key: &[u8]) -> Self {
+        Fence {
+            head: head(key),
+            key: key.into(),
+        }
+    }
+
+    /// This fence against a key.
+    fn cmp_key(&self, key: &[u8]) -> std::cmp::Ordering {
+        self.head.cmp(&head(key)).then_with(|| (*self.key).cmp(key))
+    }
+}
+
+impl Ord for Fence {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.head
+            .cmp(&other.head)
+            .then_with(|| self.key.cmp(&other.key))
+    }
+}
+
+impl PartialOrd for Fence {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 #[derive(Default)]
 struct Blocks {
-    map: BTreeMap<Box<[u8]>, Vec<u8>>,
+    map: BTreeMap<Fence, Vec<u8>>,
     len: usize,
     /// Reused by [`block_insert`].
     scratch: Vec<u8>,
@@ -167,7 +271,12 @@ fn put_varint(out: &mut Vec<u8>, mut v: usize) {
 }
 
 /// Reads a varint at `pos`; the blocks are written only by this module, so they are trusted.
+#[inline]
 fn get_varint(buf: &[u8], mut pos: usize) -> (usize, usize) {
+    let first = buf[pos];
+    if first < 0x80 {
+        return (usize::from(first), pos + 1);
+    }
     let mut v = 0usize;
     let mut shift = 0;
     loop {
@@ -250,8 +359,21 @@ fn reserve(v: &mut Vec<u8>, extra: usize) {
 /// otherwise its first `shared` bytes are `key`'s and only its suffix needs comparing.
 /// `scratch` is a buffer reused between calls (no allocation per key).
 fn block_insert(data: &mut Vec<u8>, key: &[u8], scratch: &mut Vec<u8>) -> Option<bool> {
-    let mut m = 0;
-    let mut pos = 0;
+    let (inserted, after) = block_insert_at(data, key, 0, 0, scratch);
+    inserted.then_some(after == data.len())
+}
+
+/// [`block_insert`] from the entry at `pos`, which follows a key below `key` sharing exactly
+/// `m` bytes with it (or is the first entry, with `m` 0). Returns whether `key` was inserted
+/// (false: already there) and where the entry after `key`'s begins, so that a sorted run of
+/// keys into one block resumes there instead of walking the block again.
+fn block_insert_at(
+    data: &mut Vec<u8>,
+    key: &[u8],
+    mut pos: usize,
+    mut m: usize,
+    scratch: &mut Vec<u8>,
+) -> (bool, usize) {
     // The entry above `key`: its span, and where its tail (bytes past `key`'s lcp) starts.
     let mut at = None;
     while pos < data.len() {
@@ -264,10 +386,22 @@ fn block_insert(data: &mut Vec<u8>, key: &[u8], scratch: &mut Vec<u8>) -> Option
         }
         let suffix = &data[p..end];
         let rest = &key[shared..];
+        // Most entries differ from `key` at their first suffix byte.
+        if let (Some(&a), Some(&b)) = (suffix.first(), rest.first())
+            && a != b
+        {
+            if a < b {
+                m = shared;
+                pos = end;
+                continue;
+            }
+            at = Some((pos, end, shared, p));
+            break;
+        }
         let c = lcp(suffix, rest);
         if c == suffix.len() {
             if c == rest.len() {
-                return None;
+                return (false, end);
             }
             // The entry is a proper prefix of `key`: below it.
             m = shared + c;
@@ -284,6 +418,7 @@ fn block_insert(data: &mut Vec<u8>, key: &[u8], scratch: &mut Vec<u8>) -> Option
     }
     scratch.clear();
     encode(scratch, m, &key[m..]);
+    let key_entry = scratch.len();
     match at {
         Some((start, end, next_lcp, tail)) => {
             // The next entry is now coded against `key`: they share `next_lcp` bytes.
@@ -295,117 +430,58 @@ fn block_insert(data: &mut Vec<u8>, key: &[u8], scratch: &mut Vec<u8>) -> Option
             data.resize(len + grow, 0);
             data.copy_within(end..len, end + grow);
             data[start..start + scratch.len()].copy_from_slice(scratch);
-            Some(false)
+            (true, start + key_entry)
         }
         None => {
             reserve(data, scratch.len());
             data.extend_from_slice(scratch);
-            Some(true)
+            (true, data.len())
         }
     }
 }
 
-/// Merges `ops` (sorted by key, one per key, all within this block's range) into a block in one
-/// pass, rewriting it. Returns the change in key count and, when the result is larger than a
-/// block, the further blocks it was cut into (fence and data; the first part stays in `data`).
-fn block_merge(data: &mut Vec<u8>, ops: &[(&[u8], u8)]) -> (isize, Vec<(Box<[u8]>, Vec<u8>)>) {
-    let bound = data.len() + ops.iter().map(|(k, _)| k.len() + 4).sum::<usize>();
-    let mut out = Builder {
-        cut: if bound > BLOCK_MAX {
-            BLOCK_MAX * 3 / 4
-        } else {
-            usize::MAX
-        },
-        cur: Vec::with_capacity(bound.min(BLOCK_MAX + 64)),
-        prev: Vec::new(),
-        fence: None,
-        done: Vec::new(),
-    };
-    let mut delta = 0isize;
-    let mut walk = Walk::new(data);
-    let mut have = walk.advance().is_some();
-    let mut i = 0;
-    loop {
-        let op = ops.get(i);
-        match (have, op) {
-            (false, None) => break,
-            (true, None) => {
-                out.push(&walk.key);
-                have = walk.advance().is_some();
+/// Applies `ops` (sorted by key, one per key, all within this block's range) to a block: a run
+/// of inserts resumes each walk where the previous key went. A block that grew past
+/// [`BLOCK_MAX`] is cut: in halves when just over, else into parts of 3/4 of a block (a sorted
+/// run appended at once), pushed to `added`. Returns the change in key count.
+fn block_apply(
+    data: &mut Vec<u8>,
+    ops: &[(&[u8], u8)],
+    scratch: &mut Vec<u8>,
+    added: &mut Vec<(Fence, Vec<u8>)>,
+) -> isize {
+    let mut delta = 0;
+    let mut pos = 0;
+    let mut prev: Option<&[u8]> = None;
+    for &(key, op) in ops {
+        if op == OP_INSERT {
+            let m = prev.map_or(0, |p| lcp(p, key));
+            let (inserted, after) = block_insert_at(data, key, pos, m, scratch);
+            if inserted {
+                delta += 1;
             }
-            (false, Some(&(key, op))) => {
-                if op == OP_INSERT {
-                    out.push(key);
-                    delta += 1;
-                }
-                i += 1;
-            }
-            (true, Some(&(key, op))) => match walk.key.as_slice().cmp(key) {
-                std::cmp::Ordering::Less => {
-                    out.push(&walk.key);
-                    have = walk.advance().is_some();
-                }
-                std::cmp::Ordering::Equal => {
-                    if op == OP_INSERT {
-                        out.push(key);
-                    } else {
-                        delta -= 1;
-                    }
-                    have = walk.advance().is_some();
-                    i += 1;
-                }
-                std::cmp::Ordering::Greater => {
-                    if op == OP_INSERT {
-                        out.push(key);
-                        delta += 1;
-                    }
-                    i += 1;
-                }
-            },
-        }
-    }
-    let mut done = out.done;
-    let mut first = out.cur;
-    if let Some(f) = out.fence {
-        // The last part is a new block; the first finished part replaces `data`.
-        done.push((f, std::mem::take(&mut first)));
-        first = done.remove(0).1;
-    }
-    first.shrink_to(first.len() + first.len() / 8);
-    *data = first;
-    (delta, done)
-}
-
-/// Encodes sorted keys into blocks of about `cut` bytes (see [`block_merge`]).
-struct Builder {
-    cut: usize,
-    cur: Vec<u8>,
-    prev: Vec<u8>,
-    /// The current part's fence; `None` for the first part, which keeps the block's fence.
-    fence: Option<Box<[u8]>>,
-    /// Finished parts after the first: the first is at index 0 with an unused fence.
-    done: Vec<(Box<[u8]>, Vec<u8>)>,
-}
-
-impl Builder {
-    fn push(&mut self, key: &[u8]) {
-        if self.cur.len() >= self.cut {
-            let mut finished =
-                std::mem::replace(&mut self.cur, Vec::with_capacity(BLOCK_MAX + 64));
-            finished.shrink_to(finished.len() + finished.len() / 8);
-            let fence = self.fence.replace(key.into()).unwrap_or_default();
-            self.done.push((fence, finished));
-            self.prev.clear();
-        }
-        let m = if self.cur.is_empty() {
-            0
+            pos = after;
+            prev = Some(key);
         } else {
-            lcp(&self.prev, key)
-        };
-        encode(&mut self.cur, m, &key[m..]);
-        self.prev.clear();
-        self.prev.extend_from_slice(key);
+            if block_remove(data, key) {
+                delta -= 1;
+            }
+            pos = 0;
+            prev = None;
+        }
     }
+    if data.len() > BLOCK_MAX {
+        let at = |len: usize| (len / 2).min(BLOCK_MAX * 3 / 4);
+        let mut rest = block_split(data, at(data.len()));
+        while let Some(mut part) = rest.take() {
+            if part.1.len() > BLOCK_MAX {
+                let cut = at(part.1.len());
+                rest = block_split(&mut part.1, cut);
+            }
+            added.push(part);
+        }
+    }
+    delta
 }
 
 /// Removes `key` from a block; false when absent.
@@ -442,7 +518,7 @@ fn block_remove(data: &mut Vec<u8>, key: &[u8]) -> bool {
 
 /// Splits a block in two at the first entry starting at or after `at` bytes; returns the new
 /// right block's fence and data (`None` if there is no such entry).
-fn block_split(data: &mut Vec<u8>, at: usize) -> Option<(Box<[u8]>, Vec<u8>)> {
+fn block_split(data: &mut Vec<u8>, at: usize) -> Option<(Fence, Vec<u8>)> {
     let mut walk = Walk::new(data);
     let mut first = true;
     while let Some(e) = walk.advance() {
@@ -450,7 +526,7 @@ fn block_split(data: &mut Vec<u8>, at: usize) -> Option<(Box<[u8]>, Vec<u8>)> {
             let mut right = Vec::with_capacity(data.len() - e.start + walk.key.len() + 16);
             encode(&mut right, 0, &walk.key);
             right.extend_from_slice(&data[e.end..]);
-            let fence = walk.key.clone().into_boxed_slice();
+            let fence = Fence::new(&walk.key);
             data.truncate(e.start);
             data.shrink_to(data.len() + data.len() / 8);
             return Some((fence, right));
@@ -462,10 +538,7 @@ fn block_split(data: &mut Vec<u8>, at: usize) -> Option<(Box<[u8]>, Vec<u8>)> {
 
 impl Blocks {
     fn insert(&mut self, key: &[u8]) -> bool {
-        let found = self
-            .map
-            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
-            .next_back();
+        let found = self.map.range_mut(..=Fence::new(key)).next_back();
         let split = match found {
             Some((_, data)) => {
                 let Some(at_end) = block_insert(data, key, &mut self.scratch) else {
@@ -498,7 +571,7 @@ impl Blocks {
                 } else {
                     None
                 };
-                self.map.insert(key.into(), data);
+                self.map.insert(Fence::new(key), data);
                 split
             }
         };
@@ -511,10 +584,9 @@ impl Blocks {
 
     /// Applies operations sorted by key (one per key). A batch that is sparse beside the number
     /// of blocks is applied one key at a time (a map search and a block edit each); a denser one
-    /// in one pass: a cursor walks the map forward instead of a search per key, a block that
-    /// gets one operation is edited in place and one that gets several is rewritten once
-    /// ([`block_merge`]), so a batch costs a walk of the blocks plus about one pass over each
-    /// block it touches.
+    /// in one pass: a cursor walks the map forward instead of a search per key and each block
+    /// gets its operations in one [`block_apply`], so a batch costs a walk of the map plus
+    /// about one pass over each block it touches.
     fn apply_sorted(&mut self, ops: &[(&[u8], u8)]) {
         if ops.len().saturating_mul(SPARSE_RATIO) < self.map.len() {
             for &(key, op) in ops {
@@ -529,7 +601,10 @@ impl Blocks {
         // Keys below the first fence move it: the one-at-a-time path handles them.
         let mut start = 0;
         while let Some(&(key, op)) = ops.get(start) {
-            let below = self.map.first_key_value().is_none_or(|(f, _)| key < &**f);
+            let below = self
+                .map
+                .first_key_value()
+                .is_none_or(|(f, _)| f.cmp_key(key).is_gt());
             if !below {
                 break;
             }
@@ -546,54 +621,35 @@ impl Blocks {
         };
         let Some(first_fence) = self
             .map
-            .range::<[u8], _>((Bound::Unbounded, Bound::Included(first)))
+            .range(..=Fence::new(first))
             .next_back()
             .map(|(f, _)| f.clone())
         else {
             return;
         };
-        let mut added: Vec<(Box<[u8]>, Vec<u8>)> = Vec::new();
-        let mut emptied: Vec<Box<[u8]>> = Vec::new();
+        let mut added: Vec<(Fence, Vec<u8>)> = Vec::new();
+        let mut emptied: Vec<Fence> = Vec::new();
         let mut delta: isize = 0;
         let mut i = 0;
-        let mut blocks = self
-            .map
-            .range_mut::<[u8], _>((Bound::Included(&*first_fence), Bound::Unbounded))
-            .peekable();
+        let mut blocks = self.map.range_mut(first_fence..).peekable();
         while i < ops.len() {
             let Some((fence, data)) = blocks.next() else {
                 break;
             };
-            let upper: Option<&[u8]> = blocks.peek().map(|(f, _)| &***f);
+            let upper: Option<&Fence> = blocks.peek().map(|(f, _)| *f);
             // The operations below the next fence (a short forward scan: they are few per
             // block, and the total over the walk is the batch).
             let n = match upper {
                 None => ops.len() - i,
-                Some(u) => ops[i..].iter().take_while(|(k, _)| *k < u).count(),
+                Some(u) => ops[i..]
+                    .iter()
+                    .take_while(|(k, _)| u.cmp_key(k).is_gt())
+                    .count(),
             };
-            match n {
-                0 => continue,
-                1 => {
-                    let (key, op) = ops[i];
-                    if op == OP_INSERT {
-                        if block_insert(data, key, &mut self.scratch).is_some() {
-                            delta += 1;
-                        }
-                    } else if block_remove(data, key) {
-                        delta -= 1;
-                    }
-                    if data.len() > BLOCK_MAX
-                        && let Some(right) = block_split(data, data.len() / 2)
-                    {
-                        added.push(right);
-                    }
-                }
-                _ => {
-                    let (d, parts) = block_merge(data, &ops[i..i + n]);
-                    delta += d;
-                    added.extend(parts);
-                }
+            if n == 0 {
+                continue;
             }
+            delta += block_apply(data, &ops[i..i + n], &mut self.scratch, &mut added);
             i += n;
             if data.is_empty() {
                 emptied.push(fence.clone());
@@ -610,11 +666,7 @@ impl Blocks {
     }
 
     fn remove(&mut self, key: &[u8]) -> bool {
-        let Some((fence, data)) = self
-            .map
-            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
-            .next_back()
-        else {
+        let Some((fence, data)) = self.map.range_mut(..=Fence::new(key)).next_back() else {
             return false;
         };
         if !block_remove(data, key) {
@@ -640,16 +692,14 @@ impl Blocks {
         let first_fence = match lower {
             Bound::Included(k) | Bound::Excluded(k) => self
                 .map
-                .range::<[u8], _>((Bound::Unbounded, Bound::Included(k)))
+                .range(..=Fence::new(k))
                 .next_back()
                 .map(|(f, _)| f.clone()),
             Bound::Unbounded => None,
         };
         let blocks = match &first_fence {
-            Some(f) => self
-                .map
-                .range::<[u8], _>((Bound::Included(&**f), Bound::Unbounded)),
-            None => self.map.range::<[u8], _>(..),
+            Some(f) => self.map.range(f.clone()..),
+            None => self.map.range(..),
         };
         for (_, data) in blocks {
             let mut walk = Walk::new(data);
@@ -706,7 +756,7 @@ impl OrderedKeys {
             q.count += 1;
             q.count
         };
-        if n == WAKE_AT {
+        if n == self.shared.wake_threshold() {
             self.wake_drainer();
         } else if n >= DRAIN_INLINE_AT {
             self.shared.drain();
@@ -772,7 +822,7 @@ impl OrderedKeys {
     pub fn load_sorted<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
         let mut b = Blocks::default();
         let mut data: Vec<u8> = Vec::new();
-        let mut fence: Option<Box<[u8]>> = None;
+        let mut fence: Option<Fence> = None;
         let mut prev: &[u8] = &[];
         for key in keys {
             if data.len() >= BLOCK_MAX * 7 / 8
@@ -782,7 +832,7 @@ impl OrderedKeys {
                 b.map.insert(f, std::mem::take(&mut data));
             }
             if fence.is_none() {
-                fence = Some(key.into());
+                fence = Some(Fence::new(key));
                 data.reserve_exact(BLOCK_MAX + 64);
                 encode(&mut data, 0, key);
             } else {
@@ -805,11 +855,11 @@ impl OrderedKeys {
     /// pointers and a length per block, over a node fill of about 2/3).
     pub fn memory_bytes(&self) -> usize {
         let b = self.shared.blocks.read();
-        let per_slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Vec<u8>>();
+        let per_slot = std::mem::size_of::<Fence>() + std::mem::size_of::<Vec<u8>>();
         let blocks: usize = b
             .map
             .iter()
-            .map(|(f, d)| f.len() + d.capacity() + per_slot * 3 / 2)
+            .map(|(f, d)| f.key.len() + d.capacity() + per_slot * 3 / 2)
             .sum();
         blocks + b.spare.capacity() + self.shared.queue.lock().ops.capacity()
     }
@@ -821,7 +871,7 @@ fn drainer(shared: &Shared) {
     loop {
         {
             let mut q = shared.queue.lock();
-            while q.count < WAKE_AT && !shared.stop.load(Ordering::Acquire) {
+            while q.count < shared.wake_threshold() && !shared.stop.load(Ordering::Acquire) {
                 shared.wake.wait(&mut q);
             }
         }
@@ -956,7 +1006,7 @@ mod tests {
     /// key and above the previous block's last, keys strictly ascending, each `shared` the
     /// exact common prefix with the previous key) and returns every key in order.
     fn checked_keys(b: &Blocks) -> Vec<Vec<u8>> {
-        let fences: Vec<&[u8]> = b.map.keys().map(|f| &**f).collect();
+        let fences: Vec<&[u8]> = b.map.keys().map(|f| &*f.key).collect();
         let mut keys: Vec<Vec<u8>> = Vec::new();
         for (j, (fence, data)) in b.map.iter().enumerate() {
             assert!(!data.is_empty(), "empty block at fence {fence:?}");
@@ -965,7 +1015,8 @@ mod tests {
             while let Some(e) = walk.advance() {
                 if first {
                     assert_eq!(e.shared, 0);
-                    assert!(**fence <= *walk.key, "fence above the block's first key");
+                    assert!(*fence.key <= *walk.key, "fence above the block's first key");
+                    assert_eq!(fence.head, head(&fence.key));
                     first = false;
                 } else {
                     let prev = keys.last().expect("previous key");
@@ -975,7 +1026,10 @@ mod tests {
                     assert!(*prev < walk.key, "keys out of order");
                 }
                 if let Some(next) = fences.get(j + 1) {
-                    assert!(walk.key.as_slice() < *next, "key at or above the next fence");
+                    assert!(
+                        walk.key.as_slice() < *next,
+                        "key at or above the next fence"
+                    );
                 }
                 keys.push(walk.key.clone());
             }
