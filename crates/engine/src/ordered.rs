@@ -27,7 +27,7 @@
 //! reader before it reads (so a listing always sees every write made before it), and by a
 //! writer itself when the queue reaches [`DRAIN_INLINE_AT`] (back-pressure, so the queue stays
 //! bounded). A batch is applied in one walk of the map, each touched block edited once per run
-//! of keys (see [`Blocks::apply_sorted`]).
+//! of keys (see `Blocks::apply_sorted`).
 //!
 //! The drain's work is not free: on this 2-core machine it is about as much CPU per new key as
 //! the rest of a PUT (`docs/benchmarks.md`, issue 16), so where both cores are busy a PUT of a
