@@ -10,7 +10,9 @@
 //! key has in common with the previous key of the block (0 for a block's first key). A
 //! `BTreeMap` maps each block's fence (a key <= the block's first key and > the previous
 //! block's last key) to the block. Keys with common prefixes (`users/42/...`) therefore cost
-//! a few bytes each; the map adds one fence key and a node slot per block (~30 keys).
+//! a few bytes each; the map adds one fence key and a node slot per block (~30 keys). A fence
+//! also keeps its first 8 bytes inline as a number, so that searching or walking the map
+//! rarely follows a fence's pointer (a cache miss each on a large index).
 //!
 //! Chosen by measurement against a `BTreeSet<Box<[u8]>>` (key + ~40 B per key) and a per-key
 //! skip list (more): see `docs/benchmarks.md`, "ordered index".
@@ -18,11 +20,18 @@
 //! # Concurrency and the cost to writers
 //! Writers do not touch the blocks: creating or removing a key appends the operation to a
 //! queue (a mutex and a `Vec` push, from inside the writer's hash shard lock), so a PUT of a
-//! new key costs about what it did without this index. The queue is applied to the blocks,
-//! sorted by key and with only the last operation per key kept (membership is all that
-//! matters), by a drainer thread once [`WAKE_AT`] operations are queued, by any reader before
-//! it reads (so a listing always sees every write made before it), and by a writer itself when
-//! the queue reaches [`DRAIN_INLINE_AT`] (back-pressure, so the queue stays bounded).
+//! new key costs the writer about what it did without this index. The queue is applied to the
+//! blocks, sorted by key and with only the last operation per key kept (membership is all that
+//! matters), by a drainer thread once [`WAKE_AT`] operations (or two per block on a large
+//! index, so a batch of random keys shares each block's cache misses) are queued, by any
+//! reader before it reads (so a listing always sees every write made before it), and by a
+//! writer itself when the queue reaches [`DRAIN_INLINE_AT`] (back-pressure, so the queue stays
+//! bounded). A batch is applied in one walk of the map, each touched block edited once per run
+//! of keys (see `Blocks::apply_sorted`).
+//!
+//! The drain's work is not free: on this 2-core machine it is about as much CPU per new key as
+//! the rest of a PUT (`docs/benchmarks.md`, issue 16), so where both cores are busy a PUT of a
+//! new key is slower than without the index.
 //!
 //! Locks: the blocks' `RwLock`, then the queue's mutex (a drain takes the blocks first, so two
 //! drains apply their batches in queue order). Writers take only the queue's mutex, under their
@@ -31,17 +40,30 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
 /// A block is split when it grows past this many bytes.
 pub const BLOCK_MAX: usize = 1024;
-/// Queued operations that wake the drainer thread.
+/// Queued operations that wake the drainer thread, at least.
 pub const WAKE_AT: usize = 4096;
+/// On a larger index the drainer waits for this many operations per block (up to
+/// [`WAKE_MAX`]): a batch of random keys then touches most blocks, so the walk of the map and
+/// each block's cache misses are shared by several keys.
+const WAKE_PER_BLOCK: usize = 2;
+/// The most queued operations the drainer waits for.
+const WAKE_MAX: usize = 1 << 17;
 /// Queued operations at which a writer applies the queue itself.
 pub const DRAIN_INLINE_AT: usize = 1 << 18;
+
+/// A batch applied to at most one block in this many is applied a key at a time (a map search
+/// each) rather than by a walk of the map.
+const SPARSE_RATIO: usize = 32;
+
+/// The largest queue buffer a drain keeps for the writers to reuse.
+const SPARE_MAX: usize = 1 << 20;
 
 const OP_INSERT: u8 = 1;
 const OP_REMOVE: u8 = 2;
@@ -59,6 +81,8 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     stop: AtomicBool,
+    /// The drainer's batch size beyond [`WAKE_AT`], set from the block count by each drain.
+    wake_at: AtomicUsize,
 }
 
 /// Operations not yet applied: `op u8 | key_len u32 LE | key`, in the order made.
@@ -69,6 +93,11 @@ struct Queue {
 }
 
 impl Shared {
+    /// Queued operations that wake the drainer.
+    fn wake_threshold(&self) -> usize {
+        self.wake_at.load(Ordering::Relaxed).max(WAKE_AT)
+    }
+
     /// Applies every queued operation to the blocks.
     fn drain(&self) {
         let mut blocks = self.blocks.write();
@@ -76,36 +105,84 @@ impl Shared {
     }
 
     fn drain_into(&self, blocks: &mut Blocks) {
-        let ops = {
+        let q_count;
+        let mut ops = {
             let mut q = self.queue.lock();
             if q.count == 0 {
                 return;
             }
+            q_count = q.count;
             q.count = 0;
-            std::mem::take(&mut q.ops)
+            // The writers go on with the buffer the previous drain emptied (no regrowth).
+            let spare = std::mem::take(&mut blocks.spare);
+            std::mem::replace(&mut q.ops, spare)
         };
-        let mut batch: Vec<(&[u8], u8)> = Vec::new();
-        let mut pos = 0;
-        while pos < ops.len() {
-            let op = ops[pos];
-            let len = u32::from_le_bytes([ops[pos + 1], ops[pos + 2], ops[pos + 3], ops[pos + 4]])
-                as usize;
-            batch.push((&ops[pos + 5..pos + 5 + len], op));
-            pos += 5 + len;
-        }
-        // Stable: a key's operations stay in the order made, and the last one decides.
-        batch.sort_by(|a, b| a.0.cmp(b.0));
-        for (i, &(key, op)) in batch.iter().enumerate() {
-            if batch.get(i + 1).is_some_and(|n| n.0 == key) {
-                continue;
-            }
-            if op == OP_INSERT {
-                blocks.insert(key);
-            } else {
-                blocks.remove(key);
-            }
+        let last = sorted_last_ops(&ops, q_count);
+        blocks.apply_sorted(&last);
+        self.wake_at.store(
+            (blocks.map.len() * WAKE_PER_BLOCK).min(WAKE_MAX),
+            Ordering::Relaxed,
+        );
+        drop(last);
+        // Kept unless a large batch (a lagging drainer) grew it: that memory goes back.
+        if ops.capacity() <= SPARE_MAX {
+            ops.clear();
+            blocks.spare = ops;
         }
     }
+}
+
+/// The operation queued at `pos` of a queue buffer and its key.
+fn op_at(ops: &[u8], pos: usize) -> (u8, &[u8]) {
+    let len = u32::from_le_bytes([ops[pos + 1], ops[pos + 2], ops[pos + 3], ops[pos + 4]]) as usize;
+    (ops[pos], &ops[pos + 5..pos + 5 + len])
+}
+
+/// The queued operations (`count` of them) sorted by key, with only the last one made on each
+/// key kept (membership is all that matters).
+///
+/// Sorted as numbers first: (first 8 key bytes big-endian, position in the queue) packed in a
+/// `u128`, which orders by key wherever the first 8 bytes differ and keeps queue order among
+/// equal ones; only runs with equal first 8 bytes are then sorted by their whole key.
+fn sorted_last_ops(ops: &[u8], count: usize) -> Vec<(&[u8], u8)> {
+    let mut order: Vec<u128> = Vec::with_capacity(count);
+    let mut pos = 0;
+    while pos < ops.len() {
+        let (_, key) = op_at(ops, pos);
+        order.push((u128::from(head(key)) << 64) | pos as u128);
+        pos += 5 + key.len();
+    }
+    order.sort_unstable();
+    let at = |x: u128| op_at(ops, (x as u64) as usize);
+    let mut last: Vec<(&[u8], u8)> = Vec::with_capacity(order.len());
+    let mut run: Vec<(&[u8], usize, u8)> = Vec::new();
+    let mut i = 0;
+    while i < order.len() {
+        let h = order[i] >> 64;
+        let mut j = i + 1;
+        while j < order.len() && order[j] >> 64 == h {
+            j += 1;
+        }
+        if j == i + 1 {
+            let (op, key) = at(order[i]);
+            last.push((key, op));
+        } else {
+            run.clear();
+            run.extend(order[i..j].iter().map(|&x| {
+                let (op, key) = at(x);
+                (key, (x as u64) as usize, op)
+            }));
+            // Stable by key: queue order is kept among a key's operations.
+            run.sort_by(|a, b| a.0.cmp(b.0));
+            for (k, &(key, _, op)) in run.iter().enumerate() {
+                if run.get(k + 1).is_none_or(|n| n.0 != key) {
+                    last.push((key, op));
+                }
+            }
+        }
+        i = j;
+    }
+    last
 }
 
 impl Drop for OrderedKeys {
@@ -129,10 +206,60 @@ impl std::fmt::Debug for OrderedKeys {
     }
 }
 
+/// A block's fence: its key, with the first 8 bytes also kept inline as a big-endian number, so
+/// that most comparisons of a search or a walk of the map never follow the key's pointer (on a
+/// large index each such pointer is a cache miss).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Fence {
+    head: u64,
+    key: Box<[u8]>,
+}
+
+/// The first 8 bytes of `key` as a big-endian number, zero-padded: `a < b` implies
+/// `head(a) <= head(b)`, so ordering by (head, key) is ordering by key.
+fn head(key: &[u8]) -> u64 {
+    let mut h = [0u8; 8];
+    let n = key.len().min(8);
+    h[..n].copy_from_slice(&key[..n]);
+    u64::from_be_bytes(h)
+}
+
+impl Fence {
+    fn new(key: &[u8]) -> Self {
+        Fence {
+            head: head(key),
+            key: key.into(),
+        }
+    }
+
+    /// This fence against a key.
+    fn cmp_key(&self, key: &[u8]) -> std::cmp::Ordering {
+        self.head.cmp(&head(key)).then_with(|| (*self.key).cmp(key))
+    }
+}
+
+impl Ord for Fence {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.head
+            .cmp(&other.head)
+            .then_with(|| self.key.cmp(&other.key))
+    }
+}
+
+impl PartialOrd for Fence {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 #[derive(Default)]
 struct Blocks {
-    map: BTreeMap<Box<[u8]>, Vec<u8>>,
+    map: BTreeMap<Fence, Vec<u8>>,
     len: usize,
+    /// Reused by [`block_insert`].
+    scratch: Vec<u8>,
+    /// The queue's buffer from the previous drain, emptied, handed back to the writers.
+    spare: Vec<u8>,
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: usize) {
@@ -144,7 +271,12 @@ fn put_varint(out: &mut Vec<u8>, mut v: usize) {
 }
 
 /// Reads a varint at `pos`; the blocks are written only by this module, so they are trusted.
+#[inline]
 fn get_varint(buf: &[u8], mut pos: usize) -> (usize, usize) {
+    let first = buf[pos];
+    if first < 0x80 {
+        return (usize::from(first), pos + 1);
+    }
     let mut v = 0usize;
     let mut shift = 0;
     loop {
@@ -220,43 +352,136 @@ fn reserve(v: &mut Vec<u8>, extra: usize) {
 }
 
 /// Inserts `key` into a block: `None` when already there, else whether it went at the end.
-fn block_insert(data: &mut Vec<u8>, key: &[u8]) -> Option<bool> {
-    let mut walk = Walk::new(data);
-    let mut prev_lcp = 0;
+///
+/// Walks the entries without rebuilding their keys: `m` is the length `key` shares with the
+/// previous entry, which is below `key`. An entry sharing more than `m` bytes with the previous
+/// one is below `key` too (it agrees with the previous entry where that one was below `key`);
+/// otherwise its first `shared` bytes are `key`'s and only its suffix needs comparing.
+/// `scratch` is a buffer reused between calls (no allocation per key).
+fn block_insert(data: &mut Vec<u8>, key: &[u8], scratch: &mut Vec<u8>) -> Option<bool> {
+    let (inserted, after) = block_insert_at(data, key, 0, 0, scratch);
+    inserted.then_some(after == data.len())
+}
+
+/// [`block_insert`] from the entry at `pos`, which follows a key below `key` sharing exactly
+/// `m` bytes with it (or is the first entry, with `m` 0). Returns whether `key` was inserted
+/// (false: already there) and where the entry after `key`'s begins, so that a sorted run of
+/// keys into one block resumes there instead of walking the block again.
+fn block_insert_at(
+    data: &mut Vec<u8>,
+    key: &[u8],
+    mut pos: usize,
+    mut m: usize,
+    scratch: &mut Vec<u8>,
+) -> (bool, usize) {
+    // The entry above `key`: its span, and where its tail (bytes past `key`'s lcp) starts.
     let mut at = None;
-    while let Some(e) = walk.advance() {
-        let m = lcp(&walk.key, key);
-        let cur = walk.key.as_slice();
-        let less = if m == cur.len() {
-            if m == key.len() {
-                return None;
+    while pos < data.len() {
+        let (shared, p) = get_varint(data, pos);
+        let (slen, p) = get_varint(data, p);
+        let end = p + slen;
+        if shared > m {
+            pos = end;
+            continue;
+        }
+        let suffix = &data[p..end];
+        let rest = &key[shared..];
+        // Most entries differ from `key` at their first suffix byte.
+        if let (Some(&a), Some(&b)) = (suffix.first(), rest.first())
+            && a != b
+        {
+            if a < b {
+                m = shared;
+                pos = end;
+                continue;
             }
-            true
-        } else {
-            m != key.len() && cur[m] < key[m]
-        };
-        if !less {
-            at = Some((e, m, walk.key[m..].to_vec()));
+            at = Some((pos, end, shared, p));
             break;
         }
-        prev_lcp = m;
+        let c = lcp(suffix, rest);
+        if c == suffix.len() {
+            if c == rest.len() {
+                return (false, end);
+            }
+            // The entry is a proper prefix of `key`: below it.
+            m = shared + c;
+            pos = end;
+            continue;
+        }
+        if c < rest.len() && suffix[c] < rest[c] {
+            m = shared + c;
+            pos = end;
+            continue;
+        }
+        at = Some((pos, end, shared + c, p + c));
+        break;
     }
-    let mut rep = Vec::with_capacity(key.len() + 8);
-    encode(&mut rep, prev_lcp, &key[prev_lcp..]);
+    scratch.clear();
+    encode(scratch, m, &key[m..]);
+    let key_entry = scratch.len();
     match at {
-        Some((e, m, next_tail)) => {
-            // The next entry is now coded against `key`: they share `m` bytes.
-            encode(&mut rep, m, &next_tail);
-            reserve(data, rep.len());
-            data.splice(e.start..e.end, rep);
-            Some(false)
+        Some((start, end, next_lcp, tail)) => {
+            // The next entry is now coded against `key`: they share `next_lcp` bytes.
+            encode(scratch, next_lcp, &data[tail..end]);
+            let old = end - start;
+            let grow = scratch.len() - old;
+            reserve(data, grow);
+            let len = data.len();
+            data.resize(len + grow, 0);
+            data.copy_within(end..len, end + grow);
+            data[start..start + scratch.len()].copy_from_slice(scratch);
+            (true, start + key_entry)
         }
         None => {
-            reserve(data, rep.len());
-            data.extend_from_slice(&rep);
-            Some(true)
+            reserve(data, scratch.len());
+            data.extend_from_slice(scratch);
+            (true, data.len())
         }
     }
+}
+
+/// Applies `ops` (sorted by key, one per key, all within this block's range) to a block: a run
+/// of inserts resumes each walk where the previous key went. A block that grew past
+/// [`BLOCK_MAX`] is cut: in halves when just over, else into parts of 3/4 of a block (a sorted
+/// run appended at once), pushed to `added`. Returns the change in key count.
+fn block_apply(
+    data: &mut Vec<u8>,
+    ops: &[(&[u8], u8)],
+    scratch: &mut Vec<u8>,
+    added: &mut Vec<(Fence, Vec<u8>)>,
+) -> isize {
+    let mut delta = 0;
+    let mut pos = 0;
+    let mut prev: Option<&[u8]> = None;
+    for &(key, op) in ops {
+        if op == OP_INSERT {
+            let m = prev.map_or(0, |p| lcp(p, key));
+            let (inserted, after) = block_insert_at(data, key, pos, m, scratch);
+            if inserted {
+                delta += 1;
+            }
+            pos = after;
+            prev = Some(key);
+        } else {
+            if block_remove(data, key) {
+                delta -= 1;
+            }
+            pos = 0;
+            prev = None;
+        }
+    }
+    if data.len() > BLOCK_MAX {
+        let at = |len: usize| (len / 2).min(BLOCK_MAX * 3 / 4);
+        let mut rest = block_split(data, at(data.len()));
+        while let Some(mut part) = rest.take() {
+            if part.1.len() > BLOCK_MAX {
+                let cut = at(part.1.len());
+                rest = block_split(&mut part.1, cut);
+            }
+            added.push(part);
+        }
+    }
+    delta
 }
 
 /// Removes `key` from a block; false when absent.
@@ -293,7 +518,7 @@ fn block_remove(data: &mut Vec<u8>, key: &[u8]) -> bool {
 
 /// Splits a block in two at the first entry starting at or after `at` bytes; returns the new
 /// right block's fence and data (`None` if there is no such entry).
-fn block_split(data: &mut Vec<u8>, at: usize) -> Option<(Box<[u8]>, Vec<u8>)> {
+fn block_split(data: &mut Vec<u8>, at: usize) -> Option<(Fence, Vec<u8>)> {
     let mut walk = Walk::new(data);
     let mut first = true;
     while let Some(e) = walk.advance() {
@@ -301,7 +526,7 @@ fn block_split(data: &mut Vec<u8>, at: usize) -> Option<(Box<[u8]>, Vec<u8>)> {
             let mut right = Vec::with_capacity(data.len() - e.start + walk.key.len() + 16);
             encode(&mut right, 0, &walk.key);
             right.extend_from_slice(&data[e.end..]);
-            let fence = walk.key.clone().into_boxed_slice();
+            let fence = Fence::new(&walk.key);
             data.truncate(e.start);
             data.shrink_to(data.len() + data.len() / 8);
             return Some((fence, right));
@@ -313,13 +538,10 @@ fn block_split(data: &mut Vec<u8>, at: usize) -> Option<(Box<[u8]>, Vec<u8>)> {
 
 impl Blocks {
     fn insert(&mut self, key: &[u8]) -> bool {
-        let found = self
-            .map
-            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
-            .next_back();
+        let found = self.map.range_mut(..=Fence::new(key)).next_back();
         let split = match found {
             Some((_, data)) => {
-                let Some(at_end) = block_insert(data, key) else {
+                let Some(at_end) = block_insert(data, key, &mut self.scratch) else {
                     return false;
                 };
                 // An append at a block's end (sequential loads) splits near the end, so the
@@ -342,14 +564,14 @@ impl Blocks {
                     Some((_, d)) => d,
                     None => Vec::with_capacity(64),
                 };
-                block_insert(&mut data, key);
+                block_insert(&mut data, key, &mut self.scratch);
                 let split = if data.len() > BLOCK_MAX {
                     let half = data.len() / 2;
                     block_split(&mut data, half)
                 } else {
                     None
                 };
-                self.map.insert(key.into(), data);
+                self.map.insert(Fence::new(key), data);
                 split
             }
         };
@@ -360,12 +582,91 @@ impl Blocks {
         true
     }
 
-    fn remove(&mut self, key: &[u8]) -> bool {
-        let Some((fence, data)) = self
+    /// Applies operations sorted by key (one per key). A batch that is sparse beside the number
+    /// of blocks is applied one key at a time (a map search and a block edit each); a denser one
+    /// in one pass: a cursor walks the map forward instead of a search per key and each block
+    /// gets its operations in one [`block_apply`], so a batch costs a walk of the map plus
+    /// about one pass over each block it touches.
+    fn apply_sorted(&mut self, ops: &[(&[u8], u8)]) {
+        if ops.len().saturating_mul(SPARSE_RATIO) < self.map.len() {
+            for &(key, op) in ops {
+                if op == OP_INSERT {
+                    self.insert(key);
+                } else {
+                    self.remove(key);
+                }
+            }
+            return;
+        }
+        // Keys below the first fence move it: the one-at-a-time path handles them.
+        let mut start = 0;
+        while let Some(&(key, op)) = ops.get(start) {
+            let below = self
+                .map
+                .first_key_value()
+                .is_none_or(|(f, _)| f.cmp_key(key).is_gt());
+            if !below {
+                break;
+            }
+            if op == OP_INSERT {
+                self.insert(key);
+            } else {
+                self.remove(key);
+            }
+            start += 1;
+        }
+        let ops = &ops[start..];
+        let Some(&(first, _)) = ops.first() else {
+            return;
+        };
+        let Some(first_fence) = self
             .map
-            .range_mut::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .range(..=Fence::new(first))
             .next_back()
+            .map(|(f, _)| f.clone())
         else {
+            return;
+        };
+        let mut added: Vec<(Fence, Vec<u8>)> = Vec::new();
+        let mut emptied: Vec<Fence> = Vec::new();
+        let mut delta: isize = 0;
+        let mut i = 0;
+        let mut blocks = self.map.range_mut(first_fence..).peekable();
+        while i < ops.len() {
+            let Some((fence, data)) = blocks.next() else {
+                break;
+            };
+            let upper: Option<&Fence> = blocks.peek().map(|(f, _)| *f);
+            // The operations below the next fence (a short forward scan: they are few per
+            // block, and the total over the walk is the batch).
+            let n = match upper {
+                None => ops.len() - i,
+                Some(u) => ops[i..]
+                    .iter()
+                    .take_while(|(k, _)| u.cmp_key(k).is_gt())
+                    .count(),
+            };
+            if n == 0 {
+                continue;
+            }
+            delta += block_apply(data, &ops[i..i + n], &mut self.scratch, &mut added);
+            i += n;
+            if data.is_empty() {
+                emptied.push(fence.clone());
+            }
+        }
+        drop(blocks);
+        self.len = self.len.saturating_add_signed(delta);
+        for f in emptied {
+            self.map.remove(&f);
+        }
+        for (f, d) in added {
+            self.map.insert(f, d);
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) -> bool {
+        let Some((fence, data)) = self.map.range_mut(..=Fence::new(key)).next_back() else {
             return false;
         };
         if !block_remove(data, key) {
@@ -391,16 +692,14 @@ impl Blocks {
         let first_fence = match lower {
             Bound::Included(k) | Bound::Excluded(k) => self
                 .map
-                .range::<[u8], _>((Bound::Unbounded, Bound::Included(k)))
+                .range(..=Fence::new(k))
                 .next_back()
                 .map(|(f, _)| f.clone()),
             Bound::Unbounded => None,
         };
         let blocks = match &first_fence {
-            Some(f) => self
-                .map
-                .range::<[u8], _>((Bound::Included(&**f), Bound::Unbounded)),
-            None => self.map.range::<[u8], _>(..),
+            Some(f) => self.map.range(f.clone()..),
+            None => self.map.range(..),
         };
         for (_, data) in blocks {
             let mut walk = Walk::new(data);
@@ -457,7 +756,7 @@ impl OrderedKeys {
             q.count += 1;
             q.count
         };
-        if n == WAKE_AT {
+        if n == self.shared.wake_threshold() {
             self.wake_drainer();
         } else if n >= DRAIN_INLINE_AT {
             self.shared.drain();
@@ -523,7 +822,7 @@ impl OrderedKeys {
     pub fn load_sorted<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
         let mut b = Blocks::default();
         let mut data: Vec<u8> = Vec::new();
-        let mut fence: Option<Box<[u8]>> = None;
+        let mut fence: Option<Fence> = None;
         let mut prev: &[u8] = &[];
         for key in keys {
             if data.len() >= BLOCK_MAX * 7 / 8
@@ -533,7 +832,7 @@ impl OrderedKeys {
                 b.map.insert(f, std::mem::take(&mut data));
             }
             if fence.is_none() {
-                fence = Some(key.into());
+                fence = Some(Fence::new(key));
                 data.reserve_exact(BLOCK_MAX + 64);
                 encode(&mut data, 0, key);
             } else {
@@ -556,13 +855,13 @@ impl OrderedKeys {
     /// pointers and a length per block, over a node fill of about 2/3).
     pub fn memory_bytes(&self) -> usize {
         let b = self.shared.blocks.read();
-        let per_slot = std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Vec<u8>>();
+        let per_slot = std::mem::size_of::<Fence>() + std::mem::size_of::<Vec<u8>>();
         let blocks: usize = b
             .map
             .iter()
-            .map(|(f, d)| f.len() + d.capacity() + per_slot * 3 / 2)
+            .map(|(f, d)| f.key.len() + d.capacity() + per_slot * 3 / 2)
             .sum();
-        blocks + self.shared.queue.lock().ops.capacity()
+        blocks + b.spare.capacity() + self.shared.queue.lock().ops.capacity()
     }
 }
 
@@ -572,7 +871,7 @@ fn drainer(shared: &Shared) {
     loop {
         {
             let mut q = shared.queue.lock();
-            while q.count < WAKE_AT && !shared.stop.load(Ordering::Acquire) {
+            while q.count < shared.wake_threshold() && !shared.stop.load(Ordering::Acquire) {
                 shared.wake.wait(&mut q);
             }
         }
@@ -701,6 +1000,116 @@ mod tests {
             .map(|i| format!("q{i:07}").into_bytes())
             .collect();
         assert_eq!(all(&o), want);
+    }
+
+    /// Checks the blocks' invariants (no empty block, fences at or below each block's first
+    /// key and above the previous block's last, keys strictly ascending, each `shared` the
+    /// exact common prefix with the previous key) and returns every key in order.
+    fn checked_keys(b: &Blocks) -> Vec<Vec<u8>> {
+        let fences: Vec<&[u8]> = b.map.keys().map(|f| &*f.key).collect();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for (j, (fence, data)) in b.map.iter().enumerate() {
+            assert!(!data.is_empty(), "empty block at fence {fence:?}");
+            let mut walk = Walk::new(data);
+            let mut first = true;
+            while let Some(e) = walk.advance() {
+                if first {
+                    assert_eq!(e.shared, 0);
+                    assert!(*fence.key <= *walk.key, "fence above the block's first key");
+                    assert_eq!(fence.head, head(&fence.key));
+                    first = false;
+                } else {
+                    let prev = keys.last().expect("previous key");
+                    assert_eq!(e.shared, lcp(prev, &walk.key), "shared is not exact");
+                }
+                if let Some(prev) = keys.last() {
+                    assert!(*prev < walk.key, "keys out of order");
+                }
+                if let Some(next) = fences.get(j + 1) {
+                    assert!(
+                        walk.key.as_slice() < *next,
+                        "key at or above the next fence"
+                    );
+                }
+                keys.push(walk.key.clone());
+            }
+        }
+        assert_eq!(keys.len(), b.len);
+        keys
+    }
+
+    #[test]
+    fn batches_applied_in_one_pass_agree_with_a_btreeset() {
+        let mut s = 0x2545_F491_4F6C_DD1Du64;
+        let mut b = Blocks::default();
+        let mut model = BTreeSet::new();
+        for i in 0..20_000u64 {
+            let k = (next(&mut s) % 60_000).to_be_bytes().to_vec();
+            if model.insert(k.clone()) {
+                b.insert(&k);
+            }
+            if i == 0 {
+                assert_eq!(checked_keys(&b), vec![k]);
+            }
+        }
+        let mut seq = 60_000u64;
+        // Batch sizes on both sides of the sparse limit; every key family in each batch.
+        for (round, size) in [1usize, 10, 500, 5000, 40, 20_000, 3, 2000, 9000, 700]
+            .into_iter()
+            .cycle()
+            .take(40)
+            .enumerate()
+        {
+            let mut ops: Vec<(Vec<u8>, u8)> = Vec::new();
+            for _ in 0..size {
+                let r = next(&mut s);
+                let key = match r % 8 {
+                    // Present or absent keys among the loaded ones.
+                    0..=3 => (r % 60_000).to_be_bytes().to_vec(),
+                    // A sorted run past the end (many keys into the last block).
+                    4 => {
+                        seq += 1;
+                        seq.to_be_bytes().to_vec()
+                    }
+                    // Below every key (moves the first fence).
+                    5 => vec![0, 0, (r % 7) as u8],
+                    // Long keys, a few per block, sharing prefixes with the loaded keys.
+                    6 => {
+                        let mut k = (r % 60_000).to_be_bytes().to_vec();
+                        k.extend(std::iter::repeat_n(b'x', (r % 300) as usize));
+                        k
+                    }
+                    _ => (r % 60_000).to_be_bytes()[..(r % 8) as usize].to_vec(),
+                };
+                let op = if (r >> 40).is_multiple_of(3) || round % 9 == 8 {
+                    OP_REMOVE
+                } else {
+                    OP_INSERT
+                };
+                ops.push((key, op));
+            }
+            // As a drain does: sorted, the last operation per key.
+            ops.reverse();
+            ops.sort_by(|a, b| a.0.cmp(&b.0));
+            ops.dedup_by(|a, b| a.0 == b.0);
+            for (k, op) in &ops {
+                if *op == OP_INSERT {
+                    model.insert(k.clone());
+                } else {
+                    model.remove(k);
+                }
+            }
+            let batch: Vec<(&[u8], u8)> = ops.iter().map(|(k, op)| (k.as_slice(), *op)).collect();
+            b.apply_sorted(&batch);
+            let got = checked_keys(&b);
+            assert!(
+                got == model.iter().cloned().collect::<Vec<_>>(),
+                "round {round}, batch of {size}: {} keys, model {}",
+                got.len(),
+                model.len()
+            );
+        }
+        assert!(b.map.len() > 100, "{} blocks only", b.map.len());
     }
 
     #[test]
