@@ -4,7 +4,8 @@
 //! [`types`] (the Raft type bundle and the commands the log carries), [`log_store`] (the Raft
 //! log on disk), [`state_machine`] (the storage engine as the state machine) and [`snapshot`]
 //! (the snapshot file between nodes), [`network`] (Raft RPCs over HTTP, client side) and
-//! [`peer`] (the `/raft/*` routes on the peer listener), [`node`] (starting a node), [`facade`]
+//! [`peer`] (the `/raft/*` routes on the peer listener), [`node`] (starting a node),
+//! [`proposer`] (grouping concurrent puts into one entry), [`facade`]
 //! (the store the HTTP handlers call: an [`crate::Engine`] whose writes go through the log),
 //! [`admin`] (the `/cluster` routes and the read barrier), [`openapi`] (their part of the
 //! OpenAPI document), [`metrics`].
@@ -17,6 +18,7 @@ pub mod network;
 pub mod node;
 pub mod openapi;
 pub mod peer;
+pub mod proposer;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::log_store::LogStore;
 use super::network::{Factory, PeerClient, PeerError};
+use super::proposer::Proposer;
 use super::state_machine::StateMachine;
 use super::types::{Command, NodeId, NodeInfo, Outcome, Raft};
 use crate::engine::{self as eng, EngineOptions};
@@ -130,6 +131,8 @@ pub struct Node {
     pub log: LogStore,
     /// The client to peers.
     pub client: PeerClient,
+    /// Proposes writes, grouping concurrent puts.
+    pub proposer: Proposer,
     /// The cluster secret.
     pub secret: Option<String>,
     /// Quorum timeout.
@@ -139,7 +142,7 @@ pub struct Node {
 /// Pause between two rounds of leadership confirmation for a linearizable read.
 const QUORUM_RETRY: Duration = Duration::from_millis(20);
 
-fn unavailable_quorum() -> String {
+pub(super) fn unavailable_quorum() -> String {
     "no quorum: the cluster did not confirm in time (a majority of voters is unreachable); \
      a write's outcome is unknown until a leader answers again"
         .into()
@@ -154,18 +157,10 @@ impl Node {
         Some((id, info))
     }
 
-    /// Proposes `cmd` here (this node must lead).
+    /// Proposes `cmd` here (this node must lead), grouped with concurrent unconditional puts
+    /// ([`super::proposer`]).
     pub async fn write_here(&self, cmd: Command) -> Result<Outcome, WriteError> {
-        match tokio::time::timeout(self.timeout, self.raft.client_write(cmd)).await {
-            Err(_) => Err(WriteError::Unavailable(unavailable_quorum())),
-            Ok(Ok(r)) => Ok(r.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(WriteError::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node),
-                })
-            }
-            Ok(Err(e)) => Err(WriteError::Unavailable(e.to_string())),
-        }
+        self.proposer.write(cmd).await
     }
 
     /// Proposes `cmd` through the leader, wherever it is.
@@ -554,6 +549,7 @@ pub async fn start(opts: ClusterOptions, shutdown: Shutdown) -> anyhow::Result<A
         raft: raft.clone(),
         sm,
         log,
+        proposer: Proposer::start(raft.clone(), opts.timeout),
         client,
         secret: opts.secret.clone(),
         timeout: opts.timeout,

@@ -30,7 +30,8 @@ use parking_lot::{Mutex, RwLock};
 
 use super::snapshot::{self, Record};
 use super::types::{
-    Command, Entry, LogId, Op, Outcome, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Command, Cond, Entry, LogId, Op, Outcome, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
 use crate::engine::{
     self as eng, BatchOp, Engine, EngineKind, EngineOptions, Precondition, SyncPolicy, UnixMillis,
@@ -306,6 +307,48 @@ impl StateMachine {
                         Ok(Outcome::Delete { removed: Some(v.0) })
                     }
                 }
+            }
+            Command::Group(cmds) => {
+                if cmds.len() > MAX_OPS_PER_ENTRY {
+                    return Err(eng::Error::BatchTooLarge(format!(
+                        "a group of {} puts, at most {MAX_OPS_PER_ENTRY}",
+                        cmds.len()
+                    )));
+                }
+                // Unconditional puts only; in order, as one batch, so that a crash never
+                // applies part of the entry (a replay would give the puts new versions).
+                let mut bops = Vec::with_capacity(cmds.len() + 1);
+                for cmd in cmds {
+                    let Command::Put {
+                        key,
+                        value,
+                        expires_at,
+                        cond: Cond::None,
+                    } = cmd
+                    else {
+                        return Err(eng::Error::BatchTooLarge(
+                            "a group holds only unconditional puts".into(),
+                        ));
+                    };
+                    eng::check_key(&key)?;
+                    reserved(&key)?;
+                    bops.push(batch_op(Op::Put {
+                        key,
+                        value,
+                        expires_at,
+                    }));
+                }
+                let n = bops.len();
+                bops.push(meta);
+                let r = engine.apply_batch(bops)?;
+                // `existed_before` counts the group's own earlier puts (a key put twice in
+                // one group is created once).
+                let outcomes = r
+                    .iter()
+                    .take(n)
+                    .map(|res| Outcome::written(res.version, !res.existed_before))
+                    .collect();
+                Ok(Outcome::Group(outcomes))
             }
             Command::Batch { checks, ops } => {
                 if ops.len() > MAX_OPS_PER_ENTRY {

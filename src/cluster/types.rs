@@ -137,6 +137,10 @@ pub enum Command {
         /// Operations in order.
         ops: Vec<Op>,
     },
+    /// Unconditional puts of different clients that arrived together
+    /// ([`super::proposer`]), applied in order as one engine batch, each with its own
+    /// answer. Anything but an unconditional `Put` inside refuses the whole group.
+    Group(Vec<Command>),
 }
 
 impl std::fmt::Display for Command {
@@ -145,6 +149,7 @@ impl std::fmt::Display for Command {
             Command::Put { key, .. } => write!(f, "put({} key bytes)", key.len()),
             Command::Delete { key, .. } => write!(f, "delete({} key bytes)", key.len()),
             Command::Batch { ops, .. } => write!(f, "batch({} ops)", ops.len()),
+            Command::Group(cmds) => write!(f, "group({} puts)", cmds.len()),
         }
     }
 }
@@ -183,6 +188,8 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// A group: one answer per put, in order.
+    Group(Vec<Outcome>),
 }
 
 impl Outcome {
