@@ -306,17 +306,6 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     }
 }
 
-/// Sends `sig` (`-STOP`, `-CONT`) to a node.
-fn signal(s: &Server, sig: &str) {
-    let pid = s.pid().expect("pid").to_string();
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill {sig} {pid}");
-}
-
 /// The leader is SIGKILLed right after a run of acknowledged writes (its engine runs
 /// sync=never, so its last applied writes are lost with it) and its saved commit index is
 /// wiped, as a power cut may leave it (that hint is written without fsync). It restarts while
@@ -347,7 +336,7 @@ async fn a_restarted_leader_that_lost_its_commit_index_serves_no_stale_read() {
         }
         let followers: Vec<usize> = (0..3).filter(|&i| i != lead).collect();
         for &f in &followers {
-            signal(nodes[f].as_ref().expect("follower"), "-STOP");
+            nodes[f].as_ref().expect("follower").signal("-STOP");
         }
         drop(nodes[lead].take()); // SIGKILL, then wait
         let dir = data.path().join(format!("n{}", lead + 1));
@@ -367,7 +356,7 @@ async fn a_restarted_leader_that_lost_its_commit_index_serves_no_stale_read() {
         // followers resume, and either way every read must be fresh.
         tokio::time::sleep(Duration::from_millis(300)).await;
         for &f in &followers {
-            signal(nodes[f].as_ref().expect("follower"), "-CONT");
+            nodes[f].as_ref().expect("follower").signal("-CONT");
         }
         for (r, key) in readers.into_iter().zip(keys.iter().rev()) {
             let body = r.await.expect("reader");

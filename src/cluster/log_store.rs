@@ -362,11 +362,11 @@ impl LogStore {
         // A commit index past the log's end (its tail lost with the page cache) is lowered
         // to the last entry: every entry up to a known commit index is committed.
         let last = index.values().next_back().map(|l| l.log_id).or(last_purged);
-        let committed = committed.map(|c| match last {
-            Some(l) if l.index < c.index => l,
-            _ => c,
-        });
-        let committed = committed.filter(|_| last.is_some());
+        let committed = match (committed, last) {
+            (Some(c), Some(l)) if l.index < c.index => Some(l),
+            (Some(c), Some(_)) => Some(c),
+            _ => None,
+        };
         let committed_file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -154,7 +154,7 @@ async fn propose_group(raft: &Raft, timeout: Duration, mut group: Vec<Pending>) 
             }
         }
         // Refused as a whole (the same way on every replica): each put gets the answer.
-        Ok(o @ (Outcome::Invalid { .. } | Outcome::PreconditionFailed { .. })) => {
+        Ok(o @ Outcome::Invalid { .. }) => {
             for reply in replies {
                 let _ = reply.send(Ok(o.clone()));
             }

@@ -130,6 +130,17 @@ impl Server {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Sends `sig` (`-STOP`, `-CONT`, ...) to the server with `kill(1)`.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         read_stderr(self.scratch.path())

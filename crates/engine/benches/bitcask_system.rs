@@ -17,6 +17,8 @@
 //! 1,000 blocking writers, and from one thread keeping 1,000 awaited writes in flight; start-up with hint files beside a full scan; merge throughput beside the disk's
 //! sequential write rate.
 
+mod keys;
+use keys::{key, splitmix};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
@@ -61,19 +63,6 @@ fn args() -> Args {
         }
     }
     a
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-fn key(i: usize) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k.copy_from_slice(format!("{:016x}", splitmix(i as u64)).as_bytes());
-    k
 }
 
 fn opts(mode: ReadMode) -> BitcaskOptions {

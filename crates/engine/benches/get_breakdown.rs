@@ -7,22 +7,13 @@
 //! ```text
 //! cargo bench -p hoardhaven-engine --bench get_breakdown
 //! ```
+mod keys;
 use bytes::Bytes;
 use hoardhaven_engine::bitcask::keydir::{Keydir, Loc};
 use hoardhaven_engine::bitcask::{Bitcask, BitcaskOptions, ReadMode};
 use hoardhaven_engine::{Engine, PutOptions, SyncPolicy};
+use keys::{key, splitmix};
 use std::time::Instant;
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-fn key(i: usize) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k.copy_from_slice(format!("{:016x}", splitmix(i as u64)).as_bytes());
-    k
-}
 fn main() {
     let n = 1_000_000usize;
     let reads = 2_000_000usize;

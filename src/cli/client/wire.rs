@@ -266,13 +266,6 @@ impl Sender {
             Sender::H2(s) => s.send_request(req).await,
         }
     }
-
-    fn version(&self) -> hyper::Version {
-        match self {
-            Sender::H1(_) => hyper::Version::HTTP_11,
-            Sender::H2(_) => hyper::Version::HTTP_2,
-        }
-    }
 }
 
 /// A client for one server.
@@ -333,11 +326,6 @@ impl Wire {
     /// The server's base URL.
     pub fn base(&self) -> &Base {
         &self.base
-    }
-
-    /// The HTTP version of the connection kept open (`None` before the first request).
-    pub fn version(&self) -> Option<hyper::Version> {
-        self.idle.borrow().as_ref().map(Sender::version)
     }
 
     /// Sends `req` and reads the whole answer.
