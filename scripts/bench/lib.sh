@@ -74,3 +74,37 @@ machine() {
   echo "nproc=$(nproc) mem=$(free -g | awk '/^Mem:/ {print $2}')GiB kernel=$(uname -r)" \
     "disk=$(df -h "$WORK" | awk 'NR==2 {print $1}') load=\"$(uptime | sed 's/.*load average: //')\""
 }
+
+# free_port: a free TCP port on loopback.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# redis_run NAME N TESTS SERVER-FLAGS...: start redis-server, run redis-benchmark (-c $CONN,
+# values of 100 B, $KEYS keys, N requests of the comma-separated TESTS), write its CSV to
+# $OUT/NAME.csv and stdout, stop the server.
+redis_run() {
+  local name=$1 n=$2 tests=$3; shift 3
+  local port; port=$(free_port)
+  mkdir -p "$WORK/$name"
+  timeout 900 redis-server --port "$port" --bind 127.0.0.1 --dir "$WORK/$name" --save "" \
+    --daemonize no --logfile "$WORK/$name.log" "$@" &
+  local pid=$!; PIDS+=("$pid")
+  for _ in $(seq 1 500); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.02; done
+  echo "== $name"
+  timeout 900 redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONN" -d 100 -r "$KEYS" -n "$n" \
+    -t "$tests" --csv | tee "$OUT/$name.csv"
+  stop_pid "$pid"
+}
+
+# etcd_start: start a one-member etcd (fsyncs every write, its default); sets ETCD_PID and
+# ETCD_URL (its client URL). Returns 1 when etcd is not installed.
+etcd_start() {
+  command -v etcd >/dev/null || { echo "etcd not installed (apt-get install -y etcd-server): skipped" >&2; return 1; }
+  local cport pport; cport=$(free_port); pport=$(free_port)
+  timeout 900 etcd --name bench --data-dir "$WORK/etcd" \
+    --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
+    --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+    --initial-cluster "bench=http://127.0.0.1:$pport" >"$WORK/etcd.log" 2>&1 &
+  ETCD_PID=$!; PIDS+=("$ETCD_PID")
+  ETCD_URL="http://127.0.0.1:$cport"
+  wait_http "$ETCD_URL/health"
+}

@@ -15,7 +15,6 @@ command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
   echo "needs redis-server and redis-benchmark (apt-get install redis-server redis-tools)" >&2; exit 1; }
 build
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 bench() { # PORT PIPELINE -> "set_rps get_rps"
   redis-benchmark -p "$1" -c 50 -n "$N" -d 100 -r 10000 -P "$2" -t set,get --csv 2>/dev/null |
     python3 -c 'import csv,sys; r={row[0]:float(row[1]) for row in csv.reader(sys.stdin) if row and row[0] in ("SET","GET")}; print(r["SET"], r["GET"])'

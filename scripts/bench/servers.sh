@@ -20,7 +20,6 @@ REDIS_N=${REDIS_N:-300000}
 REDIS_N_AOF=${REDIS_N_AOF:-150000}
 mkdir -p "$OUT"
 build
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 hb() { timeout 900 "$BIN" bench -q --keys "$KEYS" --duration "$DUR" --rounds "$ROUNDS" "$@"; }
 
 echo "# $(date -u +%FT%TZ) $(machine)" | tee "$OUT/machine.txt"
@@ -50,37 +49,14 @@ for engine in bitcask memory; do
 done
 
 # --- Redis 7: no persistence, then appendfsync always ------------------------------------------
-redis_run() { # name, N, server flags...
-  local name=$1 n=$2; shift 2
-  local port; port=$(free_port)
-  mkdir -p "$WORK/$name"
-  timeout 900 redis-server --port "$port" --bind 127.0.0.1 --dir "$WORK/$name" --save "" \
-    --daemonize no --logfile "$WORK/$name.log" "$@" &
-  local pid=$!; PIDS+=("$pid")
-  for _ in $(seq 1 500); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.02; done
-  echo "== $name"
-  timeout 900 redis-benchmark -h 127.0.0.1 -p "$port" -c "$CONN" -d 100 -r "$KEYS" -n "$n" \
-    -t ping_mbulk,set,get --csv | tee "$OUT/$name.csv"
-  stop_pid "$pid"
-}
-redis_run redis-nopersist "$REDIS_N" --appendonly no
-redis_run redis-aof-always "$REDIS_N_AOF" --appendonly yes --appendfsync always
+redis_run redis-nopersist "$REDIS_N" ping_mbulk,set,get --appendonly no
+redis_run redis-aof-always "$REDIS_N_AOF" ping_mbulk,set,get --appendonly yes --appendfsync always
 
 # --- etcd through its HTTP JSON gateway, driven by the same load tool ---------------------------
-if command -v etcd >/dev/null; then
-  cport=$(free_port); pport=$(free_port)
-  timeout 900 etcd --name bench --data-dir "$WORK/etcd" \
-    --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
-    --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
-    --initial-cluster "bench=http://127.0.0.1:$pport" >"$WORK/etcd.log" 2>&1 &
-  epid=$!; PIDS+=("$epid")
-  wait_http "http://127.0.0.1:$cport/health"
+if etcd_start; then
   echo "== etcd"
-  hb --target etcd --url "http://127.0.0.1:$cport" -c "$CONN" -t get,put --label etcd \
-    --json "$OUT/etcd.json"
-  stop_pid "$epid"
-else
-  echo "etcd not installed (apt-get install -y etcd-server): skipped" >&2
+  hb --target etcd --url "$ETCD_URL" -c "$CONN" -t get,put --label etcd --json "$OUT/etcd.json"
+  stop_pid "$ETCD_PID"
 fi
 
 python3 "$ROOT/scripts/bench/report.py" --data "$OUT" --out "${REPORT_OUT:-$ROOT/docs/bench}"

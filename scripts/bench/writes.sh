@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # HTTP PUT with sync=always and sync=never on both engines, beside each server's own /healthz
-# (same load tool, same connections), in one run of about a minute and a half.
+# (same load tool, same connections), then Redis 7 SET (no persistence, appendfsync always;
+# redis-benchmark, same connections, values and keys) and etcd's durable put (the same load
+# tool, --target etcd), in one run of about two minutes. Raw results go to $OUT
+# (default: a temporary directory).
 #
 #   NO_BUILD=1 scripts/bench/writes.sh      # after `cargo build --release`
 #
@@ -12,6 +15,9 @@ DUR=${DUR:-5s}
 CONN=${CONN:-50}
 KEYS=${KEYS:-10000}
 SWEEP=${SWEEP:-1 256}
+OUT=${OUT:-$WORK/out}
+REDIS_N=${REDIS_N:-200000}
+mkdir -p "$OUT"
 build
 hb() { timeout 300 "$BIN" bench --keys "$KEYS" --duration "$DUR" --rounds 1 "$@"; }
 echo "# $(date -u +%FT%TZ) $(machine)"
@@ -30,4 +36,15 @@ for engine in bitcask memory; do
     stop_pid "$HH_PID"
   done
 done
+if command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null; then
+  redis_run redis-nopersist "$REDIS_N" set --appendonly no
+  redis_run redis-aof-always "$REDIS_N" set --appendonly yes --appendfsync always
+else
+  echo "redis-server not installed (apt-get install -y redis-server): skipped" >&2
+fi
+if etcd_start; then
+  echo "== etcd (durable put, c=$CONN)"
+  hb --target etcd --url "$ETCD_URL" -c "$CONN" -t put --label etcd
+  stop_pid "$ETCD_PID"
+fi
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
