@@ -1,7 +1,8 @@
 //! A Raft cluster of real `hoardhaven` processes on loopback: writes through any node read
 //! back linearizably through every node with the same ETag; the leader killed with SIGKILL
 //! under write load loses no acknowledged write; without a quorum writes and linearizable
-//! reads answer 503 while stale reads work; bad cluster input is refused clearly.
+//! reads answer 503 while stale reads work; concurrent linearizable reads share one
+//! leadership confirmation; bad cluster input is refused clearly.
 
 mod common;
 
@@ -466,6 +467,83 @@ async fn without_quorum_writes_and_linearizable_reads_are_503_stale_reads_work()
         .expect("get");
     assert_eq!(g.status(), 200);
     assert_eq!(g.text().await.expect("body"), "1");
+}
+
+/// The value of the unlabelled series `name` in `s`'s `/metrics` (0 before it is first set).
+async fn metric(s: &Server, name: &str) -> f64 {
+    let text = s
+        .client
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+// Concurrent linearizable reads share one leadership confirmation: with both followers
+// paused, the first round waits for a quorum while the other reads queue (all of them seen
+// waiting in the `reads_waiting` gauge, not by sleeping); once the followers resume, the
+// queue is answered by one more round. Went red (32 rounds for 32 reads) with a round per read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_linearizable_reads_share_one_leadership_round() {
+    const READS: usize = 32;
+    let (nodes, _, _data) = three().await;
+    let all: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+    let lead = leader_of(&all).await;
+    let leader = &nodes[lead];
+    let r = leader
+        .client
+        .put(leader.url("/kv/shared"))
+        .body("v")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+    let rounds_before = metric(leader, "hoardhaven_raft_read_rounds_total").await;
+    let followers: Vec<&Server> = (0..3).filter(|&i| i != lead).map(|i| &nodes[i]).collect();
+    for f in &followers {
+        f.signal("-STOP");
+    }
+    let url = leader.url("/kv/shared");
+    let readers: Vec<_> = (0..READS)
+        .map(|_| {
+            // A client each: one connection per read, all in flight at once.
+            let (c, url) = (client(), url.clone());
+            tokio::spawn(async move {
+                let r = c.get(url).send().await.expect("get");
+                (r.status(), r.text().await.expect("body"))
+            })
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    while metric(leader, "hoardhaven_raft_reads_waiting").await < READS as f64 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reads never queued behind the first round"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for f in &followers {
+        f.signal("-CONT");
+    }
+    for r in readers {
+        let (status, body) = r.await.expect("reader");
+        assert_eq!((status.as_u16(), body.as_str()), (200, "v"));
+    }
+    let rounds = metric(leader, "hoardhaven_raft_read_rounds_total").await - rounds_before;
+    assert!(
+        rounds <= 2.0,
+        "{READS} concurrent reads took {rounds} leadership rounds (one for the first, one for the rest)"
+    );
+    assert!(
+        metric(leader, "hoardhaven_raft_read_index_total").await >= READS as f64,
+        "every read was answered by a round"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,5 +1,5 @@
 //! The cluster's Prometheus metrics: term, leader changes, commit and apply index, replication
-//! lag per follower, snapshots sent, built and installed.
+//! lag per follower, snapshots sent, built and installed, rounds of read confirmation.
 //!
 //! Owns the metric names and their descriptions; [`watch`] follows openraft's metrics channel
 //! and records them (the `metrics` facade is a no-op when no recorder is installed).
@@ -45,6 +45,32 @@ pub fn describe() {
         "hoardhaven_raft_snapshots_sent_total",
         "Snapshot chunks sent to followers"
     );
+    metrics::describe_counter!(
+        "hoardhaven_raft_read_rounds_total",
+        "Leader only: leadership confirmations for linearizable reads (one per round, \
+         whatever the number of reads it answers)"
+    );
+    metrics::describe_counter!(
+        "hoardhaven_raft_read_index_total",
+        "Leader only: linearizable reads (and followers' read-index requests) answered by a round"
+    );
+    metrics::describe_gauge!(
+        "hoardhaven_raft_reads_waiting",
+        "Leader only: linearizable reads waiting for a leadership confirmation (queued or in \
+         the round running)"
+    );
+}
+
+/// A round of leadership confirmation answered `reads` reads; `waiting` are left.
+pub fn read_round(reads: usize, waiting: usize) {
+    metrics::counter!("hoardhaven_raft_read_rounds_total").increment(1);
+    metrics::counter!("hoardhaven_raft_read_index_total").increment(reads as u64);
+    reads_waiting(waiting);
+}
+
+/// `waiting` reads wait for a leadership confirmation.
+pub fn reads_waiting(waiting: usize) {
+    metrics::gauge!("hoardhaven_raft_reads_waiting").set(waiting as f64);
 }
 
 /// A snapshot was built.

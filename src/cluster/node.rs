@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use axum::serve::ListenerExt;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
 use super::log_store::LogStore;
 use super::network::{Factory, PeerClient, PeerError};
 use super::proposer::Proposer;
+use super::read_index::ReadIndex;
 use super::state_machine::StateMachine;
 use super::types::{Command, NodeId, NodeInfo, Outcome, Raft};
 use crate::engine::{self as eng, EngineOptions};
@@ -133,14 +134,13 @@ pub struct Node {
     pub client: PeerClient,
     /// Proposes writes, grouping concurrent puts.
     pub proposer: Proposer,
+    /// Confirms leadership for linearizable reads, one round for all concurrent ones.
+    pub reads: ReadIndex,
     /// The cluster secret.
     pub secret: Option<String>,
     /// Quorum timeout.
     pub timeout: Duration,
 }
-
-/// Pause between two rounds of leadership confirmation for a linearizable read.
-const QUORUM_RETRY: Duration = Duration::from_millis(20);
 
 pub(super) fn unavailable_quorum() -> String {
     "no quorum: the cluster did not confirm in time (a majority of voters is unreachable); \
@@ -221,33 +221,10 @@ impl Node {
         }
     }
 
-    /// The read index, confirmed with a quorum (this node must lead).
+    /// The read index, confirmed with a quorum by a round shared with concurrent reads
+    /// ([`super::read_index`]; this node must lead).
     pub async fn read_index_here(&self) -> Result<u64, WriteError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
-                Err(_) => return Err(WriteError::Unavailable(unavailable_quorum())),
-                Ok(Ok(id)) => return Ok(id.map(|l| l.index).unwrap_or(0)),
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
-                    return Err(WriteError::NotLeader {
-                        leader: f.leader_id.zip(f.leader_node),
-                    });
-                }
-                // openraft confirms leadership with one round of heartbeats, each given only
-                // the heartbeat interval: a follower slow to answer (a loaded machine) is not
-                // a lost quorum, so ask again until the cluster timeout, as writes wait.
-                Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q)))) => {
-                    if tokio::time::Instant::now() + QUORUM_RETRY >= deadline {
-                        return Err(WriteError::Unavailable(format!(
-                            "{} ({q})",
-                            unavailable_quorum()
-                        )));
-                    }
-                    tokio::time::sleep(QUORUM_RETRY).await;
-                }
-                Ok(Err(e)) => return Err(WriteError::Unavailable(e.to_string())),
-            }
-        }
+        self.reads.read_index().await
     }
 
     /// Waits until a read here sees every write acknowledged before it began (read index:
@@ -550,6 +527,7 @@ pub async fn start(opts: ClusterOptions, shutdown: Shutdown) -> anyhow::Result<A
         sm,
         log,
         proposer: Proposer::start(raft.clone(), opts.timeout),
+        reads: ReadIndex::new(raft.clone(), opts.timeout),
         client,
         secret: opts.secret.clone(),
         timeout: opts.timeout,
