@@ -583,7 +583,9 @@ async fn cli(args: &[&str]) -> (std::process::ExitStatus, String) {
 // Waits for the leader's purge before adding the learner (openraft purges lazily, so without
 // the wait the learner may catch up from the log) and for the learner to apply everything
 // before checking it installed a snapshot. Went red when snapshot install dropped half the
-// records.
+// records. Four writers keep writing through the three lasting nodes for every membership
+// change (add, promote, join, remove, remove); each acknowledged write must then read back
+// through each of them, linearizably and from its own copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     let data = tempfile::tempdir().expect("tmp");
@@ -622,6 +624,9 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     // openraft purges lazily (after a snapshot, once no replication needs the entries):
     // wait until the leader's log no longer starts at 1.
     wait_leader_purged(&nodes).await;
+    // Load for every membership change below: four writers through the three lasting nodes.
+    let load = Load::start(&nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>(), 4);
+    load.wait_more(20, "before the changes").await;
     // 3 -> 4: a learner with an empty log, added through the CLI; the leader's log no longer
     // starts at 1, so it can only catch up by a snapshot.
     let four = start(3, None, false).await;
@@ -636,8 +641,10 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     ])
     .await;
     assert!(ok.success(), "{out}");
+    load.wait_more(20, "after adding learner 4").await;
     let (ok, out) = cli(&["cluster", "promote", "--url", &nodes[2].base, "4"]).await;
     assert!(ok.success(), "{out}");
+    load.wait_more(20, "after promoting 4").await;
     // The CLI returns once the membership changed, not once node 4 caught up: wait until it
     // has applied everything committed so far, then see how it got there.
     let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
@@ -691,6 +698,7 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     // 4 -> 5 by --join.
     let five = start(4, Some(peers[2]), true).await;
     wait_voters(&five, 5).await;
+    load.wait_more(20, "after 5 joined").await;
     let r = five
         .client
         .put(five.url("/kv/after5"))
@@ -703,8 +711,23 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     for id in ["5", "4"] {
         let (ok, out) = cli(&["cluster", "remove", "--url", &nodes[0].base, id]).await;
         assert!(ok.success(), "remove {id}: {out}");
+        load.wait_more(20, &format!("after removing {id}")).await;
     }
     wait_voters(&nodes[1], 3).await;
+    // Every write acknowledged during the changes reads back through every remaining node:
+    // linearizable at once, and from each node's own copy once it applied the commit index.
+    let acked = load.stop().await;
+    println!("{} writes acknowledged during the membership changes", acked.len());
+    let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+    let commit = status(&nodes[leader_of(&refs).await]).await["commit_index"]
+        .as_u64()
+        .expect("commit index");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_all_read(n, &acked, "", &format!("node {}", i + 1)).await;
+        wait_applied(n, commit).await;
+        let what = format!("node {} (stale)", i + 1);
+        assert_all_read(n, &acked, "?consistency=stale", &what).await;
+    }
     let (ok, out) = cli(&["cluster", "status", "--url", &nodes[1].base, "--json"]).await;
     assert!(ok.success(), "{out}");
     let st: serde_json::Value = serde_json::from_str(out.trim()).expect("status json");
@@ -724,6 +747,97 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
         .await
         .expect("get");
     assert_eq!(g.status(), 200);
+}
+
+/// Writers putting distinct keys (value = key) through the given nodes in turn until
+/// stopped, recording each acknowledged (2xx) key; 503s and broken connections during
+/// membership changes are not acknowledgements and are not retried.
+struct Load {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(bases: &[String], writers: usize) -> Load {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers = (0..writers)
+            .map(|w| {
+                let (acked, stop, base) =
+                    (acked.clone(), stop.clone(), bases[w % bases.len()].clone());
+                tokio::spawn(async move {
+                    let c = client();
+                    let mut i = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let key = format!("load{w}-{i}");
+                        i += 1;
+                        if let Ok(r) = c
+                            .put(format!("{base}/kv/{key}"))
+                            .body(key.clone())
+                            .send()
+                            .await
+                            && r.status().is_success()
+                        {
+                            acked.lock().expect("lock").push(key);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            acked,
+            stop,
+            writers,
+        }
+    }
+
+    /// Waits (bounded) until `n` more writes are acknowledged.
+    async fn wait_more(&self, n: usize, what: &str) {
+        let want = self.acked.lock().expect("lock").len() + n;
+        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+        while self.acked.lock().expect("lock").len() < want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no writes acknowledged {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the writers; every acknowledged key.
+    async fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in self.writers {
+            w.await.expect("writer");
+        }
+        self.acked.lock().expect("lock").clone()
+    }
+}
+
+/// Asserts every key of `keys` reads back through `n` with itself as value (`POST /mget`
+/// with `query`).
+async fn assert_all_read(n: &Server, keys: &[String], query: &str, what: &str) {
+    for chunk in keys.chunks(500) {
+        let page: serde_json::Value = n
+            .client
+            .post(n.url(&format!("/mget{query}")))
+            .json(&serde_json::json!({ "keys": chunk }))
+            .send()
+            .await
+            .expect("mget")
+            .json()
+            .await
+            .expect("mget json");
+        let values = page["values"].as_array().expect("values");
+        assert_eq!(values.len(), chunk.len(), "{what}: {page}");
+        for (key, v) in chunk.iter().zip(values) {
+            assert!(
+                v["found"] == true && v["value"] == key.as_str(),
+                "{what}: acknowledged {key} reads {v}"
+            );
+        }
+    }
 }
 
 /// Polls `s`'s `/cluster` status until `done` holds of it (bounded by the step timeout).
