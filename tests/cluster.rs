@@ -717,7 +717,10 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     // Every write acknowledged during the changes reads back through every remaining node:
     // linearizable at once, and from each node's own copy once it applied the commit index.
     let acked = load.stop().await;
-    println!("{} writes acknowledged during the membership changes", acked.len());
+    println!(
+        "{} writes acknowledged during the membership changes",
+        acked.len()
+    );
     let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
     let commit = status(&nodes[leader_of(&refs).await]).await["commit_index"]
         .as_u64()
@@ -1096,6 +1099,16 @@ async fn kill_mid_install(
     .expect("watcher")
 }
 
+/// The snapshot and replication lines of `node`'s log (for a failure message).
+fn snapshot_log(node: &Option<Server>) -> String {
+    let log = node.as_ref().map(Server::stderr).unwrap_or_default();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("snapshot") || l.contains("replication"))
+        .collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
 /// PUTs `value` at `url` until it is acknowledged (bounded by the step timeout).
 async fn put_until_acked(c: &reqwest::Client, url: &str, value: Vec<u8>) {
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
@@ -1198,7 +1211,7 @@ async fn a_follower_killed_mid_snapshot_recovers() {
         ],
     )
     .await
-    .unwrap_or_else(|e| panic!("first kill: {e}"));
+    .unwrap_or_else(|e| panic!("first kill: {e}\nleader: {}", snapshot_log(&nodes[lead])));
     println!("first kill caught the install in phase {first:?}");
     // ... and again while it rebuilds its engine from the received file.
     let second = kill_mid_install(
@@ -1209,7 +1222,12 @@ async fn a_follower_killed_mid_snapshot_recovers() {
         &[InstallPhase::Building, InstallPhase::Switching],
     )
     .await
-    .unwrap_or_else(|e| panic!("second kill (first was {first:?}): {e}"));
+    .unwrap_or_else(|e| {
+        panic!(
+            "second kill (first was {first:?}): {e}\nleader: {}",
+            snapshot_log(&nodes[lead])
+        )
+    });
     println!("second kill caught the install in phase {second:?}");
     let back =
         cluster::start_node(&fdir, f as u64 + 1, peers[f], None, &Entry::Restart, &snap).await;
