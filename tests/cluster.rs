@@ -28,12 +28,21 @@ async fn restart_node(data: &std::path::Path, id: u64, peer: u16) -> Server {
 /// Three nodes; their data directories live in the returned temporary directory (`n1`..`n3`)
 /// so that a node killed by dropping its `Server` keeps its data.
 async fn three() -> (Vec<Server>, Vec<u16>, tempfile::TempDir) {
+    three_with(&[]).await
+}
+
+/// [`three`] with `extra` flags on every node.
+async fn three_with(extra: &[&str]) -> (Vec<Server>, Vec<u16>, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("tmp");
     let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes = vec![start_node(&data.path().join("n1"), 1, peers[0], None).await];
-    for i in 1..3 {
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let entry = match i {
+            0 => Entry::Init,
+            _ => Entry::Join(format!("http://127.0.0.1:{}", peers[0])),
+        };
         let dir = data.path().join(format!("n{}", i + 1));
-        nodes.push(start_node(&dir, i as u64 + 1, peers[i], Some(peers[0])).await);
+        nodes.push(cluster::start_node(&dir, i as u64 + 1, peers[i], None, &entry, extra).await);
     }
     (nodes, peers, data)
 }
@@ -652,7 +661,9 @@ async fn cli(args: &[&str]) -> (std::process::ExitStatus, String) {
 // Waits for the leader's purge before adding the learner (openraft purges lazily, so without
 // the wait the learner may catch up from the log) and for the learner to apply everything
 // before checking it installed a snapshot. Went red when snapshot install dropped half the
-// records.
+// records. Four writers keep writing through the three lasting nodes for every membership
+// change (add, promote, join, remove, remove); each acknowledged write must then read back
+// through each of them, linearizably and from its own copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     let data = tempfile::tempdir().expect("tmp");
@@ -691,6 +702,9 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     // openraft purges lazily (after a snapshot, once no replication needs the entries):
     // wait until the leader's log no longer starts at 1.
     wait_leader_purged(&nodes).await;
+    // Load for every membership change below: four writers through the three lasting nodes.
+    let load = Load::start(&nodes.iter().map(|n| n.base.clone()).collect::<Vec<_>>(), 4);
+    load.wait_more(20, "before the changes").await;
     // 3 -> 4: a learner with an empty log, added through the CLI; the leader's log no longer
     // starts at 1, so it can only catch up by a snapshot.
     let four = start(3, None, false).await;
@@ -705,8 +719,10 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     ])
     .await;
     assert!(ok.success(), "{out}");
+    load.wait_more(20, "after adding learner 4").await;
     let (ok, out) = cli(&["cluster", "promote", "--url", &nodes[2].base, "4"]).await;
     assert!(ok.success(), "{out}");
+    load.wait_more(20, "after promoting 4").await;
     // The CLI returns once the membership changed, not once node 4 caught up: wait until it
     // has applied everything committed so far, then see how it got there.
     let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
@@ -760,6 +776,7 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     // 4 -> 5 by --join.
     let five = start(4, Some(peers[2]), true).await;
     wait_voters(&five, 5).await;
+    load.wait_more(20, "after 5 joined").await;
     let r = five
         .client
         .put(five.url("/kv/after5"))
@@ -772,8 +789,26 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
     for id in ["5", "4"] {
         let (ok, out) = cli(&["cluster", "remove", "--url", &nodes[0].base, id]).await;
         assert!(ok.success(), "remove {id}: {out}");
+        load.wait_more(20, &format!("after removing {id}")).await;
     }
     wait_voters(&nodes[1], 3).await;
+    // Every write acknowledged during the changes reads back through every remaining node:
+    // linearizable at once, and from each node's own copy once it applied the commit index.
+    let acked = load.stop().await;
+    println!(
+        "{} writes acknowledged during the membership changes",
+        acked.len()
+    );
+    let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+    let commit = status(&nodes[leader_of(&refs).await]).await["commit_index"]
+        .as_u64()
+        .expect("commit index");
+    for (i, n) in nodes.iter().enumerate() {
+        assert_all_read(n, &acked, "", &format!("node {}", i + 1)).await;
+        wait_applied(n, commit).await;
+        let what = format!("node {} (stale)", i + 1);
+        assert_all_read(n, &acked, "?consistency=stale", &what).await;
+    }
     let (ok, out) = cli(&["cluster", "status", "--url", &nodes[1].base, "--json"]).await;
     assert!(ok.success(), "{out}");
     let st: serde_json::Value = serde_json::from_str(out.trim()).expect("status json");
@@ -793,6 +828,97 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
         .await
         .expect("get");
     assert_eq!(g.status(), 200);
+}
+
+/// Writers putting distinct keys (value = key) through the given nodes in turn until
+/// stopped, recording each acknowledged (2xx) key; 503s and broken connections during
+/// membership changes are not acknowledgements and are not retried.
+struct Load {
+    acked: Arc<Mutex<Vec<String>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(bases: &[String], writers: usize) -> Load {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers = (0..writers)
+            .map(|w| {
+                let (acked, stop, base) =
+                    (acked.clone(), stop.clone(), bases[w % bases.len()].clone());
+                tokio::spawn(async move {
+                    let c = client();
+                    let mut i = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        let key = format!("load{w}-{i}");
+                        i += 1;
+                        if let Ok(r) = c
+                            .put(format!("{base}/kv/{key}"))
+                            .body(key.clone())
+                            .send()
+                            .await
+                            && r.status().is_success()
+                        {
+                            acked.lock().expect("lock").push(key);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            acked,
+            stop,
+            writers,
+        }
+    }
+
+    /// Waits (bounded) until `n` more writes are acknowledged.
+    async fn wait_more(&self, n: usize, what: &str) {
+        let want = self.acked.lock().expect("lock").len() + n;
+        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+        while self.acked.lock().expect("lock").len() < want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no writes acknowledged {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the writers; every acknowledged key.
+    async fn stop(self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in self.writers {
+            w.await.expect("writer");
+        }
+        self.acked.lock().expect("lock").clone()
+    }
+}
+
+/// Asserts every key of `keys` reads back through `n` with itself as value (`POST /mget`
+/// with `query`).
+async fn assert_all_read(n: &Server, keys: &[String], query: &str, what: &str) {
+    for chunk in keys.chunks(500) {
+        let page: serde_json::Value = n
+            .client
+            .post(n.url(&format!("/mget{query}")))
+            .json(&serde_json::json!({ "keys": chunk }))
+            .send()
+            .await
+            .expect("mget")
+            .json()
+            .await
+            .expect("mget json");
+        let values = page["values"].as_array().expect("values");
+        assert_eq!(values.len(), chunk.len(), "{what}: {page}");
+        for (key, v) in chunk.iter().zip(values) {
+            assert!(
+                v["found"] == true && v["value"] == key.as_str(),
+                "{what}: acknowledged {key} reads {v}"
+            );
+        }
+    }
 }
 
 /// Polls `s`'s `/cluster` status until `done` holds of it (bounded by the step timeout).
@@ -964,4 +1090,300 @@ async fn document_names_the_cluster_routes(node: &Server) {
     ) {
         assert!(out.status.success(), "{}", common::tools::show(&out));
     }
+}
+
+/// A step of a snapshot install on a receiving node, as seen on its disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum InstallPhase {
+    /// `snapshots/receiving.tmp` holds chunks (not yet all of them).
+    Receiving,
+    /// `snapshots/received.tmp`: the complete file is copied into place.
+    Copying,
+    /// `sm.building/`: the engine is being rebuilt from the file.
+    Building,
+    /// `sm.new/`: the rebuilt engine is complete, about to replace `sm/`.
+    Switching,
+}
+
+impl InstallPhase {
+    /// Which of `phases` the node with data directory `dir` is in (the latest step first,
+    /// since `receiving.tmp` stays once received).
+    fn seen(dir: &std::path::Path, phases: &[InstallPhase]) -> Option<InstallPhase> {
+        let snaps = dir.join("snapshots");
+        let order = [
+            (InstallPhase::Switching, dir.join("sm.new")),
+            (InstallPhase::Building, dir.join("sm.building")),
+            (InstallPhase::Copying, snaps.join("received.tmp")),
+            (InstallPhase::Receiving, snaps.join("receiving.tmp")),
+        ];
+        order.into_iter().find_map(|(p, path)| {
+            let there = match p {
+                InstallPhase::Receiving => std::fs::metadata(&path).is_ok_and(|m| m.len() > 0),
+                _ => path.exists(),
+            };
+            (there && phases.contains(&p)).then_some(p)
+        })
+    }
+}
+
+/// Restarts node `id` over `dir` as a bare child (no wait for readiness: the install may
+/// start before the node says ready), polls its data directory every 2 ms and SIGKILLs it
+/// the moment one of `phases` shows. Returns the phase caught, or why none was.
+async fn kill_mid_install(
+    dir: &std::path::Path,
+    id: u64,
+    peer: u16,
+    extra: &[&str],
+    phases: &'static [InstallPhase],
+) -> Result<InstallPhase, String> {
+    let scratch = tempfile::tempdir().expect("tmp");
+    let mut cmd = serve_command("bitcask", dir, &scratch.path().join("port"));
+    let log = scratch.path().join("stderr.log");
+    let mut flags = node_flags(id, peer, None, &Entry::Restart);
+    cluster::with_extra(&mut flags, extra);
+    cmd.args(flags)
+        .stderr(std::fs::File::create(&log).expect("log"));
+    let mut child = common::child::KillOnDrop(cmd.spawn().expect("spawn"));
+    let dir = dir.to_path_buf();
+    let installed = dir.join("snapshots").join("current.snap");
+    tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+        loop {
+            if let Some(p) = InstallPhase::seen(&dir, phases) {
+                child.kill().expect("kill -9");
+                child.wait().expect("reap");
+                return Ok(p);
+            }
+            let stderr = || std::fs::read_to_string(&log).unwrap_or_default();
+            if installed.exists() {
+                return Err(format!(
+                    "the snapshot was installed before any of {phases:?} was seen; stderr:\n{}",
+                    stderr()
+                ));
+            }
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                return Err(format!("node exited by itself with {s}: {}", stderr()));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "no snapshot install ({phases:?}) within {STEP_TIMEOUT:?}; stderr:\n{}",
+                    stderr()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })
+    .await
+    .expect("watcher")
+}
+
+/// The snapshot and replication lines of `node`'s log (for a failure message).
+fn snapshot_log(node: &Option<Server>) -> String {
+    let log = node.as_ref().map(Server::stderr).unwrap_or_default();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("snapshot") || l.contains("replication"))
+        .collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// PUTs `value` at `url` until it is acknowledged (bounded by the step timeout).
+async fn put_until_acked(c: &reqwest::Client, url: &str, value: Vec<u8>) {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let r = c.put(url).body(value.clone()).send().await.expect("put");
+        let code = r.status();
+        if code.is_success() {
+            return;
+        }
+        assert!(
+            code == 503 && tokio::time::Instant::now() < deadline,
+            "put {url}: {code} {:?}",
+            r.text().await
+        );
+    }
+}
+
+/// The value of big key `i` (distinct per key, `BIG` bytes).
+fn big_value(i: usize) -> Vec<u8> {
+    const BIG: usize = 192 * 1024;
+    format!("v{i:05}-")
+        .into_bytes()
+        .into_iter()
+        .cycle()
+        .take(BIG)
+        .collect()
+}
+
+/// A follower down while the leader snapshots and purges its log must catch up by a large
+/// snapshot (about 23 MB, six chunks). It is SIGKILLed while receiving the chunks, restarted,
+/// and SIGKILLed again while it rebuilds its engine from the file (`sm.building`, or
+/// `sm.new` if caught switching); restarted once more it must clean up, install the
+/// snapshot, apply to the leader's commit index and serve every acknowledged key with the
+/// leader's value and ETag from its own copy, then take writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_killed_mid_snapshot_recovers() {
+    const KEYS: usize = 120;
+    // openraft 0.9 times an append out after one heartbeat; a debug build on a slow disk
+    // needs longer than 100 ms for a few 192 KiB entries.
+    let snap = ["--raft-snapshot-every", "150", "--raft-heartbeat-ms", "500"];
+    let (nodes, peers, data) = three_with(&snap).await;
+    let refs: Vec<Option<&Server>> = nodes.iter().map(Some).collect();
+    let lead = leader_of(&refs).await;
+    let f = (lead + 1) % 3;
+    let mut nodes: Vec<Option<Server>> = nodes.into_iter().map(Some).collect();
+    let fdir = data.path().join(format!("n{}", f + 1));
+    let mut down = nodes[f].take().expect("follower");
+    down.kill().await;
+    drop(down);
+    let leader = nodes[lead].as_ref().expect("leader");
+    let before = status(leader).await["commit_index"]
+        .as_u64()
+        .expect("commit index");
+    // Four writers through the leader (the two live nodes are a quorum); a 503 (the leader
+    // busy snapshotting) is not an acknowledgement: put again.
+    let mut writers = tokio::task::JoinSet::new();
+    for w in 0..4 {
+        let (c, base) = (client(), leader.base.clone());
+        writers.spawn(async move {
+            for i in (w..KEYS).step_by(4) {
+                put_until_acked(&c, &format!("{base}/kv/big{i}"), big_value(i)).await;
+            }
+        });
+    }
+    while let Some(r) = writers.join_next().await {
+        r.expect("writer");
+    }
+    // Small writes until the leader has snapshotted past every big value and purged its log
+    // past what the follower has: it can catch up only by that snapshot (about 23 MB, six
+    // chunks).
+    let c = client();
+    let mut filler = 0;
+    loop {
+        let st = status(leader).await;
+        if st["purged_index"].as_u64().unwrap_or(0) > before {
+            break;
+        }
+        assert!(
+            filler < 1000,
+            "the leader never purged past the follower: {st}"
+        );
+        put_until_acked(&c, &leader.url(&format!("/kv/fill{filler}")), b"f".to_vec()).await;
+        filler += 1;
+    }
+    assert!(
+        !fdir.join("snapshots").join("receiving.tmp").exists(),
+        "the follower received a snapshot before"
+    );
+    // Kill it while it receives the chunks (or later, if that is what shows first) ...
+    let first = kill_mid_install(
+        &fdir,
+        f as u64 + 1,
+        peers[f],
+        &snap,
+        &[
+            InstallPhase::Receiving,
+            InstallPhase::Copying,
+            InstallPhase::Building,
+            InstallPhase::Switching,
+        ],
+    )
+    .await
+    .unwrap_or_else(|e| panic!("first kill: {e}\nleader: {}", snapshot_log(&nodes[lead])));
+    println!("first kill caught the install in phase {first:?}");
+    // ... and again while it rebuilds its engine from the received file.
+    let second = kill_mid_install(
+        &fdir,
+        f as u64 + 1,
+        peers[f],
+        &snap,
+        &[InstallPhase::Building, InstallPhase::Switching],
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "second kill (first was {first:?}): {e}\nleader: {}",
+            snapshot_log(&nodes[lead])
+        )
+    });
+    println!("second kill caught the install in phase {second:?}");
+    let back =
+        cluster::start_node(&fdir, f as u64 + 1, peers[f], None, &Entry::Restart, &snap).await;
+    wait_leader_known(&back).await;
+    let leader = nodes[lead].as_ref().expect("leader");
+    let commit = status(leader).await["commit_index"]
+        .as_u64()
+        .expect("commit index");
+    wait_applied(&back, commit).await;
+    for stale in ["sm.building", "sm.new", "sm.old"] {
+        assert!(!fdir.join(stale).exists(), "{stale} left after recovery");
+    }
+    // Killed in `sm.new` the restart finishes the switch; otherwise it installs the snapshot
+    // (the received file, or a new transfer).
+    if second != InstallPhase::Switching {
+        let m = back
+            .client
+            .get(back.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        assert!(
+            m.lines().any(
+                |l| l.starts_with("hoardhaven_raft_snapshots_installed_total")
+                    && !l.ends_with(" 0")
+            ),
+            "the restarted follower did not install a snapshot:\n{m}"
+        );
+    }
+    for i in 0..KEYS {
+        let key = format!("big{i}");
+        let want = leader
+            .client
+            .get(leader.url(&format!("/kv/{key}")))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(want.status(), 200, "{key} on the leader");
+        let want_etag = want.headers()["etag"].clone();
+        assert_eq!(
+            want.bytes().await.expect("body"),
+            big_value(i),
+            "{key} on the leader"
+        );
+        let got = back
+            .client
+            .get(back.url(&format!("/kv/{key}?consistency=stale")))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(got.status(), 200, "{key} missing on the recovered follower");
+        assert_eq!(
+            got.headers()["etag"],
+            want_etag,
+            "{key}: ETag differs on the follower"
+        );
+        assert!(
+            got.bytes().await.expect("body") == big_value(i),
+            "{key}: value differs on the follower"
+        );
+    }
+    // And it takes writes (forwarded to the leader) and sees them.
+    let r = back
+        .client
+        .put(back.url("/kv/after-recovery"))
+        .body("ok")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), 201);
+    let g = back
+        .client
+        .get(back.url("/kv/after-recovery"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(g.text().await.expect("body"), "ok");
 }

@@ -176,12 +176,44 @@ impl StateMachine {
         let opts = engine_opts(base, dir.join("sm"));
         let engine = eng::open(&opts)?;
         let applied = read_applied(&*engine)?;
-        Ok(StateMachine(Arc::new(Shared {
+        let sm = StateMachine(Arc::new(Shared {
             dir: dir.to_path_buf(),
             opts: base.clone(),
             engine: RwLock::new(engine),
             apply: Mutex::new(applied),
-        })))
+        }));
+        sm.finish_received_snapshot()
+            .map_err(|e| eng::Error::io("installing a received snapshot", e))?;
+        Ok(sm)
+    }
+
+    /// Installs a snapshot received in full whose install the node did not finish. openraft
+    /// (0.9) purges the log up to a received snapshot as soon as its last chunk is in,
+    /// without waiting for the install: a node killed meanwhile would restart with its log
+    /// purged past its engine and no snapshot to cover the gap (openraft refuses to start).
+    /// A snapshot holds only committed entries, so installing one ahead of the engine is safe;
+    /// an incomplete file (killed while receiving) is left for the next transfer.
+    fn finish_received_snapshot(&self) -> io::Result<()> {
+        let snaps = self.0.dir.join("snapshots");
+        for name in ["received.tmp", "receiving.tmp"] {
+            let path = snaps.join(name);
+            let Ok(meta) = snapshot::read_meta(&path) else {
+                continue;
+            };
+            if meta.last_log_id <= self.0.apply.lock().last {
+                continue;
+            }
+            match self.install_blocking(&meta, &path) {
+                Ok(()) => {
+                    super::metrics::snapshot_installed();
+                    tracing::info!(snapshot = %meta.snapshot_id, "installed a snapshot received before a restart");
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// The engine now in use (replaced when a snapshot is installed).

@@ -70,7 +70,26 @@ pub async fn start_node(
     extra: &[&str],
 ) -> Server {
     let mut flags = node_flags(id, peer, peer_url, entry);
-    flags.extend(extra.iter().map(|s| (*s).to_owned()));
+    with_extra(&mut flags, extra);
     let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
     Server::start_in(data, "bitcask", &refs).await
+}
+
+/// Adds `extra` flags to `flags`; a flag already in `flags` with a value (such as
+/// `--raft-heartbeat-ms`) takes the value that follows it in `extra` instead.
+pub fn with_extra(flags: &mut Vec<String>, extra: &[&str]) {
+    let mut i = 0;
+    while i < extra.len() {
+        let at = flags.iter().position(|f| f == extra[i]);
+        match (at, extra.get(i + 1)) {
+            (Some(at), Some(v)) if at + 1 < flags.len() && !v.starts_with("--") => {
+                flags[at + 1] = (*v).to_owned();
+                i += 2;
+            }
+            _ => {
+                flags.push(extra[i].to_owned());
+                i += 1;
+            }
+        }
+    }
 }
