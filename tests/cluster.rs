@@ -478,22 +478,6 @@ async fn without_quorum_writes_and_linearizable_reads_are_503_stale_reads_work()
     assert_eq!(g.text().await.expect("body"), "1");
 }
 
-/// The value of the unlabelled series `name` in `s`'s `/metrics` (0 before it is first set).
-async fn metric(s: &Server, name: &str) -> f64 {
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
 // Concurrent linearizable reads share one leadership confirmation: with both followers
 // paused, the first round waits for a quorum while the other reads queue (all of them seen
 // waiting in the `reads_waiting` gauge, not by sleeping); once the followers resume, the
@@ -513,7 +497,7 @@ async fn concurrent_linearizable_reads_share_one_leadership_round() {
         .await
         .expect("put");
     assert_eq!(r.status(), 201);
-    let rounds_before = metric(leader, "hoardhaven_raft_read_rounds_total").await;
+    let rounds_before = leader.metric("hoardhaven_raft_read_rounds_total").await;
     let followers: Vec<&Server> = (0..3).filter(|&i| i != lead).map(|i| &nodes[i]).collect();
     for f in &followers {
         f.signal("-STOP");
@@ -530,7 +514,7 @@ async fn concurrent_linearizable_reads_share_one_leadership_round() {
         })
         .collect();
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    while metric(leader, "hoardhaven_raft_reads_waiting").await < READS as f64 {
+    while leader.metric("hoardhaven_raft_reads_waiting").await < READS as f64 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the reads never queued behind the first round"
@@ -544,13 +528,13 @@ async fn concurrent_linearizable_reads_share_one_leadership_round() {
         let (status, body) = r.await.expect("reader");
         assert_eq!((status.as_u16(), body.as_str()), (200, "v"));
     }
-    let rounds = metric(leader, "hoardhaven_raft_read_rounds_total").await - rounds_before;
+    let rounds = leader.metric("hoardhaven_raft_read_rounds_total").await - rounds_before;
     assert!(
         rounds <= 2.0,
         "{READS} concurrent reads took {rounds} leadership rounds (one for the first, one for the rest)"
     );
     assert!(
-        metric(leader, "hoardhaven_raft_read_index_total").await >= READS as f64,
+        leader.metric("hoardhaven_raft_read_index_total").await >= READS as f64,
         "every read was answered by a round"
     );
 }

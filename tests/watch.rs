@@ -169,23 +169,6 @@ async fn listed_version(s: &Server) -> u64 {
         .expect("version")
 }
 
-async fn metric(s: &Server, name: &str) -> f64 {
-    let text = s
-        .client
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    text.lines()
-        .find(|l| l.starts_with(name) && !l.starts_with('#'))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 async fn ordered_without_gaps_across_concurrent_writers_and_batches(engine: &str) {
     let s = Server::start(engine, &[]).await;
     let since = listed_version(&s).await;
@@ -496,7 +479,7 @@ async fn slow_consumer_is_cut_without_affecting_others(engine: &str) {
     // the step timeout: the fast client's request is bounded by the whole of it.)
     let deadline = tokio::time::Instant::now() + STEP_TIMEOUT / 2;
     let mut n = 0;
-    while metric(&s, "hoardhaven_watch_slow_consumers_cut_total").await < 1.0 {
+    while s.metric("hoardhaven_watch_slow_consumers_cut_total").await < 1.0 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "slow consumer never cut"

@@ -141,6 +141,22 @@ impl Server {
         assert!(ok, "kill {sig} {pid}");
     }
 
+    /// The value of the unlabelled series `name` in `/metrics` (0 before it is first set).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         read_stderr(self.scratch.path())
