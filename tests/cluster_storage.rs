@@ -115,3 +115,137 @@ async fn a_group_of_puts_is_applied_in_order_with_an_answer_each() {
         assert!(engine.get(b"c").expect("get").is_none());
     }
 }
+
+/// A snapshot is written in version order and installed reading one record at a time, each
+/// key with the value and version it had on the leader; a file in key order (written before
+/// that order) still installs, sorted in memory; a file cut short installs nothing.
+#[tokio::test]
+async fn a_snapshot_installs_in_version_order_with_every_version() {
+    use hoardhaven::cluster::snapshot::{self, Record};
+    use hoardhaven::cluster::types::{Command, Cond, Entry};
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::{CommittedLeaderId, EntryPayload, LogId};
+    use tokio::io::AsyncWriteExt;
+    for kind in [EngineKind::Bitcask, EngineKind::Memory] {
+        let open = |dir: &std::path::Path| {
+            let opts = EngineOptions {
+                kind,
+                dir: dir.join("unused"),
+                ..EngineOptions::default()
+            };
+            StateMachine::open(dir, &opts).expect("open")
+        };
+        let leader_dir = tempfile::tempdir().expect("tmp");
+        let mut leader = open(leader_dir.path());
+        // A node that applies the same entries later numbers them alike (the memory engine's
+        // counter once started from each node's clock).
+        let other_dir = tempfile::tempdir().expect("tmp");
+        let mut other = None;
+        // Key order (a, m, z) is not version order (z, m, a).
+        for (i, key) in ["z", "a", "m", "a"].iter().enumerate() {
+            let cmd = Command::Put {
+                key: key.as_bytes().to_vec(),
+                value: format!("{key}{i}").into_bytes(),
+                expires_at: None,
+                cond: Cond::None,
+            };
+            let e = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), i as u64 + 1),
+                payload: EntryPayload::Normal(cmd),
+            };
+            leader.apply(vec![e.clone()]).await.expect("apply");
+            let o = other.get_or_insert_with(|| {
+                // Opened on a later millisecond than the leader (a clock-based start differs).
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                open(other_dir.path())
+            });
+            o.apply(vec![e]).await.expect("apply");
+        }
+        let other = other.expect("other node");
+        for key in [&b"a"[..], b"m", b"z"] {
+            assert_eq!(
+                other
+                    .engine()
+                    .get(key)
+                    .expect("get")
+                    .expect("key")
+                    .meta
+                    .version,
+                leader
+                    .engine()
+                    .get(key)
+                    .expect("get")
+                    .expect("key")
+                    .meta
+                    .version,
+                "{kind:?}: versions differ between nodes"
+            );
+        }
+        let snap = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("build");
+        let file = leader_dir.path().join("snapshots").join("current.snap");
+        let (_, mut reader) = snapshot::Reader::open(&file).expect("open snapshot");
+        let mut sent: Vec<Record> = Vec::new();
+        while let Some(r) = reader.next_record().expect("record") {
+            sent.push(r);
+        }
+        let versions: Vec<u64> = sent.iter().map(|r| r.version).collect();
+        assert!(
+            versions.windows(2).all(|w| w[0] < w[1]),
+            "{kind:?}: records not in version order: {versions:?}"
+        );
+        assert_eq!(sent.len(), 3, "{kind:?}");
+        let bytes = std::fs::read(&file).expect("read");
+        // An old file: the same records in key order.
+        let old = leader_dir.path().join("key-order.snap");
+        let mut w = snapshot::Writer::create(&old, &snap.meta).expect("create");
+        let mut by_key = sent.clone();
+        by_key.sort_by(|a, b| a.key.cmp(&b.key));
+        for r in by_key {
+            w.push(r).expect("push");
+        }
+        w.finish().expect("finish");
+        let old_bytes = std::fs::read(&old).expect("read");
+        for (what, body) in [("version order", &bytes), ("key order", &old_bytes)] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let mut follower = open(dir.path());
+            let mut rx = follower.begin_receiving_snapshot().await.expect("begin");
+            rx.write_all(body).await.expect("write");
+            follower
+                .install_snapshot(&snap.meta, rx)
+                .await
+                .unwrap_or_else(|e| panic!("{kind:?}, {what}: {e}"));
+            let (engine, source) = (follower.engine(), leader.engine());
+            for key in [&b"a"[..], b"m", b"z"] {
+                let got = engine.get(key).expect("get").expect("key installed");
+                let want = source.get(key).expect("get").expect("key");
+                assert_eq!(
+                    (&got.bytes[..], got.meta.version),
+                    (&want.bytes[..], want.meta.version),
+                    "{kind:?}, {what}: {}",
+                    String::from_utf8_lossy(key)
+                );
+            }
+        }
+        // Cut short (no end frame): refused, nothing installed.
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut follower = open(dir.path());
+        let mut rx = follower.begin_receiving_snapshot().await.expect("begin");
+        rx.write_all(&bytes[..bytes.len() - 6])
+            .await
+            .expect("write");
+        assert!(
+            follower.install_snapshot(&snap.meta, rx).await.is_err(),
+            "{kind:?}: a file without its end frame was installed"
+        );
+        assert!(
+            follower.engine().get(b"a").expect("get").is_none(),
+            "{kind:?}"
+        );
+        assert!(!dir.path().join("sm.new").exists(), "{kind:?}");
+    }
+}

@@ -3,13 +3,15 @@
 //! # Format
 //! Magic `HHRAFTS1`, then frames `[payload len: u32 LE][crc32c: u32 LE][payload]` (the same
 //! framing as the log segments): the first frame is the [`SnapshotMeta`] (postcard), each
-//! next one a [`Record`] (key, value, version, expiry), and the last an [`End`] frame holding
-//! the record count. A file whose frames do not all check, or that lacks its end frame, is
-//! refused before anything is installed.
+//! next one a [`Record`] (key, value, version, expiry), and the last an `End` frame holding
+//! the record count. Records are written in ascending version order, so the receiving node
+//! rebuilds its engine reading one record at a time (files from before that order are
+//! sorted in memory first). A file whose frames do not all check, or that lacks its end
+//! frame, is refused: the engine it was being rebuilt into is thrown away.
 //!
 //! Written by [`Writer`] from a consistent cut of the engine (bitcask: the hard-linked
 //! snapshot directory opened read-only; memory: the live table while applies wait), read by
-//! [`read_all`] on the receiving node, which rebuilds an engine from it in version order so
+//! [`Reader`] on the receiving node, which rebuilds an engine from it in version order so
 //! every version (ETag) is what it was on the leader.
 
 use std::fs::File;
@@ -121,35 +123,46 @@ fn dec<T: for<'a> Deserialize<'a>>(b: &[u8]) -> io::Result<T> {
     postcard::from_bytes(b).map_err(|e| bad(format!("snapshot frame: {e}")))
 }
 
-/// Reads only the meta of a snapshot file.
-///
-/// # Errors
-/// I/O failures, a bad magic or frame.
-pub fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
-    let mut r = io::BufReader::new(File::open(path)?);
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)?;
-    if &magic != MAGIC {
-        return Err(bad("not a hoardhaven snapshot file".into()));
-    }
-    dec(&get_frame(&mut r)?)
+/// Reads a snapshot file record by record, checking every frame as it comes; memory: one
+/// record at a time.
+pub struct Reader {
+    r: io::BufReader<File>,
+    records: u64,
+    ended: bool,
 }
 
-/// Reads and checks a whole snapshot file: its meta and every record. Memory: the records.
-///
-/// # Errors
-/// I/O failures, bad frames, a missing end frame or a record count that does not match.
-pub fn read_all(path: &Path) -> io::Result<(SnapshotMeta, Vec<Record>)> {
-    let mut r = io::BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)?;
-    if &magic != MAGIC {
-        return Err(bad("not a hoardhaven snapshot file".into()));
+impl Reader {
+    /// Opens `path` and reads its magic and meta.
+    ///
+    /// # Errors
+    /// I/O failures, a bad magic or meta frame.
+    pub fn open(path: &Path) -> io::Result<(SnapshotMeta, Reader)> {
+        let mut r = io::BufReader::with_capacity(1 << 20, File::open(path)?);
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(bad("not a hoardhaven snapshot file".into()));
+        }
+        let meta = dec(&get_frame(&mut r)?)?;
+        Ok((
+            meta,
+            Reader {
+                r,
+                records: 0,
+                ended: false,
+            },
+        ))
     }
-    let meta: SnapshotMeta = dec(&get_frame(&mut r)?)?;
-    let mut records = Vec::new();
-    loop {
-        let frame = get_frame(&mut r).map_err(|e| {
+
+    /// The next record, or `None` after the end frame (whose record count is checked).
+    ///
+    /// # Errors
+    /// I/O failures, bad frames, a missing end frame or a record count that does not match.
+    pub fn next_record(&mut self) -> io::Result<Option<Record>> {
+        if self.ended {
+            return Ok(None);
+        }
+        let frame = get_frame(&mut self.r).map_err(|e| {
             if e.kind() == io::ErrorKind::UnexpectedEof {
                 bad("snapshot file ends before its end frame".into())
             } else {
@@ -157,16 +170,41 @@ pub fn read_all(path: &Path) -> io::Result<(SnapshotMeta, Vec<Record>)> {
             }
         })?;
         match dec::<Frame>(&frame)? {
-            Frame::Record(rec) => records.push(rec),
+            Frame::Record(rec) => {
+                self.records += 1;
+                Ok(Some(rec))
+            }
             Frame::End { records: n } => {
-                if n != records.len() as u64 {
+                if n != self.records {
                     return Err(bad(format!(
                         "snapshot end frame says {n} records, {} read",
-                        records.len()
+                        self.records
                     )));
                 }
-                return Ok((meta, records));
+                self.ended = true;
+                Ok(None)
             }
         }
     }
+}
+
+/// Reads only the meta of a snapshot file.
+///
+/// # Errors
+/// I/O failures, a bad magic or frame.
+pub fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
+    Reader::open(path).map(|(meta, _)| meta)
+}
+
+/// Reads and checks a whole snapshot file: its meta and every record. Memory: the records.
+///
+/// # Errors
+/// I/O failures, bad frames, a missing end frame or a record count that does not match.
+pub fn read_all(path: &Path) -> io::Result<(SnapshotMeta, Vec<Record>)> {
+    let (meta, mut r) = Reader::open(path)?;
+    let mut records = Vec::new();
+    while let Some(rec) = r.next_record()? {
+        records.push(rec);
+    }
+    Ok((meta, records))
 }

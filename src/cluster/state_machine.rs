@@ -33,6 +33,7 @@ use super::types::{
     Command, Cond, Entry, LogId, Op, Outcome, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
+use crate::engine::memory::{MemoryOptions, VersionStart};
 use crate::engine::{
     self as eng, BatchOp, Engine, EngineKind, EngineOptions, Precondition, SyncPolicy, UnixMillis,
     Version,
@@ -86,6 +87,11 @@ fn engine_opts(base: &EngineOptions, dir: PathBuf) -> EngineOptions {
     EngineOptions {
         dir,
         sync: SyncPolicy::Never,
+        // Versions come from log indexes, alike on every node: not from each node's clock.
+        memory: MemoryOptions {
+            version_start: VersionStart::Recovered,
+            ..base.memory.clone()
+        },
         ..base.clone()
     }
 }
@@ -475,60 +481,26 @@ impl StateMachine {
 
     /// Rebuilds the engine from a received snapshot file and switches to it.
     fn install_blocking(&self, meta: &SnapshotMeta, received: &Path) -> io::Result<()> {
-        let (file_meta, mut records) = snapshot::read_all(received)?;
+        let (file_meta, mut reader) = snapshot::Reader::open(received)?;
         if &file_meta != meta {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("snapshot file is {file_meta:?}, expected {meta:?}"),
             ));
         }
-        records.sort_unstable_by_key(|r| r.version);
         let dir = &self.0.dir;
         let building = dir.join("sm.building");
-        if building.exists() {
-            std::fs::remove_dir_all(&building)?;
-        }
-        {
-            let e = eng::open(&engine_opts(&self.0.opts, building.clone()))
-                .map_err(io::Error::other)?;
-            let mut batch = Vec::new();
-            let mut last = 0u64;
-            for r in records {
-                // One record per version, exactly the version it had on the leader.
-                if !batch.is_empty() && r.version != last + 1 {
-                    e.apply_batch(std::mem::take(&mut batch))
-                        .map_err(io::Error::other)?;
-                }
-                if batch.is_empty() {
-                    e.advance_version(Version(r.version.saturating_sub(1)))
-                        .map_err(io::Error::other)?;
-                }
-                last = r.version;
-                batch.push(BatchOp::Put {
-                    key: r.key,
-                    value: Bytes::from(r.value),
-                    expires_at: r.expires_at.map(UnixMillis),
-                });
-                if batch.len() >= 1000 {
-                    e.apply_batch(std::mem::take(&mut batch))
-                        .map_err(io::Error::other)?;
-                }
+        if !self.rebuild(&building, meta, || reader.next_record())? {
+            // A file from before records were written in version order: sort in memory.
+            let (_, mut records) = snapshot::read_all(received)?;
+            records.sort_unstable_by_key(|r| r.version);
+            let mut records = records.into_iter();
+            if !self.rebuild(&building, meta, || Ok(records.next()))? {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "snapshot holds two records of one version",
+                ));
             }
-            if !batch.is_empty() {
-                e.apply_batch(batch).map_err(io::Error::other)?;
-            }
-            let applied = Applied {
-                last: meta.last_log_id,
-                membership: meta.last_membership.clone(),
-            };
-            if let Some(l) = meta.last_log_id {
-                e.advance_version(version_floor(l.index))
-                    .map_err(io::Error::other)?;
-            }
-            e.apply_batch(vec![Self::meta_op(&applied).map_err(io::Error::other)?])
-                .map_err(io::Error::other)?;
-            e.sync().map_err(io::Error::other)?;
-            e.close().map_err(io::Error::other)?;
         }
         std::fs::rename(&building, dir.join("sm.new"))?;
         sync_dir(dir)?;
@@ -547,6 +519,75 @@ impl StateMachine {
         std::fs::rename(received, &keep)?;
         sync_dir(&dir.join("snapshots"))
     }
+
+    /// Builds an engine in `building` from the records `next` gives, each with exactly the
+    /// version it had on the leader, then the applied state of `meta`. False (and nothing
+    /// kept) when the records do not come in ascending version order.
+    fn rebuild(
+        &self,
+        building: &Path,
+        meta: &SnapshotMeta,
+        mut next: impl FnMut() -> io::Result<Option<Record>>,
+    ) -> io::Result<bool> {
+        /// Most records, and value bytes, applied as one batch.
+        const BATCH: usize = 1000;
+        const BATCH_BYTES: usize = 4 << 20;
+        if building.exists() {
+            std::fs::remove_dir_all(building)?;
+        }
+        let e = eng::open(&engine_opts(&self.0.opts, building.to_path_buf()))
+            .map_err(io::Error::other)?;
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        let mut last: Option<u64> = None;
+        while let Some(r) = next()? {
+            if last.is_some_and(|l| r.version <= l) {
+                let _ = e.close();
+                drop(e);
+                std::fs::remove_dir_all(building)?;
+                return Ok(false);
+            }
+            // One record per version, exactly the version it had on the leader: a gap in
+            // the versions ends the batch and raises the engine's counter.
+            if !batch.is_empty() && last.is_some_and(|l| r.version != l + 1) {
+                e.apply_batch(std::mem::take(&mut batch))
+                    .map_err(io::Error::other)?;
+                bytes = 0;
+            }
+            if batch.is_empty() {
+                e.advance_version(Version(r.version.saturating_sub(1)))
+                    .map_err(io::Error::other)?;
+            }
+            last = Some(r.version);
+            bytes += r.key.len() + r.value.len();
+            batch.push(BatchOp::Put {
+                key: r.key,
+                value: Bytes::from(r.value),
+                expires_at: r.expires_at.map(UnixMillis),
+            });
+            if batch.len() >= BATCH || bytes >= BATCH_BYTES {
+                e.apply_batch(std::mem::take(&mut batch))
+                    .map_err(io::Error::other)?;
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            e.apply_batch(batch).map_err(io::Error::other)?;
+        }
+        let applied = Applied {
+            last: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        if let Some(l) = meta.last_log_id {
+            e.advance_version(version_floor(l.index))
+                .map_err(io::Error::other)?;
+        }
+        e.apply_batch(vec![Self::meta_op(&applied).map_err(io::Error::other)?])
+            .map_err(io::Error::other)?;
+        e.sync().map_err(io::Error::other)?;
+        e.close().map_err(io::Error::other)?;
+        Ok(true)
+    }
 }
 
 enum Source {
@@ -554,30 +595,41 @@ enum Source {
     Written,
 }
 
-/// Writes every live key of `engine` (but the reserved ones) into `w`.
+/// Writes every live key of `engine` (but the reserved ones) into `w`, in ascending version
+/// order (so the receiver can rebuild reading one record at a time). Memory: every key and
+/// its version, not the values.
 fn dump(engine: &dyn Engine, w: &mut snapshot::Writer) -> eng::Result<()> {
+    let mut keys: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
         let page = engine.list(b"", after.as_deref(), 1000)?;
-        for key in &page.keys {
+        for key in page.keys {
             if key.starts_with(RESERVED_PREFIX) {
                 continue;
             }
-            if let Some(v) = engine.get(key)? {
-                w.push(Record {
-                    key: key.clone(),
-                    value: v.bytes.to_vec(),
-                    version: v.meta.version.0,
-                    expires_at: v.meta.expires_at.map(|t| t.0),
-                })
-                .map_err(|e| eng::Error::io("writing the snapshot", e))?;
+            if let Some(m) = engine.head(&key)? {
+                keys.push((m.version.0, key));
             }
         }
         match page.next_start_after {
             Some(k) => after = Some(k),
-            None => return Ok(()),
+            None => break,
         }
     }
+    keys.sort_unstable_by_key(|(v, _)| *v);
+    for (_, key) in keys {
+        // Gone meanwhile only by expiring: an expired key is not part of the snapshot.
+        if let Some(v) = engine.get(&key)? {
+            w.push(Record {
+                key,
+                value: v.bytes.to_vec(),
+                version: v.meta.version.0,
+                expires_at: v.meta.expires_at.map(|t| t.0),
+            })
+            .map_err(|e| eng::Error::io("writing the snapshot", e))?;
+        }
+    }
+    Ok(())
 }
 
 async fn blocking<T: Send + 'static>(

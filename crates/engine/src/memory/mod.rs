@@ -102,11 +102,27 @@ pub struct MemoryOptions {
     /// Value compression in the log (the table and snapshots are not affected: snapshot
     /// blocks are LZ4-compressed whole anyway).
     pub compression: crate::compression::Compression,
+    /// Where the version counter starts when the engine opens.
+    pub version_start: VersionStart,
     /// Test hook: abort the process when a checkpoint reaches the named step
     /// (`log-created`, `cut`, `snapshot-written`, `snapshot-renamed`, `manifest-stored`,
     /// `cleaned`). Not for production use.
     #[doc(hidden)]
     pub crash_at: Option<String>,
+}
+
+/// Where the memory engine's version counter starts when it opens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VersionStart {
+    /// Above both the highest version recovered and the clock (in microseconds), so no
+    /// version is handed out twice, even one whose write was deleted and compacted away
+    /// before a restart.
+    #[default]
+    Clock,
+    /// Right above the highest version recovered, so replicas that apply the same writes
+    /// (raising the counter with [`crate::Engine::advance_version`]) number them alike: the
+    /// Raft state machine, whose versions come from log indexes.
+    Recovered,
 }
 
 impl Default for MemoryOptions {
@@ -126,6 +142,7 @@ impl Default for MemoryOptions {
             max_batch_ops: 10_000,
             max_batch_bytes: 64 << 20,
             compression: crate::compression::Compression::default(),
+            version_start: VersionStart::default(),
             crash_at: None,
         }
     }
@@ -372,8 +389,12 @@ impl Inner {
         log_seq: u64,
         poison: Arc<Poison>,
     ) -> Arc<Inner> {
-        let floor = UnixMillis::now().0.saturating_mul(1000);
-        let first = rec.last_version.max(floor);
+        let first = match opts.version_start {
+            VersionStart::Clock => rec
+                .last_version
+                .max(UnixMillis::now().0.saturating_mul(1000)),
+            VersionStart::Recovered => rec.last_version,
+        };
         let commit = log.as_ref().map(|_| GroupCommit::new(0, poison.clone()));
         let hold_until_durable = log.is_some() && sync == SyncPolicy::Always;
         let shards = rec.table.shards().len();
