@@ -156,10 +156,7 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
         .filter(|&i| i != lead)
         .map(|i| nodes[i].as_ref().expect("node").base.clone())
         .collect();
-    let acked = Arc::new(Mutex::new(BTreeSet::new()));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let after_kill = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let killed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // A fifth writer sends batches of BATCH puts through a follower (forwarded to the leader),
     // so batches are in flight at the kill: each must end all present or all absent.
     let batches_sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -189,78 +186,19 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
             }
         })
     };
-    let mut writers = Vec::new();
-    for w in 0..4 {
-        let base = followers[w % 2].clone();
-        let (acked, stop, after_kill, killed) = (
-            acked.clone(),
-            stop.clone(),
-            after_kill.clone(),
-            killed.clone(),
-        );
-        writers.push(tokio::spawn(async move {
-            let c = client();
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let key = format!("w{w}-{i}");
-                i += 1;
-                if let Ok(r) = c
-                    .put(format!("{base}/kv/{key}"))
-                    .body(key.clone())
-                    .send()
-                    .await
-                    && r.status().is_success()
-                {
-                    acked.lock().expect("lock").insert(key);
-                    if killed.load(std::sync::atomic::Ordering::SeqCst) {
-                        after_kill.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    }
-                }
-            }
-        }));
-    }
-    // Let some writes land, then SIGKILL the leader (dropping a Server kills it with SIGKILL).
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    while acked.lock().expect("lock").len() < 50 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no writes acknowledged"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Four writers of single puts through the followers (forwarded to the leader).
+    let load = Load::start(&followers, 4);
+    load.wait_more(50, "before the kill").await;
     // SIGKILL (the Server's drop); its data directory stays in `data`.
     drop(nodes[lead].take());
-    killed.store(true, std::sync::atomic::Ordering::SeqCst);
-    // A new leader must take writes: wait for acknowledgements after the kill.
-    while after_kill.load(std::sync::atomic::Ordering::SeqCst) < 50 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no write acknowledged after the leader died"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // A new leader must take writes: acknowledgements after the kill.
+    load.wait_more(50, "after the leader died").await;
+    let acked = load.stop().await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for w in writers {
-        w.await.expect("writer");
-    }
     batch_writer.await.expect("batch writer");
-    let acked = acked.lock().expect("lock").clone();
     for i in (0..3).filter(|&i| i != lead) {
         let n = nodes[i].as_ref().expect("survivor");
-        for key in &acked {
-            let g = n
-                .client
-                .get(n.url(&format!("/kv/{key}")))
-                .send()
-                .await
-                .expect("get");
-            let (code, body) = (g.status(), g.text().await.expect("body"));
-            assert_eq!(
-                code, 200,
-                "acknowledged {key} missing on survivor {i}: {body}"
-            );
-            assert_eq!(&body, key);
-        }
+        assert_all_read(n, &acked, "", &format!("survivor {i}")).await;
     }
     // The old leader comes back and catches up.
     let back = restart_node(
@@ -271,20 +209,7 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() {
     .await;
     // Linearizable reads need a known leader (503 before): wait until it has heard from one.
     wait_leader_known(&back).await;
-    for key in &acked {
-        let g = back
-            .client
-            .get(back.url(&format!("/kv/{key}")))
-            .send()
-            .await
-            .expect("get");
-        let (code, body) = (g.status(), g.text().await.expect("body"));
-        assert_eq!(
-            code, 200,
-            "acknowledged {key} missing on the returned node: {body}"
-        );
-        assert_eq!(&body, key);
-    }
+    assert_all_read(&back, &acked, "", "the returned node").await;
     // Every batch, the ones in flight at the kill included: all of it or none of it, on
     // every node (the returned one read linearizably, like the survivors).
     let batches_acked = batches_acked.lock().expect("lock").clone();
@@ -714,24 +639,11 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
         .as_u64()
         .expect("commit index");
     wait_applied(&four, committed).await;
-    let m = four
-        .client
-        .get(four.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
     assert!(
-        m.lines().any(
-            |l| l.starts_with("hoardhaven_raft_snapshots_installed_total") && !l.ends_with(" 0")
-        ),
-        "node 4 did not install a snapshot:\n{}",
-        m.lines()
-            .filter(|l| l.contains("raft"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        four.metric("hoardhaven_raft_snapshots_installed_total")
+            .await
+            > 0.0,
+        "node 4 did not install a snapshot"
     );
     for i in [0usize, 1, 199, 399] {
         let g = four
@@ -815,8 +727,8 @@ async fn learner_catches_up_by_snapshot_and_membership_goes_3_5_3() {
 }
 
 /// Writers putting distinct keys (value = key) through the given nodes in turn until
-/// stopped, recording each acknowledged (2xx) key; 503s and broken connections during
-/// membership changes are not acknowledgements and are not retried.
+/// stopped, recording each acknowledged (2xx) key; 503s and broken connections (membership
+/// changes, a leader's death) are not acknowledgements and are not retried.
 struct Load {
     acked: Arc<Mutex<Vec<String>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -1289,21 +1201,11 @@ async fn a_follower_killed_mid_snapshot_recovers() {
     // Killed in `sm.new` the restart finishes the switch; otherwise it installs the snapshot
     // (the received file, or a new transfer).
     if second != InstallPhase::Switching {
-        let m = back
-            .client
-            .get(back.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
         assert!(
-            m.lines().any(
-                |l| l.starts_with("hoardhaven_raft_snapshots_installed_total")
-                    && !l.ends_with(" 0")
-            ),
-            "the restarted follower did not install a snapshot:\n{m}"
+            back.metric("hoardhaven_raft_snapshots_installed_total")
+                .await
+                > 0.0,
+            "the restarted follower did not install a snapshot"
         );
     }
     for i in 0..KEYS {

@@ -162,22 +162,14 @@ async fn a_snapshot_installs_in_version_order_with_every_version() {
             o.apply(vec![e]).await.expect("apply");
         }
         let other = other.expect("other node");
+        let version = |sm: &StateMachine, key: &[u8]| {
+            let v = sm.engine().get(key).expect("get").expect("key");
+            v.meta.version
+        };
         for key in [&b"a"[..], b"m", b"z"] {
             assert_eq!(
-                other
-                    .engine()
-                    .get(key)
-                    .expect("get")
-                    .expect("key")
-                    .meta
-                    .version,
-                leader
-                    .engine()
-                    .get(key)
-                    .expect("get")
-                    .expect("key")
-                    .meta
-                    .version,
+                version(&other, key),
+                version(&leader, key),
                 "{kind:?}: versions differ between nodes"
             );
         }

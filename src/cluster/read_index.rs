@@ -26,10 +26,9 @@ type Reply = oneshot::Sender<Result<u64, WriteError>>;
 
 #[derive(Default)]
 struct Queue {
-    /// A round is running (its task takes the next queue when it ends).
-    running: bool,
     waiting: Vec<Reply>,
-    /// Reads not answered yet: those waiting and those in the running round.
+    /// Reads not answered yet: those waiting and those in the running round. A task runs
+    /// rounds exactly while this is above zero.
     unanswered: usize,
 }
 
@@ -64,7 +63,7 @@ impl ReadIndex {
             q.waiting.push(tx);
             q.unanswered += 1;
             super::metrics::reads_waiting(q.unanswered);
-            !std::mem::replace(&mut q.running, true)
+            q.unanswered == 1
         };
         if start {
             // Its own task: a round must finish for everyone queued even when the read that
@@ -79,25 +78,23 @@ impl ReadIndex {
         }
     }
 
-    /// Runs rounds until nothing is queued.
+    /// Runs rounds until every read is answered.
     async fn rounds(self) {
         loop {
-            let batch = {
-                let mut q = self.queue.lock();
-                if q.waiting.is_empty() {
-                    q.running = false;
-                    return;
-                }
-                std::mem::take(&mut q.waiting)
-            };
+            let batch = std::mem::take(&mut self.queue.lock().waiting);
             let r = self.confirm().await;
-            {
+            let done = {
                 let mut q = self.queue.lock();
                 q.unanswered -= batch.len();
                 super::metrics::read_round(batch.len(), q.unanswered);
-            }
+                // A read arriving from now on starts a task of its own.
+                q.unanswered == 0
+            };
             for tx in batch {
                 let _ = tx.send(r.clone());
+            }
+            if done {
+                return;
             }
         }
     }
