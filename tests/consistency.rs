@@ -407,6 +407,14 @@ async fn consistency_run(
         cfg.workload.active_keys = n.max(1);
     }
     cfg.workload.read_query = system.read_query();
+    if system.is_cluster() {
+        // Under kill -9 a cluster leaves many writes with unknown outcomes (the killed node's
+        // clients, timeouts across elections: 205 of 2,174 operations in one CI run). Each stays
+        // open to the end of its key's history and the search grows exponentially with their
+        // number per key: at 250 operations per key it ran out of budget (verdict Unknown).
+        // Shorter key histories keep every key decidable.
+        cfg.workload.ops_per_key = 60;
+    }
     let mut nemesis = nemesis;
     let result = if system.is_cluster() {
         let mut cluster = RaftCluster::start().await;
