@@ -153,9 +153,12 @@ pub struct ClusterSettings {
     /// Address of the peer listener serving /raft/* to other nodes (required with --node-id)
     #[arg(long, env = "HOARDHAVEN_PEER_LISTEN")]
     pub peer_listen: Option<String>,
-    /// URL other nodes reach this node's peer listener at; default http://<peer-listen>
+    /// URL other nodes reach this node's peer listener at; default http(s)://<peer-listen>
     #[arg(long, env = "HOARDHAVEN_PEER_URL")]
     pub peer_url: Option<String>,
+    /// PEM file of the CAs trusted for peers' certificates (with TLS); default the system's store
+    #[arg(long, env = "HOARDHAVEN_PEER_CA_FILE")]
+    pub peer_ca_file: Option<PathBuf>,
     /// URL clients reach this node's API at (sent in X-Hoardhaven-Leader); default http(s)://<listen>
     #[arg(long, env = "HOARDHAVEN_API_URL")]
     pub api_url: Option<String>,
@@ -203,6 +206,8 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// Snapshot trigger.
     pub snapshot_every: u64,
+    /// CAs trusted for peers' certificates; `None` = the system's store. Only with TLS.
+    pub peer_ca_file: Option<PathBuf>,
 }
 
 impl ClusterSettings {
@@ -214,6 +219,7 @@ impl ClusterSettings {
         let Some(node_id) = self.node_id else {
             for (set, name) in [
                 (self.peer_listen.is_some(), "peer_listen"),
+                (self.peer_ca_file.is_some(), "peer_ca_file"),
                 (self.cluster_init, "cluster_init"),
                 (self.join.is_some(), "join"),
             ] {
@@ -260,20 +266,53 @@ impl ClusterSettings {
         if self.cluster_timeout_ms < 100 {
             return Err(bad("cluster_timeout_ms", "must be at least 100"));
         }
+        // With TLS the peer listener serves it too, so every peer URL is https://.
+        let scheme = if security.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let peer_url = self
+            .peer_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{peer_listen}"));
+        let join = self.join.clone().filter(|j| !j.is_empty());
+        for (name, url) in [("peer_url", Some(&peer_url)), ("join", join.as_ref())] {
+            if let Some(u) = url
+                && !u.starts_with(&format!("{scheme}://"))
+            {
+                return Err(bad(
+                    name,
+                    if security.tls.is_some() {
+                        "must be an https:// URL: with tls.cert_file set, peers speak TLS"
+                    } else {
+                        "must be an http:// URL: peers speak TLS only when tls.cert_file and tls.key_file are set"
+                    },
+                ));
+            }
+        }
+        let peer_ca_file = self.peer_ca_file.clone();
+        if let Some(f) = &peer_ca_file {
+            if security.tls.is_none() {
+                return Err(bad(
+                    "peer_ca_file",
+                    "needs tls.cert_file and tls.key_file (peers speak TLS only then)",
+                ));
+            }
+            crate::tls::trust_roots(Some(f), "peer_ca_file").map_err(|r| bad("peer_ca_file", r))?;
+        }
         Ok(Some(ClusterConfig {
             node_id,
             peer_listen,
-            peer_url: self
-                .peer_url
-                .clone()
-                .unwrap_or_else(|| format!("http://{peer_listen}")),
+            peer_url,
             api_url: self.api_url.clone().filter(|u| !u.is_empty()),
             init: self.cluster_init,
-            join: self.join.clone().filter(|j| !j.is_empty()),
+            join,
             secret,
             timeout: Duration::from_millis(self.cluster_timeout_ms),
             heartbeat: Duration::from_millis(self.raft_heartbeat_ms),
             snapshot_every: self.raft_snapshot_every.max(1),
+            peer_ca_file,
         }))
     }
 }
@@ -1346,6 +1385,58 @@ mod tests {
         ] {
             let e = clean().try_get_matches_from(bad).expect_err(bad[0]);
             assert!(e.to_string().contains(bad[0]), "{e}");
+        }
+    }
+
+    #[test]
+    fn peer_urls_follow_tls_and_a_peer_ca_needs_it() {
+        let scratch = tempfile::tempdir().expect("tempdir");
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("rcgen");
+        let (cert, key) = (scratch.path().join("c.pem"), scratch.path().join("k.pem"));
+        std::fs::write(&cert, ck.cert.pem()).expect("cert");
+        std::fs::write(&key, ck.signing_key.serialize_pem()).expect("key");
+        let node = |tls: bool| {
+            let mut s = defaults();
+            s.cluster.node_id = Some(1);
+            s.cluster.peer_listen = Some("127.0.0.1:9090".into());
+            if tls {
+                s.tls.cert_file = Some(cert.clone());
+                s.tls.key_file = Some(key.clone());
+            }
+            s
+        };
+        let peer_url = |s: Settings| s.validate().map(|c| c.cluster.map(|c| c.peer_url));
+        assert_eq!(
+            peer_url(node(false)).expect("plain"),
+            Some("http://127.0.0.1:9090".into())
+        );
+        assert_eq!(
+            peer_url(node(true)).expect("tls"),
+            Some("https://127.0.0.1:9090".into())
+        );
+        type Case = (&'static str, bool, fn(&mut Settings));
+        let cases: [Case; 5] = [
+            ("peer_url", true, |s| {
+                s.cluster.peer_url = Some("http://127.0.0.1:9090".into())
+            }),
+            ("join", true, |s| {
+                s.cluster.join = Some("http://127.0.0.1:9091".into())
+            }),
+            ("peer_url", false, |s| {
+                s.cluster.peer_url = Some("https://127.0.0.1:9090".into())
+            }),
+            ("peer_ca_file", false, |s| {
+                s.cluster.peer_ca_file = Some("ca.pem".into())
+            }),
+            ("peer_ca_file", true, |s| {
+                s.cluster.peer_ca_file = Some("/nonexistent/ca.pem".into())
+            }),
+        ];
+        for (name, tls, f) in cases {
+            let mut s = node(tls);
+            f(&mut s);
+            let e = s.validate().expect_err(name).to_string();
+            assert!(e.contains(&format!("`{name}`")), "{name} (tls {tls}): {e}");
         }
     }
 

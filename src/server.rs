@@ -71,7 +71,7 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         },
         http2: cfg.http2,
     };
-    reload::spawn(certs, auth.clone(), shutdown.clone());
+    reload::spawn(certs.clone(), auth.clone(), shutdown.clone());
     if let Some(p) = &cfg.port_file {
         write_port_file(p, &addr.to_string())
             .with_context(|| format!("writing the port file {}", p.display()))?;
@@ -141,7 +141,7 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
                 .map_err(|e| anyhow!("opening the engine: {e}"))?
                 .map_err(anyhow::Error::new)
         }
-        Some(c) => start_cluster(&cfg, c, format!("{scheme}://{addr}"), &shutdown)
+        Some(c) => start_cluster(&cfg, c, format!("{scheme}://{addr}"), certs, &shutdown)
             .await
             .map(|node| {
                 let _ = slot.set(Arc::clone(&node));
@@ -198,14 +198,27 @@ pub async fn run(cfg: ServeConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts this server's cluster node (log, engine, Raft, peer listener; init or join).
+/// Starts this server's cluster node (log, engine, Raft, peer listener; init or join). With
+/// `certs` (the client listener's TLS) the peer listener serves TLS with the same certificate.
 async fn start_cluster(
     cfg: &ServeConfig,
     c: &crate::config::ClusterConfig,
     bound_url: String,
+    certs: Option<Arc<CertStore>>,
     shutdown: &Shutdown,
 ) -> anyhow::Result<Arc<crate::cluster::node::Node>> {
     crate::cluster::metrics::describe();
+    let tls = match certs {
+        Some(certs) => {
+            let roots = tls::trust_roots(c.peer_ca_file.as_deref(), "peer_ca_file")
+                .map_err(|e| anyhow!("{e}"))?;
+            Some(crate::cluster::node::PeerTls {
+                certs,
+                client: tls::peer_client_config(roots)?,
+            })
+        }
+        None => None,
+    };
     let opts = crate::cluster::node::ClusterOptions {
         node_id: c.node_id,
         peer_listen: c.peer_listen,
@@ -219,6 +232,7 @@ async fn start_cluster(
         timeout: c.timeout,
         snapshot_every: c.snapshot_every,
         heartbeat: c.heartbeat,
+        tls,
     };
     crate::cluster::node::start(opts, shutdown.clone()).await
 }

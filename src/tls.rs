@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, anyhow};
 use parking_lot::{Mutex, RwLock};
+use rustls::RootCertStore;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
@@ -150,4 +151,60 @@ pub fn acceptor(store: Arc<CertStore>, http2: bool) -> anyhow::Result<TlsAccepto
         vec![b"http/1.1".to_vec()]
     };
     Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// The trusted roots: the certificates in the PEM file `ca` when given (named `flag` in
+/// errors), else the system's trust store (`rustls-native-certs`: `SSL_CERT_FILE` /
+/// `SSL_CERT_DIR`, else the distribution's bundle).
+///
+/// # Errors
+/// A message naming the file (unreadable, no certificate, a certificate rustls refuses), or
+/// saying that the system holds no usable root.
+pub fn trust_roots(ca: Option<&Path>, flag: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(file) => {
+            let certs = CertificateDer::pem_file_iter(file)
+                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{flag} {}: {e}", file.display()))?;
+            if certs.is_empty() {
+                return Err(format!(
+                    "{flag} {}: no PEM certificate in it",
+                    file.display()
+                ));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{flag} {}: {e}", file.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(format!(
+                    "no trusted certificate in the system's store; give the CA with {flag} FILE"
+                ));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// The TLS client settings a node uses to call its peers: rustls on `ring` (set here, no
+/// process-wide provider), TLS 1.2 and 1.3, peers' certificates checked against `roots`
+/// (and their names against the peer URL's host), no client certificate (peers prove
+/// themselves with the cluster secret). No ALPN list here: the connector sets `http/1.1`
+/// (hyper-rustls refuses a configuration that already has one).
+///
+/// # Errors
+/// When the provider refuses the protocol versions (not expected with ring's defaults).
+pub fn peer_client_config(roots: RootCertStore) -> anyhow::Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }

@@ -35,16 +35,17 @@ async fn three() -> (Vec<Server>, Vec<u16>, tempfile::TempDir) {
 async fn three_with(extra: &[&str]) -> (Vec<Server>, Vec<u16>, tempfile::TempDir) {
     let data = tempfile::tempdir().expect("tmp");
     let peers: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let entry = match i {
-            0 => Entry::Init,
-            _ => Entry::Join(format!("http://127.0.0.1:{}", peers[0])),
-        };
-        let dir = data.path().join(format!("n{}", i + 1));
-        nodes.push(cluster::start_node(&dir, i as u64 + 1, peers[i], None, &entry, extra).await);
-    }
-    (nodes, peers, data)
+    let dir = |i: usize| data.path().join(format!("n{i}"));
+    let first = cluster::start_node(&dir(1), 1, peers[0], None, &Entry::Init, extra).await;
+    // Nodes 2 and 3 join at the same time, as nodes started together do: one membership change
+    // waits for the other (it went red when the second join was refused as a conflict).
+    let join = Entry::Join(format!("http://127.0.0.1:{}", peers[0]));
+    let (d2, d3) = (dir(2), dir(3));
+    let (second, third) = tokio::join!(
+        cluster::start_node(&d2, 2, peers[1], None, &join, extra),
+        cluster::start_node(&d3, 3, peers[2], None, &join, extra),
+    );
+    (vec![first, second, third], peers, data)
 }
 
 async fn status(s: &Server) -> serde_json::Value {

@@ -1,12 +1,21 @@
 //! Raft RPCs to other nodes over HTTP (the client side), and the calls a node makes to the
 //! leader (forwarded writes, read index, membership changes, join).
 //!
-//! Owns [`PeerClient`]: one pooled reqwest client per node, separate from client traffic,
-//! that POSTs postcard-encoded bodies to `<peer_url>/raft/<rpc>` with the cluster secret as a
+//! Owns [`PeerClient`]: one pooled HTTP/1.1 client per node (hyper-util's, with hyper-rustls
+//! for `https://` peers), separate from client traffic, that POSTs postcard-encoded bodies to `<peer_url>/raft/<rpc>` with the cluster secret as a
 //! bearer token; and [`Network`], openraft's per-target connection made from it. The routes
 //! answering these calls are in [`super::peer`].
 
 use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -40,6 +49,15 @@ pub enum PeerError {
         /// Why.
         reason: String,
     },
+    /// The TLS handshake failed (the peer's certificate is not trusted, names another host,
+    /// or the peer does not speak TLS): nothing was sent.
+    #[error("peer {url}: TLS failed: {reason}")]
+    Tls {
+        /// The URL called.
+        url: String,
+        /// Why (rustls' words).
+        reason: String,
+    },
     /// The peer refused the cluster secret.
     #[error("peer {url} refused the cluster secret (HTTP {status})")]
     Unauthorized {
@@ -68,25 +86,31 @@ pub enum PeerError {
     },
 }
 
-/// The HTTP client between peers.
+/// The HTTP client between peers: HTTP/1.1 over a connection pool, `https://` peer URLs
+/// through rustls (see [`PeerClient::new`]).
 #[derive(Clone, Debug)]
 pub struct PeerClient {
-    http: reqwest::Client,
+    http: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     secret: Option<String>,
 }
 
 impl PeerClient {
-    /// A client presenting `secret` (when set).
-    ///
-    /// # Errors
-    /// The client cannot be built.
-    pub fn new(secret: Option<String>) -> Result<PeerClient, reqwest::Error> {
-        let http = reqwest::Client::builder()
+    /// A client presenting `secret` (when set) that calls `http://` peer URLs in clear text
+    /// and `https://` ones through TLS set up by `tls` ([`crate::tls::peer_client_config`]).
+    pub fn new(secret: Option<String>, tls: rustls::ClientConfig) -> PeerClient {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(Duration::from_secs(2)));
+        tcp.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
+        let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .build()?;
-        Ok(PeerClient { http, secret })
+            .build(connector);
+        PeerClient { http, secret }
     }
 
     /// POSTs `body` (postcard) to `<base>/raft/<rpc>` and decodes the answer.
@@ -105,34 +129,40 @@ impl PeerClient {
             url: url.clone(),
             reason: e.to_string(),
         })?;
-        let mut req = self
-            .http
-            .post(&url)
-            .timeout(timeout)
-            .header("content-type", "application/octet-stream")
-            .body(bytes);
+        let mut req = Request::post(&url).header(CONTENT_TYPE, "application/octet-stream");
         if let Some(s) = &self.secret {
-            req = req.header("authorization", format!("Bearer {s}"));
+            req = req.header(AUTHORIZATION, format!("Bearer {s}"));
         }
-        let resp = req.send().await.map_err(|e| {
-            let reason = e.to_string();
-            if e.is_connect() {
-                PeerError::NotSent {
+        let req = req
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| PeerError::NotSent {
+                url: url.clone(),
+                reason: format!("bad peer URL: {e}"),
+            })?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| sent_error(&url, &e))?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| PeerError::Unreachable {
                     url: url.clone(),
-                    reason,
-                }
-            } else {
-                PeerError::Unreachable {
-                    url: url.clone(),
-                    reason,
-                }
-            }
-        })?;
-        let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| PeerError::Unreachable {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
+                    reason: e.to_string(),
+                })?
+                .to_bytes();
+            Ok::<_, PeerError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| PeerError::Unreachable {
+                url: url.clone(),
+                reason: format!("no answer within {timeout:?}"),
+            })??;
         match status {
             200 => postcard::from_bytes(&body).map_err(|e| PeerError::Decode {
                 url,
@@ -146,6 +176,55 @@ impl PeerClient {
             }),
         }
     }
+}
+
+/// `NotSent` when the request certainly did not leave (no connection, or a TLS handshake
+/// that failed: the peer's certificate refused), `Tls` naming the certificate problem,
+/// `Unreachable` otherwise.
+fn sent_error(url: &str, e: &hyper_util::client::legacy::Error) -> PeerError {
+    if let Some(tls) = rustls_error(e) {
+        return PeerError::Tls {
+            url: url.to_owned(),
+            reason: tls.to_string(),
+        };
+    }
+    let reason = error_chain(e);
+    if e.is_connect() {
+        PeerError::NotSent {
+            url: url.to_owned(),
+            reason,
+        }
+    } else {
+        PeerError::Unreachable {
+            url: url.to_owned(),
+            reason,
+        }
+    }
+}
+
+/// The rustls error somewhere under `e`. hyper-rustls wraps it in an `io::Error` inside
+/// another, and an `io::Error`'s `source()` skips what it wraps, so both ways down are tried.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let wrapped = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        .and_then(|inner| rustls_error(inner));
+    wrapped.or_else(|| e.source().and_then(rustls_error))
+}
+
+/// An error and its causes, `: `-separated (hyper's own message is only "client error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        s.push_str(": ");
+        s.push_str(&err.to_string());
+        source = err.source();
+    }
+    s
 }
 
 /// openraft's network factory.
@@ -198,9 +277,11 @@ impl Network {
                 self.node.clone(),
                 e,
             ))),
-            Err(e @ (PeerError::Unreachable { .. } | PeerError::NotSent { .. })) => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
-            }
+            Err(
+                e @ (PeerError::Unreachable { .. }
+                | PeerError::NotSent { .. }
+                | PeerError::Tls { .. }),
+            ) => Err(RPCError::Unreachable(Unreachable::new(&e))),
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         }
     }

@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
-use axum::serve::ListenerExt;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +24,7 @@ use super::state_machine::StateMachine;
 use super::types::{Command, NodeId, NodeInfo, Outcome, Raft};
 use crate::engine::{self as eng, EngineOptions};
 use crate::shutdown::Shutdown;
+use crate::transport::Transport;
 
 /// Start-up settings of a cluster node.
 #[derive(Clone, Debug)]
@@ -53,7 +53,24 @@ pub struct ClusterOptions {
     pub snapshot_every: u64,
     /// Raft heartbeat interval.
     pub heartbeat: Duration,
+    /// TLS on the peer listener and for calls to `https://` peers; `None` = clear text.
+    pub tls: Option<PeerTls>,
 }
+
+/// TLS between peers: the listener serves the node's own certificate (the store the client
+/// listener uses, so one reload renews both) and calls to peers check theirs.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    /// The node's certificate and key.
+    pub certs: Arc<crate::tls::CertStore>,
+    /// How peers' certificates are checked ([`crate::tls::peer_client_config`]).
+    pub client: rustls::ClientConfig,
+}
+
+/// How long a peer connection may sit idle (or take to send a request head) before the peer
+/// listener closes it: longer than the client pool keeps an idle connection (90 s), so the
+/// pool drops a connection before the listener does and no request is sent into a closing one.
+const PEER_IDLE: Duration = Duration::from_secs(300);
 
 /// A failure of a write or read barrier, as it travels between nodes.
 #[derive(Clone, Debug, Serialize, Deserialize, thiserror::Error)]
@@ -276,6 +293,10 @@ impl Node {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => AdminError::NotLeader {
                 leader: f.leader_id.zip(f.leader_node),
             },
+            // Another change still running (two nodes joining at once): retry later.
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                c @ ChangeMembershipError::InProgress(_),
+            )) => AdminError::Unavailable(c.to_string()),
             RaftError::APIError(ClientWriteError::ChangeMembershipError(c)) => {
                 AdminError::Conflict(c.to_string())
             }
@@ -504,7 +525,12 @@ pub async fn start(opts: ClusterOptions, shutdown: Shutdown) -> anyhow::Result<A
     }
     .validate()
     .context("raft settings")?;
-    let client = PeerClient::new(opts.secret.clone()).context("building the peer client")?;
+    let client_tls = match &opts.tls {
+        Some(t) => t.client.clone(),
+        // No TLS here: an `https://` peer (of a mixed cluster) is refused at its handshake.
+        None => crate::tls::peer_client_config(rustls::RootCertStore::empty())?,
+    };
+    let client = PeerClient::new(opts.secret.clone(), client_tls);
     let raft = Raft::new(
         opts.node_id,
         Arc::new(config),
@@ -534,17 +560,21 @@ pub async fn start(opts: ClusterOptions, shutdown: Shutdown) -> anyhow::Result<A
     });
     let listener = tokio::net::TcpListener::bind(opts.peer_listen)
         .await
-        .with_context(|| format!("cannot listen on {} (peer_listen)", opts.peer_listen))?
-        // Raft RPCs are small request/response pairs: no Nagle delay on the answers.
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
+        .with_context(|| format!("cannot listen on {} (peer_listen)", opts.peer_listen))?;
+    let transport = Transport {
+        header_read_timeout: PEER_IDLE,
+        max_head_bytes: 64 * 1024,
+        tls: match &opts.tls {
+            Some(t) => Some(crate::tls::acceptor(Arc::clone(&t.certs), false)?),
+            None => None,
+        },
+        http2: None,
+    };
     let app = super::peer::router(Arc::clone(&node));
     let sd = shutdown.clone();
     tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { sd.wait().await })
-            .await;
+        let r =
+            crate::transport::serve(listener, app, transport, async move { sd.wait().await }).await;
         if let Err(e) = r {
             tracing::warn!(error = %e, "peer listener ended");
         }
@@ -588,7 +618,8 @@ async fn join(node: &Node, url: &str, shutdown: &Shutdown) -> anyhow::Result<()>
             Ok(Err(AdminError::Conflict(m))) | Ok(Err(AdminError::NotFound(m))) => {
                 return Err(anyhow!("joining the cluster through {url}: {m}"));
             }
-            Err(e @ PeerError::Unauthorized { .. }) => {
+            // A wrong secret or a certificate this node does not trust will not fix itself.
+            Err(e @ (PeerError::Unauthorized { .. } | PeerError::Tls { .. })) => {
                 return Err(anyhow!("joining the cluster through {url}: {e}"));
             }
             Ok(Err(e)) => {

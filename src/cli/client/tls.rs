@@ -18,42 +18,13 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
 
-/// The trusted roots: those in `ca` when given, else the system's.
+/// The trusted roots: those in `ca` when given, else the system's ([`crate::tls::trust_roots`]).
 ///
 /// # Errors
 /// A message naming the file (unreadable, no certificate, a certificate rustls refuses), or
 /// saying that the system holds no usable root.
 pub fn roots(ca: Option<&Path>) -> Result<RootCertStore, String> {
-    let mut roots = RootCertStore::empty();
-    match ca {
-        Some(file) => {
-            let certs = CertificateDer::pem_file_iter(file)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("--ca-cert {}: {e}", file.display()))?;
-            if certs.is_empty() {
-                return Err(format!(
-                    "--ca-cert {}: no PEM certificate in it",
-                    file.display()
-                ));
-            }
-            for c in certs {
-                roots
-                    .add(c)
-                    .map_err(|e| format!("--ca-cert {}: {e}", file.display()))?;
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-            if added == 0 {
-                return Err(
-                    "no trusted certificate in the system's store; give the server's CA with --ca-cert FILE"
-                        .into(),
-                );
-            }
-        }
-    }
-    Ok(roots)
+    crate::tls::trust_roots(ca, "--ca-cert")
 }
 
 /// A client certificate and its key (PEM files), presented when the server asks for one.
