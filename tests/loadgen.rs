@@ -74,6 +74,50 @@ async fn drives_hoardhaven_routes() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `GET /kv?prefix=&limit=`: 200 when the prefix covers exactly `limit` stored keys (a full
+/// page), 500 otherwise, so a listing that names no page shows as an error.
+async fn kv_list(
+    State(m): State<Map>,
+    axum::extract::Query(q): axum::extract::Query<HashMap<String, String>>,
+) -> StatusCode {
+    let (Some(prefix), Some(limit)) = (q.get("prefix"), q.get("limit")) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    let Ok(m) = m.lock() else {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    };
+    let covered = m.keys().filter(|k| k.starts_with(prefix.as_str())).count();
+    if limit.parse() == Ok(covered) {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_full_pages_by_prefix() -> anyhow::Result<()> {
+    let map: Map = Arc::default();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/kv", get(kv_list))
+        .route("/kv/{key}", get(kv_get).put(kv_put))
+        .with_state(map.clone());
+    let url = serve(app).await?;
+    let mut a = args(url, Target::Hoardhaven);
+    a.keys = 1000;
+    a.tests = vec![Test::List];
+    let report = loadgen::measure(&a).await?;
+    let names: Vec<&str> = report.results.iter().map(|r| r.test.as_str()).collect();
+    assert_eq!(names, ["healthz", "list"]);
+    for r in &report.results {
+        assert_eq!(r.errors, 0, "{r:?}");
+        assert_eq!(r.requests, 300);
+    }
+    // `list` preloads the key space like `get`.
+    assert_eq!(map.lock().map(|m| m.len()).unwrap_or(0), 1000);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drives_etcd_gateway_and_counts_errors() -> anyhow::Result<()> {
     let app = Router::new()

@@ -226,7 +226,9 @@ pub async fn measure(args: &BenchArgs) -> anyhow::Result<Report> {
         tests.push(Test::Healthz);
     }
     tests.extend(args.tests.iter().copied().filter(|t| *t != Test::Healthz));
-    let needs_data = tests.iter().any(|t| matches!(t, Test::Get | Test::Mixed));
+    let needs_data = tests
+        .iter()
+        .any(|t| matches!(t, Test::Get | Test::Mixed | Test::List));
     if needs_data && !args.no_preload {
         let phase = Phase {
             test: Test::Put,

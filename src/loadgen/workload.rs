@@ -31,6 +31,8 @@ pub enum Op {
     Get,
     /// Write one key.
     Put,
+    /// List one page of keys by prefix.
+    List,
 }
 
 impl Op {
@@ -40,6 +42,7 @@ impl Op {
             Op::Health => "a health check",
             Op::Get => "a get",
             Op::Put => "a put",
+            Op::List => "a listing",
         }
     }
 }
@@ -56,7 +59,14 @@ pub enum Test {
     Put,
     /// Reads and writes mixed by `--read-ratio`.
     Mixed,
+    /// Pages of [`LIST_PAGE`] preloaded keys by prefix (`GET /kv?prefix=&limit=`; etcd: a
+    /// range with `range_end` and `limit`).
+    List,
 }
+
+/// Keys per listed page: a listing's prefix is a key without its last two digits, which
+/// covers 100 consecutive keys.
+pub const LIST_PAGE: u64 = 100;
 
 impl Test {
     /// The name used in tables and JSON.
@@ -66,6 +76,7 @@ impl Test {
             Test::Get => "get",
             Test::Put => "put",
             Test::Mixed => "mixed",
+            Test::List => "list",
         }
     }
 }
@@ -168,12 +179,21 @@ impl Workload {
         format!("k{i:0width$}")
     }
 
+    /// The prefix shared by key `i` and its 99 neighbours: the key without its last two
+    /// digits (see [`LIST_PAGE`]).
+    pub fn list_prefix(&self, i: u64) -> String {
+        let mut k = self.key(i);
+        k.truncate(k.len().saturating_sub(2).max(1));
+        k
+    }
+
     /// Picks the operation for the next request of `test`.
     pub fn pick(&self, test: Test, rng: &mut Rng) -> Op {
         match test {
             Test::Healthz => Op::Health,
             Test::Get => Op::Get,
             Test::Put => Op::Put,
+            Test::List => Op::List,
             Test::Mixed => {
                 if rng.next_f64() < self.read_ratio {
                     Op::Get
@@ -207,6 +227,30 @@ impl Workload {
                 .uri(format!("/kv/{}", self.key(i)))
                 .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
                 .body(Full::new(self.value.clone())),
+            (Target::Hoardhaven, Op::List) => b
+                .method(Method::GET)
+                .uri(format!(
+                    "/kv?prefix={}&limit={LIST_PAGE}",
+                    self.list_prefix(i)
+                ))
+                .body(Full::new(Bytes::new())),
+            (Target::Etcd, Op::List) => {
+                // etcd's prefix range: [prefix, prefix with its last byte + 1).
+                let prefix = self.list_prefix(i);
+                let mut end = prefix.clone().into_bytes();
+                if let Some(last) = end.last_mut() {
+                    *last += 1;
+                }
+                let body = format!(
+                    r#"{{"key":"{}","range_end":"{}","limit":{LIST_PAGE},"keys_only":true}}"#,
+                    B64.encode(&prefix),
+                    B64.encode(&end)
+                );
+                b.method(Method::POST)
+                    .uri("/v3/kv/range")
+                    .header(hyper::header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(body)))
+            }
             (Target::Etcd, Op::Health) => b
                 .method(Method::GET)
                 .uri("/health")
@@ -247,6 +291,20 @@ mod tests {
         assert_eq!(w.key(0), "k000000000000000");
         assert_eq!(w.key(999).len(), 16);
         assert_eq!(w.value.len(), 100);
+    }
+
+    #[test]
+    fn a_listing_prefix_covers_a_page_of_keys() -> Result<(), Box<dyn std::error::Error>> {
+        let w = wl(Target::Hoardhaven);
+        let p = w.list_prefix(234);
+        assert_eq!(p, "k0000000000002");
+        let covered = (0..w.keys).filter(|&i| w.key(i).starts_with(&p)).count() as u64;
+        assert_eq!(covered, LIST_PAGE);
+        let r = w.request(Op::List, 234)?;
+        assert_eq!(r.uri().query(), Some("prefix=k0000000000002&limit=100"));
+        let e = wl(Target::Etcd).request(Op::List, 1234)?;
+        assert_eq!(e.uri().path(), "/v3/kv/range");
+        Ok(())
     }
 
     #[test]
