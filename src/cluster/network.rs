@@ -2,9 +2,10 @@
 //! leader (forwarded writes, read index, membership changes, join).
 //!
 //! Owns [`PeerClient`]: one pooled HTTP/1.1 client per node (hyper-util's, with hyper-rustls
-//! for `https://` peers), separate from client traffic, that POSTs postcard-encoded bodies to `<peer_url>/raft/<rpc>` with the cluster secret as a
-//! bearer token; and [`Network`], openraft's per-target connection made from it. The routes
-//! answering these calls are in [`super::peer`].
+//! for `https://` peers), separate from client traffic, that POSTs postcard-encoded bodies to
+//! `<peer_url>/raft/<rpc>` with the cluster secret as a bearer token; and [`Network`],
+//! openraft's per-target connection made from it. The routes answering these calls are in
+//! [`super::peer`].
 
 use std::time::Duration;
 
