@@ -35,6 +35,18 @@ const SHARDS: usize = 64;
 const PAGE_BITS: u32 = 16;
 const PAGE_SIZE: usize = 1 << PAGE_BITS;
 const ENTRY_FIXED: usize = 18;
+/// Most keys [`Keydir::replace_if_many`] switches under one hold of a shard's write lock.
+const REPLACE_RUN: usize = 32;
+/// One switch of [`Keydir::replace_if_many`]: key, expected location, new location.
+pub type Switch<'k> = (&'k [u8], Loc, Loc);
+
+/// A placeholder location (never stored).
+const LOC_NONE: Loc = Loc {
+    file: 0,
+    offset: 0,
+    len: 0,
+    expiry_s: 0,
+};
 
 /// Where a key's newest record lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,6 +292,52 @@ impl Keydir {
         .1
     }
 
+    /// [`Keydir::replace_if`] for many keys at once (merge's switch of a finished output).
+    /// The items are bucketed by shard (a counting sort: two sequential passes) and each
+    /// shard's bucket is switched under its write lock, taken once per [`REPLACE_RUN`] keys so
+    /// that a reader never waits long: the probes of a bucket stay within one shard's memory
+    /// instead of a cache miss each. Calls `replaced(item)` for each item switched (its key
+    /// still pointed at the expected location).
+    pub fn replace_if_many<'k>(&self, items: &[Switch<'k>], mut replaced: impl FnMut(&Switch<'k>)) {
+        let shard_of = |h: u64| ((h >> 32) as usize) % SHARDS;
+        let hashes: Vec<u64> = items
+            .iter()
+            .map(|(k, _, _)| self.hasher.hash_one(k))
+            .collect();
+        let mut start = [0usize; SHARDS + 1];
+        for &h in &hashes {
+            start[shard_of(h) + 1] += 1;
+        }
+        for i in 0..SHARDS {
+            start[i + 1] += start[i];
+        }
+        let mut next = start;
+        let mut bucketed: Vec<(u64, Switch<'k>)> =
+            vec![(0, (&[][..], LOC_NONE, LOC_NONE)); items.len()];
+        for (&h, item) in hashes.iter().zip(items) {
+            let at = &mut next[shard_of(h)];
+            bucketed[*at] = (h, *item);
+            *at += 1;
+        }
+        drop(hashes);
+        for shard in 0..SHARDS {
+            for part in bucketed[start[shard]..start[shard + 1]].chunks(REPLACE_RUN) {
+                let mut guard = self.shards[shard].write();
+                let Shard { table, pages, .. } = &mut *guard;
+                for (hash, item) in part {
+                    let (key, expected, new) = *item;
+                    let found = table.find(*hash, |&p| key_of(pages, p) == key).copied();
+                    if let Some(pos) = found
+                        && loc_of(pages, pos) == expected
+                    {
+                        write_loc(pages, pos, new);
+                        replaced(item);
+                    }
+                }
+            }
+        }
+    }
+
     /// Applies `f` to the current location of `key` under the shard's write lock: `Some` sets,
     /// `None` removes. Returns the old location and whether anything changed.
     pub fn update(
@@ -509,6 +567,42 @@ mod tests {
         assert_eq!(kd.get(b"k"), Some(loc(3)));
         assert!(!kd.replace_if(b"absent", loc(1), loc(3)));
         assert_eq!(kd.get(b"absent"), None);
+    }
+
+    #[test]
+    fn replace_if_many_switches_only_unchanged_keys() {
+        let kd = Keydir::new();
+        let keys: Vec<Vec<u8>> = (0..1000u32)
+            .map(|i| format!("key{i}").into_bytes())
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            kd.insert(k, loc(i as u32));
+        }
+        // Even keys expect their current location; odd ones a stale one; plus absent keys.
+        let mut items: Vec<(&[u8], Loc, Loc)> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let expected = if i % 2 == 0 { i as u32 } else { i as u32 + 1 };
+                (k.as_slice(), loc(expected), loc(10_000 + i as u32))
+            })
+            .collect();
+        items.push((b"absent".as_slice(), loc(1), loc(2)));
+        let mut replaced = Vec::new();
+        kd.replace_if_many(&items, |item| replaced.push(item.2.file - 10_000));
+        replaced.sort_unstable();
+        let evens: Vec<u32> = (0..1000).step_by(2).collect();
+        assert_eq!(replaced, evens);
+        for (i, k) in keys.iter().enumerate() {
+            let want = if i % 2 == 0 {
+                10_000 + i as u32
+            } else {
+                i as u32
+            };
+            assert_eq!(kd.get(k), Some(loc(want)), "key{i}");
+        }
+        assert_eq!(kd.get(b"absent"), None);
+        assert_eq!(kd.len(), 1000);
     }
 
     #[test]
