@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, sync_dir};
 use super::hint::{HintEntry, HintWriter};
-use super::keydir::{Loc, Switch};
+use super::keydir::{Loc, Slot, Switch};
 use super::record::Kind;
 use super::{Inner, scan};
 use crate::error::{Error, IoContext, Result};
@@ -204,8 +204,9 @@ struct Output {
     out: BufWriter<fault::Writer>,
     len: u64,
     hint: HintWriter,
-    /// Each copied record: where its key is in `keys`, its old location, its new offset.
-    moves: Vec<(usize, Loc, u32)>,
+    /// Each copied record: where its key is in `keys`, its old location, its new offset,
+    /// where its keydir entry was.
+    moves: Vec<(usize, Loc, u32, Slot)>,
     /// The copied records' keys end to end (one allocation, not one per key).
     keys: Vec<u8>,
 }
@@ -262,10 +263,10 @@ fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
                 len: item.raw.len() as u32,
                 expiry_s: super::keydir::Loc::expiry_secs(item.header.expires_at),
             };
-            let live = offsets.pointed(loc.offset)
-                && item.header.kind == Kind::Put
-                && !loc.expired_at(now);
-            if !live {
+            let slot = offsets
+                .pointed(loc.offset)
+                .filter(|_| item.header.kind == Kind::Put && !loc.expired_at(now));
+            let Some(slot) = slot else {
                 report.records_dropped += 1;
                 if item.header.kind == Kind::Put && loc.expired_at(now) {
                     // Swept: watchers hear of it (a tombstone, if the store takes writes).
@@ -279,7 +280,7 @@ fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
                     }
                 }
                 return Ok(());
-            }
+            };
             if let Some(o) = &output
                 && o.len + item.raw.len() as u64 > inner.opts.max_file_size
                 && o.len > FILE_HEADER_LEN as u64
@@ -309,7 +310,7 @@ fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
                 kind: Kind::Put,
                 key: item.key,
             })?;
-            o.moves.push((o.keys.len(), loc, o.len as u32));
+            o.moves.push((o.keys.len(), loc, o.len as u32, slot));
             o.keys.extend_from_slice(item.key);
             o.len += item.raw.len() as u64;
             report.records_kept += 1;
@@ -338,43 +339,50 @@ fn merge(inner: &Inner, started_at: UnixMillis) -> Result<MergeReport> {
     Ok(report)
 }
 
-/// The offsets of the records the keydir points at in each input, sorted: one walk of the
-/// keydir (shard by shard, in memory order) instead of a hash lookup per record scanned.
+/// The offsets of the records the keydir points at in each input, sorted, each with its
+/// keydir entry's [`Slot`]: one walk of the keydir instead of a hash lookup per record scanned.
 fn pointed_offsets(
     inner: &Inner,
     inputs: &[(u32, Arc<DataFile>)],
-) -> hashbrown::HashMap<u32, Vec<u32>> {
-    let mut map: hashbrown::HashMap<u32, Vec<u32>> =
+) -> hashbrown::HashMap<u32, Vec<(u32, Slot)>> {
+    let mut map: hashbrown::HashMap<u32, Vec<(u32, Slot)>> =
         inputs.iter().map(|(no, _)| (*no, Vec::new())).collect();
-    inner.keydir.for_each(|_, loc| {
+    inner.keydir.for_each_slot(|loc, slot| {
         if let Some(offsets) = map.get_mut(&loc.file) {
-            offsets.push(loc.offset);
+            offsets.push((loc.offset, slot));
         }
     });
     for offsets in map.values_mut() {
-        offsets.sort_unstable();
+        offsets.sort_unstable_by_key(|&(offset, _)| offset);
     }
     map
 }
 
 /// Walks an input's sorted pointed-at offsets beside its records, met in increasing offset.
 struct PointedCursor {
-    offsets: Vec<u32>,
+    offsets: Vec<(u32, Slot)>,
     next: usize,
 }
 
 impl PointedCursor {
-    fn new(offsets: Vec<u32>) -> Self {
+    fn new(offsets: Vec<(u32, Slot)>) -> Self {
         PointedCursor { offsets, next: 0 }
     }
 
-    /// True when the keydir pointed at the record at `offset` (offsets asked in increasing
-    /// order).
-    fn pointed(&mut self, offset: u32) -> bool {
-        while self.offsets.get(self.next).is_some_and(|&o| o < offset) {
+    /// The keydir entry's slot when the keydir pointed at the record at `offset` (offsets
+    /// asked in increasing order).
+    fn pointed(&mut self, offset: u32) -> Option<Slot> {
+        while self
+            .offsets
+            .get(self.next)
+            .is_some_and(|&(o, _)| o < offset)
+        {
             self.next += 1;
         }
-        self.offsets.get(self.next) == Some(&offset)
+        self.offsets
+            .get(self.next)
+            .filter(|&&(o, _)| o == offset)
+            .map(|&(_, slot)| slot)
     }
 }
 
@@ -438,19 +446,19 @@ fn finish(inner: &Inner, o: Output) -> Result<u64> {
         .moves
         .iter()
         .enumerate()
-        .map(|(i, &(at, old, offset))| {
+        .map(|(i, &(at, old, offset, slot))| {
             let end = o.moves.get(i + 1).map_or(o.keys.len(), |m| m.0);
             let new = Loc {
                 file: no,
                 offset,
                 ..old
             };
-            (&o.keys[at..end], old, new)
+            (slot, &o.keys[at..end], old, new)
         })
         .collect();
     let mut moved: hashbrown::HashMap<u32, u64> = hashbrown::HashMap::new();
     let mut moved_total = 0u64;
-    inner.keydir.replace_if_many(&switches, |&(_, old, _)| {
+    inner.keydir.replace_if_many(&switches, |&(_, _, old, _)| {
         *moved.entry(old.file).or_default() += u64::from(old.len);
         moved_total += u64::from(old.len);
     });
@@ -560,13 +568,33 @@ mod tests {
 
     #[test]
     fn pointed_cursor_matches_offsets_met_in_order() {
-        let mut c = PointedCursor::new(vec![30, 50, 90]);
-        let met: Vec<bool> = [10, 30, 40, 50, 60, 90, 100]
+        let kd = crate::bitcask::keydir::Keydir::new();
+        for i in 0..3u32 {
+            kd.insert(
+                &[i as u8],
+                Loc {
+                    file: 1,
+                    offset: i,
+                    len: 1,
+                    expiry_s: 0,
+                },
+            );
+        }
+        let mut slots = Vec::new();
+        kd.for_each_slot(|loc, slot| slots.push((loc.offset, slot)));
+        slots.sort_unstable_by_key(|&(o, _)| o);
+        let s = |i: usize| slots[i].1;
+        let offsets = vec![(30, s(0)), (50, s(1)), (90, s(2))];
+        let mut c = PointedCursor::new(offsets);
+        let met: Vec<Option<Slot>> = [10, 30, 40, 50, 60, 90, 100]
             .iter()
             .map(|&o| c.pointed(o))
             .collect();
-        assert_eq!(met, [false, true, false, true, false, true, false]);
-        assert!(!PointedCursor::new(Vec::new()).pointed(0));
+        assert_eq!(
+            met,
+            [None, Some(s(0)), None, Some(s(1)), None, Some(s(2)), None]
+        );
+        assert_eq!(PointedCursor::new(Vec::new()).pointed(0), None);
     }
 
     #[test]
