@@ -4,18 +4,20 @@
 //! ```text
 //! cargo bench --bench bitcask_system -- [--keys 1000000] [--dir /path/on/the/disk] [--json out.json]
 //! cargo bench --bench bitcask_system -- --writes-only   # the disk floors and the write phases
-//!     [--index-keys 10000000] [--only read]
+//!     [--index-keys 10000000] [--only read|startup|merge]
 //! ```
 //!
 //! `--index-keys N` first measures the in-memory index alone (hash keydir + ordered index) at
 //! N keys: bytes per key of each, insert and lookup rates. `--only read` stops after the read
-//! and listing phases (PUT, keydir size, GET in both modes, listing pages).
+//! and listing phases (PUT, keydir size, GET in both modes, listing pages); `--only startup`
+//! runs the PUT phase and start-up only; `--only merge` the PUT phase and the merge phases.
 //!
 //! Phases: the disk's own rates (sequential write, append+fdatasync, overwrite+fdatasync in a
 //! preallocated file); engine PUT with sync=never on one thread; keydir bytes per key; GET of
 //! hot data on one thread with pread and with mmap; PUT with sync=always at 1, 8, 64, 256 and
 //! 1,000 blocking writers, and from one thread keeping 1,000 awaited writes in flight; start-up with hint files beside a full scan; merge throughput beside the disk's
-//! sequential write rate.
+//! sequential write rate; foreground GET latency (p50, p99) on one reader thread while idle
+//! and while a merge runs.
 
 mod keys;
 use keys::{key, splitmix};
@@ -38,7 +40,14 @@ struct Args {
     json: Option<PathBuf>,
     writes_only: bool,
     index_keys: usize,
-    only_read: bool,
+    /// `--only read|startup|merge`: run the PUT phase and that phase only.
+    only: Option<String>,
+}
+
+impl Args {
+    fn runs(&self, phase: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| o == phase)
+    }
 }
 
 fn args() -> Args {
@@ -48,7 +57,7 @@ fn args() -> Args {
         json: None,
         writes_only: false,
         index_keys: 0,
-        only_read: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -58,7 +67,7 @@ fn args() -> Args {
             "--json" => a.json = it.next().map(PathBuf::from),
             "--writes-only" => a.writes_only = true,
             "--index-keys" => a.index_keys = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
-            "--only" => a.only_read = it.next().is_some_and(|v| v == "read"),
+            "--only" => a.only = it.next(),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -348,6 +357,11 @@ fn listing_phase(e: &Bitcask, n: usize, r: &mut Report) {
     );
 }
 
+/// Writes every dirty page back (`sync`), so a timed phase does not pay an earlier one's.
+fn sync_all_files() {
+    let _ = std::process::Command::new("sync").status();
+}
+
 /// Drops the kernel's page cache (needs root); false when not permitted.
 fn drop_page_cache() -> bool {
     let _ = std::process::Command::new("sync").status();
@@ -378,16 +392,18 @@ fn main() {
         index_phase(a.index_keys, &mut r);
     }
     r.add("disk sequential write", disk_seq_write(&a.dir), "MB/s");
-    r.add(
-        "disk append + fdatasync (152 B)",
-        disk_fsync_rate(&a.dir, false),
-        "ops/s",
-    );
-    r.add(
-        "disk overwrite in preallocated file + fdatasync",
-        disk_fsync_rate(&a.dir, true),
-        "ops/s",
-    );
+    if a.only.as_deref().is_none_or(|o| o == "read") {
+        r.add(
+            "disk append + fdatasync (152 B)",
+            disk_fsync_rate(&a.dir, false),
+            "ops/s",
+        );
+        r.add(
+            "disk overwrite in preallocated file + fdatasync",
+            disk_fsync_rate(&a.dir, true),
+            "ops/s",
+        );
+    }
 
     if a.writes_only {
         let e = Bitcask::open(
@@ -439,15 +455,20 @@ fn main() {
             "B/key",
         );
         let reads = n.clamp(200_000, 2_000_000);
-        gets(&e, &keys, reads / 10); // warm up
-        r.add(
-            "engine GET hot, 1 thread, pread (active+sealed)",
-            gets(&e, &keys, reads),
-            "ops/s",
-        );
+        if a.runs("read") {
+            gets(&e, &keys, reads / 10); // warm up
+            r.add(
+                "engine GET hot, 1 thread, pread (active+sealed)",
+                gets(&e, &keys, reads),
+                "ops/s",
+            );
+        }
         e.close().expect("close");
     }
     for mode in [ReadMode::Pread, ReadMode::Mmap] {
+        if !a.runs("read") {
+            break;
+        }
         let e = Bitcask::open(&data, SyncPolicy::Never, &opts(mode)).expect("open");
         let reads = n.clamp(200_000, 2_000_000);
         gets(&e, &keys, reads / 10);
@@ -457,81 +478,165 @@ fn main() {
             listing_phase(&e, n, &mut r);
         }
     }
-    if a.only_read {
+    if a.only.as_deref() == Some("read") {
         print_json(&a, n, &r, &[]);
         let _ = fs::remove_dir_all(&a.dir);
         return;
     }
-    // Start-up: with hints, then with the hints moved away (full scan); each warm (files in
-    // the page cache) and, when this process may drop the page cache (root), cold.
+    if a.runs("startup") {
+        startup_phase(&data, &a.dir, &mut r);
+    }
+    if a.only.is_none() {
+        durable_writers(&a.dir, &mut r);
+    }
+    if a.runs("merge") {
+        merge_phases(&data, &a.dir, &keys, n, &mut r);
+    }
+    print_ratios(&a, n, &r);
+    let _ = fs::remove_dir_all(&a.dir);
+}
+
+/// Start-up: with hints, then with the hints moved away (full scan); each warm (files in the
+/// page cache) and, when this process may drop the page cache (root), cold.
+fn startup_phase(data: &Path, dir: &Path, r: &mut Report) {
     let open_ms = |cold: bool| -> Option<f64> {
         if cold && !drop_page_cache() {
             return None;
         }
         let t = Instant::now();
-        drop(Bitcask::open(&data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open"));
+        drop(Bitcask::open(data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open"));
         Some(t.elapsed().as_secs_f64() * 1000.0)
     };
     let cold_hints = open_ms(true);
-    let t = Instant::now();
-    drop(Bitcask::open(&data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open"));
-    let with_hints = t.elapsed();
-    let hints = hint_files(&data);
-    let aside = a.dir.join("hints-aside");
+    let with_hints = open_ms(false).expect("warm");
+    let hints = hint_files(data);
+    let aside = dir.join("hints-aside");
     fs::create_dir_all(&aside).expect("aside");
     for h in &hints {
         fs::rename(h, aside.join(h.file_name().expect("name"))).expect("move hint");
     }
     let cold_scan = open_ms(true);
-    let t = Instant::now();
-    drop(Bitcask::open(&data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open"));
-    let scanned = t.elapsed();
+    let scanned = open_ms(false).expect("warm");
+    // Start-up may have written hints for the files it scanned: those go, the originals return.
+    for h in hint_files(data) {
+        fs::remove_file(h).expect("remove new hint");
+    }
     for h in &hints {
         fs::rename(aside.join(h.file_name().expect("name")), h).expect("restore hint");
     }
-    r.add(
-        "start-up with hint files",
-        with_hints.as_secs_f64() * 1000.0,
-        "ms",
-    );
-    r.add(
-        "start-up scanning data files",
-        scanned.as_secs_f64() * 1000.0,
-        "ms",
-    );
-    if let (Some(h), Some(s)) = (cold_hints, cold_scan) {
-        r.add("start-up with hint files, cold page cache", h, "ms");
-        r.add("start-up scanning data files, cold page cache", s, "ms");
-    }
+    r.add("start-up with hint files", with_hints, "ms");
+    r.add("start-up scanning data files", scanned, "ms");
     r.add(
         &format!("  ({} hint files)", hints.len()),
         hints.len() as f64,
         "files",
     );
-    if let (Some(h), Some(sc)) = (cold_hints, cold_scan) {
-        r.add("start-up with hint files, cold page cache", h, "ms");
-        r.add("start-up scanning data files, cold page cache", sc, "ms");
+    match (cold_hints, cold_scan) {
+        (Some(h), Some(s)) => {
+            r.add("start-up with hint files, cold page cache", h, "ms");
+            r.add("start-up scanning data files, cold page cache", s, "ms");
+        }
+        _ => println!("(cold start-up not measured: cannot drop the page cache, not root)"),
     }
+}
 
-    durable_writers(&a.dir, &mut r);
-    // Merge: overwrite half the keys, then merge.
+/// Random GETs on one thread until `stop` is set (and at least `min` of them): each one's
+/// latency in nanoseconds, sorted.
+fn get_latencies(e: &Bitcask, keys: &[[u8; 16]], stop: &AtomicBool, min: usize) -> Vec<u64> {
+    let mut lat = Vec::with_capacity(1 << 20);
+    let mut i = 0u64;
+    while lat.len() < min || !stop.load(Ordering::Relaxed) {
+        let k = &keys[splitmix(i ^ 0x5eed) as usize % keys.len()];
+        let t = Instant::now();
+        let v = e.get(k).expect("get");
+        lat.push(t.elapsed().as_nanos() as u64);
+        assert!(v.is_some());
+        i += 1;
+    }
+    lat.sort_unstable();
+    lat
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Merge: overwrite half the keys, then merge (throughput beside the disk's sequential write
+/// rate); again with one reader thread doing random GETs (mmap mode, the server's default),
+/// its latency beside the same reader's with no merge right after; then 4 KiB values.
+fn merge_phases(data: &Path, dir: &Path, keys: &[[u8; 16]], n: usize, r: &mut Report) {
+    let value = Bytes::from(vec![b'v'; 100]);
     {
-        let e = Bitcask::open(&data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open");
+        let e = Bitcask::open(data, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open");
         for k in keys.iter().step_by(2) {
             e.put(k, value.clone(), PutOptions::default()).expect("put");
         }
-        let seq = disk_seq_write(&a.dir);
+        // Writeback of the PUT phase's pages neither slows the floor nor the merge.
+        sync_all_files();
+        let seq = disk_seq_write(dir);
+        sync_all_files();
         let m = e.merge().expect("merge");
         let mbs = m.bytes_written as f64 / 1e6 / m.duration.as_secs_f64();
         let read_mbs = m.bytes_read as f64 / 1e6 / m.duration.as_secs_f64();
         r.add("disk sequential write (same phase as merge)", seq, "MB/s");
         r.add("merge write throughput", mbs, "MB/s");
         r.add("merge read throughput", read_mbs, "MB/s");
+        r.add(
+            "merge records read per second",
+            (m.records_kept + m.records_dropped) as f64 / m.duration.as_secs_f64(),
+            "records/s",
+        );
+        e.close().expect("close");
+    }
+    {
+        let e = Bitcask::open(data, SyncPolicy::Never, &opts(ReadMode::Mmap)).expect("open");
+        for k in keys.iter().skip(1).step_by(2) {
+            e.put(k, value.clone(), PutOptions::default()).expect("put");
+        }
+        let stop = AtomicBool::new(false);
+        let (during, m) = std::thread::scope(|s| {
+            let reader = s.spawn(|| get_latencies(&e, keys, &stop, 1));
+            let m = e.merge().expect("merge");
+            stop.store(true, Ordering::Relaxed);
+            (reader.join().expect("reader"), m)
+        });
+        // The same reader with no merge, on the merged store (every file sealed and mapped,
+        // as the files are for most of the merge: it seals the active file first).
+        let idle = get_latencies(&e, keys, &stop, during.len().max(200_000));
+        r.add("GET p50, 1 reader, no merge", percentile(&idle, 0.50), "us");
+        r.add("GET p99, 1 reader, no merge", percentile(&idle, 0.99), "us");
+        r.add(
+            "GET p99.9, 1 reader, no merge",
+            percentile(&idle, 0.999),
+            "us",
+        );
+        r.add(
+            "GET p50, 1 reader, during a merge",
+            percentile(&during, 0.50),
+            "us",
+        );
+        r.add(
+            "GET p99, 1 reader, during a merge",
+            percentile(&during, 0.99),
+            "us",
+        );
+        r.add(
+            "GET p99.9, 1 reader, during a merge",
+            percentile(&during, 0.999),
+            "us",
+        );
+        r.add(
+            "  (GETs during the merge; merge ms with the reader)",
+            during.len() as f64,
+            &format!("gets, {} ms", m.duration.as_millis()),
+        );
+        e.close().expect("close");
     }
 
     // Merge of large values (4 KiB), where the disk rather than the keydir sets the pace.
     {
-        let big = a.dir.join("big");
+        let big = dir.join("big");
         let e = Bitcask::open(&big, SyncPolicy::Never, &opts(ReadMode::Pread)).expect("open");
         let v = Bytes::from(vec![b'b'; 4096]);
         let m = (n / 20).max(10_000);
@@ -543,7 +648,9 @@ fn main() {
                 }
             }
         }
-        let seq = disk_seq_write(&a.dir);
+        sync_all_files();
+        let seq = disk_seq_write(dir);
+        sync_all_files();
         let rep = e.merge().expect("merge");
         r.add(
             "disk sequential write (same phase as 4 KiB merge)",
@@ -555,8 +662,11 @@ fn main() {
             rep.bytes_written as f64 / 1e6 / rep.duration.as_secs_f64(),
             "MB/s",
         );
+        e.close().expect("close");
     }
+}
 
+fn print_ratios(a: &Args, n: usize, r: &Report) {
     println!("\nratios (same run):");
     let ratio = |a: f64, b: f64| a / b;
     let lines = [
@@ -610,18 +720,19 @@ fn main() {
             ),
         ),
         (
-            "cold start-up scan / cold start-up with hints",
+            "GET p99 during a merge / GET p99 without one",
             ratio(
-                r.get("start-up scanning data files, cold page cache"),
-                r.get("start-up with hint files, cold page cache"),
+                r.get("GET p99, 1 reader, during a merge"),
+                r.get("GET p99, 1 reader, no merge"),
             ),
         ),
     ];
+    // Only the ratios of the phases that ran.
+    let lines: Vec<(&str, f64)> = lines.into_iter().filter(|(_, v)| !v.is_nan()).collect();
     for (name, v) in &lines {
         println!("{name:<62} {v:>8.2}x");
     }
-    print_json(&a, n, &r, &lines);
-    let _ = fs::remove_dir_all(&a.dir);
+    print_json(a, n, r, &lines);
 }
 
 fn print_json(a: &Args, n: usize, r: &Report, lines: &[(&str, f64)]) {

@@ -35,9 +35,22 @@ const SHARDS: usize = 64;
 const PAGE_BITS: u32 = 16;
 const PAGE_SIZE: usize = 1 << PAGE_BITS;
 const ENTRY_FIXED: usize = 18;
+/// Most keys [`Keydir::replace_if_many`] switches under one hold of a shard's write lock.
+const REPLACE_RUN: usize = 32;
+/// One switch of [`Keydir::replace_if_many`]: where the key's entry was, the key, the expected
+/// location, the new location.
+pub type Switch<'k> = (Slot, &'k [u8], Loc, Loc);
+
+/// The location left in a removed key's arena entry: no record has length 0.
+const LOC_DEAD: Loc = Loc {
+    file: u32::MAX,
+    offset: u32::MAX,
+    len: 0,
+    expiry_s: 0,
+};
 
 /// Where a key's newest record lives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Loc {
     /// Runtime number of the data file (see `files`).
     pub file: u32,
@@ -71,6 +84,20 @@ struct Shard {
     pages: Vec<Vec<u8>>,
     used: usize,
     dead: usize,
+    /// Bumped whenever the arena is rewritten (entries move): a [`Slot`] taken under an older
+    /// epoch no longer says where its entry is.
+    epoch: u32,
+}
+
+/// Where a key's entry sat in the keydir's memory when [`Keydir::for_each_slot`] met it.
+/// While its shard's arena is not rewritten the entry stays there (a removed key's entry is
+/// marked dead in place), so [`Keydir::replace_if_many`] goes straight to it, in memory order,
+/// instead of probing the hash table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slot {
+    shard: u8,
+    epoch: u32,
+    pos: u32,
 }
 
 fn entry_at(pages: &[Vec<u8>], pos: u32) -> &[u8] {
@@ -132,6 +159,7 @@ impl Shard {
             return;
         }
         let old = std::mem::take(&mut self.pages);
+        self.epoch = self.epoch.wrapping_add(1);
         let positions: Vec<u32> = self.table.iter().copied().collect();
         self.used = 0;
         self.dead = 0;
@@ -280,6 +308,79 @@ impl Keydir {
         .1
     }
 
+    /// [`Keydir::replace_if`] for many keys at once (merge's switch of a finished output),
+    /// each with the [`Slot`] its entry had. The items are bucketed by shard and sorted by slot,
+    /// and each shard's bucket is switched under its write lock, taken once per
+    /// [`REPLACE_RUN`] keys so that a reader never waits long: an entry still at its slot
+    /// holding the expected location is switched there (a walk of the arena in memory order,
+    /// no hash probe); any other item (its shard's arena rewritten since, or the key changed)
+    /// goes through the hash table as [`Keydir::replace_if`] would. Calls `replaced(item)` for
+    /// each item switched.
+    pub fn replace_if_many<'k>(&self, items: &[Switch<'k>], mut replaced: impl FnMut(&Switch<'k>)) {
+        let mut start = [0usize; SHARDS + 1];
+        for (slot, ..) in items {
+            start[usize::from(slot.shard) + 1] += 1;
+        }
+        for i in 0..SHARDS {
+            start[i + 1] += start[i];
+        }
+        let mut next = start;
+        let mut bucketed: Vec<u32> = vec![0; items.len()];
+        for (i, (slot, ..)) in items.iter().enumerate() {
+            let at = &mut next[usize::from(slot.shard)];
+            bucketed[*at] = i as u32;
+            *at += 1;
+        }
+        for shard in 0..SHARDS {
+            let bucket = &mut bucketed[start[shard]..start[shard + 1]];
+            bucket.sort_unstable_by_key(|&i| items[i as usize].0.pos);
+            for part in bucket.chunks(REPLACE_RUN) {
+                let mut guard = self.shards[shard].write();
+                let Shard {
+                    table,
+                    pages,
+                    epoch,
+                    ..
+                } = &mut *guard;
+                for &i in part {
+                    let item = &items[i as usize];
+                    let (slot, key, expected, new) = *item;
+                    let at_slot = slot.epoch == *epoch && loc_of(pages, slot.pos) == expected;
+                    let pos = if at_slot {
+                        debug_assert_eq!(key_of(pages, slot.pos), key);
+                        Some(slot.pos)
+                    } else {
+                        let hash = self.hasher.hash_one(key);
+                        table
+                            .find(hash, |&p| key_of(pages, p) == key)
+                            .copied()
+                            .filter(|&p| loc_of(pages, p) == expected)
+                    };
+                    if let Some(pos) = pos {
+                        write_loc(pages, pos, new);
+                        replaced(item);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `f` for every key's location and [`Slot`], one shard at a time under that
+    /// shard's read lock, in table order.
+    pub fn for_each_slot(&self, mut f: impl FnMut(Loc, Slot)) {
+        for (i, s) in self.shards.iter().enumerate() {
+            let shard = s.read();
+            for &pos in shard.table.iter() {
+                let slot = Slot {
+                    shard: i as u8,
+                    epoch: shard.epoch,
+                    pos,
+                };
+                f(loc_of(&shard.pages, pos), slot);
+            }
+        }
+    }
+
     /// Applies `f` to the current location of `key` under the shard's write lock: `Some` sets,
     /// `None` removes. Returns the old location and whether anything changed.
     pub fn update(
@@ -295,6 +396,7 @@ impl Keydir {
             pages,
             used,
             dead,
+            ..
         } = &mut *guard;
         // One probe finds the key or the slot for it.
         let entry = table.entry(
@@ -310,6 +412,8 @@ impl Keydir {
                 match new {
                     Some(loc) => write_loc(pages, pos, loc),
                     None => {
+                        // Marked dead in place: a `Slot` of it never matches again.
+                        write_loc(pages, pos, LOC_DEAD);
                         o.remove();
                         *dead += ENTRY_FIXED + key.len();
                         if !self.order_deferred.load(Ordering::Relaxed) {
@@ -509,6 +613,100 @@ mod tests {
         assert_eq!(kd.get(b"k"), Some(loc(3)));
         assert!(!kd.replace_if(b"absent", loc(1), loc(3)));
         assert_eq!(kd.get(b"absent"), None);
+    }
+
+    fn slots(kd: &Keydir) -> HashMap<Loc, Slot> {
+        let mut m = HashMap::new();
+        kd.for_each_slot(|loc, slot| {
+            m.insert(loc, slot);
+        });
+        m
+    }
+
+    #[test]
+    fn replace_if_many_switches_only_unchanged_keys() {
+        let kd = Keydir::new();
+        let keys: Vec<Vec<u8>> = (0..1000u32)
+            .map(|i| format!("key{i}").into_bytes())
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            kd.insert(k, loc(i as u32));
+        }
+        let slot = slots(&kd);
+        // Changed since the walk: 1 mod 4 overwritten, 3 mod 4 removed, and 2 mod 8 removed
+        // and inserted again at the same location (a new entry: found through the table).
+        for (i, k) in keys.iter().enumerate() {
+            match i % 8 {
+                1 | 5 => drop(kd.insert(k, loc(5000 + i as u32))),
+                3 | 7 => drop(kd.remove(k)),
+                2 => {
+                    kd.remove(k);
+                    kd.insert(k, loc(i as u32));
+                }
+                _ => {}
+            }
+        }
+        let mut items: Vec<Switch<'_>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let l = loc(i as u32);
+                (slot[&l], k.as_slice(), l, loc(10_000 + i as u32))
+            })
+            .collect();
+        items.push((slot[&loc(0)], b"absent".as_slice(), loc(0), loc(2)));
+        let mut replaced = Vec::new();
+        kd.replace_if_many(&items, |item| replaced.push(item.3.file - 10_000));
+        replaced.sort_unstable();
+        let unchanged: Vec<u32> = (0..1000).filter(|i| i % 2 == 0).collect();
+        assert_eq!(replaced, unchanged);
+        for (i, k) in keys.iter().enumerate() {
+            let want = match i % 4 {
+                0 | 2 => Some(loc(10_000 + i as u32)),
+                1 => Some(loc(5000 + i as u32)),
+                _ => None,
+            };
+            assert_eq!(kd.get(k), want, "key{i}");
+        }
+        assert_eq!(kd.get(b"absent"), None);
+    }
+
+    #[test]
+    fn replace_if_many_after_the_arena_was_rewritten() {
+        let kd = Keydir::new();
+        let keys: Vec<Vec<u8>> = (0..200_000u32)
+            .map(|i| format!("a-longer-key-to-fill-pages-{i}").into_bytes())
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            kd.insert(k, loc(i as u32));
+        }
+        let slot = slots(&kd);
+        // Removing three keys in four makes every shard rewrite its arena: entries move.
+        for (i, k) in keys.iter().enumerate() {
+            if i % 4 != 0 {
+                kd.remove(k);
+            }
+        }
+        assert!(
+            kd.shards.iter().all(|s| s.read().epoch > 0),
+            "every arena rewritten"
+        );
+        let items: Vec<Switch<'_>> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 4 == 0)
+            .map(|(i, k)| {
+                let l = loc(i as u32);
+                (slot[&l], k.as_slice(), l, loc(100_000 + i as u32))
+            })
+            .collect();
+        let mut n = 0;
+        kd.replace_if_many(&items, |_| n += 1);
+        assert_eq!(n, items.len());
+        for (i, k) in keys.iter().enumerate() {
+            let want = (i % 4 == 0).then(|| loc(100_000 + i as u32));
+            assert_eq!(kd.get(k), want, "key {i}");
+        }
     }
 
     #[test]
