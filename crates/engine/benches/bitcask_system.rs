@@ -604,28 +604,15 @@ fn merge_phases(data: &Path, dir: &Path, keys: &[[u8; 16]], n: usize, r: &mut Re
         // The same reader with no merge, on the merged store (every file sealed and mapped,
         // as the files are for most of the merge: it seals the active file first).
         let idle = get_latencies(&e, keys, &stop, during.len().max(200_000));
-        r.add("GET p50, 1 reader, no merge", percentile(&idle, 0.50), "us");
-        r.add("GET p99, 1 reader, no merge", percentile(&idle, 0.99), "us");
-        r.add(
-            "GET p99.9, 1 reader, no merge",
-            percentile(&idle, 0.999),
-            "us",
-        );
-        r.add(
-            "GET p50, 1 reader, during a merge",
-            percentile(&during, 0.50),
-            "us",
-        );
-        r.add(
-            "GET p99, 1 reader, during a merge",
-            percentile(&during, 0.99),
-            "us",
-        );
-        r.add(
-            "GET p99.9, 1 reader, during a merge",
-            percentile(&during, 0.999),
-            "us",
-        );
+        for (when, lat) in [("no merge", &idle), ("during a merge", &during)] {
+            for (name, q) in [("p50", 0.50), ("p99", 0.99), ("p99.9", 0.999)] {
+                r.add(
+                    &format!("GET {name}, 1 reader, {when}"),
+                    percentile(lat, q),
+                    "us",
+                );
+            }
+        }
         r.add(
             "  (GETs during the merge; merge ms with the reader)",
             during.len() as f64,
