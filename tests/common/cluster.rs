@@ -12,13 +12,22 @@ pub const SECRET: &str = "test-cluster-secret";
 /// up on Linux): a port the kernel handed out for port 0 would be free only until the next
 /// `bind(0)` or outgoing connection of a parallel test took it, before the node listened on
 /// it (seen as "Address already in use"). Candidates are spread by a per-call hash so that
-/// parallel tests rarely probe the same one.
+/// parallel tests rarely probe the same one, and a port is never handed out twice in one
+/// test process: a probe finds a port free while the node given it earlier is still starting
+/// (seen in CI: two tests of one binary drew the same port, and the second node's peer
+/// listener failed with "Address already in use"), or while that node is down between a kill
+/// and its restart on the same port.
 pub fn free_port() -> u16 {
+    use std::collections::BTreeSet;
     use std::hash::{BuildHasher, RandomState};
+    use std::sync::{Mutex, PoisonError};
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
     let seed = RandomState::new();
     for attempt in 0u32..10_000 {
         let port = 20_000 + (seed.hash_one(attempt) % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !handed.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed.insert(port);
             return port;
         }
     }

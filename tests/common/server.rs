@@ -90,39 +90,20 @@ impl Server {
             );
             tokio::time::sleep(POLL).await;
         };
-        let server = Server {
+        wait_ready(&mut child, addr, scratch.path()).await;
+        Server {
             child: Some(child),
             addr,
             base: format!("http://{addr}"),
             data_dir,
             scratch,
             client: client(),
-        };
-        server.wait_ready().await;
-        server
+        }
     }
 
     /// The URL of `path` (which starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
-    }
-
-    /// Polls `/readyz` until 200 (bounded).
-    pub async fn wait_ready(&self) {
-        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-        loop {
-            if let Ok(r) = self.client.get(self.url("/readyz")).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "not ready after {STEP_TIMEOUT:?}: {}",
-                self.stderr()
-            );
-            tokio::time::sleep(POLL).await;
-        }
     }
 
     /// The process id (for tests that signal the server: SIGKILL, SIGSTOP, SIGCONT).
@@ -212,6 +193,34 @@ pub fn serve_command(engine: &str, data_dir: &Path, port_file: &Path) -> Command
         }
     }
     cmd
+}
+
+/// Polls `/readyz` on `addr` until 200 (bounded). A server that exits first (a peer port
+/// taken, a bad flag after the client listener bound) fails the test at once with its stderr,
+/// rather than after [`STEP_TIMEOUT`] of polling a dead address.
+async fn wait_ready(child: &mut Child, addr: SocketAddr, scratch: &Path) {
+    let client = client();
+    let url = format!("http://{addr}/readyz");
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        if let Ok(r) = client.get(&url).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "server exited before ready with {status}: {}",
+                read_stderr(scratch)
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready after {STEP_TIMEOUT:?}: {}",
+            read_stderr(scratch)
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 fn spawn(
