@@ -22,6 +22,7 @@
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 
@@ -168,6 +169,21 @@ impl fmt::Display for ReadMode {
     }
 }
 
+/// What a data file is to its readers; it decides how much of the file mmap mode maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Never written again (sealed, a merge output): mapped whole.
+    Sealed,
+    /// Appended to while it is read: mapped `capacity` bytes (the data-file size limit), so
+    /// records written after the map was made are read from it too. Readers only touch bytes
+    /// the writer has written and never cuts back (see `mmap.rs`); a record reaching past
+    /// `capacity` (a value larger than the limit) is read with `pread`.
+    Active {
+        /// How many bytes to map.
+        capacity: u64,
+    },
+}
+
 /// An open data file that readers share. Reads never take the writer's lock.
 #[derive(Debug)]
 pub struct DataFile {
@@ -177,30 +193,36 @@ pub struct DataFile {
     pub path: PathBuf,
     file: File,
     map: Option<crate::bitcask::mmap::Map>,
+    /// Bytes known to be in the file: its length when opened, then raised by the writer
+    /// after each append ([`DataFile::written_to`]). The map is read only below it, so a
+    /// page past the end of the file (SIGBUS) is never touched, whatever a location says.
+    written: AtomicU64,
 }
 
 impl DataFile {
-    /// Wraps an open file. With [`ReadMode::Mmap`] and `immutable`, maps it.
+    /// Wraps an open file. With [`ReadMode::Mmap`], maps it as its [`Role`] says.
     ///
     /// # Errors
     /// I/O errors mapping the file.
-    pub fn new(
-        id: FileId,
-        path: PathBuf,
-        file: File,
-        mode: ReadMode,
-        immutable: bool,
-    ) -> Result<Self> {
-        let map = if immutable && mode == ReadMode::Mmap {
-            crate::bitcask::mmap::Map::of(&file).ctx(|| format!("mapping {}", path.display()))?
-        } else {
-            None
-        };
+    pub fn new(id: FileId, path: PathBuf, file: File, mode: ReadMode, role: Role) -> Result<Self> {
+        let map = match (mode, role) {
+            (ReadMode::Pread, _) => Ok(None),
+            (ReadMode::Mmap, Role::Sealed) => crate::bitcask::mmap::Map::of(&file),
+            (ReadMode::Mmap, Role::Active { capacity }) => {
+                crate::bitcask::mmap::Map::ahead(&file, capacity)
+            }
+        }
+        .ctx(|| format!("mapping {}", path.display()))?;
+        let len = file
+            .metadata()
+            .ctx(|| format!("stat {}", path.display()))?
+            .len();
         Ok(DataFile {
             id,
             path,
             file,
             map,
+            written: AtomicU64::new(len),
         })
     }
 
@@ -209,21 +231,14 @@ impl DataFile {
         &self.file
     }
 
-    /// Reads `len` bytes at `offset`.
+    /// Reads `len` bytes at `offset`: a slice of the map when the range is inside it (no
+    /// copy, no system call), else with `pread`.
     ///
     /// # Errors
     /// I/O errors; [`Error::Corrupted`] if the range is past the end of the file.
     pub fn read_at(&self, offset: u64, len: usize) -> Result<Bytes> {
-        if let Some(map) = &self.map {
-            let start = usize::try_from(offset).unwrap_or(usize::MAX);
-            return match map.slice(start, len) {
-                Some(b) => Ok(b),
-                None => Err(Error::corrupted(
-                    &self.path,
-                    offset,
-                    "record runs past the end of the file",
-                )),
-            };
+        if let Some(b) = self.mapped(offset, len) {
+            return Ok(b);
         }
         let mut buf = vec![0u8; len];
         match fs::read_exact_at(&self.file, &mut buf, offset, &self.path) {
@@ -235,6 +250,23 @@ impl DataFile {
             )),
             Err(e) => Err(Error::io(format!("reading {}", self.path.display()), e)),
         }
+    }
+
+    /// `len` bytes at `offset` from the map; `None` without a map, past its end or past
+    /// the bytes known to be written.
+    fn mapped(&self, offset: u64, len: usize) -> Option<Bytes> {
+        let map = self.map.as_ref()?;
+        let end = offset.checked_add(len as u64)?;
+        if end > self.written.load(Ordering::Acquire) {
+            return None;
+        }
+        map.slice(usize::try_from(offset).ok()?, len)
+    }
+
+    /// Records that the file holds its first `len` bytes (the writer calls this after an
+    /// append has reached the file; it never cuts the file below that).
+    pub fn written_to(&self, len: u64) {
+        self.written.fetch_max(len, Ordering::Release);
     }
 
     /// Size of the file on disk.
@@ -299,5 +331,59 @@ mod tests {
             FileHeader::decode(&with_format(1), DATA_MAGIC, p).expect("format 1"),
             h
         );
+    }
+
+    /// The active file is mapped ahead of its end: what the writer appends after the map
+    /// was made is served from the map once the writer says it is written, never before;
+    /// a range past the capacity is read with `pread`; a range past the file's end is an
+    /// error, not a SIGBUS. Went red with `written_to` doing nothing (nothing from the map)
+    /// and with `mapped` ignoring the mark (served from the map before the writer said so).
+    #[test]
+    fn the_active_file_is_read_from_its_map_as_it_grows() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.data");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .expect("create");
+        file.write_all_at(b"head", 0).expect("write");
+        let id = FileId { major: 1, minor: 0 };
+        let role = Role::Active { capacity: 1 << 20 };
+        let f = DataFile::new(id, path, file, ReadMode::Mmap, role).expect("open");
+        assert_eq!(&f.read_at(0, 4).expect("head")[..], b"head");
+        assert!(
+            f.mapped(0, 4).is_some(),
+            "the length at open is known written"
+        );
+
+        f.file().write_all_at(b"record", 4).expect("append");
+        assert!(
+            f.mapped(4, 6).is_none(),
+            "not from the map before the writer says so"
+        );
+        assert_eq!(&f.read_at(4, 6).expect("pread")[..], b"record");
+        f.written_to(10);
+        let from_map = f.mapped(4, 6).expect("from the map once written");
+        assert_eq!(&from_map[..], b"record");
+        let served = f.read_at(4, 6).expect("read");
+        assert_eq!(
+            served.as_ptr(),
+            from_map.as_ptr(),
+            "a slice of the map, not a copy"
+        );
+        // Inside the map, past the end of the file (10 bytes): an error, never the map.
+        assert!(
+            matches!(f.read_at(10, 100), Err(Error::Corrupted { .. })),
+            "past the end of the file"
+        );
+
+        let big = vec![7u8; 2 << 20];
+        f.file().write_all_at(&big, 10).expect("append big");
+        f.written_to(10 + big.len() as u64);
+        assert!(f.mapped(10, big.len()).is_none(), "past the capacity");
+        assert_eq!(f.read_at(10, big.len()).expect("pread big")[..], big[..]);
     }
 }

@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, sync_dir};
+use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, Role, sync_dir};
 use super::hint::{HintEntry, HintWriter};
 use super::keydir::{Loc, Slot, Switch};
 use super::record::Kind;
@@ -433,7 +433,7 @@ fn finish(inner: &Inner, o: Output) -> Result<u64> {
     // below: a later merge then takes it as an input. (An output left on disk but not in the
     // table was never merged again, so after a later merge dropped the tombstones of keys it
     // held, a restart brought those deleted keys back.)
-    let data = match DataFile::new(o.id, path.clone(), file, inner.opts.read_mode, true) {
+    let data = match DataFile::new(o.id, path.clone(), file, inner.opts.read_mode, Role::Sealed) {
         Ok(d) => Arc::new(d),
         Err(e) => {
             // Keys still point at the inputs: the output can go.

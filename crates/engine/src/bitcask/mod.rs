@@ -47,7 +47,7 @@ use crate::dir_lock::DirLock;
 use crate::error::{Error, Result};
 use crate::jobs::{JobLock, job_lock};
 use crate::{JobStatus, SyncPolicy, Version};
-use data_file::{DataFile, FileId};
+use data_file::{DataFile, FileId, Role};
 use keydir::Keydir;
 use writer::Writer;
 
@@ -202,7 +202,7 @@ impl Inner {
             old.path.clone(),
             file,
             self.opts.read_mode,
-            true,
+            Role::Sealed,
         )?);
         self.files.write().insert(no, sealed.clone());
         let dir = self.dir.clone();
@@ -251,7 +251,7 @@ impl Bitcask {
     pub fn open(dir: &Path, sync: SyncPolicy, opts: &BitcaskOptions) -> Result<Self> {
         opts.validate()?;
         let lock = DirLock::acquire(dir)?;
-        let rec = recovery::recover(dir, opts.read_mode)?;
+        let rec = recovery::recover(dir, opts.read_mode, opts.max_file_size)?;
         Self::from_recovered(dir, sync, opts, Some(lock), rec)
     }
 
@@ -268,9 +268,9 @@ impl Bitcask {
         opts.validate()?;
         let lock = DirLock::acquire_shared(dir)?;
         let rec = if salvage {
-            recovery::recover_salvage(dir, opts.read_mode)?
+            recovery::recover_salvage(dir, opts.read_mode, opts.max_file_size)?
         } else {
-            recovery::recover_read_only(dir, opts.read_mode)?
+            recovery::recover_read_only(dir, opts.read_mode, opts.max_file_size)?
         };
         let files: HashMap<u32, Arc<DataFile>> = rec.files.iter().cloned().collect();
         let next_no = rec.files.len() as u32 + 1;
@@ -291,7 +291,7 @@ impl Bitcask {
                     dir.to_path_buf(),
                     file,
                     ReadMode::Pread,
-                    false,
+                    Role::Sealed,
                 )?);
                 (next_no, f, 0)
             }
@@ -334,7 +334,10 @@ impl Bitcask {
                 let (file, path) = writer::create_data_file(dir, id, rec.next_seq)?;
                 let no = next_no;
                 next_no += 1;
-                let f = Arc::new(DataFile::new(id, path, file, opts.read_mode, false)?);
+                let role = Role::Active {
+                    capacity: opts.max_file_size,
+                };
+                let f = Arc::new(DataFile::new(id, path, file, opts.read_mode, role)?);
                 (no, f, data_file::FILE_HEADER_LEN as u64)
             }
         };

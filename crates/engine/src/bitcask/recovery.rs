@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::data_file::{
-    DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, ReadMode, sync_dir,
+    DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, ReadMode, Role, sync_dir,
 };
 use super::hint;
 use super::keydir::{Keydir, Loc};
@@ -99,13 +99,14 @@ fn list(dir: &Path, read_only: bool) -> Result<Vec<(FileId, PathBuf)>> {
     Ok(out)
 }
 
-/// Rebuilds the engine's state from `dir`.
+/// Rebuilds the engine's state from `dir`. The last file, which the writer appends to
+/// again, is mapped `active_capacity` bytes ahead in mmap mode (see [`Role::Active`]).
 ///
 /// # Errors
 /// [`Error::Corrupted`] for damage that is not a torn tail, [`Error::UnsupportedFormat`],
 /// I/O errors.
-pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
-    recover_with(dir, read_mode, false, false)
+pub fn recover(dir: &Path, read_mode: ReadMode, active_capacity: u64) -> Result<Recovered> {
+    recover_with(dir, (read_mode, active_capacity), false, false)
 }
 
 /// As [`recover`], changing no file (see the module docs); the last file is opened
@@ -113,21 +114,25 @@ pub fn recover(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
 ///
 /// # Errors
 /// As [`recover`].
-pub fn recover_read_only(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
-    recover_with(dir, read_mode, true, false)
+pub fn recover_read_only(
+    dir: &Path,
+    read_mode: ReadMode,
+    active_capacity: u64,
+) -> Result<Recovered> {
+    recover_with(dir, (read_mode, active_capacity), true, false)
 }
 
 /// As [`recover_read_only`], reading past damaged regions (see the module docs).
 ///
 /// # Errors
 /// A bad file header, I/O errors.
-pub fn recover_salvage(dir: &Path, read_mode: ReadMode) -> Result<Recovered> {
-    recover_with(dir, read_mode, true, true)
+pub fn recover_salvage(dir: &Path, read_mode: ReadMode, active_capacity: u64) -> Result<Recovered> {
+    recover_with(dir, (read_mode, active_capacity), true, true)
 }
 
 fn recover_with(
     dir: &Path,
-    read_mode: ReadMode,
+    (read_mode, active_capacity): (ReadMode, u64),
     read_only: bool,
     salvage: bool,
 ) -> Result<Recovered> {
@@ -325,9 +330,16 @@ fn recover_with(
             .write(is_last && !read_only)
             .open(&path)
             .ctx(|| format!("opening {}", path.display()))?;
+        let role = if is_last {
+            Role::Active {
+                capacity: active_capacity,
+            }
+        } else {
+            Role::Sealed
+        };
         files.push((
             no,
-            Arc::new(DataFile::new(id, path, file, read_mode, !is_last)?),
+            Arc::new(DataFile::new(id, path, file, read_mode, role)?),
         ));
         done_bytes += size;
         if last_log.elapsed().as_secs() >= 2 {

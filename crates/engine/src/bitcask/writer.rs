@@ -30,7 +30,7 @@ use bytes::Bytes;
 use hashbrown::HashMap;
 
 use super::Inner;
-use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId};
+use super::data_file::{DATA_MAGIC, DataFile, FILE_HEADER_LEN, FileHeader, FileId, Role};
 use super::keydir::Loc;
 use super::record::{self, HEADER_LEN, Kind};
 use crate::compression::Codec;
@@ -376,9 +376,9 @@ impl Writer {
         }
         self.log.write(&self.buf)?;
         self.buf.clear();
-        inner
-            .active_flushed
-            .store(self.log.flushed(), Ordering::Release);
+        let flushed = self.log.flushed();
+        self.active().written_to(flushed);
+        inner.active_flushed.store(flushed, Ordering::Release);
         Ok(())
     }
 
@@ -428,7 +428,9 @@ impl Writer {
                 inner.poison(e);
             }
         })?;
-        let data = Arc::new(DataFile::new(id, path, file, inner.opts.read_mode, false)?);
+        let capacity = inner.opts.max_file_size;
+        let role = Role::Active { capacity };
+        let data = Arc::new(DataFile::new(id, path, file, inner.opts.read_mode, role)?);
         let no = inner.register(data.clone());
         inner.active_no.store(no, Ordering::Release);
         inner
