@@ -2,7 +2,7 @@
 //! 100 B values (the keys and access pattern of `bitcask_system`): the keydir lookup alone
 //! (random keys, then 1,000 keys that stay in cache), CRC32C of one record, and the engine's
 //! GET in mmap mode with the default file size (after a reopen the last file, here all the
-//! data, is the active file again and is read with `pread`).
+//! data, is the active file again; it is mapped ahead of its end like a sealed one).
 //!
 //! ```text
 //! cargo bench -p hoardhaven-engine --bench get_breakdown
