@@ -415,7 +415,8 @@ pub struct BitcaskSettings {
     #[arg(id = "bitcask.max_file_size", long = "bitcask-max-file-size", value_name = "BYTES",
           env = "HOARDHAVEN_BITCASK__MAX_FILE_SIZE", default_value_t = BitcaskOptions::default().max_file_size)]
     pub max_file_size: u64,
-    /// How sealed files are read: `mmap` (values served as slices of the map) or `pread`
+    /// How data files are read: `mmap` (sealed files and the written part of the active
+    /// file; values served as slices of the map) or `pread`
     #[arg(id = "bitcask.read_mode", long = "bitcask-read-mode", value_name = "MODE",
           env = "HOARDHAVEN_BITCASK__READ_MODE", default_value_t = ReadMode::Mmap)]
     pub read_mode: ReadMode,
@@ -1340,7 +1341,7 @@ mod tests {
         assert_eq!(c.engine.kind, EngineKind::Bitcask);
         assert_eq!(c.engine.sync, SyncPolicy::Always);
         assert_eq!(c.limits, Limits::default());
-        // The server reads sealed files through maps (measured faster); the library keeps pread.
+        // The server reads data files through maps (measured faster); the library keeps pread.
         assert_eq!(
             c.engine.bitcask,
             BitcaskOptions {

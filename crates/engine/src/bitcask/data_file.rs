@@ -139,13 +139,14 @@ impl FileHeader {
     }
 }
 
-/// How immutable data files are read.
+/// How data files are read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ReadMode {
     /// `pread` on a shared file handle.
     #[default]
     Pread,
-    /// A read-only memory map of each immutable file.
+    /// A read-only memory map of each data file: a sealed one whole, the active one ahead of
+    /// its end (see [`Role`]).
     Mmap,
 }
 

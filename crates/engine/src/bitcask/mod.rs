@@ -65,7 +65,7 @@ pub const MAX_FILE_SIZE: u64 = 2 << 30;
 pub struct BitcaskOptions {
     /// Rotate the active file when it would grow past this many bytes.
     pub max_file_size: u64,
-    /// How sealed files are read.
+    /// How data files are read (see [`ReadMode`]).
     pub read_mode: ReadMode,
     /// When merges run by themselves.
     pub merge: MergePolicy,
