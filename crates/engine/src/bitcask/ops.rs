@@ -656,3 +656,46 @@ impl Engine for Bitcask {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use bytes::Bytes;
+
+    use crate::bitcask::{Bitcask, BitcaskOptions, ReadMode};
+    use crate::{Engine, PutOptions, SyncPolicy};
+
+    /// In mmap mode a record of the active file is served from the file's map (the value read
+    /// is a slice of it) once written: a new file's records, and after a reopen the recovered
+    /// file's old records and new ones. Went red with `Writer::write_buffer` not raising the
+    /// file's written mark (reads then fell back to `pread`, still correct but copied).
+    #[test]
+    fn active_file_records_are_served_from_the_map() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let opts = BitcaskOptions {
+            read_mode: ReadMode::Mmap,
+            ..BitcaskOptions::default()
+        };
+        for round in 0..2u8 {
+            let b = Bitcask::open(tmp.path(), SyncPolicy::Always, &opts).expect("open");
+            let value = Bytes::from(vec![round; 100]);
+            b.put(&[round], value.clone(), PutOptions::default())
+                .expect("put");
+            let inner = &b.inner;
+            for key in 0..=round {
+                let loc = inner.keydir.get(&[key]).expect("in the keydir");
+                assert_eq!(loc.file, inner.active_no.load(Ordering::Acquire), "active");
+                let file = inner.file(loc.file).expect("file");
+                let raw = inner.read_raw(loc, None).expect("read").expect("found");
+                let mapped = file
+                    .mapped(u64::from(loc.offset), loc.len as usize)
+                    .unwrap_or_else(|| panic!("round {round}, key {key}: not from the map"));
+                assert_eq!(raw.as_ptr(), mapped.as_ptr(), "a slice of the map");
+                let got = b.get(&[key]).expect("get").expect("value");
+                assert_eq!(got.bytes, Bytes::from(vec![key; 100]));
+            }
+            b.close().expect("close");
+        }
+    }
+}
