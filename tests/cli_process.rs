@@ -23,19 +23,7 @@ fn serve(scratch: &Path, data_dir: &Path, stderr: Stdio, extra: &[&str]) -> Chil
 
 /// Waits (bounded) for the port file; panics if the process exits first.
 async fn wait_port(child: &mut Child, scratch: &Path) -> SocketAddr {
-    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(scratch.join("port"))
-            && let Ok(a) = s.trim().parse()
-        {
-            return a;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("server exited early with {status}");
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no port file");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    common::server::wait_port_file(child, &scratch.join("port"), &scratch.join("stderr.log")).await
 }
 
 fn sigterm(child: &Child) {

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{Entry, free_port, node_flags};
-use common::server::{STEP_TIMEOUT, binary, serve_command};
+use common::server::{STEP_TIMEOUT, binary, serve_command, wait_port_file};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 /// A CA that signs node certificates for `127.0.0.1` and `localhost`.
@@ -97,22 +97,11 @@ fn start(dir: &Path, id: u64, peer: u16, entry: &Entry, tls: (&Path, &Path, &Pat
     .arg(peer_ca)
     .stderr(std::fs::File::create(&log).expect("log"));
     let mut child = cmd.spawn().expect("spawn node");
-    let deadline = Instant::now() + STEP_TIMEOUT;
-    let addr: std::net::SocketAddr = loop {
-        if let Ok(s) = std::fs::read_to_string(&port_file)
-            && let Ok(a) = s.trim().parse()
-        {
-            break a;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!(
-                "node {id} exited early with {st}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < deadline, "node {id}: no port file");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let addr = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime")
+        .block_on(wait_port_file(&mut child, &port_file, &log));
     Node {
         child,
         url: format!("https://127.0.0.1:{}", addr.port()),

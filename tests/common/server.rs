@@ -71,25 +71,8 @@ impl Server {
         let engine = engine.to_string();
         let mut child = spawn(scratch.path(), &data_dir, &engine, extra, env);
         let port_file = scratch.path().join("port");
-        let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
-        let addr: SocketAddr = loop {
-            if let Ok(s) = std::fs::read_to_string(&port_file)
-                && let Ok(a) = s.trim().parse()
-            {
-                break a;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "server exited early with {status}: {}",
-                    read_stderr(scratch.path())
-                );
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no port file after {STEP_TIMEOUT:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        };
+        let stderr_log = scratch.path().join("stderr.log");
+        let addr = wait_port_file(&mut child, &port_file, &stderr_log).await;
         wait_ready(&mut child, addr, scratch.path()).await;
         Server {
             child: Some(child),
@@ -193,6 +176,31 @@ pub fn serve_command(engine: &str, data_dir: &Path, port_file: &Path) -> Command
         }
     }
     cmd
+}
+
+/// The address a `hoardhaven serve --port-file` child wrote to `port_file` (written
+/// atomically once listening), waited for (bounded). A child that exits first fails the test
+/// at once with what it wrote to `stderr_log` (empty if there is no such file).
+pub async fn wait_port_file(child: &mut Child, port_file: &Path, stderr_log: &Path) -> SocketAddr {
+    let deadline = tokio::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(port_file)
+            && let Ok(a) = s.trim().parse()
+        {
+            return a;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "server exited early with {status}: {}",
+                std::fs::read_to_string(stderr_log).unwrap_or_default()
+            );
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no port file after {STEP_TIMEOUT:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 /// Polls `/readyz` on `addr` until 200 (bounded). A server that exits first (a peer port
