@@ -258,10 +258,16 @@ impl DataFile {
     pub(crate) fn mapped(&self, offset: u64, len: usize) -> Option<Bytes> {
         let map = self.map.as_ref()?;
         let end = offset.checked_add(len as u64)?;
-        if end > self.written.load(Ordering::Acquire) {
+        if end > self.written() {
             return None;
         }
         map.slice(usize::try_from(offset).ok()?, len)
+    }
+
+    /// How many bytes the file is known to hold (see [`DataFile::written_to`]); a record
+    /// ending past it is still in the writer's buffer.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
     }
 
     /// Records that the file holds its first `len` bytes (the writer calls this after an

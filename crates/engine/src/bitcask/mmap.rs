@@ -5,7 +5,8 @@
 //! - A sealed file ([`Map::of`]) is never written or truncated again by this process.
 //! - The active file ([`Map::ahead`]) is mapped up to its size limit, past its current end.
 //!   `DataFile` reads its map only below its `written` mark: the file's length when opened,
-//!   then raised by the writer after each `pwrite` has returned. Every byte below the mark is
+//!   then raised by the writer after each `pwrite` has returned (the same mark tells
+//!   `Inner::read_raw` which records are still in the writer's buffer). Every byte below the mark is
 //!   in the file and, through the shared page cache, visible in the map; a range beyond it is
 //!   read with `pread` instead (a short read there is reported as corruption, not a signal).
 //!   The writer never cuts the file below the mark: `trim` cuts to it, a failed write cuts

@@ -130,8 +130,6 @@ pub(crate) struct Inner {
     commit: Arc<GroupCommit>,
     /// Runtime number of the active file, readable without the writer mutex.
     active_no: AtomicU32,
-    /// Bytes of the active file already written to it (the rest is in the buffer).
-    active_flushed: AtomicU64,
     /// Live bytes per runtime file number.
     live: Mutex<HashMap<u32, u64>>,
     poison: Arc<Poison>,
@@ -394,7 +392,6 @@ impl Bitcask {
             )),
             commit: GroupCommit::new(rec.next_seq - 1, poison.clone()),
             active_no: AtomicU32::new(active_no),
-            active_flushed: AtomicU64::new(len),
             live: Mutex::new(rec.live),
             poison,
             closed: AtomicBool::new(false),

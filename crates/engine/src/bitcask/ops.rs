@@ -51,22 +51,21 @@ impl Inner {
     /// Reads the raw record at `loc`. `Ok(None)` means its file was retired by a merge
     /// meanwhile (look the key up again). `w` is the writer when the caller holds it.
     pub(super) fn read_raw(&self, loc: Loc, w: Option<&Writer>) -> Result<Option<Bytes>> {
-        if loc.file == self.active_no.load(Ordering::Acquire) {
-            let end = u64::from(loc.offset) + u64::from(loc.len);
-            if end > self.active_flushed.load(Ordering::Acquire) {
-                let copied = match w {
-                    Some(w) => w.read_buffered(loc),
-                    None => self.writer.lock().read_buffered(loc),
-                };
-                if let Some(b) = copied {
-                    return Ok(Some(b));
-                }
+        let Some(f) = self.file(loc.file) else {
+            return Ok(None);
+        };
+        if u64::from(loc.offset) + u64::from(loc.len) > f.written() {
+            // Not in the file yet: in the writer's buffer (unless it was written out meanwhile,
+            // which `read_at` then finds; or the location is damaged, which it reports).
+            let copied = match w {
+                Some(w) => w.read_buffered(loc),
+                None => self.writer.lock().read_buffered(loc),
+            };
+            if let Some(b) = copied {
+                return Ok(Some(b));
             }
         }
-        match self.file(loc.file) {
-            Some(f) => f.read_at(u64::from(loc.offset), loc.len as usize).map(Some),
-            None => Ok(None),
-        }
+        f.read_at(u64::from(loc.offset), loc.len as usize).map(Some)
     }
 
     /// Reads and verifies the put record of `key` at `loc`.

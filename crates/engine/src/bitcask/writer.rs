@@ -345,7 +345,7 @@ impl Writer {
     /// # Errors
     /// Write errors (the engine is poisoned, also on a full disk: the records may be awaited).
     pub fn flush(&mut self, inner: &Inner) -> Result<()> {
-        self.write_buffer(inner).inspect_err(|e| inner.poison(e))
+        self.write_buffer().inspect_err(|e| inner.poison(e))
     }
 
     /// Writes the buffer to the file; on a full disk keeps the buffer, returning
@@ -354,7 +354,7 @@ impl Writer {
     /// # Errors
     /// [`Error::DiskFull`]; other write errors (poisoned).
     pub fn flush_before_append(&mut self, inner: &Inner) -> Result<()> {
-        match self.write_buffer(inner) {
+        match self.write_buffer() {
             Ok(()) => {
                 self.stalled = false;
                 Ok(())
@@ -370,15 +370,13 @@ impl Writer {
         }
     }
 
-    fn write_buffer(&mut self, inner: &Inner) -> Result<()> {
+    fn write_buffer(&mut self) -> Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
         self.log.write(&self.buf)?;
         self.buf.clear();
-        let flushed = self.log.flushed();
-        self.active().written_to(flushed);
-        inner.active_flushed.store(flushed, Ordering::Release);
+        self.active().written_to(self.log.flushed());
         Ok(())
     }
 
@@ -433,9 +431,6 @@ impl Writer {
         let data = Arc::new(DataFile::new(id, path, file, inner.opts.read_mode, role)?);
         let no = inner.register(data.clone());
         inner.active_no.store(no, Ordering::Release);
-        inner
-            .active_flushed
-            .store(FILE_HEADER_LEN as u64, Ordering::Release);
         self.active_no = no;
         self.log.replace(data, FILE_HEADER_LEN as u64);
         self.len = FILE_HEADER_LEN as u64;
