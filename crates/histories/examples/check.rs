@@ -18,10 +18,12 @@ fn main() -> std::io::Result<()> {
     let report = check_history(&events, Budget::default());
     print!("{report}");
     println!(
-        "{} events, {} keys, checked in {:.1} s",
+        "{} events, {} keys, checked in {:.1} s, at most {} search steps on one key (budget {})",
         events.len(),
         report.keys.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        report.most_steps(),
+        Budget::default().steps
     );
     std::process::exit(match report.outcome() {
         Outcome::Linearizable => 0,

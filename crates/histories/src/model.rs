@@ -86,13 +86,26 @@ impl Model for CasRegister {
 #[derive(Default, Debug)]
 pub struct Interner {
     ids: HashMap<String, ValueId>,
+    /// Ids handed out by [`Interner::fresh`].
+    fresh: usize,
 }
 
 impl Interner {
     /// The id of `v`, made on first sight.
     pub fn id(&mut self, v: &str) -> ValueId {
-        let next = ValueId::try_from(self.ids.len()).unwrap_or(ValueId::MAX);
+        let next = self.next_id();
         *self.ids.entry(v.to_owned()).or_insert(next)
+    }
+
+    fn next_id(&self) -> ValueId {
+        ValueId::try_from(self.ids.len() + self.fresh).unwrap_or(ValueId::MAX)
+    }
+
+    /// An id no value of this key has (nor will have: it is taken).
+    pub fn fresh(&mut self) -> ValueId {
+        let id = self.next_id();
+        self.fresh += 1;
+        id
     }
 
     /// Turns a paired operation into a model operation; `None` for one that cannot affect the

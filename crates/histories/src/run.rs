@@ -78,6 +78,8 @@ pub struct RunReport {
     pub lost_writes: usize,
     /// Time the checker took, seconds.
     pub check_seconds: f64,
+    /// The most search steps one key took (the budget per key is `RunConfig::budget.steps`).
+    pub most_search_steps: u64,
     /// The checker's report (windows of violations).
     #[serde(skip)]
     pub report: Report,
@@ -194,6 +196,7 @@ pub async fn run<C: Cluster, N: Nemesis>(
         outcome: report.outcome(),
         lost_writes: lost_writes(&events),
         check_seconds,
+        most_search_steps: report.most_steps(),
         report,
     };
     Ok((events, summary))

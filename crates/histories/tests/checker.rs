@@ -292,6 +292,34 @@ fn an_unread_unknown_write_still_explains_a_refused_cas() {
 }
 
 #[test]
+fn hanging_unread_writes_beside_a_refused_cas_are_still_decided() {
+    // As above, but a refused CAS needs one of the hanging writes (nothing else explains it),
+    // so they cannot be set aside: the search must order them, not try their 2^40 subsets.
+    // A CI run under kill -9 of a Raft leader once left a key undecided this way.
+    let hanging = |h: &mut H| {
+        h.write(0, 10, "a");
+        for i in 0..40u64 {
+            h.write_unknown(20 + i, &format!("lost{i}"));
+        }
+        h.cas(100, 110, "a", "c", End::Refused).write(120, 130, "b");
+    };
+    let small = Budget {
+        steps: 20_000,
+        ..Budget::default()
+    };
+    let mut h = H::default();
+    hanging(&mut h);
+    h.read(140, 150, Some("a"));
+    let report = check_history(&h.events(), small);
+    assert_eq!(report.outcome(), Outcome::NotLinearizable, "{report}");
+    let mut h = H::default();
+    hanging(&mut h);
+    h.read(140, 150, Some("b"));
+    let report = check_history(&h.events(), small);
+    assert_eq!(report.outcome(), Outcome::Linearizable, "{report}");
+}
+
+#[test]
 fn keys_are_checked_apart() {
     let mut h = H::default();
     h.op("x", 0, 10, F::Write, Some("a"), None, End::Ok)
