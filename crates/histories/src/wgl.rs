@@ -199,10 +199,9 @@ pub fn search<M: Model>(
         };
         if op != NONE {
             let mut moved = false;
-            let waits_for_twin = twin[op] != NONE && !linearized.contains(twin[op]);
-            if waits_for_twin {
-                // Its earlier twin goes first (see `earlier_twins`).
-            } else if let Some(next_state) = model.step(&state, &ops[op].op) {
+            // An earlier twin not yet linearized goes first (see `earlier_twins`).
+            let twin_waits = twin[op] != NONE && !linearized.contains(twin[op]);
+            if !twin_waits && let Some(next_state) = model.step(&state, &ops[op].op) {
                 let mut set = linearized.clone();
                 set.insert(op);
                 if memo.insert((set, next_state.clone())) {

@@ -6,12 +6,12 @@
 //! - The active file ([`Map::ahead`]) is mapped up to its size limit, past its current end.
 //!   `DataFile` reads its map only below its `written` mark: the file's length when opened,
 //!   then raised by the writer after each `pwrite` has returned (the same mark tells
-//!   `Inner::read_raw` which records are still in the writer's buffer). Every byte below the mark is
-//!   in the file and, through the shared page cache, visible in the map; a range beyond it is
-//!   read with `pread` instead (a short read there is reported as corruption, not a signal).
-//!   The writer never cuts the file below the mark: `trim` cuts to it, a failed write cuts
-//!   back to the mark or the preallocation, whichever is further, and a failed preallocation
-//!   to where it began.
+//!   `Inner::read_raw` which records are still in the writer's buffer). Every byte below the
+//!   mark is in the file and, through the shared page cache, visible in the map; a range
+//!   beyond it is read with `pread` instead (a short read there is reported as corruption, not
+//!   a signal). The writer never cuts the file below the mark: `trim` cuts to it, a failed
+//!   write cuts back to the mark or the preallocation, whichever is further, and a failed
+//!   preallocation to where it began.
 //!
 //! The data-directory lock keeps other hoardhaven processes out. A merge that retires a file
 //! unlinks it; the mapping stays valid until the last reader drops its `Arc<DataFile>` and
